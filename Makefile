@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make run    calibrate the embedded default (fixture model + corpus)
+#   make test   build and run the whole test suite
+SWIFT ?= swift
+DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev zstd sqlite3
+
+.PHONY: deps build release test run bench clean
+
+# Install the system libraries when missing (needs root or sudo; apt on Debian/Ubuntu).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+run: release
+	mkdir -p tables
+	.build/release/longmamba --help
+
+bench: release
+	.build/release/longmamba --help
+
+clean:
+	rm -rf .build

@@ -1,0 +1,34 @@
+// What the runner hands out per layer while it runs: Δ and A.
+//
+// Glossary: L = tokens in the sequence, C = channels (Mamba-1: d_inner; Mamba-2: heads),
+// N = state size. Δ = softplus(dt + bias) (after any dt limit), A = -exp(A_log).
+
+/// Δ of one layer for one sequence, as the model computed it.
+public struct LayerDelta: Sendable {
+    public let layer: Int
+    /// Δ: [L, C] row-major (token-major).
+    public let delta: [Float]
+    public let length: Int
+    public let channels: Int
+    /// A: [C, N] (Mamba-1) or [C] (Mamba-2), row-major.
+    public let A: [Float]
+    public let aShape: [Int]
+
+    public init(layer: Int, delta: [Float], length: Int, channels: Int, A: [Float], aShape: [Int]) {
+        precondition(delta.count == length * channels)
+        self.layer = layer; self.delta = delta; self.length = length; self.channels = channels
+        self.A = A; self.aShape = aShape
+    }
+}
+
+/// Receives Δ layer by layer during a forward pass. Throwing stops the pass.
+public protocol DeltaRecorder {
+    mutating func record(_ layerDelta: LayerDelta) throws
+}
+
+/// Keeps every layer's Δ in memory (for `record` and tests).
+public struct CollectingRecorder: DeltaRecorder {
+    public private(set) var layers: [LayerDelta] = []
+    public init() {}
+    public mutating func record(_ layerDelta: LayerDelta) throws { layers.append(layerDelta) }
+}

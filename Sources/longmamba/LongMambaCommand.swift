@@ -1,0 +1,16 @@
+import ArgumentParser
+import LongMamba
+
+@main
+struct LongMambaCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "longmamba",
+        abstract: "LongMamba calibration: per-channel Δ-threshold tables for Mamba-family models.",
+        version: ToolInfo.version,
+        subcommands: [
+            // Issue 2: model runner
+            // Issue 3: corpus and tokenizer
+            // Issue 4: solver, store, lookup, export
+        ]
+    )
+}
