@@ -1,0 +1,187 @@
+// Mamba-2 mixer (SSD, scalar A per head), one layer, batch 1.
+//
+// Glossary
+//   L        tokens in the sequence          D        d_model
+//   d_inner  expand·D                        H        heads = d_inner / P  (h)
+//   P        head dim (p)                    N        state size (n)
+//   G        groups sharing B and C (g)      K        conv kernel width
+//   Δ        softplus(dt + dt_bias), clamped to dt_limit       [L, H]
+//   A        −exp(A_log), one scalar per head                 [H]
+//
+//   z, xBC, dt = in_proj(u)                   // [L, d_inner], [L, d_inner + 2GN], [L, H]
+//   xBC   = SiLU(conv1d(xBC));  x, B, C = split(xBC)   // [L, H·P], [L, G·N], [L, G·N]
+//   Δ     = clamp(softplus(dt + dt_bias), dt_limit)    // [L, H]
+//   h_t   = exp(Δ_t A_h) h_{t−1} + Δ_t x_t B_tᵀ        per head: h [P, N], head h reads group g = h / (H/G)
+//   y_t   = h_t C_t + D_h x_t                          // [P]
+//   y     = RMSNorm_G(y ⊙ SiLU(z)) · w                 // gated norm, groups of d_inner/G
+//   out   = out_proj(y)                                // [L, D]
+import Dispatch
+import Foundation
+
+/// One layer's Mamba-2 weights in f32.
+struct Mamba2Weights {
+    var inProj: [Float]        // [d_inner + (d_inner + 2GN) + H, D]
+    var inProjBias: [Float]?
+    var convWeight: [Float]    // [d_inner + 2GN, K]
+    var convBias: [Float]?     // [d_inner + 2GN]
+    var dtBias: [Float]        // [H]
+    var A: [Float]             // [H] = −exp(A_log)
+    var D: [Float]             // [H]
+    var normWeight: [Float]    // [d_inner]
+    var outProj: [Float]       // [D, d_inner]
+    var outProjBias: [Float]?
+
+    init(checkpoint: ModelCheckpoint, layer: Int) throws {
+        let m = "backbone.layers.\(layer).mixer."
+        let c = checkpoint.config
+        inProj = try checkpoint.floats(m + "in_proj.weight")
+        inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
+        convWeight = try checkpoint.floats(m + "conv1d.weight")
+        convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
+        dtBias = try checkpoint.floats(m + "dt_bias")
+        A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
+        D = try checkpoint.floats(m + "D")
+        normWeight = try checkpoint.floats(m + "norm.weight")
+        outProj = try checkpoint.floats(m + "out_proj.weight")
+        outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
+    }
+}
+
+/// The Mamba-2 mixer of one layer.
+struct Mamba2Mixer {
+    let config: ModelConfig
+    let weights: Mamba2Weights
+
+    /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
+    func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
+                 deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
+        let c = config, w = weights
+        let dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState
+        let convDim = dInner + 2 * GN
+        let projWidth = dInner + convDim + H
+        var zxbcdt = [Float](repeating: 0, count: L * projWidth)     // z|xBC|dt: [L, projWidth]
+        var xBC = [Float](repeating: 0, count: L * convDim)          // xBC: [L, d_inner + 2GN]
+        var delta = [Float](repeating: 0, count: L * H)              // Δ: [L, H]
+        var y = [Float](repeating: 0, count: L * dInner)             // y: [L, d_inner]
+
+        w.inProj.withUnsafeBufferPointer { wIn in
+            linear(u, rows: L, inFeatures: c.dModel, weight: wIn.baseAddress!, outFeatures: projWidth, into: &zxbcdt, bias: w.inProjBias)
+        }
+        zxbcdt.withUnsafeBufferPointer { p in
+            xBC.withUnsafeMutableBufferPointer { xp in
+                causalConvSiLU(input: p.baseAddress! + dInner, length: L, stride: projWidth, channels: convDim,
+                               weight: w.convWeight, bias: w.convBias, kernel: c.dConv, into: xp.baseAddress!)
+            }
+        }
+        // Δ = clamp(softplus(dt + dt_bias), lower, upper)
+        for t in 0..<L {
+            for h in 0..<H {
+                let v = softplus(zxbcdt[t * projWidth + dInner + convDim + h] + w.dtBias[h])
+                delta[t * H + h] = min(max(v, c.dtLimitLower), c.dtLimitUpper)
+            }
+        }
+        deltaFilter?(&delta)
+
+        if useReferenceScan || c.dState % 16 != 0 {
+            referenceScan(xBC: xBC, delta: delta, length: L, into: &y)
+        } else {
+            fastScan(xBC: xBC, delta: delta, length: L, into: &y)
+        }
+        gatedNorm(&y, zxbcdt: zxbcdt, length: L, projWidth: projWidth)
+        y.withUnsafeBufferPointer { yp in
+            w.outProj.withUnsafeBufferPointer { wo in
+                linear(yp.baseAddress!, rows: L, inFeatures: dInner, weight: wo.baseAddress!, outFeatures: c.dModel, into: out, bias: w.outProjBias)
+            }
+        }
+        return delta
+    }
+
+    /// y ← RMSNorm over groups of d_inner/G of (y ⊙ SiLU(z)) · w   (norm_before_gate = false),
+    /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true).
+    func gatedNorm(_ y: inout [Float], zxbcdt: [Float], length L: Int, projWidth: Int) {
+        let dInner = config.dInner, groupSize = dInner / config.groupCount
+        var gate = [Float](repeating: 0, count: dInner)
+        for t in 0..<L {
+            for j in 0..<dInner { gate[j] = zxbcdt[t * projWidth + j] }
+            gate.withUnsafeMutableBufferPointer { siluInPlace($0.baseAddress!, count: dInner) }
+            if !config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
+            for g in 0..<config.groupCount {
+                let start = t * dInner + g * groupSize
+                var sumSquares: Float = 0
+                for j in 0..<groupSize { sumSquares += y[start + j] * y[start + j] }
+                let scale = 1 / (sumSquares / Float(groupSize) + config.normEpsilon).squareRoot()
+                for j in 0..<groupSize { y[start + j] = weights.normWeight[g * groupSize + j] * (y[start + j] * scale) }
+            }
+            if config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
+        }
+    }
+
+    /// The plain recurrence, element by element:
+    ///   h[p,n] ← exp(Δ[t,h]·A_h)·h[p,n] + Δ[t,h]·x[t,h,p]·B[t,g,n];  y[t,h,p] = Σ_n h[p,n]·C[t,g,n] + D_h·x[t,h,p]
+    func referenceScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float]) {
+        let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
+        let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
+        var state = [Float](repeating: 0, count: P * N)
+        for h in 0..<H {
+            let g = h / headsPerGroup
+            for i in state.indices { state[i] = 0 }
+            for t in 0..<L {
+                let dt = delta[t * H + h]
+                let decay = Foundation.exp(dt * weights.A[h])
+                for p in 0..<P {
+                    let xv = xBC[t * convDim + h * P + p]
+                    var acc: Float = 0
+                    for n in 0..<N {
+                        let b = xBC[t * convDim + dInner + g * N + n]
+                        let cc = xBC[t * convDim + dInner + GN + g * N + n]
+                        state[p * N + n] = decay * state[p * N + n] + dt * xv * b
+                        acc += state[p * N + n] * cc
+                    }
+                    y[t * dInner + h * P + p] = acc + weights.D[h] * xv
+                }
+            }
+        }
+    }
+
+    /// The same recurrence with the state row h[p, :] in SIMD16 registers, heads over cores.
+    func fastScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float]) {
+        let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
+        let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
+        let lanes = N / 16
+        xBC.withUnsafeBufferPointer { xp in
+        delta.withUnsafeBufferPointer { dp in
+        weights.A.withUnsafeBufferPointer { ap in
+        weights.D.withUnsafeBufferPointer { Dp in
+        y.withUnsafeMutableBufferPointer { yp in
+            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!)
+            let ys = UnsafeMutablePointerBox(yp.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: H) { h in
+                let (xs, ds, As, Ds) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3])
+                let g = h / headsPerGroup
+                var state = [Vec16](repeating: Vec16(), count: P * lanes)     // h: [P, N]
+                state.withUnsafeMutableBufferPointer { sp in
+                    for t in 0..<L {
+                        let dt = ds[t * H + h]
+                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))
+                        let row = xs + t * convDim
+                        let bRow = row + dInner + g * N, cRow = row + dInner + GN + g * N
+                        for p in 0..<P {
+                            let xv = row[h * P + p]
+                            let dx = Vec16(repeating: dt * xv)
+                            var acc = Vec16()
+                            for l in 0..<lanes {
+                                let B = UnsafeRawPointer(bRow + 16 * l).loadUnaligned(as: Vec16.self)
+                                let C = UnsafeRawPointer(cRow + 16 * l).loadUnaligned(as: Vec16.self)
+                                let i = p * lanes + l
+                                let hn = (decay * sp[i]).addingProduct(dx, B)       // h ← e^{ΔA} h + Δ x Bᵀ
+                                sp[i] = hn
+                                acc = acc.addingProduct(hn, C)                        // y += h C
+                            }
+                            ys.pointer[t * dInner + h * P + p] = acc.sum() + Ds[h] * xv
+                        }
+                    }
+                }
+            }
+        }}}}}
+    }
+}

@@ -1,0 +1,99 @@
+// Element-wise kernels shared by the mixers: exp, SiLU, softplus, RMSNorm, causal depthwise conv.
+// Vectorised with SIMD16<Float> (one AVX-512 register, two AVX2 registers); each has the plain
+// formula next to it.
+import Foundation
+
+public typealias Vec16 = SIMD16<Float>
+
+/// exp(x) for 16 lanes: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by a degree-6 polynomial (Cephes
+/// expf coefficients, ≈1 ulp), times 2ⁿ built in the exponent bits. Inputs below -87.3 give
+/// ≈1e-38 instead of 0, which is harmless where it is used (decays and sigmoids).
+@inline(__always)
+func exp16(_ input: Vec16) -> Vec16 {
+    let x = input.clamped(lowerBound: Vec16(repeating: -87.336_54), upperBound: Vec16(repeating: 88.376_26))
+    let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
+    var r = x.addingProduct(n, Vec16(repeating: -0.693_359_375))    // Cody–Waite: ln2 = hi + lo
+    r = r.addingProduct(n, Vec16(repeating: 2.121_944_4e-4))
+    var p = Vec16(repeating: 1.987_569_15e-4)
+    p = Vec16(repeating: 1.398_199_95e-3).addingProduct(p, r)
+    p = Vec16(repeating: 8.333_451_9e-3).addingProduct(p, r)
+    p = Vec16(repeating: 4.166_579_59e-2).addingProduct(p, r)
+    p = Vec16(repeating: 1.666_666_55e-1).addingProduct(p, r)
+    p = Vec16(repeating: 5.000_000_1e-1).addingProduct(p, r)
+    let y = (r + 1).addingProduct(p, r * r)                          // 1 + r + r²·p(r)
+    let e = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
+    return y * unsafeBitCast(e, to: Vec16.self)
+}
+
+/// exp over a buffer.
+func expInPlace(_ v: UnsafeMutableBufferPointer<Float>) {
+    var i = 0
+    let n = v.count
+    v.baseAddress!.withMemoryRebound(to: Float.self, capacity: n) { p in
+        while i + 16 <= n {
+            let x = UnsafeRawPointer(p + i).loadUnaligned(as: Vec16.self)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: exp16(x), as: Vec16.self)
+            i += 16
+        }
+        while i < n { p[i] = Foundation.exp(p[i]); i += 1 }
+    }
+}
+
+/// SiLU(x) = x · σ(x) = x / (1 + e^{-x}), in place over `count` floats at `p`.
+@inline(__always)
+func siluInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
+    var i = 0
+    while i + 16 <= n {
+        let x = UnsafeRawPointer(p + i).loadUnaligned(as: Vec16.self)
+        UnsafeMutableRawPointer(p + i).storeBytes(of: x / (1 + exp16(-x)), as: Vec16.self)
+        i += 16
+    }
+    while i < n { p[i] = p[i] / (1 + Foundation.exp(-p[i])); i += 1 }
+}
+
+/// SiLU(x) for one value.
+@inline(__always)
+func silu(_ x: Float) -> Float { x / (1 + Foundation.exp(-x)) }
+
+/// softplus(x) = log(1 + eˣ), and x itself above 20 (torch's threshold).
+@inline(__always)
+func softplus(_ x: Float) -> Float { x > 20 ? x : Foundation.log1p(Foundation.exp(x)) }
+
+/// RMSNorm of each row of x: [rows, width] → out = x / sqrt(mean(x²) + eps) · weight.
+func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float, into out: UnsafeMutablePointer<Float>) {
+    weight.withUnsafeBufferPointer { w in
+        for r in 0..<rows {
+            let row = x + r * width, o = out + r * width
+            var sumSquares: Float = 0
+            for j in 0..<width { sumSquares += row[j] * row[j] }
+            let scale = 1 / (sumSquares / Float(width) + epsilon).squareRoot()
+            for j in 0..<width { o[j] = w[j] * (row[j] * scale) }
+        }
+    }
+}
+
+/// Causal depthwise conv1d over time followed by SiLU, for the first `channels` columns of a
+/// row-major [L, stride] input:
+///   out[t, c] = SiLU(bias[c] + Σ_{k<K} w[c, k] · in[t − (K−1) + k, c]),  in[<0] = 0.
+/// `weight`: [channels, K], output [L, channels] dense.
+func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, channels: Int,
+                    weight: [Float], bias: [Float]?, kernel: Int, into out: UnsafeMutablePointer<Float>) {
+    weight.withUnsafeBufferPointer { w in
+        // Transpose taps to [K, channels] so the inner loop runs over contiguous channels.
+        var taps = [Float](repeating: 0, count: kernel * channels)
+        for c in 0..<channels { for k in 0..<kernel { taps[k * channels + c] = w[c * kernel + k] } }
+        taps.withUnsafeBufferPointer { tap in
+            for t in 0..<length {
+                let o = out + t * channels
+                if let bias { for c in 0..<channels { o[c] = bias[c] } } else { for c in 0..<channels { o[c] = 0 } }
+                for k in 0..<kernel {
+                    let src = t - (kernel - 1) + k
+                    if src < 0 { continue }
+                    let row = input + src * stride, tk = tap.baseAddress! + k * channels
+                    for c in 0..<channels { o[c] += tk[c] * row[c] }
+                }
+                siluInPlace(o, count: channels)
+            }
+        }
+    }
+}
