@@ -211,6 +211,14 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
         #expect(error.reason.contains("archive/byteorder"))
     }
 
+    @Test func bigEndianCheckpointIsRefused() throws {
+        let pkl = handPickle(numel: 1, shape: [1], stride: [1])
+        let bytes = zipFile([("archive/data.pkl", pkl), ("archive/byteorder", Data("big".utf8)), ("archive/data/0", Data(count: 4))])
+        #expect(try loadError(bytes: bytes)?.kind == .bigEndian)
+        let little = zipFile([("archive/data.pkl", pkl), ("archive/byteorder", Data("little".utf8)), ("archive/data/0", Data(count: 4))])
+        #expect(try loadError(bytes: little) == nil)
+    }
+
     @Test func missingStorageNamesTensorAndKey() throws {
         let pkl = handPickle(name: "w", key: "7", numel: 2, shape: [2], stride: [1])
         let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 8))])))
@@ -249,5 +257,59 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
         let info = try #require(source.tensors.first { $0.name == "backbone.layers.0.norm.weight" })
         let raw = source.bytes(of: info)
         #expect((0..<3).map { HalfConversion.bf16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) } == [1, 2.5, -3])
+    }
+
+    @Test func cyclicDictIsRefused() throws {
+        // d = {}; d['a'] = d
+        let pkl = Data([0x80, 2, 0x7D, 0x71, 0, 0x58, 1, 0, 0, 0, 0x61, 0x68, 0, 0x73, 0x2E])
+        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl)])))
+        #expect(error.kind == .badPickle)
+        #expect(error.offset == 13)
+    }
+
+    @Test func deepNestingIsRefusedWithoutExhaustingTheStack() throws {
+        let pkl = Data([0x80, 2, 0x4E] + [UInt8](repeating: 0x85, count: 200_000) + [0x2E])
+        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl)])))
+        #expect(error.kind == .badPickle)
+        #expect(error.offset == 3 + PickleReader.maxDepth)
+    }
+
+    @Test func everyTruncationOfARealCheckpointIsATypedError() throws {
+        let whole = try Data(contentsOf: URL(fileURLWithPath: fixturePath("torch/state_dict.bin")))
+        for n in 0..<whole.count {
+            do {
+                _ = try whole.prefix(n).withUnsafeBytes { try TorchCheckpoint.parse($0, path: "cut") }
+                Issue.record("\(n) of \(whole.count) bytes loaded")
+            } catch is TorchCheckpointError {
+            } catch {
+                Issue.record("\(n) bytes: untyped error \(error)")
+            }
+        }
+    }
+
+    @Test func corruptedBytesGiveTypedErrorsNeverCrashes() throws {
+        let whole = try Data(contentsOf: URL(fileURLWithPath: fixturePath("torch/state_dict.bin")))
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ n: Int) -> Int {
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((seed >> 33) % UInt64(n))
+        }
+        var refused = 0
+        for _ in 0..<3000 {
+            var bytes = [UInt8](whole)
+            for _ in 0..<(1 + next(4)) {
+                // Half the hits in data.pkl (bytes 64..<~400), half anywhere.
+                let at = next(2) == 0 ? 64 + next(340) : next(bytes.count)
+                bytes[at] = UInt8(next(256))
+            }
+            do {
+                _ = try bytes.withUnsafeBytes { try TorchCheckpoint.parse($0, path: "fuzz") }
+            } catch is TorchCheckpointError {
+                refused += 1
+            } catch {
+                Issue.record("untyped error \(error)")
+            }
+        }
+        #expect(refused > 100)
     }
 }

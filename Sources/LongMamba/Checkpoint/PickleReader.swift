@@ -21,13 +21,19 @@ struct PickleTensor: Equatable {
 }
 
 /// Mutable containers are references so SETITEMS/APPENDS after BINPUT update the memoized object,
-/// as in Python.
+/// as in Python. A container is frozen once it is placed inside another one (a real pickler fills
+/// each container before nesting it): that keeps `depth` exact and rules out cycles, so walking
+/// and freeing the values can never recurse without bound.
 final class PickleDict {
     var items: [(key: PickleValue, value: PickleValue)] = []
+    var depth = 1
+    var frozen = false
 }
 
 final class PickleList {
     var items: [PickleValue] = []
+    var depth = 1
+    var frozen = false
 }
 
 indirect enum PickleValue {
@@ -36,12 +42,22 @@ indirect enum PickleValue {
     case int(Int)
     case float(Double)
     case string(String)
-    case tuple([PickleValue])
+    case tuple([PickleValue], depth: Int)
     case list(PickleList)
     case dict(PickleDict)
     case global(module: String, name: String)
     case storage(PickleStorage)
     case tensor(PickleTensor)
+
+    /// Nesting depth: 0 for scalars, 1 + the deepest element for containers.
+    var depth: Int {
+        switch self {
+        case .tuple(_, let d): return d
+        case .list(let l): return l.depth
+        case .dict(let d): return d.depth
+        default: return 0
+        }
+    }
 
     var typeName: String {
         switch self {
@@ -149,27 +165,34 @@ struct PickleReader {
             case 0x55:  // SHORT_BINSTRING: Python 2 str, decoded as Latin-1 like torch's loader
                 let raw = try take(Int(try byte()))
                 stack.append(.string(String(decoding: raw.map { UInt16($0) }, as: UTF16.self)))
-            case 0x29: stack.append(.tuple([]))  // EMPTY_TUPLE
-            case 0x85: stack.append(.tuple(try pop(1, at)))  // TUPLE1
-            case 0x86: stack.append(.tuple(try pop(2, at)))  // TUPLE2
-            case 0x87: stack.append(.tuple(try pop(3, at)))  // TUPLE3
-            case 0x74: stack.append(.tuple(try popMark(at)))  // TUPLE
+            case 0x29: stack.append(.tuple([], depth: 1))  // EMPTY_TUPLE
+            case 0x85: stack.append(try tuple(try pop(1, at), at))  // TUPLE1
+            case 0x86: stack.append(try tuple(try pop(2, at), at))  // TUPLE2
+            case 0x87: stack.append(try tuple(try pop(3, at), at))  // TUPLE3
+            case 0x74: stack.append(try tuple(try popMark(at), at))  // TUPLE
             case 0x7D: stack.append(.dict(PickleDict()))  // EMPTY_DICT
             case 0x5D: stack.append(.list(PickleList()))  // EMPTY_LIST
             case 0x73:  // SETITEM
                 let kv = try pop(2, at)
-                try dict(at).items.append((kv[0], kv[1]))
+                let d = try dict(at)
+                try nest(kv, into: &d.depth, frozen: { d.frozen }, at)
+                d.items.append((kv[0], kv[1]))
             case 0x75:  // SETITEMS
                 let kv = try popMark(at)
                 guard kv.count % 2 == 0 else { throw fail(at, .badPickle, "SETITEMS with an odd number (\(kv.count)) of keys and values") }
                 let d = try dict(at)
+                try nest(kv, into: &d.depth, frozen: { d.frozen }, at)
                 for i in stride(from: 0, to: kv.count, by: 2) { d.items.append((kv[i], kv[i + 1])) }
             case 0x61:  // APPEND
                 let v = try pop(1, at)
-                try list(at).items.append(contentsOf: v)
+                let l = try list(at)
+                try nest(v, into: &l.depth, frozen: { l.frozen }, at)
+                l.items.append(contentsOf: v)
             case 0x65:  // APPENDS
                 let vs = try popMark(at)
-                try list(at).items.append(contentsOf: vs)
+                let l = try list(at)
+                try nest(vs, into: &l.depth, frozen: { l.frozen }, at)
+                l.items.append(contentsOf: vs)
             case 0x71: try put(Int(try byte()), at)  // BINPUT
             case 0x72: try put(Int(try uint(4)), at)  // LONG_BINPUT
             case 0x94: try put(memo.count, at)  // MEMOIZE
@@ -216,7 +239,7 @@ struct PickleReader {
 
     /// `('storage', torch.<X>Storage, key, location, numel)`.
     private func storage(_ pid: PickleValue, _ at: Int) throws(PickleError) -> PickleStorage {
-        guard case .tuple(let t) = pid, t.count == 5, case .string("storage") = t[0] else {
+        guard case .tuple(let t, _) = pid, t.count == 5, case .string("storage") = t[0] else {
             throw fail(at, .badPickle, "persistent id is not ('storage', type, key, location, numel)")
         }
         guard let dtype = PickleGlobals.dtype(of: t[1]) else {
@@ -229,7 +252,7 @@ struct PickleReader {
     }
 
     private func reduce(_ callable: PickleValue, _ args: PickleValue, _ at: Int) throws(PickleError) -> PickleValue {
-        guard case .tuple(let a) = args else {
+        guard case .tuple(let a, _) = args else {
             throw fail(at, .badPickle, "REDUCE arguments are \(args.typeName), not a tuple")
         }
         switch callable {
@@ -262,7 +285,7 @@ struct PickleReader {
     }
 
     private func ints(_ v: PickleValue, _ what: String, _ at: Int) throws(PickleError) -> [Int] {
-        guard case .tuple(let t) = v else { throw fail(at, .badPickle, "_rebuild_tensor_v2: \(what) is \(v.typeName), not a tuple") }
+        guard case .tuple(let t, _) = v else { throw fail(at, .badPickle, "_rebuild_tensor_v2: \(what) is \(v.typeName), not a tuple") }
         var out: [Int] = []
         for x in t {
             guard case .int(let i) = x else { throw fail(at, .badPickle, "_rebuild_tensor_v2: \(what) holds a \(x.typeName)") }
@@ -272,6 +295,34 @@ struct PickleReader {
     }
 
     // MARK: stack and input
+
+    /// Deepest nesting accepted; a state dict with its wrapper and `_metadata` needs about 4.
+    static let maxDepth = 64
+
+    private func tuple(_ items: [PickleValue], _ at: Int) throws(PickleError) -> PickleValue {
+        var depth = 1
+        try nest(items, into: &depth, frozen: { false }, at)
+        return .tuple(items, depth: depth)
+    }
+
+    /// Freezes containers that are being placed inside another one and updates its depth.
+    private func nest(_ items: [PickleValue], into depth: inout Int, frozen: () -> Bool, _ at: Int) throws(PickleError) {
+        for item in items {
+            switch item {
+            case .dict(let d): d.frozen = true
+            case .list(let l): l.frozen = true
+            default: break
+            }
+        }
+        // Checked after freezing, so `d[k] = d` is caught as well.
+        guard !frozen() else {
+            throw fail(at, .badPickle, "a dict or list is modified after being nested in another container (a cycle, or not a state dict)")
+        }
+        for item in items { depth = max(depth, item.depth + 1) }
+        guard depth <= Self.maxDepth else {
+            throw fail(at, .badPickle, "values nested deeper than \(Self.maxDepth) levels (not a state dict)")
+        }
+    }
 
     private func fail(_ at: Int, _ kind: TorchCheckpointError.Kind, _ reason: String) -> PickleError {
         PickleError(offset: at, kind: kind, reason: reason)

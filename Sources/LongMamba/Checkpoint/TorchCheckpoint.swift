@@ -25,9 +25,15 @@ public struct TorchCheckpointError: Error, CustomStringConvertible, Sendable {
         case notAStateDict
         /// A tensor's storage `<prefix>/data/<key>` is not in the zip.
         case missingStorage
+        /// A name asked for is not in the checkpoint.
+        case missingTensor
+        /// A float conversion was asked of an integer tensor.
+        case notFloatingPoint
         /// A tensor's elements run past the end of its storage.
         case outOfStorage
         case nonContiguous
+        /// `<prefix>/byteorder` says the storages are big-endian.
+        case bigEndian
     }
 
     public let path: String
@@ -66,11 +72,18 @@ public struct TorchCheckpoint: TensorSource {
     }
 
     public init(file: MappedFile) throws {
-        let path = file.path
-        self.path = path
+        self.path = file.path
         self.file = file
-        let bytes = file.bytes
+        let (prefix, infos) = try Self.parse(file.bytes, path: file.path)
+        self.archivePrefix = prefix
+        self.tensors = infos
+        var index: [String: Int] = [:]
+        for (i, t) in infos.enumerated() { index[t.name] = i }
+        self.index = index
+    }
 
+    /// The archive folder and tensors of a checkpoint's bytes (`path` only names the file in errors).
+    static func parse(_ bytes: UnsafeRawBufferPointer, path: String) throws -> (prefix: String, tensors: [TensorInfo]) {
         let zip = try ZipDirectory(bytes: bytes) { offset, kind, reason in
             TorchCheckpointError(path: path, kind: kind, entry: nil, offset: offset, tensor: nil, reason: reason)
         }
@@ -90,11 +103,18 @@ public struct TorchCheckpoint: TensorSource {
                 reason: "\(pickles.count) data.pkl entries (\(pickles.map(\.name).joined(separator: ", "))); expected one archive per file")
         }
         let prefix = String(pickleEntry.name.dropLast("/data.pkl".count))
-        self.archivePrefix = prefix
+        // Storages are raw machine-order bytes; files from big-endian machines say so here.
+        if let order = zip.entry("\(prefix)/byteorder") {
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[order.dataRange]), as: UTF8.self)
+            guard text.trimmingCharacters(in: .whitespacesAndNewlines) == "little" else {
+                throw TorchCheckpointError(path: path, kind: .bigEndian, entry: order.name, offset: nil, tensor: nil,
+                    reason: "byte order is '\(text.prefix(16))', only little-endian checkpoints are supported (hint: re-save on a little-endian machine)")
+            }
+        }
 
         let root: PickleValue
         do {
-            root = try PickleReader.load(file.slice(pickleEntry.dataRange))
+            root = try PickleReader.load(UnsafeRawBufferPointer(rebasing: bytes[pickleEntry.dataRange]))
         } catch {
             throw TorchCheckpointError(path: path, kind: error.kind, entry: pickleEntry.name, offset: error.offset, tensor: nil, reason: error.reason)
         }
@@ -142,8 +162,7 @@ public struct TorchCheckpoint: TensorSource {
             index[name] = infos.count
             infos.append(TensorInfo(name: name, dtype: t.storage.dtype, shape: t.shape, byteRange: range))
         }
-        self.tensors = infos
-        self.index = index
+        return (prefix, infos)
     }
 
     /// Tensor names and values of the pickled object: a (possibly nested) dict of tensors, or a
@@ -192,12 +211,12 @@ public struct TorchCheckpoint: TensorSource {
     /// A tensor converted to f32 (f32, f16, bf16, f64 accepted).
     public func floats(_ name: String) throws -> [Float] {
         guard let info = info(name) else {
-            throw TorchCheckpointError(path: path, kind: .notAStateDict, entry: nil, offset: nil, tensor: name, reason: "not found in the checkpoint")
+            throw TorchCheckpointError(path: path, kind: .missingTensor, entry: nil, offset: nil, tensor: name, reason: "not found in the checkpoint")
         }
         var out = [Float](repeating: 0, count: info.elementCount)
         let ok = out.withUnsafeMutableBufferPointer { convertToFloat32(bytes(of: info), dtype: info.dtype, into: $0) }
         guard ok else {
-            throw TorchCheckpointError(path: path, kind: .notAStateDict, entry: nil, offset: nil, tensor: name, reason: "dtype \(info.dtype.rawValue) is not a floating-point type")
+            throw TorchCheckpointError(path: path, kind: .notFloatingPoint, entry: nil, offset: nil, tensor: name, reason: "dtype \(info.dtype.rawValue) is not a floating-point type")
         }
         return out
     }
