@@ -9,6 +9,8 @@ Outputs (all tiny, committed; Swift tests never run Python):
                           saved with their storage (storage_offset), a scalar; folder 'archive/'
     pytorch_model.bin     the same state dict saved by path: torch names the folder after the stem
     training_ckpt.pt      {'model': nn.Module state dict (has _metadata via BUILD), 'epoch', 'lr'}
+    many_slices.bin       40 one-element slices of one storage (> 256 memo slots: LONG_BINPUT)
+    protocol4.bin         the same saved with pickle_protocol=4 (FRAME, MEMOIZE, STACK_GLOBAL, ...)
     expected.json         dtype, shape, values and tied pairs for the files above
     malicious_os_system.bin  pickle calling os.system through __reduce__ (must be refused unrun)
     compressed.bin        state_dict.bin re-zipped with DEFLATE
@@ -91,6 +93,16 @@ def main():
     save_archive({"model": msd, "epoch": 3, "lr": 0.1, "note": "training checkpoint"}, "training_ckpt.pt")
     expected["training_ckpt.pt"] = describe(msd, "training_ckpt.pt") | {"prefix": "archive", "tied": []}
 
+    big = torch.arange(40, dtype=torch.float32) - 20
+    slices = collections.OrderedDict((f"s{i}", big[i:i + 1]) for i in range(40))
+    save_archive(slices, "many_slices.bin")
+    expected["many_slices.bin"] = describe(slices, "many_slices.bin") | {"prefix": "archive", "tied": []}
+    buf = io.BytesIO()
+    torch.save(slices, buf, pickle_protocol=4)
+    with open(os.path.join(OUT, "protocol4.bin"), "wb") as f:
+        f.write(buf.getvalue())
+    expected["protocol4.bin"] = describe(slices, "protocol4.bin") | {"prefix": "archive", "tied": []}
+
     save_archive({"weight": torch.ones(2), "evil": RunsShell()}, "malicious_os_system.bin")
 
     with zipfile.ZipFile(os.path.join(OUT, "state_dict.bin")) as src, \
@@ -101,7 +113,8 @@ def main():
     save_archive({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, "transposed.bin")
 
     # Everything loads with torch's own safe loader, except the malicious file.
-    for name in ("state_dict.bin", "pytorch_model.bin", "training_ckpt.pt", "transposed.bin"):
+    # (protocol4.bin is left out: torch's weights-only unpickler rejects FRAME, opcode 149.)
+    for name in ("state_dict.bin", "pytorch_model.bin", "training_ckpt.pt", "many_slices.bin", "transposed.bin"):
         torch.load(os.path.join(OUT, name), weights_only=True)
     try:
         torch.load(os.path.join(OUT, "malicious_os_system.bin"), weights_only=True)
@@ -110,7 +123,7 @@ def main():
         pass
 
     with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1, sort_keys=True)
+        json.dump(expected, f, sort_keys=True, separators=(",", ":"))
         f.write("\n")
     total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
     print(f"wrote {OUT} ({total} bytes)")

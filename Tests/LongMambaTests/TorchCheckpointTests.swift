@@ -69,7 +69,7 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
 }
 
 @Suite struct TorchCheckpointTests {
-    @Test(arguments: ["state_dict.bin", "pytorch_model.bin", "training_ckpt.pt"])
+    @Test(arguments: ["state_dict.bin", "pytorch_model.bin", "training_ckpt.pt", "many_slices.bin", "protocol4.bin"])
     func readsRealTorchSaveFilesWithExactValues(file: String) throws {
         let expected = try expectedTensors(file)
         let ckpt = try TorchCheckpoint(path: fixturePath("torch/\(file)"))

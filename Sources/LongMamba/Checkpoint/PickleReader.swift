@@ -226,14 +226,11 @@ struct PickleReader {
 
     // MARK: torch objects
 
-    private func pushGlobalCheck(_ module: String, _ name: String, _ at: Int) throws(PickleError) {
+    /// A global is only a name here; it is checked against the allow-list and never resolved.
+    private mutating func pushGlobal(module: String, name: String, _ at: Int) throws(PickleError) {
         guard PickleGlobals.isAllowed(module: module, name: name) else {
             throw fail(at, .forbiddenGlobal, "global '\(module).\(name)' is not allowed (only collections.OrderedDict, torch._utils._rebuild_tensor_v2/_rebuild_parameter and torch storage/dtype classes); nothing was executed")
         }
-    }
-
-    private mutating func pushGlobal(module: String, name: String, _ at: Int) throws(PickleError) {
-        try pushGlobalCheck(module, name, at)
         stack.append(.global(module: module, name: name))
     }
 
