@@ -107,8 +107,9 @@ def main():
 
     with zipfile.ZipFile(os.path.join(OUT, "state_dict.bin")) as src, \
             zipfile.ZipFile(os.path.join(OUT, "compressed.bin"), "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            dst.writestr(info.filename, src.read(info.filename))
+        for info in src.infolist():  # fixed timestamps: the fixture is reproducible
+            dst.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), src.read(info.filename),
+                         compress_type=zipfile.ZIP_DEFLATED)
 
     save_archive({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, "transposed.bin")
 
