@@ -129,11 +129,9 @@ def save_state_spaces(model, arch, name, dtype):
     sd = {}
     for k, v in model.state_dict().items():
         k = k.replace("backbone.embeddings.", "backbone.embedding.")
-        sd[k] = v.to(dtype)
-    # mamba_ssm keeps A_log and D in fp32 even in half-precision checkpoints.
-    for k in list(sd):
-        if k.endswith(".A_log") or k.endswith(".D"):
-            sd[k] = sd[k].float()
+        # mamba_ssm keeps A_log and D in fp32 even in half-precision checkpoints.
+        keep = k.endswith(".A_log") or k.endswith(".D")
+        sd[k] = v.float() if keep else v.to(dtype)
     sd["lm_head.weight"] = sd["backbone.embedding.weight"]      # tied: one storage, two keys
     torch.save(sd, os.path.join(path, "pytorch_model.bin"))
     with open(os.path.join(path, "config.json"), "w") as f:

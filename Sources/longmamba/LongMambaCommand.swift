@@ -9,6 +9,7 @@ struct LongMambaCommand: AsyncParsableCommand {
         version: ToolInfo.version,
         subcommands: [
             // Issue 2: model runner
+            RecordCommand.self, BenchCommand.self,
             // Issue 3: corpus and tokenizer
             // Issue 4: solver, store, lookup, export
         ]

@@ -84,7 +84,7 @@ public struct ModelCheckpoint: Sendable {
 
     static func openTensorFile(_ path: String) throws -> any TensorSource {
         if path.hasSuffix(".safetensors") { return try SafetensorsFile(path: path) }
-        throw CheckpointError(path: path, reason: "PyTorch .bin checkpoints are not readable yet", hint: "convert to safetensors")
+        return try TorchCheckpoint(path: path)
     }
 
     /// Maps every tensor name to the canonical (state-spaces) one and checks the set and shapes

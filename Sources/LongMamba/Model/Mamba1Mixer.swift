@@ -102,10 +102,10 @@ struct Mamba1Mixer {
                 linear(xd.baseAddress!, rows: L, inFeatures: R, xStride: projWidth, weight: wdt.baseAddress!, outFeatures: dInner, into: &delta, bias: w.dtProjBias)
             }
         }
-        for i in delta.indices { delta[i] = softplus(delta[i]) }
+        delta.withUnsafeMutableBufferPointer { softplusInPlace($0.baseAddress!, count: $0.count) }
         deltaFilter?(&delta)
 
-        if useReferenceScan || N % 16 != 0 {
+        if useReferenceScan || dInner % 16 != 0 {
             referenceScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y)
         } else {
             fastScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y)
@@ -149,12 +149,13 @@ struct Mamba1Mixer {
         }
     }
 
-    /// The same recurrence, 16 state elements per SIMD register, channel blocks spread over cores.
+    /// The same recurrence with 16 channels in the lanes of one SIMD register (no horizontal
+    /// sums): for a block of 16 channels the state is h[n] (N registers), and per token
+    ///   h[n] ← exp(Δ ⊙ A[:, n]) ⊙ h[n] + (Δ ⊙ x) · B[t, n];   y += h[n] · C[t, n].
+    /// Channel blocks are spread over the cores.
     func fastScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, into y: inout [Float]) {
         let dInner = config.dInner, N = config.dState, R = config.dtRank, width = R + 2 * N
-        let lanes = N / 16
-        let block = 32
-        let blocks = (dInner + block - 1) / block
+        let blocks = dInner / 16
         x.withUnsafeBufferPointer { xp in
         delta.withUnsafeBufferPointer { dp in
         xDbl.withUnsafeBufferPointer { bc in
@@ -165,31 +166,26 @@ struct Mamba1Mixer {
             let ys = UnsafeMutablePointerBox(yp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: blocks) { b in
                 let (xs, ds, bcs, As, Ds) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
-                let c0 = b * block, c1 = min(dInner, c0 + block)
-                let count = c1 - c0
-                // state h: [count, N], A: [count, N] as SIMD16 lanes
-                var h = [Vec16](repeating: Vec16(), count: count * lanes)
-                var a = [Vec16](repeating: Vec16(), count: count * lanes)
-                for c in 0..<count {
-                    for l in 0..<lanes { a[c * lanes + l] = UnsafeRawPointer(As + (c0 + c) * N + 16 * l).loadUnaligned(as: Vec16.self) }
-                }
+                let c0 = b * 16
+                // A transposed to [N] × 16 channels; state h: [N] × 16 channels.
+                var a = [Vec16](repeating: Vec16(), count: N)
+                for n in 0..<N { for lane in 0..<16 { a[n][lane] = As[(c0 + lane) * N + n] } }
+                let skip = UnsafeRawPointer(Ds + c0).loadUnaligned(as: Vec16.self)
+                var h = [Vec16](repeating: Vec16(), count: N)
                 h.withUnsafeMutableBufferPointer { hp in
                 a.withUnsafeBufferPointer { av in
                     for t in 0..<L {
-                        let row = bcs + t * width
-                        for l in 0..<lanes {
-                            let Bt = UnsafeRawPointer(row + R + 16 * l).loadUnaligned(as: Vec16.self)
-                            let Ct = UnsafeRawPointer(row + R + N + 16 * l).loadUnaligned(as: Vec16.self)
-                            for c in 0..<count {
-                                let dt = ds[t * dInner + c0 + c], xv = xs[t * dInner + c0 + c]
-                                let i = c * lanes + l
-                                let hn = exp16(av[i] * dt) * hp[i] + Bt * (dt * xv)   // h ← e^{ΔA} h + Δ x B
-                                hp[i] = hn
-                                let partial = (hn * Ct).sum()                           // ⟨h, C⟩
-                                if l == 0 { ys.pointer[t * dInner + c0 + c] = partial + Ds[c0 + c] * xv }
-                                else { ys.pointer[t * dInner + c0 + c] += partial }
-                            }
+                        let dt = UnsafeRawPointer(ds + t * dInner + c0).loadUnaligned(as: Vec16.self)     // Δ[t, c0..<c0+16]
+                        let xv = UnsafeRawPointer(xs + t * dInner + c0).loadUnaligned(as: Vec16.self)     // x[t, c0..<c0+16]
+                        let dtx = dt * xv
+                        let Bt = bcs + t * width + R, Ct = Bt + N
+                        var acc = skip * xv                                                              // D x
+                        for n in 0..<N {
+                            let hn = (exp16(dt * av[n]) * hp[n]).addingProduct(dtx, Vec16(repeating: Bt[n]))
+                            hp[n] = hn
+                            acc = acc.addingProduct(hn, Vec16(repeating: Ct[n]))                        // + ⟨h, C⟩
                         }
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + c0).storeBytes(of: acc, as: Vec16.self)
                     }
                 }
                 }

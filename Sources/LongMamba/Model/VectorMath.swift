@@ -6,13 +6,16 @@ import Foundation
 public typealias Vec16 = SIMD16<Float>
 
 /// exp(x) for 16 lanes: x = n·ln2 + r, |r| ≤ ln2/2, exp(r) by a degree-6 polynomial (Cephes
-/// expf coefficients, ≈1 ulp), times 2ⁿ built in the exponent bits. Inputs below -87.3 give
-/// ≈1e-38 instead of 0, which is harmless where it is used (decays and sigmoids).
+/// expf coefficients, ≈1 ulp), times 2ⁿ built in the exponent bits. n is rounded with the
+/// 1.5·2²³ trick so that only plain vector instructions are used (Swift's generic SIMD
+/// conversions are not inlined). Inputs below -87.3 give ≈1e-38 instead of 0, which is harmless
+/// where it is used (decays and sigmoids).
 @inline(__always)
 func exp16(_ input: Vec16) -> Vec16 {
-    let x = input.clamped(lowerBound: Vec16(repeating: -87.336_54), upperBound: Vec16(repeating: 88.376_26))
-    let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
-    var r = x.addingProduct(n, Vec16(repeating: -0.693_359_375))    // Cody–Waite: ln2 = hi + lo
+    let x = pointwiseMin(pointwiseMax(input, Vec16(repeating: -87.336_54)), Vec16(repeating: 88.376_26))
+    let t = Vec16(repeating: 12_582_912).addingProduct(x, Vec16(repeating: 1.442_695_04))  // 1.5·2²³ + x·log2(e)
+    let n = t - 12_582_912                                                                  // round(x·log2 e)
+    var r = x.addingProduct(n, Vec16(repeating: -0.693_359_375))                            // Cody–Waite: ln2 = hi + lo
     r = r.addingProduct(n, Vec16(repeating: 2.121_944_4e-4))
     var p = Vec16(repeating: 1.987_569_15e-4)
     p = Vec16(repeating: 1.398_199_95e-3).addingProduct(p, r)
@@ -20,9 +23,59 @@ func exp16(_ input: Vec16) -> Vec16 {
     p = Vec16(repeating: 4.166_579_59e-2).addingProduct(p, r)
     p = Vec16(repeating: 1.666_666_55e-1).addingProduct(p, r)
     p = Vec16(repeating: 5.000_000_1e-1).addingProduct(p, r)
-    let y = (r + 1).addingProduct(p, r * r)                          // 1 + r + r²·p(r)
-    let e = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-    return y * unsafeBitCast(e, to: Vec16.self)
+    let y = (r + 1).addingProduct(p, r * r)                                                 // 1 + r + r²·p(r)
+    let bits = (unsafeBitCast(t, to: SIMD16<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23      // 2ⁿ
+    return y * unsafeBitCast(bits, to: Vec16.self)
+}
+
+/// log(x) for 16 lanes, x > 0 finite: x = m·2ᵉ with m in [√½, √2), log(m) by the Cephes logf
+/// polynomial (≈1 ulp).
+@inline(__always)
+func log16(_ x: Vec16) -> Vec16 {
+    let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
+    // e as a float without int→float conversion: (2²³ + biased exponent) − (2²³ + 126)
+    var e = unsafeBitCast((bits &>> 23) | 0x4B00_0000, to: Vec16.self) - (8_388_608 + 126)
+    var m = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: Vec16.self)             // [0.5, 1)
+    let small = m .< 0.707_106_78
+    e = e.replacing(with: e - 1, where: small)
+    m = m.replacing(with: m + m, where: small) - 1
+    let z = m * m
+    var y = Vec16(repeating: 7.037_683_6e-2)
+    y = Vec16(repeating: -1.151_461_03e-1).addingProduct(y, m)
+    y = Vec16(repeating: 1.167_699_87e-1).addingProduct(y, m)
+    y = Vec16(repeating: -1.242_014_08e-1).addingProduct(y, m)
+    y = Vec16(repeating: 1.424_932_28e-1).addingProduct(y, m)
+    y = Vec16(repeating: -1.666_805_77e-1).addingProduct(y, m)
+    y = Vec16(repeating: 2.000_071_48e-1).addingProduct(y, m)
+    y = Vec16(repeating: -2.499_999_4e-1).addingProduct(y, m)
+    y = Vec16(repeating: 3.333_333_1e-1).addingProduct(y, m)
+    y = y * m * z
+    y = y.addingProduct(e, Vec16(repeating: -2.121_944_4e-4))
+    y = y.addingProduct(z, Vec16(repeating: -0.5))
+    return (m + y).addingProduct(e, Vec16(repeating: 0.693_359_375))
+}
+
+/// softplus(x) = log1p(eˣ) for 16 lanes, x itself above 20 (torch's threshold). log1p(u) is
+/// computed as log(w)·u/(w − 1) with w = 1 + u, exact to a few ulp even for tiny u.
+@inline(__always)
+func softplus16(_ x: Vec16) -> Vec16 {
+    let u = exp16(x)
+    let w = u + 1
+    let denominator = w - 1
+    let safe = denominator .== 0
+    let log1p = (log16(w) * u / denominator.replacing(with: 1, where: safe)).replacing(with: u, where: safe)
+    return log1p.replacing(with: x, where: x .> 20)
+}
+
+/// softplus over a buffer, in place.
+func softplusInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
+    var i = 0
+    while i + 16 <= n {
+        let x = UnsafeRawPointer(p + i).loadUnaligned(as: Vec16.self)
+        UnsafeMutableRawPointer(p + i).storeBytes(of: softplus16(x), as: Vec16.self)
+        i += 16
+    }
+    while i < n { p[i] = softplus(p[i]); i += 1 }
 }
 
 /// exp over a buffer.
