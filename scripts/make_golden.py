@@ -152,6 +152,9 @@ def main():
     torch.manual_seed(1234)
     g = torch.Generator().manual_seed(99)
     tokens = torch.randint(2, VOCAB_SS, (SEQ_LEN,), generator=g).tolist()
+    os.makedirs(os.path.join(ROOT, "Fixtures", "tokens"), exist_ok=True)
+    with open(os.path.join(ROOT, "Fixtures", "tokens", "parity.tokens"), "w") as f:
+        f.write(" ".join(map(str, tokens)) + "\n")
     manifest = {}
     for arch, make_cfg, cls in (("mamba", mamba1_config, MambaForCausalLM),
                                 ("mamba2", mamba2_config, Mamba2ForCausalLM)):

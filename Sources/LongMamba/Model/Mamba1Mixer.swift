@@ -58,15 +58,16 @@ struct Mamba1Mixer {
     /// out: [L, D] = mixer(u: [L, D]); Δ: [L, d_inner] is returned for recording.
     /// `deltaFilter` may rewrite Δ before the scan (LongMamba inference).
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
+                 workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
         let dModel = config.dModel, dInner = config.dInner, N = config.dState, R = config.dtRank
         let w = weights
-        var xz = [Float](repeating: 0, count: L * 2 * dInner)                  // xz: [L, 2·d_inner]
-        var x = [Float](repeating: 0, count: L * dInner)                       // x: [L, d_inner]
         let projWidth = R + 2 * N
-        var xDbl = [Float](repeating: 0, count: L * projWidth)                  // dt_low|B|C: [L, R+2N]
-        var delta = [Float](repeating: 0, count: L * dInner)                   // Δ: [L, d_inner]
-        var y = [Float](repeating: 0, count: L * dInner)                       // y: [L, d_inner]
+        var xz = workspace.take(0, count: L * 2 * dInner)                     // xz: [L, 2·d_inner]
+        var x = workspace.take(1, count: L * dInner)                          // x: [L, d_inner]
+        var xDbl = workspace.take(2, count: L * projWidth)                    // dt_low|B|C: [L, R+2N]
+        var y = workspace.take(3, count: L * dInner)                          // y: [L, d_inner]
+        var delta = [Float](repeating: 0, count: L * dInner)                   // Δ: [L, d_inner] (handed to the recorder)
+        defer { workspace.give(0, xz); workspace.give(1, x); workspace.give(2, xDbl); workspace.give(3, y) }
 
         w.inProj.withUnsafeBufferPointer { wIn in
             linear(u, rows: L, inFeatures: dModel, weight: wIn.baseAddress!, outFeatures: 2 * dInner, into: &xz, bias: w.inProjBias)

@@ -54,15 +54,16 @@ struct Mamba2Mixer {
 
     /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
+                 workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
         let c = config, w = weights
         let dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState
         let convDim = dInner + 2 * GN
         let projWidth = dInner + convDim + H
-        var zxbcdt = [Float](repeating: 0, count: L * projWidth)     // z|xBC|dt: [L, projWidth]
-        var xBC = [Float](repeating: 0, count: L * convDim)          // xBC: [L, d_inner + 2GN]
-        var delta = [Float](repeating: 0, count: L * H)              // Δ: [L, H]
-        var y = [Float](repeating: 0, count: L * dInner)             // y: [L, d_inner]
+        var zxbcdt = workspace.take(0, count: L * projWidth)        // z|xBC|dt: [L, projWidth]
+        var xBC = workspace.take(1, count: L * convDim)             // xBC: [L, d_inner + 2GN]
+        var y = workspace.take(3, count: L * dInner)                // y: [L, d_inner]
+        var delta = [Float](repeating: 0, count: L * H)              // Δ: [L, H] (handed to the recorder)
+        defer { workspace.give(0, zxbcdt); workspace.give(1, xBC); workspace.give(3, y) }
 
         w.inProj.withUnsafeBufferPointer { wIn in
             linear(u, rows: L, inFeatures: c.dModel, weight: wIn.baseAddress!, outFeatures: projWidth, into: &zxbcdt, bias: w.inProjBias)

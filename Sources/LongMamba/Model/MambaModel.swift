@@ -17,7 +17,7 @@ public struct ModelRunError: Error, CustomStringConvertible, Sendable {
 /// What to do to Δ of one layer before the scan (e.g. LongMamba's threshold filter).
 public typealias DeltaFilter = (_ layer: Int, _ delta: inout [Float], _ length: Int, _ channels: Int) -> Void
 
-/// Runs a Mamba-family checkpoint on CPU.
+/// Runs a Mamba-family checkpoint on CPU. One instance runs one forward pass at a time.
 public final class MambaModel: @unchecked Sendable {
     public let checkpoint: ModelCheckpoint
     public var config: ModelConfig { checkpoint.config }
@@ -26,6 +26,7 @@ public final class MambaModel: @unchecked Sendable {
     private var residentMixers: [Int: LayerMixer] = [:]
     private let keepWeightsResident: Bool
     private var lmHead: [Float]?
+    private let workspace = Workspace()
 
     /// - keepWeightsResident: keep every layer's f32 weights after first use (fast repeated runs);
     ///   default: only when the f32 weights take at most 4 GiB.
@@ -70,10 +71,10 @@ public final class MambaModel: @unchecked Sendable {
             let A: [Float], aShape: [Int]
             switch mixer {
             case .mamba1(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
                 A = m.weights.A; aShape = [config.dInner, config.dState]
             case .mamba2(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
                 A = m.weights.A; aShape = [config.headCount]
             }
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
