@@ -106,10 +106,10 @@ struct Mamba1Mixer {
         delta.withUnsafeMutableBufferPointer { softplusInPlace($0.baseAddress!, count: $0.count) }
         deltaFilter?(&delta)
 
-        if useReferenceScan || dInner % 16 != 0 {
+        if useReferenceScan || dInner % 16 != 0 || N % 2 != 0 {
             referenceScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y)
         } else {
-            fastScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y)
+            fastScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y, workspace: workspace)
         }
         // y ⊙ SiLU(z)
         xz.withUnsafeMutableBufferPointer { xzp in
@@ -154,11 +154,24 @@ struct Mamba1Mixer {
     /// sums): for a block of 16 channels the state is h[n] (N registers), and per token
     ///   h[n] ← exp(Δ ⊙ A[:, n]) ⊙ h[n] + (Δ ⊙ x) · B[t, n];   y += h[n] · C[t, n].
     /// Channel blocks are spread over the cores.
-    func fastScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, into y: inout [Float]) {
+    func fastScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, into y: inout [Float], workspace: Workspace) {
         let dInner = config.dInner, N = config.dState, R = config.dtRank, width = R + 2 * N
         let blocks = dInner / 16
-        x.withUnsafeBufferPointer { xp in
-        delta.withUnsafeBufferPointer { dp in
+        // Gather each block's x and Δ into contiguous time series ([blocks, L, 16]) so every
+        // worker streams through memory (rows of [L, d_inner] are too far apart to prefetch).
+        var xBlocks = workspace.take(10, count: L * dInner)                     // x: [blocks, L, 16]
+        var deltaBlocks = workspace.take(11, count: L * dInner)                 // Δ: [blocks, L, 16]
+        defer { workspace.give(10, xBlocks); workspace.give(11, deltaBlocks) }
+        for t in 0..<L {
+            for b in 0..<blocks {
+                for lane in 0..<16 {
+                    xBlocks[(b * L + t) * 16 + lane] = x[t * dInner + b * 16 + lane]
+                    deltaBlocks[(b * L + t) * 16 + lane] = delta[t * dInner + b * 16 + lane]
+                }
+            }
+        }
+        xBlocks.withUnsafeBufferPointer { xp in
+        deltaBlocks.withUnsafeBufferPointer { dp in
         xDbl.withUnsafeBufferPointer { bc in
         weights.A.withUnsafeBufferPointer { ap in
         weights.D.withUnsafeBufferPointer { Dp in
@@ -176,17 +189,22 @@ struct Mamba1Mixer {
                 h.withUnsafeMutableBufferPointer { hp in
                 a.withUnsafeBufferPointer { av in
                     for t in 0..<L {
-                        let dt = UnsafeRawPointer(ds + t * dInner + c0).loadUnaligned(as: Vec16.self)     // Δ[t, c0..<c0+16]
-                        let xv = UnsafeRawPointer(xs + t * dInner + c0).loadUnaligned(as: Vec16.self)     // x[t, c0..<c0+16]
+                        let dt = UnsafeRawPointer(ds + (b * L + t) * 16).loadUnaligned(as: Vec16.self)   // Δ[t, c0..<c0+16]
+                        let xv = UnsafeRawPointer(xs + (b * L + t) * 16).loadUnaligned(as: Vec16.self)   // x[t, c0..<c0+16]
                         let dtx = dt * xv
                         let Bt = bcs + t * width + R, Ct = Bt + N
-                        var acc = skip * xv                                                              // D x
-                        for n in 0..<N {
-                            let hn = (exp16(dt * av[n]) * hp[n]).addingProduct(dtx, Vec16(repeating: Bt[n]))
-                            hp[n] = hn
-                            acc = acc.addingProduct(hn, Vec16(repeating: Ct[n]))                        // + ⟨h, C⟩
+                        // Two partial sums break the add-latency chain over n.
+                        var acc0 = skip * xv, acc1 = Vec16()                                            // D x
+                        var n = 0
+                        while n < N {
+                            let h0 = (exp16(dt * av[n]) * hp[n]).addingProduct(dtx, Vec16(repeating: Bt[n]))
+                            let h1 = (exp16(dt * av[n + 1]) * hp[n + 1]).addingProduct(dtx, Vec16(repeating: Bt[n + 1]))
+                            hp[n] = h0; hp[n + 1] = h1
+                            acc0 = acc0.addingProduct(h0, Vec16(repeating: Ct[n]))                      // + ⟨h, C⟩
+                            acc1 = acc1.addingProduct(h1, Vec16(repeating: Ct[n + 1]))
+                            n += 2
                         }
-                        UnsafeMutableRawPointer(ys.pointer + t * dInner + c0).storeBytes(of: acc, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + c0).storeBytes(of: acc0 + acc1, as: Vec16.self)
                     }
                 }
                 }

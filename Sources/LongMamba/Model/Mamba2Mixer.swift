@@ -83,10 +83,10 @@ struct Mamba2Mixer {
         }
         deltaFilter?(&delta)
 
-        if useReferenceScan || c.dState % 16 != 0 {
+        if useReferenceScan || c.headDim % 16 != 0 || c.dState % 4 != 0 {
             referenceScan(xBC: xBC, delta: delta, length: L, into: &y)
         } else {
-            fastScan(xBC: xBC, delta: delta, length: L, into: &y)
+            fastScan(xBC: xBC, delta: delta, length: L, into: &y, workspace: workspace)
         }
         gatedNorm(&y, zxbcdt: zxbcdt, length: L, projWidth: projWidth)
         y.withUnsafeBufferPointer { yp in
@@ -144,45 +144,73 @@ struct Mamba2Mixer {
         }
     }
 
-    /// The same recurrence with the state row h[p, :] in SIMD16 registers, heads over cores.
-    func fastScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float]) {
+    /// The same recurrence with 16 head-dim rows p in the lanes of a SIMD register, so no
+    /// horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
+    ///   h[n] ← e^{Δ A_h} h[n] + (Δ x) · B[n];   y += h[n] · C[n]   (B[n], C[n] broadcast).
+    /// Heads are spread over the cores.
+    func fastScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float], workspace: Workspace) {
         let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
-        let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
-        let lanes = N / 16
-        xBC.withUnsafeBufferPointer { xp in
-        delta.withUnsafeBufferPointer { dp in
+        let G = c.groupCount, GN = G * N, convDim = dInner + 2 * GN, headsPerGroup = H / G
+        let rowBlocks = P / 16
+        // Gather each head's x and each group's B|C into contiguous time series so every worker
+        // streams through memory (rows of xBC are too far apart for the hardware prefetcher).
+        var xHeads = workspace.take(10, count: H * L * P)               // x: [H, L, P]
+        var bcGroups = workspace.take(11, count: G * L * 2 * N)         // B|C: [G, L, 2N]
+        var deltaHeads = workspace.take(12, count: H * L)               // Δ: [H, L]
+        defer { workspace.give(10, xHeads); workspace.give(11, bcGroups); workspace.give(12, deltaHeads) }
+        for t in 0..<L {
+            let row = t * convDim
+            for h in 0..<H {
+                for p in 0..<P { xHeads[(h * L + t) * P + p] = xBC[row + h * P + p] }
+                deltaHeads[h * L + t] = delta[t * H + h]
+            }
+            for g in 0..<G {
+                for n in 0..<N {
+                    bcGroups[(g * L + t) * 2 * N + n] = xBC[row + dInner + g * N + n]
+                    bcGroups[(g * L + t) * 2 * N + N + n] = xBC[row + dInner + GN + g * N + n]
+                }
+            }
+        }
+        xHeads.withUnsafeBufferPointer { xp in
+        bcGroups.withUnsafeBufferPointer { bcp in
+        deltaHeads.withUnsafeBufferPointer { dp in
         weights.A.withUnsafeBufferPointer { ap in
         weights.D.withUnsafeBufferPointer { Dp in
         y.withUnsafeMutableBufferPointer { yp in
-            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!)
+            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
             let ys = UnsafeMutablePointerBox(yp.baseAddress!)
-            DispatchQueue.concurrentPerform(iterations: H) { h in
-                let (xs, ds, As, Ds) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3])
+            DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
+                let (xs, ds, As, Ds, bcs) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
+                let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
                 let g = h / headsPerGroup
-                var state = [Vec16](repeating: Vec16(), count: P * lanes)     // h: [P, N]
+                var state = [Vec16](repeating: Vec16(), count: N)              // h[:, p0..<p0+16]: [N] × 16
                 state.withUnsafeMutableBufferPointer { sp in
                     for t in 0..<L {
-                        let dt = ds[t * H + h]
-                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))
-                        let row = xs + t * convDim
-                        let bRow = row + dInner + g * N, cRow = row + dInner + GN + g * N
-                        for p in 0..<P {
-                            let xv = row[h * P + p]
-                            let dx = Vec16(repeating: dt * xv)
-                            var acc = Vec16()
-                            for l in 0..<lanes {
-                                let B = UnsafeRawPointer(bRow + 16 * l).loadUnaligned(as: Vec16.self)
-                                let C = UnsafeRawPointer(cRow + 16 * l).loadUnaligned(as: Vec16.self)
-                                let i = p * lanes + l
-                                let hn = (decay * sp[i]).addingProduct(dx, B)       // h ← e^{ΔA} h + Δ x Bᵀ
-                                sp[i] = hn
-                                acc = acc.addingProduct(hn, C)                        // y += h C
-                            }
-                            ys.pointer[t * dInner + h * P + p] = acc.sum() + Ds[h] * xv
+                        let dt = ds[h * L + t]
+                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))   // e^{Δ A_h}
+                        let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                        let dtx = xv * dt
+                        let B = bcs + (g * L + t) * 2 * N, C = B + N
+                        // Four partial sums break the add-latency chain over n.
+                        var acc0 = xv * Ds[h], acc1 = Vec16(), acc2 = Vec16(), acc3 = Vec16()   // D_h x
+                        var n = 0
+                        while n < N {
+                            let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))       // h ← e^{ΔA} h + Δ x B
+                            let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
+                            let h2 = (decay * sp[n + 2]).addingProduct(dtx, Vec16(repeating: B[n + 2]))
+                            let h3 = (decay * sp[n + 3]).addingProduct(dtx, Vec16(repeating: B[n + 3]))
+                            sp[n] = h0; sp[n + 1] = h1; sp[n + 2] = h2; sp[n + 3] = h3
+                            acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))                      // y += h C
+                            acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
+                            acc2 = acc2.addingProduct(h2, Vec16(repeating: C[n + 2]))
+                            acc3 = acc3.addingProduct(h3, Vec16(repeating: C[n + 3]))
+                            n += 4
                         }
+                        let acc = (acc0 + acc1) + (acc2 + acc3)
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: acc, as: Vec16.self)
                     }
                 }
             }
-        }}}}}
+        }}}}}}
     }
 }
