@@ -27,7 +27,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+from transformers import (FalconMambaConfig, FalconMambaForCausalLM, Mamba2Config, Mamba2ForCausalLM,
+                          MambaConfig, MambaForCausalLM)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "Fixtures", "models")
@@ -43,6 +44,16 @@ def mamba1_config():
         conv_kernel=4, time_step_rank="auto", use_bias=False, use_conv_bias=True,
         layer_norm_epsilon=1e-5, residual_in_fp32=True, tie_word_embeddings=True,
         pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    )
+
+
+def falcon_mamba_config():
+    """Falcon-Mamba: Mamba-1 with weightless RMS norms on dt_low, B, C and an untied LM head."""
+    return FalconMambaConfig(
+        vocab_size=VOCAB, hidden_size=64, state_size=16, num_hidden_layers=2, expand=2,
+        conv_kernel=4, time_step_rank="auto", use_bias=False, use_conv_bias=True,
+        layer_norm_epsilon=1e-5, mixer_rms_eps=1e-6, residual_in_fp32=True,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=0, eos_token_id=0,
     )
 
 
@@ -73,9 +84,11 @@ def record(model, arch, tokens):
     hooks = []
     for i, layer in enumerate(model.backbone.layers):
         mixer = layer.mixer
-        if arch == "mamba":
+        if arch in ("mamba", "falcon_mamba"):
             def hook(mod, inp, out, i=i, mixer=mixer):
                 time_step = out[..., : mixer.time_step_rank]                      # [B, L, R]
+                if arch == "falcon_mamba":
+                    time_step = mixer.dt_layernorm(time_step)
                 dt = mixer.dt_proj.weight @ time_step.transpose(1, 2)              # [B, d_inner, L]
                 dt = dt + mixer.dt_proj.bias.float()[..., None]
                 deltas[i] = F.softplus(dt)[0].transpose(0, 1).contiguous()         # [L, d_inner]
@@ -156,6 +169,12 @@ def main():
     with open(os.path.join(ROOT, "Fixtures", "tokens", "parity.tokens"), "w") as f:
         f.write(" ".join(map(str, tokens)) + "\n")
     manifest = {}
+    torch.manual_seed(4321)
+    falcon = FalconMambaForCausalLM(falcon_mamba_config()).eval()
+    save_golden("falcon_mamba", "f32", record(falcon, "falcon_mamba", tokens))
+    save_hf(falcon, "falcon_mamba-tiny-hf", torch.float32)
+    manifest["falcon_mamba-tiny-hf"] = {"architecture": "falcon_mamba", "layout": "hf", "golden": "falcon_mamba-f32"}
+    torch.manual_seed(1234)
     for arch, make_cfg, cls in (("mamba", mamba1_config, MambaForCausalLM),
                                 ("mamba2", mamba2_config, Mamba2ForCausalLM)):
         model = cls(make_cfg()).eval()
