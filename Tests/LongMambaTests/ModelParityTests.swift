@@ -91,3 +91,28 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(throws: ModelRunError.self) { _ = try model.logits(tokens: []) }
     }
 }
+
+@Suite struct ChunkedSequenceTests {
+    @Test(arguments: ["mamba-tiny-hf", "mamba2-tiny-hf", "falcon_mamba-tiny-hf"])
+    func chunksWithCarriedStateGiveTheSameDeltaAndLogits(fixture: String) throws {
+        let tokens = try TokenFile.read(ModelFixtures.root.appendingPathComponent("Fixtures/tokens/parity.tokens").path)
+        for reference in [false, true] {
+            let model = try MambaModel(directory: ModelFixtures.model(fixture))
+            model.useReferenceScan = reference
+            var whole = CollectingRecorder()
+            let wholeLogits = try model.forward(tokens: tokens, recorder: &whole, computeLogits: true)
+            var state = SequenceState(layerCount: model.config.layerCount)
+            var chunkLogits: [Float] = []
+            var chunkDeltas = [[Float]](repeating: [], count: model.config.layerCount)
+            // Uneven chunks, including ones shorter than the conv kernel.
+            for range in [0..<2, 2..<33, 33..<34, 34..<80] {
+                var part = CollectingRecorder()
+                chunkLogits += try model.forward(tokens: Array(tokens[range]), continuing: &state, recorder: &part, computeLogits: true)
+                for l in part.layers { chunkDeltas[l.layer] += l.delta }
+            }
+            #expect(state.position == tokens.count)
+            #expect(relativeError(chunkLogits, wholeLogits) <= 1e-5, "\(fixture) reference=\(reference)")
+            for l in whole.layers { #expect(relativeError(chunkDeltas[l.layer], l.delta) <= 1e-5) }
+        }
+    }
+}

@@ -58,8 +58,10 @@ struct Mamba1Mixer {
     /// out: [L, D] = mixer(u: [L, D]); Δ: [L, d_inner] is returned for recording.
     /// `deltaFilter` may rewrite Δ before the scan (LongMamba inference).
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
+                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
+                 useReferenceScan: Bool = false) -> [Float] {
         let dModel = config.dModel, dInner = config.dInner, N = config.dState, R = config.dtRank
+        if state.ssm.count != dInner * N { state.ssm = [Float](repeating: 0, count: dInner * N) }
         let w = weights
         let projWidth = R + 2 * N
         var xz = workspace.take(0, count: L * 2 * dInner)                     // xz: [L, 2·d_inner]
@@ -75,7 +77,7 @@ struct Mamba1Mixer {
         xz.withUnsafeBufferPointer { xzp in
             x.withUnsafeMutableBufferPointer { xp in
                 causalConvSiLU(input: xzp.baseAddress!, length: L, stride: 2 * dInner, channels: dInner,
-                               weight: w.convWeight, bias: w.convBias, kernel: config.dConv, into: xp.baseAddress!)
+                               weight: w.convWeight, bias: w.convBias, kernel: config.dConv, history: &state.conv, into: xp.baseAddress!)
             }
         }
         x.withUnsafeBufferPointer { xp in
@@ -107,9 +109,9 @@ struct Mamba1Mixer {
         deltaFilter?(&delta)
 
         if useReferenceScan || dInner % 16 != 0 || N % 2 != 0 {
-            referenceScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y)
+            referenceScan(x: x, delta: delta, xDbl: xDbl, length: L, ssm: &state.ssm, into: &y)
         } else {
-            fastScan(x: x, delta: delta, xDbl: xDbl, length: L, into: &y, workspace: workspace)
+            fastScan(x: x, delta: delta, xDbl: xDbl, length: L, ssm: &state.ssm, into: &y, workspace: workspace)
         }
         // y ⊙ SiLU(z)
         xz.withUnsafeMutableBufferPointer { xzp in
@@ -132,11 +134,13 @@ struct Mamba1Mixer {
 
     /// The plain scan, one channel and one state element at a time:
     ///   h[c,n] ← exp(Δ[t,c]·A[c,n])·h[c,n] + Δ[t,c]·x[t,c]·B[t,n];  y[t,c] = Σ_n h[c,n]·C[t,n] + D[c]·x[t,c]
-    func referenceScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, into y: inout [Float]) {
+    /// `ssm` ([d_inner, N]) is the state before the first token and is left as the state after the last.
+    func referenceScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, ssm: inout [Float], into y: inout [Float]) {
         let dInner = config.dInner, N = config.dState, R = config.dtRank, width = R + 2 * N
         var h = [Float](repeating: 0, count: N)
         for c in 0..<dInner {
-            for n in 0..<N { h[n] = 0 }
+            for n in 0..<N { h[n] = ssm[c * N + n] }
+            defer { for n in 0..<N { ssm[c * N + n] = h[n] } }
             for t in 0..<L {
                 let dt = delta[t * dInner + c], xv = x[t * dInner + c]
                 var acc: Float = 0
@@ -154,7 +158,7 @@ struct Mamba1Mixer {
     /// sums): for a block of 16 channels the state is h[n] (N registers), and per token
     ///   h[n] ← exp(Δ ⊙ A[:, n]) ⊙ h[n] + (Δ ⊙ x) · B[t, n];   y += h[n] · C[t, n].
     /// Channel blocks are spread over the cores.
-    func fastScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, into y: inout [Float], workspace: Workspace) {
+    func fastScan(x: [Float], delta: [Float], xDbl: [Float], length L: Int, ssm: inout [Float], into y: inout [Float], workspace: Workspace) {
         let dInner = config.dInner, N = config.dState, R = config.dtRank, width = R + 2 * N
         let blocks = dInner / 16
         // Gather each block's x and Δ into contiguous time series ([blocks, L, 16]) so every
@@ -175,9 +179,10 @@ struct Mamba1Mixer {
         xDbl.withUnsafeBufferPointer { bc in
         weights.A.withUnsafeBufferPointer { ap in
         weights.D.withUnsafeBufferPointer { Dp in
+        ssm.withUnsafeMutableBufferPointer { sp in
         y.withUnsafeMutableBufferPointer { yp in
             let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, bc.baseAddress!, ap.baseAddress!, Dp.baseAddress!)
-            let ys = UnsafeMutablePointerBox(yp.baseAddress!)
+            let ys = UnsafeMutablePointerBox(yp.baseAddress!), states = UnsafeMutablePointerBox(sp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: blocks) { b in
                 let (xs, ds, bcs, As, Ds) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
                 let c0 = b * 16
@@ -186,6 +191,8 @@ struct Mamba1Mixer {
                 for n in 0..<N { for lane in 0..<16 { a[n][lane] = As[(c0 + lane) * N + n] } }
                 let skip = UnsafeRawPointer(Ds + c0).loadUnaligned(as: Vec16.self)
                 var h = [Vec16](repeating: Vec16(), count: N)
+                for n in 0..<N { for lane in 0..<16 { h[n][lane] = states.pointer[(c0 + lane) * N + n] } }
+                defer { for n in 0..<N { for lane in 0..<16 { states.pointer[(c0 + lane) * N + n] = h[n][lane] } } }
                 h.withUnsafeMutableBufferPointer { hp in
                 a.withUnsafeBufferPointer { av in
                     for t in 0..<L {
@@ -209,7 +216,7 @@ struct Mamba1Mixer {
                 }
                 }
             }
-        }}}}}}
+        }}}}}}}
     }
 }
 

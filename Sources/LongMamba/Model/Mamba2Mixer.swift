@@ -54,8 +54,10 @@ struct Mamba2Mixer {
 
     /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil, useReferenceScan: Bool = false) -> [Float] {
+                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
+                 useReferenceScan: Bool = false) -> [Float] {
         let c = config, w = weights
+        if state.ssm.count != c.headCount * c.headDim * c.dState { state.ssm = [Float](repeating: 0, count: c.headCount * c.headDim * c.dState) }
         let dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState
         let convDim = dInner + 2 * GN
         let projWidth = dInner + convDim + H
@@ -71,7 +73,7 @@ struct Mamba2Mixer {
         zxbcdt.withUnsafeBufferPointer { p in
             xBC.withUnsafeMutableBufferPointer { xp in
                 causalConvSiLU(input: p.baseAddress! + dInner, length: L, stride: projWidth, channels: convDim,
-                               weight: w.convWeight, bias: w.convBias, kernel: c.dConv, into: xp.baseAddress!)
+                               weight: w.convWeight, bias: w.convBias, kernel: c.dConv, history: &state.conv, into: xp.baseAddress!)
             }
         }
         // Δ = clamp(softplus(dt + dt_bias), lower, upper)
@@ -84,9 +86,9 @@ struct Mamba2Mixer {
         deltaFilter?(&delta)
 
         if useReferenceScan || c.headDim % 16 != 0 || c.dState % 4 != 0 {
-            referenceScan(xBC: xBC, delta: delta, length: L, into: &y)
+            referenceScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y)
         } else {
-            fastScan(xBC: xBC, delta: delta, length: L, into: &y, workspace: workspace)
+            fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y, workspace: workspace)
         }
         gatedNorm(&y, zxbcdt: zxbcdt, length: L, projWidth: projWidth)
         y.withUnsafeBufferPointer { yp in
@@ -119,13 +121,15 @@ struct Mamba2Mixer {
 
     /// The plain recurrence, element by element:
     ///   h[p,n] ← exp(Δ[t,h]·A_h)·h[p,n] + Δ[t,h]·x[t,h,p]·B[t,g,n];  y[t,h,p] = Σ_n h[p,n]·C[t,g,n] + D_h·x[t,h,p]
-    func referenceScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float]) {
+    /// `ssm` ([H, P, N]) is the state before the first token and is left as the state after the last.
+    func referenceScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float]) {
         let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
         let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
         var state = [Float](repeating: 0, count: P * N)
         for h in 0..<H {
             let g = h / headsPerGroup
-            for i in state.indices { state[i] = 0 }
+            for i in state.indices { state[i] = ssm[h * P * N + i] }
+            defer { for i in state.indices { ssm[h * P * N + i] = state[i] } }
             for t in 0..<L {
                 let dt = delta[t * H + h]
                 let decay = Foundation.exp(dt * weights.A[h])
@@ -148,7 +152,7 @@ struct Mamba2Mixer {
     /// horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
     ///   h[n] ← e^{Δ A_h} h[n] + (Δ x) · B[n];   y += h[n] · C[n]   (B[n], C[n] broadcast).
     /// Heads are spread over the cores.
-    func fastScan(xBC: [Float], delta: [Float], length L: Int, into y: inout [Float], workspace: Workspace) {
+    func fastScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float], workspace: Workspace) {
         let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
         let G = c.groupCount, GN = G * N, convDim = dInner + 2 * GN, headsPerGroup = H / G
         let rowBlocks = P / 16
@@ -176,14 +180,18 @@ struct Mamba2Mixer {
         deltaHeads.withUnsafeBufferPointer { dp in
         weights.A.withUnsafeBufferPointer { ap in
         weights.D.withUnsafeBufferPointer { Dp in
+        ssm.withUnsafeMutableBufferPointer { ssmp in
         y.withUnsafeMutableBufferPointer { yp in
             let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
-            let ys = UnsafeMutablePointerBox(yp.baseAddress!)
+            let ys = UnsafeMutablePointerBox(yp.baseAddress!), states = UnsafeMutablePointerBox(ssmp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
                 let (xs, ds, As, Ds, bcs) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
                 let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
                 let g = h / headsPerGroup
                 var state = [Vec16](repeating: Vec16(), count: N)              // h[:, p0..<p0+16]: [N] × 16
+                let base = h * P * N                                           // ssm: [H, P, N]
+                for n in 0..<N { for lane in 0..<16 { state[n][lane] = states.pointer[base + (p0 + lane) * N + n] } }
+                defer { for n in 0..<N { for lane in 0..<16 { states.pointer[base + (p0 + lane) * N + n] = state[n][lane] } } }
                 state.withUnsafeMutableBufferPointer { sp in
                     for t in 0..<L {
                         let dt = ds[h * L + t]
@@ -211,6 +219,6 @@ struct Mamba2Mixer {
                     }
                 }
             }
-        }}}}}}
+        }}}}}}}
     }
 }

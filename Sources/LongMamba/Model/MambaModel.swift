@@ -53,7 +53,20 @@ public final class MambaModel: @unchecked Sendable {
     @discardableResult
     public func forward<R: DeltaRecorder>(tokens: [Int], recorder: inout R, computeLogits: Bool = false,
                                           deltaFilter: DeltaFilter? = nil) throws -> [Float] {
+        var state = SequenceState(layerCount: config.layerCount)
+        return try forward(tokens: tokens, continuing: &state, recorder: &recorder, computeLogits: computeLogits, deltaFilter: deltaFilter)
+    }
+
+    /// Runs the next chunk of a sequence from `state` (conv histories and SSM states of every
+    /// layer) and leaves `state` after the chunk's last token.
+    @discardableResult
+    public func forward<R: DeltaRecorder>(tokens: [Int], continuing state: inout SequenceState, recorder: inout R,
+                                          computeLogits: Bool = false, deltaFilter: DeltaFilter? = nil) throws -> [Float] {
         try validate(tokens: tokens)
+        guard state.layers.count == config.layerCount else {
+            throw ModelRunError(reason: "sequence state has \(state.layers.count) layers, the model \(config.layerCount)")
+        }
+        defer { state.position += tokens.count }
         let L = tokens.count, dModel = config.dModel
         var hidden = try checkpoint.floatRows("backbone.embedding.weight", rows: tokens)   // h: [L, D]
         var normed = [Float](repeating: 0, count: L * dModel)                              // RMSNorm(h): [L, D]
@@ -71,10 +84,10 @@ public final class MambaModel: @unchecked Sendable {
             let A: [Float], aShape: [Int]
             switch mixer {
             case .mamba1(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
                 A = m.weights.A; aShape = [config.dInner, config.dState]
             case .mamba2(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
                 A = m.weights.A; aShape = [config.headCount]
             }
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))

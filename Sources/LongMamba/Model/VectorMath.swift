@@ -128,9 +128,23 @@ func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], 
 /// Causal depthwise conv1d over time followed by SiLU, for the first `channels` columns of a
 /// row-major [L, stride] input:
 ///   out[t, c] = SiLU(bias[c] + Σ_{k<K} w[c, k] · in[t − (K−1) + k, c]),  in[<0] = 0.
-/// `weight`: [channels, K], output [L, channels] dense.
+/// `weight`: [channels, K], output [L, channels] dense. `history` ([K−1, channels], the inputs
+/// of the previous chunk's last K−1 tokens) replaces the zero padding when a sequence is
+/// processed in chunks; it is updated to this chunk's last K−1 inputs.
 func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, channels: Int,
-                    weight: [Float], bias: [Float]?, kernel: Int, into out: UnsafeMutablePointer<Float>) {
+                    weight: [Float], bias: [Float]?, kernel: Int, history: inout [Float],
+                    into out: UnsafeMutablePointer<Float>) {
+    let past = kernel - 1
+    if history.count != past * channels { history = [Float](repeating: 0, count: past * channels) }
+    defer {
+        // New history: the last K−1 inputs of (history ++ input).
+        var next = [Float](repeating: 0, count: past * channels)
+        for j in 0..<past {
+            let src = length - past + j
+            for c in 0..<channels { next[j * channels + c] = src >= 0 ? input[src * stride + c] : history[(past + src) * channels + c] }
+        }
+        history = next
+    }
     weight.withUnsafeBufferPointer { w in
         // Transpose taps to [K, channels] so the inner loop runs over contiguous channels.
         var taps = [Float](repeating: 0, count: kernel * channels)
@@ -141,8 +155,13 @@ func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, chann
                 if let bias { for c in 0..<channels { o[c] = bias[c] } } else { for c in 0..<channels { o[c] = 0 } }
                 for k in 0..<kernel {
                     let src = t - (kernel - 1) + k
-                    if src < 0 { continue }
-                    let row = input + src * stride, tk = tap.baseAddress! + k * channels
+                    let tk = tap.baseAddress! + k * channels
+                    if src < 0 {
+                        let j = past + src
+                        for c in 0..<channels { o[c] += tk[c] * history[j * channels + c] }
+                        continue
+                    }
+                    let row = input + src * stride
                     for c in 0..<channels { o[c] += tk[c] * row[c] }
                 }
                 siluInPlace(o, count: channels)
