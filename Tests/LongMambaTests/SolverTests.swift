@@ -44,7 +44,7 @@ func fixturePath(_ name: String) -> String {
             let tag = String(format: "p%02d", Int((p * 100).rounded()))
             for layer in 0..<c.layers {
                 for s in 0..<c.samples {
-                    let rec = recordings[s].layers[layer]
+                    let rec = try recordings[s].layer(layer)
                     let L = rec.length, C = rec.channels, N = rec.A.count / C
                     let prefix = "\(tag).sample\(s).layer.\(layer)"
                     let torchD = try expected.floats("\(prefix).D"), torchA = try expected.floats("\(prefix).a")
@@ -80,7 +80,7 @@ func fixturePath(_ name: String) -> String {
             let tag = String(format: "p%02d", Int((p * 100).rounded()))
             for aggregation in Aggregation.allCases {
                 for layer in 0..<c.layers {
-                    let samples = recordings.map { $0.layers[layer] }
+                    let samples = try recordings.map { try $0.layer(layer) }
                     let L = samples[0].length, C = samples[0].channels, N = samples[0].A.count / C
                     let prefix = "\(tag).\(aggregation.rawValue).layer.\(layer)"
                     let tau = try expected.floats("\(prefix).tau"), alpha = try expected.floats("\(prefix).alpha")

@@ -12,16 +12,21 @@ public struct RecordingError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(path): \(reason)" }
 }
 
-/// One recorded sample: Δ of every layer, sorted per channel, plus the file's metadata.
+/// One recorded sample, read lazily layer by layer (a 1.4B recording is 1.6 GB of Δ).
 public struct RecordingFile: Sendable {
     public let path: String
     public let metadata: [String: String]
-    public let layers: [SortedDeltaLayer]
+    public let layerCount: Int
+    /// L: tokens per layer.
+    public let length: Int
+    /// C of every layer.
+    public let channelCounts: [Int]
+    public let aShapes: [[Int]]
+    private let file: SafetensorsFile
 
     public var architecture: String? { metadata["architecture"] }
     public var fingerprint: String? { metadata["fingerprint"] }
-    public var length: Int { layers.first?.length ?? 0 }
-    public var channels: Int { layers.first?.channels ?? 0 }
+    public var channels: Int { channelCounts.first ?? 0 }
 
     public init(path: String) throws {
         let file: SafetensorsFile
@@ -29,6 +34,7 @@ public struct RecordingFile: Sendable {
             throw RecordingError(path: path, reason: "not a readable safetensors file: \(error)")
         }
         self.path = path
+        self.file = file
         self.metadata = file.metadata
         var layerIndices: [Int] = []
         for t in file.tensors {
@@ -42,7 +48,8 @@ public struct RecordingFile: Sendable {
         guard layerIndices == Array(0..<layerIndices.count) else {
             throw RecordingError(path: path, reason: "layers are not numbered 0..<\(layerIndices.count): found \(layerIndices)")
         }
-        var layers: [SortedDeltaLayer] = []
+        var length: Int?
+        var channels: [Int] = [], aShapes: [[Int]] = []
         for i in layerIndices {
             guard let info = file.info("layer.\(i).delta"), info.shape.count == 2 else {
                 throw RecordingError(path: path, reason: "layer.\(i).delta must have shape [L, C], found \(file.info("layer.\(i).delta")?.shape ?? [])")
@@ -51,35 +58,47 @@ public struct RecordingFile: Sendable {
                 throw RecordingError(path: path, reason: "layer.\(i).A is missing (A = -exp(A_log) of layer \(i))")
             }
             let L = info.shape[0], C = info.shape[1]
-            let delta = try file.floats(info)
-            let A = try file.floats(aInfo)
-            do {
-                let layer = try SortedDeltaLayer(layer: i, tokenMajorDelta: delta, length: L, channels: C, A: A, aShape: aInfo.shape, source: path)
-                if let first = layers.first, first.length != L {
-                    throw RecordingError(path: path, reason: "layer \(i) has \(L) tokens, layer 0 has \(first.length)")
-                }
-                layers.append(layer)
-            } catch let e as SolverError {
-                throw RecordingError(path: path, reason: "\(e)")
+            if let length, length != L {
+                throw RecordingError(path: path, reason: "layer \(i) has \(L) tokens, layer 0 has \(length)")
             }
+            guard aInfo.shape.first == C, aInfo.shape.count <= 2 else {
+                throw RecordingError(path: path, reason: "layer.\(i).A has shape \(aInfo.shape), expected [\(C)] or [\(C), N]")
+            }
+            length = L
+            channels.append(C); aShapes.append(aInfo.shape)
         }
-        self.layers = layers
+        self.layerCount = layerIndices.count
+        self.length = length ?? 0
+        self.channelCounts = channels
+        self.aShapes = aShapes
+    }
+
+    /// Layer i's Δ, checked (finite, ≥ 0) and sorted per channel.
+    public func layer(_ i: Int) throws -> SortedDeltaLayer {
+        guard i >= 0, i < layerCount else { throw RecordingError(path: path, reason: "no layer \(i) (file has \(layerCount))") }
+        do {
+            let delta = try file.floats("layer.\(i).delta")
+            let A = try file.floats("layer.\(i).A")
+            return try SortedDeltaLayer(layer: i, tokenMajorDelta: delta, length: length, channels: channelCounts[i], A: A, aShape: aShapes[i], source: path)
+        } catch let e as SolverError {
+            throw RecordingError(path: path, reason: "\(e)")
+        }
     }
 
     /// Checks that K recordings describe the same model shape.
     public static func checkConsistent(_ files: [RecordingFile]) throws {
         guard let first = files.first else { return }
         for f in files.dropFirst() {
-            guard f.layers.count == first.layers.count else {
-                throw RecordingError(path: f.path, reason: "has \(f.layers.count) layers but \(first.path) has \(first.layers.count)")
+            guard f.layerCount == first.layerCount else {
+                throw RecordingError(path: f.path, reason: "has \(f.layerCount) layers but \(first.path) has \(first.layerCount)")
             }
-            for (a, b) in zip(first.layers, f.layers) {
-                guard a.channels == b.channels, a.aShape == b.aShape else {
-                    throw RecordingError(path: f.path, reason: "layer \(b.layer) has \(b.channels) channels (A \(b.aShape)) but \(first.path) has \(a.channels) (A \(a.aShape))")
+            for i in 0..<f.layerCount {
+                guard f.channelCounts[i] == first.channelCounts[i], f.aShapes[i] == first.aShapes[i] else {
+                    throw RecordingError(path: f.path, reason: "layer \(i) has \(f.channelCounts[i]) channels (A \(f.aShapes[i])) but \(first.path) has \(first.channelCounts[i]) (A \(first.aShapes[i]))")
                 }
-                guard a.length == b.length else {
-                    throw RecordingError(path: f.path, reason: "has \(b.length) tokens but \(first.path) has \(a.length); all samples need the same length L")
-                }
+            }
+            guard f.length == first.length else {
+                throw RecordingError(path: f.path, reason: "has \(f.length) tokens but \(first.path) has \(first.length); all samples need the same length L")
             }
             if let fa = first.architecture, let ba = f.architecture, fa != ba {
                 throw RecordingError(path: f.path, reason: "architecture '\(ba)' differs from '\(fa)' in \(first.path)")
