@@ -22,7 +22,7 @@ struct SolverRNG {
     }
 }
 
-func fixturePath(_ name: String) -> String {
+func solverFixturePath(_ name: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/solver/\(name)").path
 }
@@ -36,9 +36,9 @@ func fixturePath(_ name: String) -> String {
     /// With torch's budget D, τ and α match the torch port bit for bit; D and a match to float32 rounding.
     @Test(arguments: cases)
     func matchesTorchPortBitForBitGivenTheSameBudget(_ c: Case) throws {
-        let expected = try SafetensorsFile(path: fixturePath("\(c.name)-expected.safetensors"))
+        let expected = try SafetensorsFile(path: solverFixturePath("\(c.name)-expected.safetensors"))
         let lengths = try expected.integers("lengths")
-        let recordings = try (0..<c.samples).map { try RecordingFile(path: fixturePath("\(c.name)-sample\($0).safetensors")) }
+        let recordings = try (0..<c.samples).map { try RecordingFile(path: solverFixturePath("\(c.name)-sample\($0).safetensors")) }
         var compared = 0
         for p in c.ps {
             let tag = String(format: "p%02d", Int((p * 100).rounded()))
@@ -73,9 +73,9 @@ func fixturePath(_ name: String) -> String {
     /// End to end (our own D): per-sample and aggregated tables equal the port to float32 precision.
     @Test(arguments: cases)
     func aggregatedTablesMatchTorchPort(_ c: Case) throws {
-        let expected = try SafetensorsFile(path: fixturePath("\(c.name)-expected.safetensors"))
+        let expected = try SafetensorsFile(path: solverFixturePath("\(c.name)-expected.safetensors"))
         let lengths = try expected.integers("lengths")
-        let recordings = try (0..<c.samples).map { try RecordingFile(path: fixturePath("\(c.name)-sample\($0).safetensors")) }
+        let recordings = try (0..<c.samples).map { try RecordingFile(path: solverFixturePath("\(c.name)-sample\($0).safetensors")) }
         for p in c.ps {
             let tag = String(format: "p%02d", Int((p * 100).rounded()))
             for aggregation in Aggregation.allCases {
