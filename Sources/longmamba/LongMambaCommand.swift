@@ -11,6 +11,8 @@ struct LongMambaCommand: AsyncParsableCommand {
             // Issue 2: model runner
             // Issue 3: corpus and tokenizer
             // Issue 4: solver, store, lookup, export
+            SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self,
+            LookupCommand.self, ExportCommand.self, BenchSolverCommand.self,
         ]
     )
 }
