@@ -12,6 +12,8 @@ struct LongMambaCommand: AsyncParsableCommand {
             RecordCommand.self, BenchCommand.self,
             // Issue 3: corpus and tokenizer
             // Issue 4: solver, store, lookup, export
+            SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self,
+            LookupCommand.self, ExportCommand.self, BenchSolverCommand.self,
         ]
     )
 }

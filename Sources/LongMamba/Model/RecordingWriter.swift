@@ -1,11 +1,12 @@
-// The recording file written by `longmamba record`: a contract other tools rely on.
+// Writing the recording file of `longmamba record` (read back by `RecordingFile(path:)`):
+// a contract other tools rely on.
 //   layer.{i}.delta  f32 [L, C]      Δ after softplus (+ bias, + dt limit)
 //   layer.{i}.A      f32 [C, N] | [C]
 //   logits           f32 [L, V]      only when requested
 //   __metadata__     architecture, fingerprint, tool_version, delta_path, dt_limit, ...
 import Foundation
 
-public enum RecordingFile {
+extension RecordingFile {
     /// How Δ was computed, for the table's provenance.
     public static func deltaPath(_ c: ModelConfig) -> String {
         switch c.architecture {
