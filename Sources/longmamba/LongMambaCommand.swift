@@ -10,6 +10,7 @@ struct LongMambaCommand: AsyncParsableCommand {
         subcommands: [
             // Issue 2: model runner
             // Issue 3: corpus and tokenizer
+            SampleCommand.self, TokenizeCommand.self, BenchCorpusCommand.self,
             // Issue 4: solver, store, lookup, export
         ]
     )
