@@ -34,7 +34,7 @@ public struct CorpusSample: Sendable {
                 try Data(text.utf8).write(to: URL(fileURLWithPath: directory).appendingPathComponent("sample-\(k).tokens"))
             }
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try encoder.encode(provenance).write(to: URL(fileURLWithPath: directory).appendingPathComponent("provenance.json"))
         } catch {
             throw CorpusError.io(path: directory, reason: "cannot write the sample (\(error.localizedDescription))")
