@@ -7,7 +7,14 @@ JSON object per line with a random `pile_set_name`, written like lm_dataformat w
 (json.dumps with ASCII escapes; one zstd stream at level 3, no content size).
 
   /tmp/reference-venv/bin/python scripts/make_bench_corpus.py --size-mb 1024 --out /tmp/bench-1g.jsonl.zst
+
+With --hf-tokenizer FILE it instead times Hugging Face `tokenizers` on the first --text-mb MB
+of document text of --out (one thread: RAYON_NUM_THREADS=1, one `encode` call per document,
+the same texts `longmamba bench-corpus` tokenizes).
 """
+import os
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse
 import json
 
@@ -45,12 +52,37 @@ def make_vocabulary(rng, n=40000):
     return np.array(words, dtype=object), weights / weights.sum()
 
 
+def bench_hf(path, tokenizer_path, text_mb):
+    import io
+    import time
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(tokenizer_path)
+    texts, total = [], 0
+    with open(path, "rb") as f:
+        reader = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True), encoding="utf-8")
+        for line in reader:
+            t = json.loads(line)["text"]
+            texts.append(t)
+            total += len(t.encode("utf-8"))
+            if total >= text_mb << 20:
+                break
+    t0 = time.perf_counter()
+    n = sum(len(tok.encode(t).ids) for t in texts)
+    s = time.perf_counter() - t0
+    print(f"HF tokenizers {__import__('tokenizers').__version__}: {total / 2**20:.1f} MB of text, {n} tokens, "
+          f"{s:.2f} s, {total / 2**20 / s:.2f} MB/s (one thread)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024, help="uncompressed size to write")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--hf-tokenizer", help="time HF tokenizers on --out instead of writing it")
+    ap.add_argument("--text-mb", type=int, default=32)
     args = ap.parse_args()
+    if args.hf_tokenizer:
+        return bench_hf(args.out, args.hf_tokenizer, args.text_mb)
     rng = np.random.default_rng(args.seed)
     vocab, p = make_vocabulary(rng)
     target = args.size_mb << 20

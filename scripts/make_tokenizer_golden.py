@@ -8,6 +8,8 @@
    -> Fixtures/tokenizer/fixture-tokenizer.json (2048 tokens; also the fixture model's vocab)
 2. Encodes the CASES below with it and with GPT-NeoX-20B (when ../shared/data has it).
    -> Fixtures/tokenizer/golden-fixture.json, Fixtures/tokenizer/golden-gpt-neox-20b.json
+3. Runs HF's NFC normalizer on every code point it changes and on decomposed characters.
+   -> Fixtures/tokenizer/nfc-golden.json
 
 Run with the reference venv:  /tmp/reference-venv/bin/python scripts/make_tokenizer_golden.py
 """
@@ -147,6 +149,33 @@ def golden(tok, name, path):
     }
 
 
+def nfc_golden():
+    """HF's NFC normalizer on every code point it changes, on the NFD form of every character
+    with a canonical decomposition, on Hangul syllables and on out-of-order combining marks.
+    Also checks the Swift fast path's premise: text whose scalars are all below U+0300 is
+    already NFC (nothing there changes or composes)."""
+    import unicodedata
+    nfc = normalizers.NFC()
+    inputs = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if nfc.normalize_str(c) != c:
+            assert cp >= 0x300, hex(cp)
+            inputs.append(c)
+        d = unicodedata.decomposition(c)
+        if d and not d.startswith("<"):
+            parts = "".join(chr(int(x, 16)) for x in d.split())
+            if max(parts) < "\u0300":
+                assert nfc.normalize_str(parts) == parts, hex(cp)
+            inputs.append(parts)
+    inputs.extend(unicodedata.normalize("NFD", chr(cp)) for cp in range(0xAC00, 0xD7A4, 37))
+    inputs.extend(["a\u0323\u0302", "a\u0302\u0323", "q\u0307\u0323", "e\u0301\u0301", "\u0301e",
+                   "\u1100\u1161", "\u1100\u1161\u11a8x", "\u0915\u093c", "\u00e9\u0323"])
+    return [[s, nfc.normalize_str(s)] for s in inputs]
+
+
 def write_json(obj, path):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)
@@ -159,6 +188,7 @@ def main():
     train_fixture_tokenizer().save(fixture_path)
     fixture = Tokenizer.from_file(fixture_path)  # golden from the saved file, as Swift reads it
     write_json(golden(fixture, "fixture-tokenizer.json", fixture_path), os.path.join(OUT, "golden-fixture.json"))
+    write_json({"tokenizers_version": tokenizers.__version__, "cases": nfc_golden()}, os.path.join(OUT, "nfc-golden.json"))
     neox_path = os.path.join(SHARED, "gpt-neox-20b-tokenizer.json")
     if os.path.exists(neox_path):
         neox = Tokenizer.from_file(neox_path)

@@ -69,3 +69,21 @@ import Testing
         #expect(good.withUnsafeBufferPointer(UTF8Check.firstInvalidOffset) == nil)
     }
 }
+
+@Suite struct TokenizerNormalizationTests {
+    struct NFCGolden: Decodable { let cases: [[String]] }
+
+    @Test func nfcMatchesHuggingFaceOnEveryChangedCodePointAndDecomposedCharacter() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: TestPaths.fixture("tokenizer/nfc-golden.json")))
+        let golden = try JSONDecoder().decode(NFCGolden.self, from: data)
+        #expect(golden.cases.count > 3000)
+        var mismatches: [[Unicode.Scalar]] = []
+        for c in golden.cases where NFC.normalize(c[0]).unicodeScalars.elementsEqual(c[1].unicodeScalars) == false {
+            mismatches.append(Array(c[0].unicodeScalars))
+        }
+        // Only the documented difference (HF's pre-Unicode-13 tables) may remain.
+        #expect(mismatches == NFC.knownDifferences, "NFC differs from HF on: \(mismatches.prefix(20))")
+        // Scalars, not String ==, which compares canonical equivalence.
+        #expect(Array(NFC.normalize("\u{0CCA}\u{0CD5}x\u{0CCA}").unicodeScalars) == ["\u{0CCB}", "x", "\u{0CCA}"])
+    }
+}

@@ -119,12 +119,13 @@ public struct CorpusSampler {
                         try state.skipOrThrow(error, reason: "line too long")
                     },
                     { line, number, offset in
-                        state.stats.decompressedBytes = offset + Int64(line.count) + 1
+                        state.stats.decompressedBytes = state.decompressedBefore + offset + Int64(line.count) + 1
                         try state.considerLine(line, file: file, fileIndex: fileIndex, lineNumber: number, byteOffset: offset)
                     })
                 report(fileIndex, reader.fileBytesRead, force: true)
             }
             bytesBeforeFile += file.sizeBytes
+            state.decompressedBefore = state.stats.decompressedBytes
         }
         return try state.finish()
     }

@@ -180,7 +180,7 @@ public struct BPETokenizer: Sendable {
             }
             let isNormalized = entry["normalized"] as? Bool ?? !(entry["special"] as? Bool ?? false)
             if isNormalized {
-                let text = normalizeNFC ? content.precomposedStringWithCanonicalMapping : content
+                let text = normalizeNFC ? NFC.normalize(content) : content
                 normalized.add(Array(text.utf8), id: Int32(id))
             } else {
                 raw.add(Array(content.utf8), id: Int32(id))
@@ -280,10 +280,8 @@ public struct TokenEncoder {
     }
 
     private mutating func normalizeAndEncode(_ raw: UnsafeBufferPointer<UInt8>) {
-        // Scalars below U+0300 are NFC-stable and never compose with what precedes them, so
-        // text without a UTF-8 byte ≥ 0xCC is already in NFC.
-        if tokenizer.normalizeNFC, raw.contains(where: { $0 >= 0xCC }) {
-            var nfc = String(decoding: raw, as: UTF8.self).precomposedStringWithCanonicalMapping
+        if tokenizer.normalizeNFC, NFC.mayChange(raw) {
+            var nfc = NFC.normalize(String(decoding: raw, as: UTF8.self))
             nfc.withUTF8 { splitNormalized($0) }
         } else {
             splitNormalized(raw)
