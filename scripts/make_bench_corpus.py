@@ -10,7 +10,8 @@ JSON object per line with a random `pile_set_name`, written like lm_dataformat w
 
 With --hf-tokenizer FILE it instead times Hugging Face `tokenizers` on the first --text-mb MB
 of document text of --out (one thread: RAYON_NUM_THREADS=1, one `encode` call per document,
-the same texts `longmamba bench-corpus` tokenizes).
+the same texts `longmamba bench-corpus` tokenizes). With --from-docs it writes a smaller corpus
+of real English text (Debian changelogs and copyright files) for the tokenizer benchmark.
 """
 import os
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
@@ -67,10 +68,33 @@ def bench_hf(path, tokenizer_path, text_mb):
             if total >= text_mb << 20:
                 break
     t0 = time.perf_counter()
-    n = sum(len(tok.encode(t).ids) for t in texts)
+    encoded = [tok.encode(t).ids for t in texts]
     s = time.perf_counter() - t0
+    n, h = 0, 0
+    for ids in encoded:
+        n += len(ids)
+        for i in ids:
+            h = (h * 1000003 + i + 1) % (1 << 64)
     print(f"HF tokenizers {__import__('tokenizers').__version__}: {total / 2**20:.1f} MB of text, {n} tokens, "
-          f"{s:.2f} s, {total / 2**20 / s:.2f} MB/s (one thread)")
+          f"{s:.2f} s, {total / 2**20 / s:.2f} MB/s (one thread), ids checksum {h}")
+
+
+def from_docs(out):
+    """A bench corpus of real English text: Debian's changelogs and copyright files."""
+    import glob
+    import gzip
+    lines = []
+    for path in sorted(glob.glob("/usr/share/doc/*/changelog*") + glob.glob("/usr/share/doc/*/copyright")):
+        try:
+            raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        lines.append(json.dumps({"text": text, "meta": {"pile_set_name": "Pile-CC"}}))
+    blob = ("\n".join(lines) + "\n").encode("ascii")
+    with open(out, "wb") as f:
+        f.write(zstandard.ZstdCompressor(level=3).compress(blob))
+    print(f"{len(lines)} documents, {len(blob) / 2**20:.0f} MB uncompressed -> {out}")
 
 
 def main():
@@ -80,7 +104,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hf-tokenizer", help="time HF tokenizers on --out instead of writing it")
     ap.add_argument("--text-mb", type=int, default=32)
+    ap.add_argument("--from-docs", action="store_true", help="real text from /usr/share/doc instead of synthetic")
     args = ap.parse_args()
+    if args.from_docs:
+        return from_docs(args.out)
     if args.hf_tokenizer:
         return bench_hf(args.out, args.hf_tokenizer, args.text_mb)
     rng = np.random.default_rng(args.seed)

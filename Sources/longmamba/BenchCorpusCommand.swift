@@ -68,10 +68,15 @@ struct BenchCorpusCommand: ParsableCommand {
             var encoder = tok.makeEncoder()
             let t1 = Date()
             var tokens = 0
-            for t in texts { tokens += encoder.encodeInt32(t).count }
+            var checksum: UInt64 = 0  // same formula as scripts/make_bench_corpus.py, to compare ids
+            for t in texts {
+                let ids = encoder.encodeInt32(t)
+                tokens += ids.count
+                for id in ids { checksum = checksum &* 1_000_003 &+ UInt64(id) &+ 1 }
+            }
             let s = Date().timeIntervalSince(t1)
-            print(String(format: "tokenizer: %.1f MB of text, %d tokens, %.2f s, %.2f MB/s (one thread)",
-                         Double(total) / 1_048_576, tokens, s, Double(total) / 1_048_576 / s))
+            print(String(format: "tokenizer: %.1f MB of text, %d tokens, %.2f s, %.2f MB/s (one thread), ids checksum %@",
+                         Double(total) / 1_048_576, tokens, s, Double(total) / 1_048_576 / s, String(checksum)))
             print("peak RSS at end: \(peakRSSMegabytes()) MB")
         }
     }
