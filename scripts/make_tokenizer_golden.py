@@ -188,6 +188,13 @@ def main():
     train_fixture_tokenizer().save(fixture_path)
     fixture = Tokenizer.from_file(fixture_path)  # golden from the saved file, as Swift reads it
     write_json(golden(fixture, "fixture-tokenizer.json", fixture_path), os.path.join(OUT, "golden-fixture.json"))
+    # The same tokenizer with add_prefix_space on (the Swift test makes the same change).
+    with open(fixture_path, encoding="utf-8") as f:
+        variant = json.load(f)
+    variant["pre_tokenizer"]["add_prefix_space"] = True
+    prefixed = Tokenizer.from_str(json.dumps(variant))
+    write_json(golden(prefixed, "fixture-tokenizer.json with pre_tokenizer.add_prefix_space = true", fixture_path),
+               os.path.join(OUT, "golden-fixture-prefix-space.json"))
     write_json({"tokenizers_version": tokenizers.__version__, "cases": nfc_golden()}, os.path.join(OUT, "nfc-golden.json"))
     neox_path = os.path.join(SHARED, "gpt-neox-20b-tokenizer.json")
     if os.path.exists(neox_path):

@@ -64,7 +64,10 @@ struct SampleCommand: ParsableCommand {
             skipBadLines: skipBadLines)
         let sampler = try CorpusSampler(files: files, tokenizer: tok, options: options)
         let sample = try sampler.run(progress: quiet ? nil : { p in
-            FileHandle.standardError.write(Data((ProgressLine.format(p) + "\r").utf8))
+            // Padded so a shorter line fully overwrites the previous one after '\r'.
+            let line = ProgressLine.format(p)
+            let padded = line + String(repeating: " ", count: max(0, 120 - line.count))
+            FileHandle.standardError.write(Data((padded + "\r").utf8))
         })
         if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
         try sample.write(to: out)

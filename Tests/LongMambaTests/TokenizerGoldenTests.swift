@@ -71,10 +71,18 @@ struct TokenizerGolden: Decodable {
     }
 }
 
-func checkGolden(tokenizerPath: String, goldenPath: String) throws {
+func checkGolden(tokenizerPath: String, goldenPath: String, addPrefixSpace: Bool = false) throws {
     let golden = try TokenizerGolden.load(goldenPath)
-    let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
+    var tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
     #expect(tokenizer.sha256 == golden.tokenizer_sha256)
+    if addPrefixSpace {
+        let data = try Data(contentsOf: URL(fileURLWithPath: tokenizerPath))
+        var root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var pre = try #require(root["pre_tokenizer"] as? [String: Any])
+        pre["add_prefix_space"] = true
+        root["pre_tokenizer"] = pre
+        tokenizer = try BPETokenizer(data: try JSONSerialization.data(withJSONObject: root), source: "prefix-space variant")
+    }
     #expect(tokenizer.vocabularySize == golden.vocab_size)
     #expect(tokenizer.eosTokenId == golden.eos_id)
     #expect(golden.cases.count > 30)
@@ -103,6 +111,11 @@ func checkGolden(tokenizerPath: String, goldenPath: String) throws {
     @Test func fixtureTokenizerMatchesHuggingFaceOnAllGoldenCases() throws {
         try checkGolden(tokenizerPath: TestPaths.fixture("tokenizer/fixture-tokenizer.json"),
                         goldenPath: TestPaths.fixture("tokenizer/golden-fixture.json"))
+    }
+
+    @Test func addPrefixSpaceVariantMatchesHuggingFace() throws {
+        try checkGolden(tokenizerPath: TestPaths.fixture("tokenizer/fixture-tokenizer.json"),
+                        goldenPath: TestPaths.fixture("tokenizer/golden-fixture-prefix-space.json"), addPrefixSpace: true)
     }
 
     @Test(.enabled(if: TestPaths.neoxTokenizer != nil,
