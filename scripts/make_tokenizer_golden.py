@@ -140,12 +140,18 @@ def golden(tok, name, path):
             first_invalid = e.start
         byte_cases.append({"name": case_name, "hex": raw.hex(), "ids": tok.encode(text).ids,
                            "first_invalid_offset": first_invalid})
+    # Decoding id lists cut inside multi-byte characters (invalid UTF-8 → U+FFFD, as HF does).
+    partial = []
+    for case_name in ["cjk", "emoji", "combining_nfc", "rtl"]:
+        ids = tok.encode(dict(CASES)[case_name]).ids
+        for cut in (ids[:-1], ids[1:], ids[1:-1], ids[len(ids) // 2:]):
+            partial.append({"ids": cut, "decoded": tok.decode(cut)})
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     return {
         "tokenizer": name, "tokenizer_sha256": sha, "tokenizers_version": tokenizers.__version__,
         "vocab_size": tok.get_vocab_size(), "eos_id": tok.token_to_id("<|endoftext|>"),
-        "cases": cases, "byte_cases": byte_cases,
+        "cases": cases, "byte_cases": byte_cases, "partial_decodes": partial,
     }
 
 

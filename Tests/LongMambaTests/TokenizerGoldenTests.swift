@@ -63,8 +63,10 @@ struct TokenizerGolden: Decodable {
     let tokenizer_sha256: String
     let vocab_size: Int
     let eos_id: Int?
+    struct PartialDecode: Decodable { let ids: [Int]; let decoded: String }
     let cases: [Case]
     let byte_cases: [ByteCase]
+    let partial_decodes: [PartialDecode]
 
     static func load(_ path: String) throws -> TokenizerGolden {
         try JSONDecoder().decode(TokenizerGolden.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
@@ -97,6 +99,10 @@ func checkGolden(tokenizerPath: String, goldenPath: String, addPrefixSpace: Bool
         #expect(Array(try tokenizer.decode(ids, skipSpecialTokens: false).utf8) == Array(c.decoded_with_special.utf8),
                 "decode of case \(c.name)")
     }
+    for p in golden.partial_decodes {
+        #expect(Array(try tokenizer.decode(p.ids).utf8) == Array(p.decoded.utf8), "partial decode \(p.ids)")
+    }
+    #expect(golden.partial_decodes.contains { $0.decoded.contains("\u{FFFD}") })
     for c in golden.byte_cases {
         #expect(try tokenizer.encode(utf8: c.bytes, lossy: true) == c.ids, "byte case \(c.name)")
         if let offset = c.first_invalid_offset {
