@@ -32,7 +32,7 @@ public enum CorpusError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .lineTooLong(p, line, off, limit):
             return "\(p): line \(line) (byte offset \(off)) is longer than \(limit) bytes (hint: raise --max-line-bytes, or --skip-bad-lines to skip it)"
         case let .malformedLine(p, line, off, reason):
-            return "\(p): line \(line) (byte offset \(off)) is not a JSON object: \(reason) (hint: --skip-bad-lines skips and counts such lines)"
+            return "\(p): line \(line) (byte offset \(off)) is malformed: \(reason) (hint: --skip-bad-lines skips and counts such lines)"
         case let .missingText(p, line, off):
             return "\(p): line \(line) (byte offset \(off)) has no string field \"text\" (hint: --skip-bad-lines skips and counts such lines)"
         case let .invalidUTF8(p, line, off):

@@ -86,7 +86,8 @@ enum PileLine {
         do {
             object = try JSONSerialization.jsonObject(with: Data(buffer: line), options: [])
         } catch {
-            throw .malformed("\(error.localizedDescription)")
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+            throw .malformed("invalid JSON (\(detail)); lone surrogate escapes such as \\ud800 count as invalid")
         }
         guard let dict = object as? [String: Any] else { throw .malformed("not a JSON object") }
         guard let text = dict["text"] as? String else { throw .missingText }
