@@ -13,6 +13,7 @@ Sources (all redistributable; see Fixtures/corpus/README.md): the license texts 
 fixed seed. Run with the reference venv:
   /tmp/reference-venv/bin/python scripts/make_fixture_corpus.py
 """
+import hashlib
 import json
 import os
 import random
@@ -160,7 +161,7 @@ def main():
         prng = {"seed": 20250415,
                 "splitmix64": [str(v) for v, _ in zip(splitmix64(20250415), range(6))],
                 "xoshiro256starstar": [str(v) for v, _ in zip(xoshiro256starstar(20250415), range(6))]}
-        json.dump({"prng": prng, "frames": 2, "lines": len(lines), "uncompressed_bytes": offset, "documents": golden}, f, indent=1)
+        json.dump({"prng": prng, "sha256": hashlib.sha256(blob).hexdigest(), "frames": 2, "lines": len(lines), "uncompressed_bytes": offset, "documents": golden}, f, indent=1)
         f.write("\n")
     print(f"{len(lines)} documents, {offset} bytes uncompressed, {len(blob)} compressed")
 

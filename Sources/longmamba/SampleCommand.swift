@@ -46,6 +46,9 @@ struct SampleCommand: ParsableCommand {
     @Flag(help: "Skip and count malformed lines (bad JSON, no text, invalid UTF-8, too long) instead of failing.")
     var skipBadLines = false
 
+    @Flag(help: "Do not record the SHA-256 of each corpus file in provenance.json (saves a little time).")
+    var noHash = false
+
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
@@ -61,7 +64,7 @@ struct SampleCommand: ParsableCommand {
         let options = SamplerOptions(
             count: count, length: length, seed: seed, packing: mode, subsets: subsets,
             excludedSubsets: excludedSubsets, minDocumentTokens: minDocTokens, maxLineBytes: maxLineBytes,
-            skipBadLines: skipBadLines)
+            skipBadLines: skipBadLines, hashFiles: !noHash)
         let sampler = try CorpusSampler(files: files, tokenizer: tok, options: options)
         let sample = try sampler.run(progress: quiet ? nil : { p in
             // Padded so a shorter line fully overwrites the previous one after '\r'.

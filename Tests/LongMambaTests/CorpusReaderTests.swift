@@ -19,6 +19,7 @@ struct CorpusGolden: Decodable {
     }
     struct PRNG: Decodable { let seed: UInt64; let splitmix64: [String]; let xoshiro256starstar: [String] }
     let prng: PRNG
+    let sha256: String
     let frames: Int
     let lines: Int
     let uncompressed_bytes: Int64

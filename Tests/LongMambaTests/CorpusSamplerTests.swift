@@ -229,6 +229,10 @@ func jsonLine(_ text: String, subset: String? = nil) -> String {
         let data = try JSONEncoder().encode(result.provenance)
         #expect(try JSONDecoder().decode(SampleProvenance.self, from: data) == result.provenance)
         #expect(result.provenance.tokenizer.sha256 == (try fixtureTokenizer()).sha256)
+        #expect(result.provenance.files.map(\.sha256) == [try CorpusGolden.load().sha256])
+        var noHash = result.provenance.options
+        noHash.hashFiles = false
+        #expect(try sample([CorpusGolden.path], noHash).provenance.files.map(\.sha256) == [nil])
     }
 }
 

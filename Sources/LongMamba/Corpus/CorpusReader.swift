@@ -1,7 +1,9 @@
 // Streaming reads of corpus files: raw bytes for .jsonl/.txt, libzstd's streaming decoder for
 // .zst (it continues across concatenated frames by itself). Memory is a few fixed buffers.
 
+import Crypto
 import CZstd
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -24,10 +26,13 @@ final class CorpusByteReader {
     private var frameRemainder = 0
     /// File bytes consumed so far (compressed bytes for .zst).
     private(set) var fileBytesRead: Int64 = 0
+    /// SHA-256 of the file bytes read so far, when requested (the file's identity in provenance).
+    private var hasher: SHA256?
     let fileSize: Int64
 
-    init(path: String, isZstd: Bool) throws {
+    init(path: String, isZstd: Bool, hashing: Bool = false) throws {
         self.path = path
+        hasher = hashing ? SHA256() : nil
         self.isZstd = isZstd
         fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw CorpusError.io(path: path, reason: "cannot open (\(String(cString: strerror(errno))))") }
@@ -55,10 +60,20 @@ final class CorpusByteReader {
     private func readFile(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
         while true {
             let n = Glibc.read(fd, p, count)
-            if n >= 0 { fileBytesRead += Int64(n); return n }
+            if n >= 0 {
+                fileBytesRead += Int64(n)
+                if n > 0 { hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: p, count: n)) }
+                return n
+            }
             if errno == EINTR { continue }
             throw CorpusError.io(path: path, reason: "read failed at byte offset \(fileBytesRead) (\(String(cString: strerror(errno))))")
         }
+    }
+
+    /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
+    func finishHash() -> String? {
+        guard let hasher else { return nil }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.

@@ -6,6 +6,7 @@
 // eligibility by token count is exact and the pass stays single: if fewer than K documents
 // qualify, every candidate was tokenized and the shortfall is certain, not an artefact.
 
+import Crypto
 import Foundation
 
 /// Progress of the pass, for a progress display.
@@ -81,6 +82,14 @@ public struct CorpusSampler {
         options.packing == .document ? max(options.length, options.minDocumentTokens) : max(1, options.minDocumentTokens)
     }
 
+    static func sha256(ofFile path: String) throws -> String {
+        let reader = try CorpusByteReader(path: path, isZstd: false, hashing: true)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        while try reader.read(into: buffer, count: 1 << 20) > 0 {}
+        return reader.finishHash() ?? ""
+    }
+
     public func run(progress: ((SamplingProgress) -> Void)? = nil) throws -> CorpusSample {
         var state = PassState(sampler: self)
         let started = Date()
@@ -103,9 +112,10 @@ public struct CorpusSampler {
             switch file.format {
             case .text:
                 try state.considerTextFile(file, fileIndex: fileIndex)
+                if options.hashFiles { state.fileHashes[fileIndex] = try Self.sha256(ofFile: file.path) }
                 report(fileIndex, file.sizeBytes)
             case .jsonl, .jsonlZstd:
-                let reader = try CorpusByteReader(path: file.path, isZstd: file.format == .jsonlZstd)
+                let reader = try CorpusByteReader(path: file.path, isZstd: file.format == .jsonlZstd, hashing: options.hashFiles)
                 let splitter = LineSplitter(maxLineBytes: options.maxLineBytes)
                 var checkEvery = 0
                 try splitter.forEachLine(
@@ -123,6 +133,7 @@ public struct CorpusSampler {
                         try state.considerLine(line, file: file, fileIndex: fileIndex, lineNumber: number, byteOffset: offset)
                     })
                 report(fileIndex, reader.fileBytesRead, force: true)
+                state.fileHashes[fileIndex] = reader.finishHash()
             }
             bytesBeforeFile += file.sizeBytes
             state.decompressedBefore = state.stats.decompressedBytes
@@ -147,6 +158,7 @@ struct PassState {
     let minimumTokens: Int
     let neededTokens: Int
     var decompressedBefore: Int64 = 0
+    var fileHashes: [Int: String] = [:]
 
     init(sampler: CorpusSampler) {
         self.sampler = sampler
@@ -354,7 +366,9 @@ struct PassState {
             tokenizer: TokenizerIdentity(source: sampler.tokenizer.source, sha256: sampler.tokenizer.sha256,
                                          vocabularySize: sampler.tokenizer.vocabularySize,
                                          eosTokenId: sampler.tokenizer.eosTokenId),
-            files: files.map { CorpusFileRecord(path: $0.path, format: $0.format, sizeBytes: $0.sizeBytes) },
+            files: files.enumerated().map { i, f in
+                CorpusFileRecord(path: f.path, format: f.format, sizeBytes: f.sizeBytes, sha256: fileHashes[i])
+            },
             statistics: stats, sequences: spans)
         return CorpusSample(sequences: sequences, provenance: provenance)
     }

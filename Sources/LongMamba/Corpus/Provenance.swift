@@ -25,10 +25,12 @@ public struct SamplerOptions: Sendable, Codable, Equatable {
     public var maxLineBytes: Int
     /// Skip and count malformed lines instead of failing.
     public var skipBadLines: Bool
+    /// Hash every corpus file (SHA-256 of its bytes) during the pass, for provenance.
+    public var hashFiles: Bool
 
     public init(count: Int, length: Int, seed: UInt64, packing: Packing = .document,
                 subsets: [String] = [], excludedSubsets: [String] = [], minDocumentTokens: Int = 1,
-                maxLineBytes: Int = 256 << 20, skipBadLines: Bool = false) {
+                maxLineBytes: Int = 256 << 20, skipBadLines: Bool = false, hashFiles: Bool = true) {
         self.count = count
         self.length = length
         self.seed = seed
@@ -38,6 +40,7 @@ public struct SamplerOptions: Sendable, Codable, Equatable {
         self.minDocumentTokens = minDocumentTokens
         self.maxLineBytes = maxLineBytes
         self.skipBadLines = skipBadLines
+        self.hashFiles = hashFiles
     }
 }
 
@@ -96,6 +99,9 @@ public struct CorpusFileRecord: Sendable, Codable, Equatable {
     public var path: String
     public var format: CorpusFile.Format
     public var sizeBytes: Int64
+    /// SHA-256 of the file's bytes (compressed bytes for .zst), computed during the pass;
+    /// nil when hashing was turned off.
+    public var sha256: String?
 }
 
 /// Everything `provenance.json` holds.
