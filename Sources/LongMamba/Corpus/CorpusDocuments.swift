@@ -26,7 +26,8 @@ public enum CorpusDocuments {
                     throw CorpusError.lineTooLong(path: file.path, line: line, byteOffset: offset, limit: maxLineBytes)
                 },
                 { raw, number, offset in
-                    let line = PileLine.trimmed(raw)
+                    let content = PileLine.trimmedRange(raw)
+                    let line = UnsafeBufferPointer(rebasing: raw[content])
                     if line.isEmpty { return }
                     do {
                         let doc = try PileLine.decode(line)
@@ -34,7 +35,7 @@ public enum CorpusDocuments {
                     } catch let failure as PileLine.DecodeFailure {
                         switch failure {
                         case .invalidUTF8(let at):
-                            throw CorpusError.invalidUTF8(path: file.path, line: number, byteOffset: offset + Int64(at))
+                            throw CorpusError.invalidUTF8(path: file.path, line: number, byteOffset: offset + Int64(content.lowerBound + at))
                         case .malformed(let reason):
                             throw CorpusError.malformedLine(path: file.path, line: number, byteOffset: offset, reason: reason)
                         case .missingText:

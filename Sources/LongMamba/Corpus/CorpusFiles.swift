@@ -60,7 +60,8 @@ public struct CorpusFile: Sendable, Equatable, Codable {
                   let size = (attributes[.size] as? NSNumber)?.int64Value else {
                 throw CorpusError.io(path: path, reason: "cannot stat")
             }
-            return CorpusFile(path: path, format: format(of: path)!, sizeBytes: size)
+            guard let format = format(of: path) else { throw CorpusError.unsupportedFile(path: path) }
+            return CorpusFile(path: path, format: format, sizeBytes: size)
         }
     }
 

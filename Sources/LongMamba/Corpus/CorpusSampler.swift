@@ -191,7 +191,8 @@ struct PassState {
 
     mutating func considerLine(_ rawLine: UnsafeBufferPointer<UInt8>, file: CorpusFile, fileIndex: Int,
                                lineNumber: Int, byteOffset: Int64) throws {
-        let line = PileLine.trimmed(rawLine)
+        let content = PileLine.trimmedRange(rawLine)
+        let line = UnsafeBufferPointer(rebasing: rawLine[content])
         if line.isEmpty { stats.blankLines += 1; return }
         stats.documentsSeen += 1
         func bad(_ error: CorpusError, _ reason: String) throws { try skipOrThrow(error, reason: reason) }
@@ -226,7 +227,7 @@ struct PassState {
         do {
             decoded = try PileLine.decode(line)
         } catch {
-            let inLine = Int64(rawLine.baseAddress!.distance(to: line.baseAddress!))
+            let inLine = Int64(content.lowerBound)
             switch error {
             case .invalidUTF8(let offset):
                 return try bad(.invalidUTF8(path: file.path, line: lineNumber, byteOffset: byteOffset + inLine + Int64(offset)), "invalid UTF-8")
@@ -330,7 +331,10 @@ struct PassState {
             guard memberTokens >= neededTokens else {
                 throw CorpusError.notEnoughTokens(available: memberTokens, needed: neededTokens, criteria: criteria())
             }
-            let eos = Int32(sampler.tokenizer.eosTokenId!)  // checked in init
+            guard let eosId = sampler.tokenizer.eosTokenId else {
+                throw CorpusError.invalidOption("packed mode needs an EOS token, and \(sampler.tokenizer.source) has no <|endoftext|>")
+            }
+            let eos = Int32(eosId)
             let L = options.length
             var current: [Int32] = []
             var currentSpans: [DocumentSpan] = []

@@ -32,10 +32,15 @@ enum PileLine {
 
     /// The line without surrounding whitespace (also drops the '\r' of CRLF files).
     static func trimmed(_ line: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        let r = trimmedRange(line)
+        return UnsafeBufferPointer(rebasing: line[r])
+    }
+
+    static func trimmedRange(_ line: UnsafeBufferPointer<UInt8>) -> Range<Int> {
         var lo = 0, hi = line.count
         while lo < hi, isSpace(line[lo]) { lo += 1 }
         while hi > lo, isSpace(line[hi - 1]) { hi -= 1 }
-        return UnsafeBufferPointer(rebasing: line[lo..<hi])
+        return lo..<hi
     }
 
     enum Subset: Equatable {
