@@ -43,7 +43,7 @@ public enum SyntheticCheckpoint {
         let config = try ModelConfig.parse(configData, path: "\(shape.rawValue) config")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try configData.write(to: URL(fileURLWithPath: directory).appendingPathComponent("config.json"))
-        var rng = WeightRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var writer = SafetensorsWriter(metadata: ["format": "pt", "generator": "longmamba synthetic \(shape.rawValue)"])
         for (name, dims) in ModelCheckpoint.expectedShapes(config).sorted(by: { $0.key < $1.key }) {
             let count = dims.reduce(1, *)
@@ -73,17 +73,7 @@ public enum SyntheticCheckpoint {
     }
 }
 
-/// SplitMix64: a tiny, fully specified PRNG (same weights on every machine).
-struct WeightRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
+extension SplitMix64 {
+    /// Uniform in [0, 1) from the top 53 bits.
     mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }
