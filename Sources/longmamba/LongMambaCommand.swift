@@ -8,6 +8,8 @@ struct LongMambaCommand: AsyncParsableCommand {
         abstract: "LongMamba calibration: per-channel Δ-threshold tables for Mamba-family models.",
         version: ToolInfo.version,
         subcommands: [
+            // Issue 5: the main job
+            CalibrateCommand.self, MergeCommand.self,
             // Issue 2: model runner
             RecordCommand.self, BenchCommand.self,
             // Issue 3: corpus and tokenizer
