@@ -9,7 +9,9 @@ struct LongMambaCommand: AsyncParsableCommand {
         version: ToolInfo.version,
         subcommands: [
             // Issue 5: the main job
-            CalibrateCommand.self, MergeCommand.self,
+            CalibrateCommand.self, MergeCommand.self, ReportCommand.self,
+            // Issue 6: LongMamba inference
+            EvalCommand.self,
             // Issue 2: model runner
             RecordCommand.self, BenchCommand.self,
             // Issue 3: corpus and tokenizer
