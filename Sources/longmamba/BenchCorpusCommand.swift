@@ -33,6 +33,9 @@ struct BenchCorpusCommand: ParsableCommand {
     @Flag(help: "Sample without hashing the corpus file (as `sample --no-hash`).")
     var noHash = false
 
+    @Flag(help: "Only the tokenizer benchmark (e.g. on a fuzz corpus of short documents).")
+    var tokenizerOnly = false
+
     @Option(help: "Alternate baseline and sampler this many times; the best time of each counts (the machine may be shared).")
     var repeats: Int = 3
 
@@ -67,7 +70,7 @@ struct BenchCorpusCommand: ParsableCommand {
         var bestBaseline: (wall: Double, cpu: Double)?
         var bestSampler: (wall: Double, cpu: Double) = (.infinity, .infinity)
         var sample: CorpusSample?
-        for round in 1...max(1, repeats) {
+        for round in 1...max(1, repeats) where !tokenizerOnly {
             if !skipBaseline {
                 let b = try runBaseline()
                 print(String(format: "round %d: zstd -dc | wc -l → %@ lines, %.2f s wall, %.2f s CPU", round, b.lines, b.wall, b.cpu))
@@ -81,7 +84,7 @@ struct BenchCorpusCommand: ParsableCommand {
             bestSampler = (min(bestSampler.wall, wall), min(bestSampler.cpu, cpu))
             sample = result
         }
-        guard let sample else { return }
+        if let sample {
         let mb = Double(sample.provenance.statistics.decompressedBytes) / 1_048_576
         print(String(format: "sampler: %.1f MB decompressed, %d documents, %d tokenized; best %.2f s = %.1f MB/s",
                      mb, sample.provenance.statistics.documentsSeen, sample.provenance.statistics.tokenized,
@@ -91,6 +94,7 @@ struct BenchCorpusCommand: ParsableCommand {
                          b.wall, mb / b.wall, 100 * b.wall / bestSampler.wall, 100 * b.cpu / bestSampler.cpu, bestSampler.cpu, b.cpu))
         }
         print("peak RSS after sampling: \(peakRSSMegabytes()) MB")
+        }
 
         if tokenizerMB > 0 {
             let texts = try firstTexts(files[0], megabytes: tokenizerMB)
