@@ -3,6 +3,8 @@ import Foundation
 import LongMamba
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `longmamba bench-corpus`: sampler throughput against `zstd -dc | wc -l` on the same file in
@@ -42,7 +44,11 @@ struct BenchCorpusCommand: ParsableCommand {
     /// User + system CPU seconds of this process or of its finished children.
     func cpuSeconds(children: Bool) -> Double {
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(__rusage_who_t(children ? RUSAGE_CHILDREN.rawValue : RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(children ? RUSAGE_CHILDREN : RUSAGE_SELF, &usage)
+        #endif
         func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
         return s(usage.ru_utime) + s(usage.ru_stime)
     }
@@ -129,7 +135,12 @@ struct BenchCorpusCommand: ParsableCommand {
 
     func peakRSSMegabytes() -> Int {
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Int(usage.ru_maxrss) / 1024
+        return Int(usage.ru_maxrss) / 1024  // kilobytes on Linux
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return Int(usage.ru_maxrss) / 1_048_576  // bytes on macOS
+        #endif
     }
 }

@@ -59,7 +59,11 @@ final class CorpusByteReader {
 
     private func readFile(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
         while true {
+            #if canImport(Glibc)
             let n = Glibc.read(fd, p, count)
+            #else
+            let n = Darwin.read(fd, p, count)
+            #endif
             if n >= 0 {
                 fileBytesRead += Int64(n)
                 if n > 0 { hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: p, count: n)) }
