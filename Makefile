@@ -27,10 +27,14 @@ test: deps
 
 run: release
 	mkdir -p tables
-	.build/release/longmamba --help
+	.build/release/longmamba record --model Fixtures/models/mamba2-tiny-hf --tokens Fixtures/tokens/parity.tokens \
+	  --out tables/mamba2-tiny-hf.delta.safetensors
 
+# Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm.
 bench: release
-	.build/release/longmamba --help
+	.build/release/longmamba bench --shape mamba-130m
+	.build/release/longmamba bench --shape mamba2-130m
+	.build/release/longmamba bench --shape mamba-370m
 
 clean:
 	rm -rf .build

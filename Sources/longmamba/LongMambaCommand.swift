@@ -9,9 +9,12 @@ struct LongMambaCommand: AsyncParsableCommand {
         version: ToolInfo.version,
         subcommands: [
             // Issue 2: model runner
+            RecordCommand.self, BenchCommand.self,
             // Issue 3: corpus and tokenizer
             SampleCommand.self, TokenizeCommand.self, BenchCorpusCommand.self,
             // Issue 4: solver, store, lookup, export
+            SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self,
+            LookupCommand.self, ExportCommand.self, BenchSolverCommand.self,
         ]
     )
 }

@@ -1,0 +1,230 @@
+// How recorded Δ is kept in the store, so sweeps over p, aggregation and lengths never re-run the model.
+//
+// exact (encoding "exact-f32-v1"): Δ of every channel in token order, f32 [C, L] little-endian.
+//   Lossless; the solver sorts it and sums D in torch's order (bit parity with the authors' code).
+//   Used for Mamba-2 (channels are heads: small) and whenever asked for.
+//
+// sketch (encoding "logrice-v1"): per channel, the sorted Δ quantised in the log domain,
+//   code_i = round(ln Δ_(i) / q),  q = 2^-e,  Δ̂_(i) = exp(code_i · q)   ⇒  |ln Δ̂ − ln Δ| ≤ q/2,
+//   stored as the first code plus the gaps code_(i-1) − code_i ≥ 0 (sorted ⇒ non-negative),
+//   Rice-coded in blocks of 128 gaps with the best Rice parameter per block. Zeros are counted.
+//   e is the finest step (from 16 down to 0) whose encoding fits the byte budget per channel,
+//   so the size is bounded by construction; the error follows from the budget (see DeltaSketchTests).
+import Foundation
+
+/// Which stored form to use for a layer's Δ.
+public enum DeltaRepresentation: Sendable, Equatable, Codable {
+    case exact
+    /// Bounded sketch: at most `bytesPerChannel` bytes per channel and sample (plus a 5-byte header).
+    case sketch(bytesPerChannel: Int)
+
+    public static let exactEncoding = "exact-f32-v1"
+    public static let sketchEncoding = "logrice-v1"
+    /// Default budget: a 1.4B Mamba-1 calibration (48 layers × 4096 channels × 5 samples) stays under 512 MB.
+    public static let defaultSketchBytes = 480
+
+    /// Exact for Mamba-2 (heads) and small layers, a sketch for Mamba-1's many channels.
+    public static func automatic(architecture: String?, channels: Int) -> DeltaRepresentation {
+        if architecture == "mamba2" || channels <= 256 { return .exact }
+        return .sketch(bytesPerChannel: defaultSketchBytes)
+    }
+
+    public var encodingName: String {
+        switch self {
+        case .exact: return DeltaRepresentation.exactEncoding
+        case .sketch: return DeltaRepresentation.sketchEncoding
+        }
+    }
+}
+
+/// Why a stored Δ blob could not be decoded.
+public struct DeltaBlobError: Error, CustomStringConvertible, Sendable {
+    public let reason: String
+    public var description: String { "stored Δ blob: \(reason)" }
+}
+
+/// Encodes and decodes one layer of one sample.
+public enum DeltaBlob {
+    /// Encodes a layer (from its sorted and, for exact, token-order Δ).
+    public static func encode(_ layer: SortedDeltaLayer, as representation: DeltaRepresentation) throws -> Data {
+        let L = layer.length, C = layer.channels
+        switch representation {
+        case .exact:
+            guard let tokenOrder = layer.tokenOrderDelta else {
+                throw DeltaBlobError(reason: "layer \(layer.layer): the exact representation needs Δ in token order, which this input does not carry")
+            }
+            return tokenOrder.withUnsafeBytes { Data($0) }
+        case .sketch(let budget):
+            var out = Data()
+            for c in 0..<C {
+                let row = layer.sortedDelta[(c * L)..<((c + 1) * L)]
+                out.append(DeltaSketch.encode(sortedDescending: row, budget: budget))
+            }
+            return out
+        }
+    }
+
+    /// Decodes a layer blob written by `encode`.
+    public static func decode(_ data: Data, encoding: String, layer: Int, length L: Int, channels C: Int, A: [Float], aShape: [Int]) throws -> SortedDeltaLayer {
+        switch encoding {
+        case DeltaRepresentation.exactEncoding:
+            guard data.count == L * C * 4 else {
+                throw DeltaBlobError(reason: "layer \(layer): exact blob has \(data.count) bytes, expected L·C·4 = \(L * C * 4)")
+            }
+            var tokenOrder = [Float](repeating: 0, count: L * C)
+            _ = tokenOrder.withUnsafeMutableBytes { data.copyBytes(to: $0) }
+            var sorted = tokenOrder
+            for c in 0..<C {
+                var row = Array(sorted[(c * L)..<((c + 1) * L)])
+                DeltaSort.sortDescending(&row)
+                sorted.replaceSubrange((c * L)..<((c + 1) * L), with: row)
+            }
+            return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape, tokenOrderDelta: tokenOrder)
+        case DeltaRepresentation.sketchEncoding:
+            var sorted = [Float](repeating: 0, count: L * C)
+            var reader = BitReader(data)
+            for c in 0..<C {
+                let row = try DeltaSketch.decode(&reader, length: L)
+                sorted.replaceSubrange((c * L)..<((c + 1) * L), with: row)
+            }
+            return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape)
+        default:
+            throw DeltaBlobError(reason: "layer \(layer): unknown encoding '\(encoding)' (known: \(DeltaRepresentation.exactEncoding), \(DeltaRepresentation.sketchEncoding)); written by a newer tool?")
+        }
+    }
+}
+
+/// The log-quantised, Rice-coded sorted Δ of one channel.
+public enum DeltaSketch {
+    static let blockSize = 128
+    static let finestExponent = 16
+    static let coarsestExponent = 0
+
+    /// Encodes a descending row with the finest step that fits `budget` bytes (byte-aligned record).
+    public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
+        let positives = row.prefix { $0 > 0 }
+        var chosen = Data()
+        for e in stride(from: finestExponent, through: coarsestExponent, by: -1) {
+            chosen = encode(positives: positives, zeros: row.count - positives.count, exponent: e)
+            if chosen.count <= budget { break }
+        }
+        return chosen
+    }
+
+    static func encode(positives: ArraySlice<Float>, zeros: Int, exponent e: Int) -> Data {
+        let q = Foundation.exp2(-Double(e))
+        var w = BitWriter()
+        w.write(UInt64(e), bits: 5)
+        w.write(UInt64(positives.count), bits: 32)
+        guard let first = positives.first else { return w.finish() }
+        // code_i = round(ln Δ_(i) / q), non-increasing along the sorted row.
+        var codes = positives.map { Int64((Foundation.log(Double($0)) / q).rounded()) }
+        for i in 1..<codes.count where codes[i] > codes[i - 1] { codes[i] = codes[i - 1] }  // guards rounding of equal values
+        _ = first
+        w.write(UInt64(bitPattern: codes[0]), bits: 64)
+        var i = 1
+        while i < codes.count {
+            let end = min(codes.count, i + blockSize)
+            let gaps = (i..<end).map { UInt64(codes[$0 - 1] - codes[$0]) }
+            // Best Rice parameter k for this block: bits = Σ (1 + k + (g >> k)).
+            var bestK = 0, bestBits = UInt64.max
+            for k in 0..<32 {
+                let bits = gaps.reduce(UInt64(0)) { $0 + 1 + UInt64(k) + ($1 >> UInt64(k)) }
+                if bits < bestBits { bestBits = bits; bestK = k }
+            }
+            w.write(UInt64(bestK), bits: 5)
+            for g in gaps { w.writeRice(g, k: bestK) }
+            i = end
+        }
+        return w.finish()
+    }
+
+    /// Decodes one channel's record (L values, descending, zeros last).
+    static func decode(_ r: inout BitReader, length L: Int) throws -> [Float] {
+        let e = Int(try r.read(bits: 5))
+        let n = Int(try r.read(bits: 32))
+        guard n <= L else { throw DeltaBlobError(reason: "sketch record claims \(n) positive values but L = \(L)") }
+        var out = [Float](repeating: 0, count: L)
+        if n > 0 {
+            let q = Foundation.exp2(-Double(e))
+            var code = Int64(bitPattern: try r.read(bits: 64))
+            out[0] = Float(Foundation.exp(Double(code) * q))
+            var i = 1
+            while i < n {
+                let end = min(n, i + blockSize)
+                let k = Int(try r.read(bits: 5))
+                for j in i..<end {
+                    code -= Int64(try r.readRice(k: k))
+                    out[j] = Float(Foundation.exp(Double(code) * q))
+                }
+                i = end
+            }
+        }
+        r.alignToByte()
+        return out
+    }
+}
+
+/// MSB-first bit packing.
+struct BitWriter {
+    private(set) var bytes = Data()
+    private var current: UInt8 = 0
+    private var used = 0
+
+    mutating func writeBit(_ bit: Bool) {
+        if bit { current |= 0x80 >> UInt8(used) }
+        used += 1
+        if used == 8 { bytes.append(current); current = 0; used = 0 }
+    }
+
+    mutating func write(_ value: UInt64, bits: Int) {
+        for b in stride(from: bits - 1, through: 0, by: -1) { writeBit((value >> UInt64(b)) & 1 == 1) }
+    }
+
+    /// Rice code: quotient in unary (ones then a zero), remainder in k bits.
+    mutating func writeRice(_ value: UInt64, k: Int) {
+        var quotient = value >> UInt64(k)
+        while quotient > 0 { writeBit(true); quotient -= 1 }
+        writeBit(false)
+        if k > 0 { write(value & ((1 << UInt64(k)) - 1), bits: k) }
+    }
+
+    /// Pads to a whole byte (each channel record is byte-aligned).
+    mutating func finish() -> Data {
+        if used > 0 { bytes.append(current); current = 0; used = 0 }
+        return bytes
+    }
+}
+
+struct BitReader {
+    let data: Data
+    private var bitPosition = 0
+
+    init(_ data: Data) { self.data = data }
+
+    mutating func readBit() throws -> Bool {
+        let byte = bitPosition >> 3
+        guard byte < data.count else { throw DeltaBlobError(reason: "sketch blob ends early at byte \(byte) (truncated?)") }
+        let bit = data[data.startIndex + byte] & (0x80 >> UInt8(bitPosition & 7)) != 0
+        bitPosition += 1
+        return bit
+    }
+
+    mutating func read(bits: Int) throws -> UInt64 {
+        var v: UInt64 = 0
+        for _ in 0..<bits { v = (v << 1) | (try readBit() ? 1 : 0) }
+        return v
+    }
+
+    mutating func readRice(k: Int) throws -> UInt64 {
+        var quotient: UInt64 = 0
+        while try readBit() {
+            quotient += 1
+            guard quotient < 1 << 40 else { throw DeltaBlobError(reason: "corrupt Rice code at bit \(bitPosition)") }
+        }
+        let remainder = k > 0 ? try read(bits: k) : 0
+        return (quotient << UInt64(k)) | remainder
+    }
+
+    mutating func alignToByte() { bitPosition = (bitPosition + 7) & ~7 }
+}

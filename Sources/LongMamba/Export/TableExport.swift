@@ -1,0 +1,125 @@
+// Exports of a stored table:
+//   safetensors          lengths i64 [T]; layer.{i}.threshold / kept_fraction f32 [T, C];
+//                        layer.{i}.decay_budget / cumulative_decay f32 [C]; layer.{i}.A (its shape);
+//                        __metadata__: every table field, plus "longmamba_table" = all of them as one JSON
+//   json                 the same content for any language
+//   longmamba-artifacts  the directories the authors' PyTorch code loads:
+//                        tA_prod/tA_prod_layer_{i}.pt (a [C]), decay/decay_layer_{i}.pt (D [C]),
+//                        A/A_layer_{i}.pt, alpha/alpha_layer_{i}.pt and delta_t-thre/delta_t-thre_layer_{i}.pt
+//                        (dicts "{n}k" → [C], n = S / 1000)
+import Foundation
+
+public enum ExportFormat: String, Sendable, CaseIterable {
+    case safetensors
+    case json
+    case longmambaArtifacts = "longmamba-artifacts"
+}
+
+/// Why an export was refused.
+public struct ExportError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+public enum TableExport {
+    /// Writes table `id` of `store` to `path` in `format`.
+    public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String) throws {
+        let info = try store.table(id)
+        let metadata = try store.tableMetadata(id)
+        let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+        switch format {
+        case .safetensors: try writeSafetensors(layers: layers, metadata: metadata, to: path)
+        case .json: try writeJSON(layers: layers, metadata: metadata, to: path)
+        case .longmambaArtifacts: try writeArtifacts(layers: layers, to: path)
+        }
+    }
+
+    static func metadataJSON(_ metadata: [String: String]) -> String {
+        CalibrationStore.canonicalJSON(metadata)
+    }
+
+    public static func writeSafetensors(layers: [LayerTable], metadata: [String: String], to path: String) throws {
+        var m = metadata
+        m["longmamba_table"] = metadataJSON(metadata)
+        var w = SafetensorsWriter(metadata: m)
+        let lengths = layers.first?.lengths ?? []
+        w.add("lengths", shape: [lengths.count], int64s: lengths.map { Int64($0) })
+        for l in layers {
+            w.add("layer.\(l.layer).threshold", shape: [l.lengths.count, l.channels], floats: l.deltaThreshold)
+            w.add("layer.\(l.layer).kept_fraction", shape: [l.lengths.count, l.channels], floats: l.keptFraction)
+            w.add("layer.\(l.layer).decay_budget", shape: [l.channels], floats: l.decayBudget)
+            w.add("layer.\(l.layer).cumulative_decay", shape: [l.channels], floats: l.cumulativeDecay)
+            w.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)
+        }
+        do { try w.write(to: path) } catch { throw ExportError(path: path, reason: "cannot write: \(error.localizedDescription)") }
+    }
+
+    /// Floats as their shortest round-tripping decimal (Swift's Float description).
+    static func append(_ values: ArraySlice<Float>, to s: inout String) {
+        s += "["
+        var first = true
+        for v in values {
+            if !first { s += "," }
+            first = false
+            s += v.isFinite ? "\(v)" : "null"
+        }
+        s += "]"
+    }
+
+    public static func writeJSON(layers: [LayerTable], metadata: [String: String], to path: String) throws {
+        var s = "{\"format\":\"longmamba-table\",\"metadata\":" + metadataJSON(metadata)
+        let lengths = layers.first?.lengths ?? []
+        s += ",\"lengths\":[" + lengths.map(String.init).joined(separator: ",") + "],\"layers\":["
+        for (n, l) in layers.enumerated() {
+            if n > 0 { s += "," }
+            s += "{\"layer\":\(l.layer),\"channels\":\(l.channels)"
+            for (name, values) in [("threshold", l.deltaThreshold), ("kept_fraction", l.keptFraction)] {
+                s += ",\"\(name)\":["
+                for t in 0..<l.lengths.count {
+                    if t > 0 { s += "," }
+                    append(values[(t * l.channels)..<((t + 1) * l.channels)], to: &s)
+                }
+                s += "]"
+            }
+            s += ",\"decay_budget\":"; append(l.decayBudget[...], to: &s)
+            s += ",\"cumulative_decay\":"; append(l.cumulativeDecay[...], to: &s)
+            s += ",\"A_shape\":[" + l.aShape.map(String.init).joined(separator: ",") + "],\"A\":"; append(l.A[...], to: &s)
+            s += "}"
+        }
+        s += "]}\n"
+        do { try Data(s.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw ExportError(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+    }
+
+    /// The authors' key for a length: "{n}k" with n = S / 1000 (lengths must be whole thousands).
+    public static func artifactKey(_ length: Int) -> String { "\(length / 1000)k" }
+
+    public static func writeArtifacts(layers: [LayerTable], to dir: String) throws {
+        let lengths = layers.first?.lengths ?? []
+        if let bad = lengths.first(where: { $0 % 1000 != 0 }) {
+            throw ExportError(path: dir, reason: "length \(bad) is not a whole number of thousands; the authors' files key lengths as \"{n}k\". Solve with --interval 1000 (or a multiple).")
+        }
+        let fm = FileManager.default
+        for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] {
+            do { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) } catch {
+                throw ExportError(path: "\(dir)/\(sub)", reason: "cannot create directory: \(error.localizedDescription)")
+            }
+        }
+        for l in layers {
+            let C = l.channels
+            let i = l.layer
+            try TorchSave.write(.tensor(TorchTensor(floats: l.cumulativeDecay, shape: [C])), to: "\(dir)/tA_prod/tA_prod_layer_\(i).pt")
+            try TorchSave.write(.tensor(TorchTensor(floats: l.decayBudget, shape: [C])), to: "\(dir)/decay/decay_layer_\(i).pt")
+            try TorchSave.write(.tensor(TorchTensor(floats: l.A, shape: l.aShape)), to: "\(dir)/A/A_layer_\(i).pt")
+            func perLength(_ values: [Float]) -> TorchValue {
+                .dict(l.lengths.enumerated().map { (t, S) in
+                    (key: artifactKey(S), value: .tensor(TorchTensor(floats: Array(values[(t * C)..<((t + 1) * C)]), shape: [C])))
+                })
+            }
+            try TorchSave.write(perLength(l.keptFraction), to: "\(dir)/alpha/alpha_layer_\(i).pt")
+            try TorchSave.write(perLength(l.deltaThreshold), to: "\(dir)/delta_t-thre/delta_t-thre_layer_\(i).pt")
+        }
+    }
+}

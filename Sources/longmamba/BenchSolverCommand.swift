@@ -1,0 +1,91 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import LongMamba
+
+struct BenchSolverCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-solver",
+        abstract: "Time the fast solver on a Mamba-1-1.4B-shaped synthetic recording; compare with the naive method on a subset.")
+
+    @Option(help: "Layers.") var layers: Int = 48
+    @Option(help: "Channels per layer (Mamba-1-1.4B: d_inner = 4096).") var channels: Int = 4096
+    @Option(help: "Samples K.") var samples: Int = 5
+    @Option(help: "Tokens per sample L.") var tokens: Int = 2048
+    @Option(help: "Tabulation interval.") var interval: Int = 1000
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
+    @Option(help: "Clamp fraction p.") var clamp: Double = 0.2
+    @Option(name: .customLong("naive-channels"), help: "Channels of layer 0 also solved with the naive method.") var naiveChannels: Int = 4
+
+    /// Synthetic Δ = softplus(μ_c + σ_c·z) with per-channel μ, σ; deterministic per (layer, sample, channel).
+    static func syntheticRow(layer: Int, sample: Int, channel: Int, tokens L: Int) -> [Float] {
+        var state = UInt64(truncatingIfNeeded: (layer &* 1_000_003 &+ channel) &* 7919) &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15
+        func next() -> Double {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
+        }
+        var chState = UInt64(truncatingIfNeeded: layer &* 31 &+ channel &* 131)
+        chState = chState &* 0x9E37_79B9_7F4A_7C15
+        let mu = -5 + 4 * Double(chState >> 11) / Double(1 << 53)
+        let sigma = 0.5 + 2 * Double((chState &* 0xBF58_476D_1CE4_E5B9) >> 11) / Double(1 << 53)
+        return (0..<L).map { _ in
+            let z = (-2 * Foundation.log(max(next(), 1e-300))).squareRoot() * Foundation.cos(2 * .pi * next())
+            return Float(Foundation.log1p(Foundation.exp(mu + sigma * z)))
+        }
+    }
+
+    func run() throws {
+        let params = SolverParameters(clampFraction: clamp, aggregation: .max, interval: interval, maxLength: maxLength, trainingLength: tokens)
+        try params.validate()
+        let (L, C) = (tokens, channels)
+        print("bench-solver: \(layers) layers × \(C) channels × \(samples) samples × \(L) tokens, lengths \(interval)…\(maxLength) (\(params.lengths.count)), p = \(clamp), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        var prepTime = 0.0, solveTime = 0.0
+        for layer in 0..<layers {
+            let t0 = Date()
+            // Synthetic recording, already sorted per channel as the store hands it to the solver.
+            let sampleLayers: [SortedDeltaLayer] = (0..<samples).map { s in
+                var sorted = [Float](repeating: 0, count: L * C)
+                sorted.withUnsafeMutableBufferPointer { buf in
+                    nonisolated(unsafe) let out = buf
+                    DispatchQueue.concurrentPerform(iterations: C) { c in
+                        var row = BenchSolverCommand.syntheticRow(layer: layer, sample: s, channel: c, tokens: L)
+                        DeltaSort.sortDescending(&row)
+                        for t in 0..<L { out[c * L + t] = row[t] }
+                    }
+                }
+                return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: (0..<(C * 16)).map { -Float($0 % 16 + 1) }, aShape: [C, 16])
+            }
+            let t1 = Date()
+            let table = try DeltaThresholdSolver.solveLayer(samples: sampleLayers, parameters: params, method: .fast)
+            let t2 = Date()
+            prepTime += t1.timeIntervalSince(t0); solveTime += t2.timeIntervalSince(t1)
+            if layer == 0 {
+                print(String(format: "layer 0: synthetic Δ + sort %.2f s, fast solve %.2f s", t1.timeIntervalSince(t0), t2.timeIntervalSince(t1)))
+                if naiveChannels > 0 {
+                    let n = min(naiveChannels, C)
+                    let lengths = params.lengths
+                    let tn = Date()
+                    var equal = true
+                    for c in 0..<n {
+                        let per = sampleLayers.map { sl in
+                            DeltaThresholdSolver.solveChannel(sortedDescending: sl.sortedDelta[(c * L)..<((c + 1) * L)], A: sl.A[(c * 16)..<((c + 1) * 16)],
+                                                              lengths: lengths, clampFraction: clamp, trainingLength: L, method: .naive)
+                        }
+                        let agg = DeltaThresholdSolver.aggregate(per, .max)
+                        for t in lengths.indices where agg.deltaThreshold[t] != table.deltaThreshold[t * C + c] || agg.keptFraction[t] != table.keptFraction[t * C + c] { equal = false }
+                    }
+                    let naive = Date().timeIntervalSince(tn)
+                    let perChannel = naive / Double(n)
+                    let fastPerChannel = t2.timeIntervalSince(t1) / Double(C) * Double(ProcessInfo.processInfo.activeProcessorCount)
+                    print(String(format: "naive on %d channels × %d samples (1 core): %.2f s = %.3f s per channel; fast: %.5f s per channel per core; speed-up ≈ %.0f×; naive == fast on the subset: %@",
+                                 n, samples, naive, perChannel, fastPerChannel, perChannel / fastPerChannel, equal ? "yes" : "NO"))
+                    print(String(format: "naive extrapolated to the whole model on these cores: %.1f h", perChannel * Double(C * layers) / Double(ProcessInfo.processInfo.activeProcessorCount) / 3600))
+                }
+            }
+        }
+        print(String(format: "total: synthetic Δ + sort %.1f s, fast solve %.1f s (%.2f s per layer)", prepTime, solveTime, solveTime / Double(layers)))
+    }
+}

@@ -1,0 +1,21 @@
+import ArgumentParser
+import Foundation
+import LongMamba
+
+struct LookupCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lookup",
+        abstract: "Thresholds at the tabulated length nearest to S and the global-channel mask (a_c > θ), as JSON.",
+        discussion: "Rounding: \(LengthRounding.tieRule).")
+
+    @Option(help: "SQLite database.") var db: String
+    @Option(help: "Table id.") var table: Int64
+    @Option(help: "Sequence length S in tokens.") var length: Int
+    @Option(help: "Only this layer.") var layer: Int?
+    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.") var theta: Double = CalibrationStore.defaultTheta
+
+    func run() throws {
+        let store = try CalibrationStore(path: db, readOnly: true)
+        print(try store.lookup(table: table, length: length, layer: layer, theta: theta).json())
+    }
+}

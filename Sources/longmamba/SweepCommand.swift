@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import LongMamba
+
+struct SweepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "Solve one table per (clamp fraction, aggregation) from stored recordings, then summarise.")
+
+    @Option(help: "SQLite database.") var db: String
+    @Option(name: .customLong("run"), help: "Calibration run id.") var runID: Int64
+    @Option(help: "Clamp fractions, comma-separated.") var clamp: String
+    @Option(help: "Aggregations, comma-separated (max, mean).") var aggregate: String = "max"
+    @Option(help: "Tabulate every this many tokens.") var interval: Int = 1000
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
+    @Option(help: "θ values for global-channel counts, comma-separated.") var theta: String = "0.01,0.05,0.1"
+    @Option(name: .customLong("summary-lengths"), help: "Lengths at which to summarise thresholds.") var summaryLengths: String = "4000,16000,64000,256000"
+
+    func run() throws {
+        let ps = try parseList(clamp, name: "clamp") { Double($0) }
+        let aggs = try parseList(aggregate, name: "aggregate") { Aggregation(rawValue: $0) }
+        let thetas = try parseList(theta, name: "theta") { Double($0) }
+        let lengths = try parseList(summaryLengths, name: "summary-lengths") { Int($0) }
+        let store = try CalibrationStore(path: db)
+        var rows: [[String]] = []
+        for p in ps {
+            for agg in aggs {
+                let id = try store.solve(run: runID, clampFraction: p, aggregation: agg, interval: interval, maxLength: maxLength)
+                print("table \(id): p = \(p), aggregation = \(agg.rawValue)")
+                let info = try store.table(id)
+                let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+                let channels = layers.reduce(0) { $0 + $1.channels }
+                var row = [String(id), String(p), agg.rawValue]
+                for th in thetas {
+                    let global = layers.reduce(0) { $0 + $1.cumulativeDecay.filter { Double($0) > th }.count }
+                    row.append("\(global)/\(channels)")
+                }
+                for S in lengths {
+                    guard let t = LengthRounding.nearestIndex(of: S, in: info.lengths) else { row.append("-"); continue }
+                    var sum = 0.0, n = 0
+                    for l in layers { for c in 0..<l.channels { sum += Double(l.deltaThreshold[t * l.channels + c]); n += 1 } }
+                    row.append(String(format: "%.4g", sum / Double(max(n, 1))))
+                }
+                rows.append(row)
+            }
+        }
+        let header = ["table", "p", "agg"] + thetas.map { "global@θ=\($0)" } + lengths.map { "mean τ@\($0)" }
+        print("")
+        printTable(header: header, rows: rows)
+    }
+}
+
+/// Plain aligned text table.
+func printTable(header: [String], rows: [[String]]) {
+    let widths = header.indices.map { i in ([header[i]] + rows.map { i < $0.count ? $0[i] : "" }).map(\.count).max() ?? 0 }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+    print(line(header))
+    for r in rows { print(line(r)) }
+}

@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+@testable import LongMamba
+
+@Suite struct LookupTests {
+    @Test func roundsToTheNearestLengthAndHalfwayUp() {
+        let grid = [1000, 2000, 3000]
+        func nearest(_ s: Int) -> Int? { LengthRounding.nearestIndex(of: s, in: grid).map { grid[$0] } }
+        #expect(nearest(1) == 1000)
+        #expect(nearest(1000) == 1000)
+        #expect(nearest(1499) == 1000)
+        #expect(nearest(1500) == 2000)  // halfway → longer
+        #expect(nearest(1501) == 2000)
+        #expect(nearest(2499) == 2000)
+        #expect(nearest(2500) == 3000)
+        #expect(nearest(3000) == 3000)
+        #expect(nearest(1_000_000) == 3000)
+        #expect(LengthRounding.nearestIndex(of: 5, in: []) == nil)
+    }
+
+    @Test func lookupReturnsTheRowOfTheNearestLengthAndTheStrictGlobalMask() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let run = try store.importRecordings(try SyntheticRecordings.write(in: dir, samples: 2, layers: 2, L: 200, C: 6))
+        let id = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 1000, maxLength: 10_000)
+        let l1 = try store.tableLayer(table: id, layer: 1)
+        let r = try store.lookup(table: id, length: 4500, layer: 1, theta: 0.05)
+        #expect(r.length == 5000 && r.requestedLength == 4500 && !r.beyondLastLength)
+        #expect(r.layers.count == 1 && r.layers[0].layer == 1)
+        #expect(r.layers[0].deltaThreshold == Array(l1.deltaThreshold[(4 * 6)..<(5 * 6)]))
+        #expect(r.layers[0].keptFraction == Array(l1.keptFraction[(4 * 6)..<(5 * 6)]))
+        // θ equal to a channel's decay: not global (a_c > θ is strict).
+        let a = l1.cumulativeDecay[2]
+        let atTheta = try store.lookup(table: id, length: 4500, layer: 1, theta: Double(a))
+        #expect(atTheta.layers[0].globalChannel[2] == false)
+        let below = try store.lookup(table: id, length: 4500, layer: 1, theta: Double(a.nextDown))
+        #expect(below.layers[0].globalChannel[2] == true)
+        #expect(below.layers[0].globalChannelCount == l1.cumulativeDecay.filter { $0 > a.nextDown }.count)
+        let all = try store.lookup(table: id, length: 20_000)
+        #expect(all.length == 10_000 && all.beyondLastLength && all.layers.count == 2 && all.theta == CalibrationStore.defaultTheta)
+        let json = try all.json()
+        #expect(json.contains("\"global_channel\"") && json.contains("\"length\":10000"))
+        #expect(throws: StoreError.self) { try store.lookup(table: id, length: 4000, layer: 2) }
+        #expect(throws: StoreError.unknownTable(path: "\(dir)/cal.sqlite", id: 99)) { try store.lookup(table: 99, length: 4000) }
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import GRDB
+import Testing
+@testable import LongMamba
+
+/// Synthetic `longmamba record` outputs for store, lookup and export tests.
+enum SyntheticRecordings {
+    static func tempDir() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lm-solver-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// K files, `layers` layers of [L, C] Δ; Mamba-2-style A [C] unless `stateSize` is given.
+    static func write(in dir: String, samples K: Int = 3, layers: Int = 2, L: Int = 64, C: Int = 6, stateSize: Int? = nil, seed: UInt64 = 1,
+                      architecture: String = "mamba2", mutate: ((Int, Int, inout [Float]) -> Void)? = nil) throws -> [String] {
+        var rng = SolverRNG(seed)
+        let A = (0..<layers).map { _ in (0..<(C * (stateSize ?? 1))).map { _ in -Float(exp(rng.normal())) } }
+        return try (0..<K).map { s in
+            var w = SafetensorsWriter(metadata: ["architecture": architecture, "fingerprint": "synthetic-\(architecture)-\(layers)x\(C)", "tool_version": "test", "seed": "7"])
+            for i in 0..<layers {
+                var delta = rng.delta(L * C)
+                mutate?(s, i, &delta)
+                w.add("layer.\(i).delta", shape: [L, C], floats: delta)
+                w.add("layer.\(i).A", shape: stateSize.map { [C, $0] } ?? [C], floats: A[i])
+            }
+            let path = "\(dir)/sample\(s).safetensors"
+            try w.write(to: path)
+            return path
+        }
+    }
+}
+
+@Suite struct StoreTests {
+    func count(_ store: CalibrationStore, _ table: String) throws -> Int {
+        try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table)") ?? -1 }
+    }
+
+    @Test func solvingStoredExactRecordingsEqualsSolvingTheFiles() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let files = try SyntheticRecordings.write(in: dir)
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let run = try store.importRecordings(files)
+        #expect(try store.run(run).status == "complete")
+        #expect(try store.recordingEncodings(run: run) == [DeltaRepresentation.exactEncoding])
+        let id = try store.solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 50, maxLength: 2000)
+        let params = SolverParameters(clampFraction: 0.2, aggregation: .max, interval: 50, maxLength: 2000, trainingLength: 64)
+        for i in 0..<2 {
+            let direct = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(i) }, parameters: params)
+            #expect(try store.tableLayer(table: id, layer: i) == direct)
+        }
+        let info = try store.table(id)
+        #expect(info.parameters == params && info.method == "longmamba" && info.layerCount == 2 && info.lengths.count == 40)
+    }
+
+    @Test func sameInputsGiveSameContentHashAndTablesAreNeverRewritten() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let run = try store.importRecordings(try SyntheticRecordings.write(in: dir))
+        let a = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
+        let b = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
+        let c = try store.solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 100, maxLength: 1000)
+        #expect(a != b)
+        #expect(try store.table(a).contentHash == store.table(b).contentHash)
+        #expect(try store.table(a).contentHash != store.table(c).contentHash)
+        #expect(throws: (any Error).self) { try store.write { db in try db.execute(sql: "UPDATE threshold_tables SET clamp_fraction = 0.5 WHERE id = ?", arguments: [a]) } }
+        #expect(throws: (any Error).self) { try store.write { db in try db.execute(sql: "DELETE FROM table_layers WHERE table_id = ?", arguments: [a]) } }
+        #expect(try store.tables().map(\.id) == [a, b, c])
+    }
+
+    @Test func databaseUsesWALAndRecordsTheSchemaVersion() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let (mode, version) = try store.read { db in
+            (try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "", try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0)
+        }
+        #expect(mode == "wal")
+        #expect(version == CalibrationStore.schemaVersion)
+    }
+
+    @Test func refusesADatabaseFromANewerSchema() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let path = "\(dir)/cal.sqlite"
+        _ = try CalibrationStore(path: path)
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: "PRAGMA user_version = 2")
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v2: from the future')")
+        }
+        try q.close()
+        do {
+            _ = try CalibrationStore(path: path)
+            Issue.record("newer schema accepted")
+        } catch let e as StoreError {
+            #expect(e == .newerSchema(path: path, found: 2, supported: 1))
+            #expect("\(e)".contains("newer longmamba"))
+        }
+        #expect(throws: StoreError.self) { try CalibrationStore(path: path, readOnly: true) }
+    }
+
+    @Test func unknownTableAndRunAreClearErrors() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        #expect(throws: StoreError.unknownTable(path: "\(dir)/cal.sqlite", id: 42)) { try store.table(42) }
+        #expect(throws: StoreError.unknownRun(path: "\(dir)/cal.sqlite", id: 7)) { try store.solve(run: 7, clampFraction: 0.1, aggregation: .max) }
+        #expect(throws: StoreError.self) { try CalibrationStore(path: "\(dir)/missing.sqlite", readOnly: true) }
+    }
+
+    @Test func readOnlyStoreRefusesWritesAndLeavesDataIntact() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let path = "\(dir)/cal.sqlite"
+        let run = try CalibrationStore(path: path).importRecordings(try SyntheticRecordings.write(in: dir))
+        let ro = try CalibrationStore(path: path, readOnly: true)
+        #expect(throws: StoreError.readOnly(path: path)) { try ro.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 500) }
+        #expect(try count(ro, "threshold_tables") == 0)
+        #expect(try ro.run(run).status == "complete")
+    }
+
+    @Test func lockedDatabaseIsAClearError() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let path = "\(dir)/cal.sqlite"
+        let files = try SyntheticRecordings.write(in: dir)
+        let store = try CalibrationStore(path: path, busyTimeout: 0.2)
+        var config = Configuration()
+        config.allowsUnsafeTransactions = true
+        let other = try DatabaseQueue(path: path, configuration: config)
+        try other.inDatabase { db in try db.execute(sql: "BEGIN IMMEDIATE") }  // another writer holds the lock
+        #expect(throws: StoreError.locked(path: path)) { try store.importRecordings(files) }
+        try other.inDatabase { db in try db.execute(sql: "ROLLBACK") }
+        #expect(try count(store, "calibration_runs") == 0)
+        _ = try store.importRecordings(files)
+    }
+
+    @Test func interruptedWritesLeaveTheDatabaseConsistent() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let files = try SyntheticRecordings.write(in: dir)
+        #expect(throws: StoreError.self) { try store.importRecordings(files, failAfterLayers: 3) }
+        #expect(try count(store, "calibration_runs") == 0)
+        #expect(try count(store, "recordings") == 0)
+        let run = try store.importRecordings(files)
+        let first = try store.solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 100, maxLength: 500)
+        let layers = try (0..<2).map { try store.tableLayer(table: first, layer: $0) }
+        let params = try store.table(first).parameters
+        #expect(throws: StoreError.self) { try store.saveTable(run: run, parameters: params, layers: layers, failAfterLayers: 1) }
+        #expect(try count(store, "threshold_tables") == 1)
+        #expect(try count(store, "table_layers") == 2)
+        #expect(try store.tableLayer(table: first, layer: 1) == layers[1])
+    }
+
+    @Test func badRecordingsAreRefusedNamingFileAndPosition() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let nan = try SyntheticRecordings.write(in: "\(dir)", samples: 2) { s, layer, d in if s == 1 && layer == 1 { d[13] = .nan } }
+        do { _ = try store.importRecordings(nan); Issue.record("NaN accepted") } catch {
+            #expect("\(error)".contains("sample1.safetensors") && "\(error)".contains("layer 1") && "\(error)".contains("token 2, channel 1"))
+        }
+        let negDir = SyntheticRecordings.tempDir()
+        let negative = try SyntheticRecordings.write(in: negDir, samples: 1) { _, _, d in d[0] = -0.5 }
+        #expect(throws: RecordingError.self) { try store.importRecordings(negative) }
+        let a = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 6)
+        let b = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 5)
+        do { _ = try store.importRecordings(a + b); Issue.record("channel mismatch accepted") } catch {
+            #expect("\(error)".contains("5 channels"))
+        }
+        let c = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, layers: 3)
+        #expect(throws: RecordingError.self) { try store.importRecordings(a + c) }
+        #expect(try count(store, "calibration_runs") == 0)
+    }
+
+    @Test func sketchedMambaOneRunsAreStoredSmallAndSolveClose() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let files = try SyntheticRecordings.write(in: dir, samples: 2, layers: 1, L: 512, C: 300, stateSize: 4, architecture: "mamba")
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let run = try store.importRecordings(files)
+        #expect(try store.recordingEncodings(run: run) == [DeltaRepresentation.sketchEncoding])
+        #expect(try store.recordingBytes(run: run) <= 2 * 300 * (DeltaRepresentation.defaultSketchBytes + 4 * 4))
+        let id = try store.solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 1000, maxLength: 20_000)
+        let exact = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(0) },
+                                                        parameters: try store.table(id).parameters)
+        let stored = try store.tableLayer(table: id, layer: 0)
+        let errors = zip(exact.deltaThreshold, stored.deltaThreshold).filter { $0.0 > 0 }.map { Double(abs($0.0 - $0.1) / $0.0) }
+        #expect(!errors.isEmpty)
+        #expect(errors.reduce(0, +) / Double(errors.count) < 2e-3)
+    }
+}
