@@ -11,7 +11,8 @@ JSON object per line with a random `pile_set_name`, written like lm_dataformat w
 With --hf-tokenizer FILE it instead times Hugging Face `tokenizers` on the first --text-mb MB
 of document text of --out (one thread: RAYON_NUM_THREADS=1, one `encode` call per document,
 the same texts `longmamba bench-corpus` tokenizes). With --from-docs it writes a smaller corpus
-of real English text (Debian changelogs and copyright files) for the tokenizer benchmark.
+of real English text (Debian changelogs and copyright files) for the tokenizer benchmark; with
+--fuzz, random-Unicode documents whose ids checksum must equal HF's (compare the two outputs).
 """
 import os
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
@@ -97,6 +98,31 @@ def from_docs(out):
     print(f"{len(lines)} documents, {len(blob) / 2**20:.0f} MB uncompressed -> {out}")
 
 
+def fuzz(out, seed):
+    """Documents of random code points drawn from many scripts and categories (letters, marks,
+    digits, spaces, controls, emoji, Hangul jamo, unassigned), to compare token ids with HF."""
+    rng = np.random.default_rng(seed)
+    ranges = [(0x20, 0x7F), (0x09, 0x0E), (0xA0, 0x250), (0x300, 0x370), (0x370, 0x530), (0x590, 0x700),
+              (0x900, 0xE00), (0x1100, 0x1200), (0x1E00, 0x2000), (0x2000, 0x2070), (0x20A0, 0x2400),
+              (0x3000, 0x3100), (0x4E00, 0x4F00), (0xAC00, 0xAD00), (0xFE00, 0xFF00), (0x1F300, 0x1FA00),
+              (0x10000, 0x10100), (0xE0000, 0xE0080), (0x1D400, 0x1D800), (0x0, 0x20)]
+    ascii_words = ["the", "of", " and", "  ", "   ", "\n", "\n\n", "'s", "'ll", " 've", "123", "<|endoftext|>", "\t"]
+    lines = []
+    for _ in range(4000):
+        parts = []
+        for _ in range(int(rng.integers(1, 60))):
+            if rng.random() < 0.4:
+                parts.append(ascii_words[int(rng.integers(0, len(ascii_words)))])
+            else:
+                lo, hi = ranges[int(rng.integers(0, len(ranges)))]
+                cps = rng.integers(lo, hi, size=int(rng.integers(1, 8)))
+                parts.append("".join(chr(int(c)) for c in cps if not 0xD800 <= c <= 0xDFFF))
+        lines.append(json.dumps({"text": "".join(parts), "meta": {"pile_set_name": "fuzz"}}))
+    with open(out, "wb") as f:
+        f.write(zstandard.ZstdCompressor(level=3).compress(("\n".join(lines) + "\n").encode("ascii")))
+    print(f"{len(lines)} fuzz documents -> {out}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024, help="uncompressed size to write")
@@ -105,7 +131,10 @@ def main():
     ap.add_argument("--hf-tokenizer", help="time HF tokenizers on --out instead of writing it")
     ap.add_argument("--text-mb", type=int, default=32)
     ap.add_argument("--from-docs", action="store_true", help="real text from /usr/share/doc instead of synthetic")
+    ap.add_argument("--fuzz", action="store_true", help="random Unicode documents for an ids comparison with HF")
     args = ap.parse_args()
+    if args.fuzz:
+        return fuzz(args.out, args.seed)
     if args.from_docs:
         return from_docs(args.out)
     if args.hf_tokenizer:

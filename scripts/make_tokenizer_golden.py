@@ -84,6 +84,30 @@ CASES = [
     ("mixed_punct_space", "Hello ,world ! ?? ... -- -> (x) [y] {z} \"q\" 'r' `s`"),
 ]
 
+def fuzz_cases(n=200, seed=7):
+    """Random strings over many scripts and categories (letters, combining marks, digits,
+    spaces, controls, emoji, Hangul jamo, unassigned), seeded so the golden is reproducible."""
+    import random
+    rng = random.Random(seed)
+    ranges = [(0x20, 0x7F), (0x09, 0x0E), (0xA0, 0x250), (0x300, 0x370), (0x370, 0x530), (0x590, 0x700),
+              (0x900, 0xE00), (0x1100, 0x1200), (0x1E00, 0x2000), (0x2000, 0x2070), (0x20A0, 0x2400),
+              (0x3000, 0x3100), (0x4E00, 0x4F00), (0xAC00, 0xAD00), (0xFE00, 0xFF00), (0x1F300, 0x1FA00),
+              (0x10000, 0x10100), (0xE0000, 0xE0080), (0x1D400, 0x1D800), (0x0, 0x20)]
+    words = ["the", "of", " and", "  ", "   ", "\n", "\n\n", "'s", "'ll", " 've", "123", "<|endoftext|>", "\t", "    x"]
+    out = []
+    for k in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 30)):
+            if rng.random() < 0.4:
+                parts.append(rng.choice(words))
+            else:
+                lo, hi = rng.choice(ranges)
+                parts.append("".join(chr(c) for c in (rng.randrange(lo, hi) for _ in range(rng.randint(1, 6)))
+                                     if not 0xD800 <= c <= 0xDFFF))
+        out.append((f"fuzz_{k}", "".join(parts)))
+    return out
+
+
 # Invalid UTF-8 byte strings: the expected ids are those of the Python str made with
 # bytes.decode('utf-8', errors='replace').
 BYTE_CASES = [
@@ -123,7 +147,7 @@ def train_fixture_tokenizer():
 
 def golden(tok, name, path):
     cases = []
-    for case_name, text in CASES:
+    for case_name, text in CASES + fuzz_cases():
         ids = tok.encode(text).ids
         cases.append({
             "name": case_name, "text": text, "ids": ids,
@@ -179,13 +203,30 @@ def nfc_golden():
     inputs.extend(unicodedata.normalize("NFD", chr(cp)) for cp in range(0xAC00, 0xD7A4, 37))
     inputs.extend(["a\u0323\u0302", "a\u0302\u0323", "q\u0307\u0323", "e\u0301\u0301", "\u0301e",
                    "\u1100\u1161", "\u1100\u1161\u11a8x", "\u0915\u093c", "\u00e9\u0323"])
+    # Hangul jamo at and just outside the conjoining ranges, and LV syllables followed by T.
+    for l in (0x1100, 0x1105, 0x1112, 0x1113):
+        for v in (0x1160, 0x1161, 0x1175, 0x1176):
+            for t in (None, 0x11A7, 0x11A8, 0x11C2, 0x11C3):
+                inputs.append(chr(l) + chr(v) + (chr(t) if t else ""))
+    for syllable in (0xAC00, 0xAC01, 0xB9C8, 0xD788, 0xD7A3):
+        for t in (0x11A7, 0x11A8, 0x11C2, 0x11C3):
+            inputs.append(chr(syllable) + chr(t) + "\u0301")
     return [[s, nfc.normalize_str(s)] for s in inputs]
 
 
 def write_json(obj, path):
+    """One line per top-level field and per list item: compact, yet diffs stay readable."""
+    def dumps(v):
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    lines = []
+    for key, value in obj.items():
+        if isinstance(value, list):
+            items = ",\n  ".join(dumps(v) for v in value)
+            lines.append(f"{dumps(key)}:[\n  {items}\n]" if value else f"{dumps(key)}:[]")
+        else:
+            lines.append(f"{dumps(key)}:{dumps(value)}")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def main():

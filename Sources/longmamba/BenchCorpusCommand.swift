@@ -3,6 +3,8 @@ import Foundation
 import LongMamba
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `longmamba bench-corpus`: sampler throughput against `zstd -dc | wc -l` on the same file in
@@ -33,13 +35,20 @@ struct BenchCorpusCommand: ParsableCommand {
     @Flag(help: "Sample without hashing the corpus file (as `sample --no-hash`).")
     var noHash = false
 
+    @Flag(help: "Only the tokenizer benchmark (e.g. on a fuzz corpus of short documents).")
+    var tokenizerOnly = false
+
     @Option(help: "Alternate baseline and sampler this many times; the best time of each counts (the machine may be shared).")
     var repeats: Int = 3
 
     /// User + system CPU seconds of this process or of its finished children.
     func cpuSeconds(children: Bool) -> Double {
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(__rusage_who_t(children ? RUSAGE_CHILDREN.rawValue : RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(children ? RUSAGE_CHILDREN : RUSAGE_SELF, &usage)
+        #endif
         func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
         return s(usage.ru_utime) + s(usage.ru_stime)
     }
@@ -67,7 +76,7 @@ struct BenchCorpusCommand: ParsableCommand {
         var bestBaseline: (wall: Double, cpu: Double)?
         var bestSampler: (wall: Double, cpu: Double) = (.infinity, .infinity)
         var sample: CorpusSample?
-        for round in 1...max(1, repeats) {
+        for round in 1...max(1, repeats) where !tokenizerOnly {
             if !skipBaseline {
                 let b = try runBaseline()
                 print(String(format: "round %d: zstd -dc | wc -l → %@ lines, %.2f s wall, %.2f s CPU", round, b.lines, b.wall, b.cpu))
@@ -81,7 +90,7 @@ struct BenchCorpusCommand: ParsableCommand {
             bestSampler = (min(bestSampler.wall, wall), min(bestSampler.cpu, cpu))
             sample = result
         }
-        guard let sample else { return }
+        if let sample {
         let mb = Double(sample.provenance.statistics.decompressedBytes) / 1_048_576
         print(String(format: "sampler: %.1f MB decompressed, %d documents, %d tokenized; best %.2f s = %.1f MB/s",
                      mb, sample.provenance.statistics.documentsSeen, sample.provenance.statistics.tokenized,
@@ -91,6 +100,7 @@ struct BenchCorpusCommand: ParsableCommand {
                          b.wall, mb / b.wall, 100 * b.wall / bestSampler.wall, 100 * b.cpu / bestSampler.cpu, bestSampler.cpu, b.cpu))
         }
         print("peak RSS after sampling: \(peakRSSMegabytes()) MB")
+        }
 
         if tokenizerMB > 0 {
             let texts = try firstTexts(files[0], megabytes: tokenizerMB)
@@ -125,7 +135,12 @@ struct BenchCorpusCommand: ParsableCommand {
 
     func peakRSSMegabytes() -> Int {
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Int(usage.ru_maxrss) / 1024
+        return Int(usage.ru_maxrss) / 1024  // kilobytes on Linux
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return Int(usage.ru_maxrss) / 1_048_576  // bytes on macOS
+        #endif
     }
 }

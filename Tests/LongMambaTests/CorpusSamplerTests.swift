@@ -101,6 +101,48 @@ func jsonLine(_ text: String, subset: String? = nil) -> String {
         }
     }
 
+    /// Brute force over the golden: every candidate line (enough bytes) draws a key in corpus
+    /// order; the sample is the eligible documents with the smallest keys, in key order.
+    func expectedLines(minimumTokens: Int, seed: UInt64, take: ([CorpusGolden.Document]) -> [CorpusGolden.Document]) throws -> [Int] {
+        let golden = try CorpusGolden.load()
+        var rng = Xoshiro256StarStar(seed: seed)
+        var keyed: [(UInt64, CorpusGolden.Document)] = []
+        for (i, doc) in golden.documents.enumerated() {
+            let end = i + 1 < golden.documents.count ? golden.documents[i + 1].byte_offset : golden.uncompressed_bytes
+            let lineBytes = Int(end - doc.byte_offset) - 1
+            guard lineBytes >= minimumTokens else { continue }
+            let key = rng.next()
+            if doc.fixture.count >= minimumTokens { keyed.append((key, doc)) }
+        }
+        return take(keyed.sorted { $0.0 < $1.0 }.map(\.1)).map(\.line)
+    }
+
+    @Test func documentModeTakesTheEligibleDocumentsWithTheSmallestKeys() throws {
+        for seed: UInt64 in [1, 2, 99] {
+            let L = 200, K = 6
+            let result = try sample([CorpusGolden.path], SamplerOptions(count: K, length: L, seed: seed))
+            let expected = try expectedLines(minimumTokens: L, seed: seed) { Array($0.prefix(K)) }
+            #expect(result.provenance.sequences.map { $0.documents[0].line } == expected, "seed \(seed)")
+        }
+    }
+
+    @Test func packedModeTakesTheShortestKeyOrderPrefixThatFillsTheSample() throws {
+        let L = 400, K = 3
+        let result = try sample([CorpusGolden.path], SamplerOptions(count: K, length: L, seed: 4, packing: .packed))
+        let expected = try expectedLines(minimumTokens: 1, seed: 4) { docs in
+            var total = 0
+            return Array(docs.prefix { doc in
+                defer { total += doc.fixture.count + 1 }
+                return total < K * L
+            })
+        }
+        var used: [Int] = []
+        for seq in result.provenance.sequences {
+            for span in seq.documents where used.last != span.line { used.append(span.line) }
+        }
+        #expect(used == expected)
+    }
+
     @Test func choosesEligibleDocumentsUniformly() throws {
         // Ten documents; the five long ones are eligible for L = 20. Over 500 seeds each should
         // be chosen about 100 times, the short ones never.

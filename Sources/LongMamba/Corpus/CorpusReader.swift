@@ -59,7 +59,11 @@ final class CorpusByteReader {
 
     private func readFile(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
         while true {
+            #if canImport(Glibc)
             let n = Glibc.read(fd, p, count)
+            #else
+            let n = Darwin.read(fd, p, count)
+            #endif
             if n >= 0 {
                 fileBytesRead += Int64(n)
                 if n > 0 { hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: p, count: n)) }
@@ -149,14 +153,13 @@ struct LineSplitter {
                 streamOffsetOfBuffer += Int64(filled)
                 filled = 0
             } else if capacity - filled < chunkBytes {
-                do {
-                    let newCapacity = max(capacity * 2, filled + chunkBytes)
-                    let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 64)
-                    grown.copyMemory(from: buffer, byteCount: filled)
-                    buffer.deallocate()
-                    buffer = grown
-                    capacity = newCapacity
-                }
+                // A long line: grow (bounded, since filled ≤ maxLineBytes here).
+                let newCapacity = max(capacity * 2, filled + chunkBytes)
+                let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 64)
+                grown.copyMemory(from: buffer, byteCount: filled)
+                buffer.deallocate()
+                buffer = grown
+                capacity = newCapacity
             }
             let n = try reader.read(into: buffer + filled, count: min(chunkBytes, capacity - filled))
             try chunkRead()

@@ -281,8 +281,8 @@ public struct TokenEncoder {
 
     private mutating func normalizeAndEncode(_ raw: UnsafeBufferPointer<UInt8>) {
         if tokenizer.normalizeNFC, NFC.mayChange(raw) {
-            var nfc = NFC.normalize(String(decoding: raw, as: UTF8.self))
-            nfc.withUTF8 { splitNormalized($0) }
+            let nfc = NFC.normalize(utf8: raw)
+            nfc.withUnsafeBufferPointer { splitNormalized($0) }
         } else {
             splitNormalized(raw)
         }
