@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 @testable import LongMamba
 
@@ -150,5 +153,61 @@ private extension CalibrationOptions {
         #expect(resumed.samplesResumed == 1)
         #expect(resumed.samplesRecorded == 2)
         #expect(try CalibrationFixture.tableHash(db, resumed.tableIDs[0]) == CalibrationFixture.tableHash(reference, uninterrupted.tableIDs[0]))
+    }
+}
+
+@Suite struct ReportAndEvaluationTests {
+    @Test func reportIsOneSelfContainedPageWithWellFormedPlots() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-rep-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
+                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let result = try CalibrationJob(options: o).run()
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let curve = CalibrationReport.PerplexityCurve(lengths: [256, 512], vanilla: [10, 20], longMamba: [10, 12])
+        let html = try CalibrationReport.html(store: store, table: result.tableIDs[0], perplexity: curve)
+        #expect(!html.contains("<script"))
+        #expect(!html.contains("src=\"http"))
+        var svgs: [String] = []
+        var rest = html[...]
+        while let start = rest.range(of: "<svg"), let end = rest.range(of: "</svg>", range: start.upperBound..<rest.endIndex) {
+            svgs.append(String(rest[start.lowerBound..<end.upperBound]))
+            rest = rest[end.upperBound...]
+        }
+        // 2 layers + Δ distributions + τ + α + perplexity
+        #expect(svgs.count == 6)
+        for svg in svgs {
+            let parser = XMLParser(data: Data(svg.utf8))
+            #expect(parser.parse(), "SVG is not well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
+        }
+        #expect(html.contains("model_fingerprint"))
+        #expect(html.contains("perplexity"))
+    }
+
+    @Test func evaluationWithATableFiltersOnlyLongWindowsAndKeepsVanillaIntact() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-eval-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
+                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 1024
+        let result = try CalibrationJob(options: o).run()
+        let model = try MambaModel(directory: o.modelDirectory)
+        let tokens = try CalibrationStore(path: db, readOnly: true).resumableRun(calibrationKey: try #require(CalibrationStore(path: db, readOnly: true).calibrationKeys().first?.key))!.sequences.flatMap { $0.map(Int.init) }
+        var evaluation = PerplexityEvaluation(model: model, table: try StoredTableSource(store: CalibrationStore(path: db, readOnly: true), table: result.tableIDs[0]))
+        evaluation.theta = 0.01
+        evaluation.chunk = 100  // several chunks per window
+        let points = try evaluation.run(tokens: tokens, lengths: [256, 512])
+        // 256 < 1.5 L: not filtered, identical; 512: filtered with the 512 row.
+        #expect(points[0].longMambaPerplexity == points[0].vanillaPerplexity)
+        #expect(points[0].tabulatedLength == nil)
+        #expect(points[1].tabulatedLength == 512)
+        #expect(points[1].longMambaPerplexity != points[1].vanillaPerplexity)
+        #expect((points[1].keptShare ?? 1) < 1)
+        // Vanilla perplexity does not depend on the chunk size.
+        evaluation.chunk = 512
+        let whole = try evaluation.run(tokens: tokens, lengths: [512])
+        #expect(abs(whole[0].vanillaPerplexity - points[1].vanillaPerplexity) / points[1].vanillaPerplexity < 1e-5)
+        // Beyond the table: refused unless allowed.
+        #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
+        #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
     }
 }

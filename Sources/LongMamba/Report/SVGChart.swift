@@ -91,6 +91,8 @@ public struct SVGChart {
             }
         }
         if showLegend && !series.isEmpty {
+            let legendWidth = 14 + 6.2 * Double(series.map(\.name.count).max() ?? 0)
+            out += "<rect x=\"\(f(left + 4))\" y=\"\(f(top + 2))\" width=\"\(f(legendWidth))\" height=\"\(f(Double(series.count) * 14 + 4))\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
             for (i, s) in series.enumerated() {
                 let y = top + 12 + Double(i) * 14
                 out += "<rect x=\"\(f(left + 8))\" y=\"\(f(y - 8))\" width=\"10\" height=\"10\" fill=\"\(s.color)\"/>"
@@ -105,6 +107,10 @@ public struct SVGChart {
     func ticks(_ a: Double, _ b: Double, _ scale: Scale) -> [Double] {
         if scale == .log10 {
             let lo = Int(Foundation.floor(a)), hi = Int(Foundation.ceil(b))
+            if hi - lo <= 3 {
+                // Few decades: 1, 2, 5 × 10ⁿ.
+                return (lo...hi).flatMap { e in [1.0, 2, 5].map { Foundation.log10($0) + Double(e) } }.filter { $0 >= a && $0 <= b }
+            }
             let step = max(1, (hi - lo) / 6)
             return stride(from: lo, through: hi, by: step).map(Double.init).filter { $0 >= a && $0 <= b }
         }
@@ -119,8 +125,17 @@ public struct SVGChart {
 
     func tickLabel(_ v: Double, _ scale: Scale) -> String {
         switch scale {
-        case .log10: return "1e\(Int(v.rounded()))"
+        case .log10:
+            let value = Foundation.pow(10, v)
+            if abs(v - v.rounded()) > 1e-9 || (v >= -3 && v <= 6) {
+                // Plain numbers for the 1-2-5 ticks and for 1…1e6 (lengths read better as 2k, 16k).
+                if value >= 1000 { return String(format: "%.0fk", value / 1000) }
+                if value >= 1 { return String(format: "%.0f", value) }
+                return String(format: "%.2g", value)
+            }
+            return "1e\(Int(v.rounded()))"
         case .linear:
+            let v = v == 0 ? 0 : v  // no "-0"
             if abs(v) >= 10_000 { return String(format: "%.0fk", v / 1000) }
             if v == v.rounded() { return String(format: "%.0f", v) }
             return String(format: "%.3g", v)
