@@ -40,6 +40,8 @@ struct CalibrateCommand: ParsableCommand {
     var tokenizer: String?
     @Option(name: .customLong("subset"), help: "Only documents with this pile_set_name (repeatable).")
     var subsets: [String] = []
+    @Option(help: "document: one document of ≥ L tokens per sequence; packed: documents joined with EOS (as in pre-training).")
+    var packing: String = "document"
     @Option(help: "Record only this machine's share of the samples: i/n (0-based).")
     var shard: String = "0/1"
     @Option(help: "Threads for matrix products and the scan.")
@@ -65,6 +67,8 @@ struct CalibrateCommand: ParsableCommand {
         options.maxLength = maxLength
         options.tokenizerPath = tokenizer
         options.subsets = subsets
+        guard let mode = Packing(rawValue: packing) else { throw ValidationError("--packing must be document or packed, not '\(packing)'") }
+        options.packing = mode
         let parts = shard.split(separator: "/").compactMap { Int($0) }
         guard parts.count == 2 else { throw ValidationError("--shard must look like i/n, e.g. 0/4") }
         options.shardIndex = parts[0]
