@@ -31,7 +31,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2, 0.2 for Mamba-1).")
     var clamps: [Double] = []
     @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
-    var aggregates: [String] = []
+    var aggregates: [Aggregation] = []
     @Option(help: "Table interval in tokens.")
     var interval: Int = 1000
     @Option(help: "Longest tabulated length.")
@@ -58,11 +58,7 @@ struct CalibrateCommand: ParsableCommand {
         options.length = length
         options.seed = seed
         options.clampFractions = clamps
-        options.aggregations = try aggregates.map {
-            guard let a = Aggregation(rawValue: $0) else { throw ValidationError("--aggregate must be max or mean, not '\($0)'") }
-            return a
-        }
-        if options.aggregations.isEmpty { options.aggregations = [.max] }
+        options.aggregations = aggregates.isEmpty ? [.max] : aggregates
         options.interval = interval
         options.maxLength = maxLength
         options.tokenizerPath = tokenizer

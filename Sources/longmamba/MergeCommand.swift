@@ -15,17 +15,14 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("clamp"), help: "Clamp fraction p for the tables solved once complete (repeatable).")
     var clamps: [Double] = []
     @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
-    var aggregates: [String] = []
+    var aggregates: [Aggregation] = []
     @Option(help: "Table interval in tokens.")
     var interval: Int = 1000
     @Option(help: "Longest tabulated length.")
     var maxLength: Int = 256_000
 
     func run() throws {
-        let aggregations = try (aggregates.isEmpty ? ["max"] : aggregates).map {
-            guard let a = Aggregation(rawValue: $0) else { throw ValidationError("--aggregate must be max or mean, not '\($0)'") }
-            return a
-        }
+        let aggregations = aggregates.isEmpty ? [Aggregation.max] : aggregates
         let result = try CalibrationMerge.merge(inputs: inputs, into: db, clampFractions: clamps, aggregations: aggregations,
                                                 interval: interval, maxLength: maxLength)
         FileHandle.standardError.write(Data("run \(result.runID) in \(db): \(result.samples)/\(result.sampleCount) samples\n".utf8))
