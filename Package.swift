@@ -21,7 +21,7 @@ func simdTargetCPU() -> String? {
     return nil
 }
 
-var librarySettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+var librarySettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 if let cpu = simdTargetCPU() { librarySettings.append(.unsafeFlags(["-target-cpu", cpu])) }
 
 let package = Package(
