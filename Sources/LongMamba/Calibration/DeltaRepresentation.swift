@@ -11,6 +11,7 @@
 //   The top half of the row uses q = 2^-e, the bottom half 2^-(e-3); e is the finest step
 //   (from 20 down to 0) whose encoding fits the byte budget per channel, so the size is bounded by
 //   construction; the error follows from the budget (see RecordingTests).
+import Dispatch
 import Foundation
 
 /// Which stored form to use for a layer's Δ.
@@ -56,11 +57,16 @@ public enum DeltaBlob {
             }
             return tokenOrder.withUnsafeBytes { Data($0) }
         case .sketch(let budget):
-            var out = Data()
-            for c in 0..<C {
-                let row = layer.sortedDelta[(c * L)..<((c + 1) * L)]
-                out.append(DeltaSketch.encode(sortedDescending: row, budget: budget))
+            // Channels are independent: encode them in parallel, concatenate in channel order.
+            var records = [Data](repeating: Data(), count: C)
+            records.withUnsafeMutableBufferPointer { buf in
+                nonisolated(unsafe) let out = buf
+                DispatchQueue.concurrentPerform(iterations: C) { c in
+                    out[c] = DeltaSketch.encode(sortedDescending: layer.sortedDelta[(c * L)..<((c + 1) * L)], budget: budget)
+                }
             }
+            var out = Data(capacity: records.reduce(0) { $0 + $1.count })
+            for r in records { out.append(r) }
             return out
         }
     }
