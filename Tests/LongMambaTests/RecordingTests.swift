@@ -84,3 +84,31 @@ import Testing
         #expect(worst < 6e-3)
     }
 }
+
+@Suite struct RecorderTests {
+    @Test func runnerRecorderFeedsTheStoreAndOnlyCompleteRunsSolve() throws {
+        let dir = SyntheticRecordings.tempDir()
+        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let (L, C) = (40, 3)
+        let run = try store.beginRun(fingerprint: "runner-test", architecture: "mamba2", sampleCount: 2, trainingLength: L, layerCount: 2)
+        var rng = SolverRNG(4)
+        var direct: [[SortedDeltaLayer]] = [[], []]
+        for s in 0..<2 {
+            var recorder = StoreDeltaRecorder(store: store, run: run, sample: s, representation: .exact)
+            for i in 0..<2 {
+                let d = LayerDelta(layer: i, delta: rng.delta(L * C), length: L, channels: C, A: [-1, -2, -3], aShape: [C])
+                try recorder.record(d)
+                direct[i].append(try SortedDeltaLayer(layerDelta: d))
+            }
+            #expect(throws: StoreError.self) { try store.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300) }
+        }
+        var bad = StoreDeltaRecorder(store: store, run: run, sample: 0, representation: .exact)
+        #expect(throws: SolverError.self) { try bad.record(LayerDelta(layer: 0, delta: [Float](repeating: -1, count: L * C), length: L, channels: C, A: [-1, -2, -3], aShape: [C])) }
+        try store.finishRun(run)
+        let id = try store.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
+        let params = try store.table(id).parameters
+        for i in 0..<2 {
+            #expect(try store.tableLayer(table: id, layer: i) == DeltaThresholdSolver.solveLayer(samples: direct[i], parameters: params))
+        }
+    }
+}
