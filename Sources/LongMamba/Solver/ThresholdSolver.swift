@@ -135,8 +135,9 @@ public enum DeltaSort {
     /// Descending sort of finite non-negative values; LSD radix on the bit patterns (plain `sort(by: >)` gives the same).
     public static func sortDescending(_ v: inout [Float]) {
         let n = v.count
-        if n < 64 { v.sort(by: >); return }
-        var keys = v.map { ~$0.bitPattern }  // complement: ascending keys = descending values
+        if n < 64 { v = v.map { $0 + 0 }; v.sort(by: >); return }
+        // complement: ascending keys = descending values; `+ 0` turns -0.0 into +0.0 (its sign bit would sort it first)
+        var keys = v.map { ~($0 + 0).bitPattern }
         var tmp = [UInt32](repeating: 0, count: n)
         var counts = [Int](repeating: 0, count: 1 << 11)
         for pass in 0..<3 {
