@@ -11,6 +11,15 @@
 //   The top half of the row uses q = 2^-e, the bottom half 2^-(e-3); e is the finest step
 //   (from 20 down to 0) whose encoding fits the byte budget per channel, so the size is bounded by
 //   construction; the error follows from the budget (see RecordingTests).
+//
+// Measured (one Mamba-1-1.4B-shaped layer: 4096 channels × 5 samples × 2048 tokens of synthetic
+// softplus-normal Δ, default 480 B budget): 434 B per channel and sample on average, so 48 layers
+// store 48 × (8.9 MB Δ + 0.26 MB A) ≈ 440 MB; thresholds re-solved from the sketch vs exact:
+// p = 0.2 / max: mean 8.0e-4, median 7.0e-4, p99 1.9e-3, max 1.7e-2 relative (31% of entries > 1e-3);
+// p = 0.05 / mean: mean 3.3e-4, p99 1.2e-3, max 4.7e-3 (2.9% > 1e-3). The 1e-3 target is not met
+// everywhere at this size: most entries sit on the clamp value, whose error is the step q₁/2 ≈ 1e-3;
+// the rest are one-point shifts of the crossing. A larger budget (--sketch-bytes) or exact storage
+// trades size for error.
 import Dispatch
 import Foundation
 
