@@ -2,7 +2,6 @@
 //
 //   models              one row per model fingerprint (architecture, config JSON)
 //   calibration_runs    one calibration set: corpus provenance, tokenizer hash, seed, K, L, status
-//   recorded_layers     per (run, layer): channel count and A (a model constant, stored once)
 //   recordings          Δ of one (run, sample, layer) in a stored representation (exact / sketch)
 //   threshold_tables    immutable solved tables: method + parameters JSON (+ columns for LongMamba's
 //                       p, aggregation, interval, max length), content hash, created-at
@@ -164,14 +163,6 @@ public final class CalibrationStore: Sendable {
                     status TEXT NOT NULL CHECK (status IN ('recording', 'complete', 'failed')),
                     created_at TEXT NOT NULL
                 );
-                CREATE TABLE recorded_layers (
-                    run_id INTEGER NOT NULL REFERENCES calibration_runs(id),
-                    layer_index INTEGER NOT NULL,
-                    channel_count INTEGER NOT NULL,
-                    a_shape_json TEXT NOT NULL,
-                    a_values_f32 BLOB NOT NULL,
-                    PRIMARY KEY (run_id, layer_index)
-                );
                 CREATE TABLE recordings (
                     run_id INTEGER NOT NULL REFERENCES calibration_runs(id),
                     sample_index INTEGER NOT NULL,
@@ -180,9 +171,10 @@ public final class CalibrationStore: Sendable {
                     channel_count INTEGER NOT NULL,
                     encoding TEXT NOT NULL,
                     delta_blob BLOB NOT NULL,
+                    a_shape_json TEXT NOT NULL,
+                    a_values BLOB NOT NULL,
                     content_hash TEXT NOT NULL,
-                    PRIMARY KEY (run_id, sample_index, layer_index),
-                    FOREIGN KEY (run_id, layer_index) REFERENCES recorded_layers(run_id, layer_index)
+                    PRIMARY KEY (run_id, sample_index, layer_index)
                 );
                 CREATE TABLE threshold_tables (
                     id INTEGER PRIMARY KEY,
@@ -317,24 +309,16 @@ public final class CalibrationStore: Sendable {
         }
     }
 
-    /// Stores one (sample, layer). A is a model constant: stored once per (run, layer); later samples must agree.
     func insertRecording(_ db: Database, run: Int64, sample: Int, layer: SortedDeltaLayer, representation: DeltaRepresentation) throws {
         let blob = try DeltaBlob.encode(layer, as: representation)
-        let aData = layer.A.littleEndianData
-        if let stored = try Data.fetchOne(db, sql: "SELECT a_values_f32 FROM recorded_layers WHERE run_id = ? AND layer_index = ?", arguments: [run, layer.layer]) {
-            guard stored == aData else {
-                throw StoreError.invalid("\(path): sample \(sample) layer \(layer.layer) has a different A than sample 0 (recordings of different models?)")
-            }
-        } else {
-            try db.execute(sql: "INSERT INTO recorded_layers (run_id, layer_index, channel_count, a_shape_json, a_values_f32) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [run, layer.layer, layer.channels, CalibrationStore.jsonArray(layer.aShape), aData])
-        }
+        let aData = layer.A.withUnsafeBytes { Data($0) }
         var h = SHA256()
-        h.update(data: Data(representation.encodingName.utf8)); h.update(data: blob)
+        h.update(data: Data(representation.encodingName.utf8)); h.update(data: blob); h.update(data: aData)
         try db.execute(sql: """
-            INSERT INTO recordings (run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, content_hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [run, sample, layer.layer, layer.length, layer.channels, representation.encodingName, blob, CalibrationStore.hex(h.finalize())])
+            INSERT INTO recordings (run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, a_shape_json, a_values, content_hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [run, sample, layer.layer, layer.length, layer.channels, representation.encodingName, blob,
+                             CalibrationStore.jsonArray(layer.aShape), aData, CalibrationStore.hex(h.finalize())])
     }
 
     public func run(_ id: Int64) throws -> CalibrationRunInfo {
@@ -361,15 +345,14 @@ public final class CalibrationStore: Sendable {
     /// The K samples of one layer of a run, decoded from their stored representation.
     public func layerSamples(run: Int64, layer: Int) throws -> [SortedDeltaLayer] {
         try read { db in
-            guard let layerRow = try Row.fetchOne(db, sql: "SELECT * FROM recorded_layers WHERE run_id = ? AND layer_index = ?", arguments: [run, layer]) else {
-                throw StoreError.invalid("\(path): run \(run) has no recorded layer \(layer)")
-            }
-            let A = [Float](littleEndianData: layerRow["a_values_f32"])
-            let shapeJSON: String = layerRow["a_shape_json"]
-            let aShape = (try? JSONDecoder().decode([Int].self, from: Data(shapeJSON.utf8))) ?? [A.count]
             let rows = try Row.fetchAll(db, sql: "SELECT * FROM recordings WHERE run_id = ? AND layer_index = ? ORDER BY sample_index", arguments: [run, layer])
             return try rows.map { row in
-                try DeltaBlob.decode(row["delta_blob"], encoding: row["encoding"], layer: layer, length: row["token_count"],
+                let aData: Data = row["a_values"]
+                var A = [Float](repeating: 0, count: aData.count / 4)
+                _ = A.withUnsafeMutableBytes { aData.copyBytes(to: $0) }
+                let shapeJSON: String = row["a_shape_json"]
+                let aShape = (try? JSONDecoder().decode([Int].self, from: Data(shapeJSON.utf8))) ?? [A.count]
+                return try DeltaBlob.decode(row["delta_blob"], encoding: row["encoding"], layer: layer, length: row["token_count"],
                                             channels: row["channel_count"], A: A, aShape: aShape)
             }
         }
@@ -382,7 +365,7 @@ public final class CalibrationStore: Sendable {
 
     /// Bytes of stored recordings of a run.
     public func recordingBytes(run: Int64) throws -> Int {
-        try read { db in try Int.fetchOne(db, sql: "SELECT (SELECT COALESCE(SUM(LENGTH(delta_blob)), 0) FROM recordings WHERE run_id = ?) + (SELECT COALESCE(SUM(LENGTH(a_values_f32)), 0) FROM recorded_layers WHERE run_id = ?)", arguments: [run, run]) ?? 0 }
+        try read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(LENGTH(delta_blob) + LENGTH(a_values)), 0) FROM recordings WHERE run_id = ?", arguments: [run]) ?? 0 }
     }
 
     // MARK: JSON helpers
