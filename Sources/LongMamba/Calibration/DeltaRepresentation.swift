@@ -31,8 +31,9 @@ public enum DeltaRepresentation: Sendable, Equatable, Codable {
 
     public static let exactEncoding = "exact-f32-v1"
     public static let sketchEncoding = "logrice-v1"
-    /// Default budget: a 1.4B Mamba-1 calibration (48 layers × 4096 channels × 5 samples) stays under 512 MB.
-    public static let defaultSketchBytes = 480
+    /// Default budget: a 1.4B Mamba-1 calibration (48 layers × 4096 channels × 5 samples) stays under 512 MB
+    /// by construction: 983,040 × 460 B of Δ + 240 × 256 KiB of A (stored with each recording) = 515 MB = 491 MiB.
+    public static let defaultSketchBytes = 460
 
     /// Exact for Mamba-2 (heads) and small layers, a sketch for Mamba-1's many channels.
     public static func automatic(architecture: String?, channels: Int) -> DeltaRepresentation {
