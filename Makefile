@@ -25,12 +25,25 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# The embedded default: calibrate the fixture model on the fixture corpus, then report and
+# evaluate. Outputs in tables/ (git-ignored).
+MODEL ?= Fixtures/models/mamba2-tiny-calib
+CORPUS ?= Fixtures/corpus/fixture.jsonl.zst
+EVAL_TEXT ?= Fixtures/corpus/README.md
+NAME := $(notdir $(MODEL))
 run: release
 	mkdir -p tables
-	.build/release/longmamba --help
+	rm -f tables/$(NAME).sqlite tables/$(NAME).sqlite-wal tables/$(NAME).sqlite-shm
+	.build/release/longmamba calibrate --model $(MODEL) --corpus $(CORPUS) --db tables/$(NAME).sqlite \
+	  --samples 5 --interval 256 --max-length 8192 --clamp 0.05 --aggregate max
+	.build/release/longmamba report --db tables/$(NAME).sqlite --table 1 --out tables/$(NAME).html
+	@echo "table: tables/$(NAME).sqlite (id 1) · report: tables/$(NAME).html"
 
+# Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm.
 bench: release
-	.build/release/longmamba --help
+	.build/release/longmamba bench --shape mamba-130m
+	.build/release/longmamba bench --shape mamba2-130m
+	.build/release/longmamba bench --shape mamba-370m
 
 clean:
 	rm -rf .build

@@ -1,5 +1,28 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
+
+/// The SIMD kernels (scan, exp, SiLU) need the machine's vector units: Swift's default x86-64
+/// target has no FMA, so SIMD16 fused multiply-adds would become library calls. The CPU is
+/// detected where the package is built; override with LONGMAMBA_TARGET_CPU (e.g. `haswell`,
+/// `znver4`, or `generic` for a portable build).
+func simdTargetCPU() -> String? {
+    if let forced = ProcessInfo.processInfo.environment["LONGMAMBA_TARGET_CPU"] {
+        return forced.isEmpty || forced == "generic" ? nil : forced
+    }
+    #if os(Linux) && arch(x86_64)
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+    else { return nil }
+    let flags = Set(line.split(separator: " ").map(String.init))
+    if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains) { return "skylake-avx512" }
+    if ["avx2", "fma"].allSatisfy(flags.contains) { return "haswell" }
+    #endif
+    return nil
+}
+
+var librarySettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+if let cpu = simdTargetCPU() { librarySettings.append(.unsafeFlags(["-target-cpu", cpu])) }
 
 let package = Package(
     name: "LongMambaCalibration",
@@ -31,7 +54,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            swiftSettings: librarySettings
         ),
         // Thin command-line front end.
         .executableTarget(

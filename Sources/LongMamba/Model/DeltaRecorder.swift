@@ -32,3 +32,21 @@ public struct CollectingRecorder: DeltaRecorder {
     public init() {}
     public mutating func record(_ layerDelta: LayerDelta) throws { layers.append(layerDelta) }
 }
+
+/// What one layer carries from one chunk of a sequence to the next.
+public struct LayerState: Sendable {
+    /// The last K−1 conv inputs: [K−1, conv channels].
+    public var conv: [Float] = []
+    /// SSM state: [d_inner, N] (Mamba-1) or [H, P, N] (Mamba-2).
+    public var ssm: [Float] = []
+    public init() {}
+}
+
+/// State of a whole model after some tokens: processing a sequence in chunks with this state
+/// carried gives the same Δ and logits as processing it at once.
+public struct SequenceState: Sendable {
+    public var layers: [LayerState]
+    /// Tokens processed so far.
+    public var position: Int = 0
+    public init(layerCount: Int) { layers = [LayerState](repeating: LayerState(), count: layerCount) }
+}

@@ -310,15 +310,21 @@ public final class CalibrationStore: Sendable {
     }
 
     func insertRecording(_ db: Database, run: Int64, sample: Int, layer: SortedDeltaLayer, representation: DeltaRepresentation) throws {
-        let blob = try DeltaBlob.encode(layer, as: representation)
-        let aData = layer.A.withUnsafeBytes { Data($0) }
+        try insertEncodedRecording(db, run: run, sample: sample, layer: layer.layer, length: layer.length, channels: layer.channels,
+                                   encoding: representation.encodingName, blob: try DeltaBlob.encode(layer, as: representation),
+                                   A: layer.A, aShape: layer.aShape)
+    }
+
+    func insertEncodedRecording(_ db: Database, run: Int64, sample: Int, layer: Int, length: Int, channels: Int,
+                                encoding: String, blob: Data, A: [Float], aShape: [Int]) throws {
+        let aData = A.withUnsafeBytes { Data($0) }
         var h = SHA256()
-        h.update(data: Data(representation.encodingName.utf8)); h.update(data: blob); h.update(data: aData)
+        h.update(data: Data(encoding.utf8)); h.update(data: blob); h.update(data: aData)
         try db.execute(sql: """
             INSERT INTO recordings (run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, a_shape_json, a_values, content_hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [run, sample, layer.layer, layer.length, layer.channels, representation.encodingName, blob,
-                             CalibrationStore.jsonArray(layer.aShape), aData, CalibrationStore.hex(h.finalize())])
+            """, arguments: [run, sample, layer, length, channels, encoding, blob,
+                             CalibrationStore.jsonArray(aShape), aData, CalibrationStore.hex(h.finalize())])
     }
 
     public func run(_ id: Int64) throws -> CalibrationRunInfo {

@@ -1,0 +1,254 @@
+// A model directory: config.json plus weights (model.safetensors, sharded safetensors with
+// model.safetensors.index.json, or PyTorch pytorch_model.bin[.index.json]), memory-mapped.
+//
+// All layout quirks live in `sanitize`: tensor names are mapped to one canonical naming (the
+// state-spaces one, `backbone.embedding.weight`), and loading fails on missing or unexpected
+// tensors and on shapes that disagree with the config.
+import Crypto
+import Foundation
+
+/// Why a checkpoint directory was refused.
+public struct CheckpointError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let tensor: String?
+    public let reason: String
+    public var hint: String?
+    public init(path: String, tensor: String? = nil, reason: String, hint: String? = nil) {
+        self.path = path; self.tensor = tensor; self.reason = reason; self.hint = hint
+    }
+    public var description: String {
+        var s = tensor.map { "\(path): tensor '\($0)': \(reason)" } ?? "\(path): \(reason)"
+        if let hint { s += " (hint: \(hint))" }
+        return s
+    }
+}
+
+/// A loaded (mapped, validated) checkpoint directory.
+public struct ModelCheckpoint: Sendable {
+    public let directory: String
+    public let config: ModelConfig
+    /// config.json exactly as read (stored with tables for provenance).
+    public let configData: Data
+    /// Files the tensors come from.
+    public let weightFiles: [String]
+    private let sources: [any TensorSource]
+    /// Canonical name → (source, tensor).
+    private let entries: [String: (source: Int, info: TensorInfo)]
+
+    public init(directory: String) throws {
+        let dir = URL(fileURLWithPath: directory)
+        let configPath = dir.appendingPathComponent("config.json").path
+        guard let configData = FileManager.default.contents(atPath: configPath) else {
+            throw CheckpointError(path: configPath, reason: "cannot read config.json", hint: "pass a model directory holding config.json and the weights")
+        }
+        var config = try ModelConfig.parse(configData, path: configPath)
+        let files = try Self.weightFiles(in: dir)
+        var sources: [any TensorSource] = []
+        var raw: [(String, Int, TensorInfo)] = []
+        for file in files {
+            let source = try Self.openTensorFile(file)
+            for info in source.tensors { raw.append((info.name, sources.count, info)) }
+            sources.append(source)
+        }
+        let entries = try Self.sanitize(raw, config: &config, files: files, directory: directory)
+        self.directory = directory
+        self.config = config
+        self.configData = configData
+        self.weightFiles = files
+        self.sources = sources
+        self.entries = entries
+    }
+
+    /// Weight files of a directory, in a fixed order.
+    static func weightFiles(in dir: URL) throws -> [String] {
+        let fm = FileManager.default
+        for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] {
+            let indexPath = dir.appendingPathComponent(index).path
+            guard let data = fm.contents(atPath: indexPath) else { continue }
+            guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  let map = json["weight_map"] as? [String: String]
+            else { throw CheckpointError(path: indexPath, reason: "not a valid index: expected {\"weight_map\": {tensor: file}}") }
+            let shards = Set(map.values).sorted()
+            for shard in shards where shard.contains("/") || shard.hasPrefix(".") {
+                throw CheckpointError(path: indexPath, reason: "shard name '\(shard)' points outside the directory")
+            }
+            return shards.map { dir.appendingPathComponent($0).path }
+        }
+        for single in ["model.safetensors", "pytorch_model.bin", "consolidated.safetensors"] {
+            let p = dir.appendingPathComponent(single).path
+            if fm.fileExists(atPath: p) { return [p] }
+        }
+        throw CheckpointError(path: dir.path, reason: "no weights found",
+                              hint: "expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json")
+    }
+
+    static func openTensorFile(_ path: String) throws -> any TensorSource {
+        if path.hasSuffix(".safetensors") { return try SafetensorsFile(path: path) }
+        return try TorchCheckpoint(path: path)
+    }
+
+    /// Maps every tensor name to the canonical (state-spaces) one and checks the set and shapes
+    /// against the config. The one place that knows about checkpoint-layout quirks.
+    static func sanitize(_ raw: [(String, Int, TensorInfo)], config: inout ModelConfig, files: [String], directory: String) throws -> [String: (source: Int, info: TensorInfo)] {
+        var entries: [String: (source: Int, info: TensorInfo)] = [:]
+        for (name, source, info) in raw {
+            var canonical = name
+            if canonical.hasPrefix("model.") { canonical.removeFirst("model.".count) }          // Codestral
+            if canonical.hasPrefix("backbone.embeddings.") {                                   // transformers
+                canonical = "backbone.embedding." + canonical.dropFirst("backbone.embeddings.".count)
+            }
+            if let previous = entries[canonical] {
+                throw CheckpointError(path: files[source], tensor: name,
+                                      reason: "duplicate of '\(previous.info.name)' in \(files[previous.source])")
+            }
+            entries[canonical] = (source, info)
+        }
+        // The embedding fixes the padded vocabulary.
+        guard let embedding = entries["backbone.embedding.weight"] else {
+            throw CheckpointError(path: directory, tensor: "backbone.embedding.weight", reason: "missing",
+                                  hint: "tensor names found: \(entries.keys.sorted().prefix(5).joined(separator: ", "))…")
+        }
+        let rows = embedding.info.shape.first ?? 0
+        guard embedding.info.shape.count == 2, rows >= config.vocabSize, embedding.info.shape[1] == config.dModel else {
+            throw CheckpointError(path: files[embedding.source], tensor: embedding.info.name,
+                                  reason: "shape \(embedding.info.shape) does not fit vocab_size \(config.vocabSize) × d_model \(config.dModel)")
+        }
+        config.paddedVocabSize = rows
+
+        let expected = expectedShapes(config)
+        if config.tieEmbeddings { entries.removeValue(forKey: "lm_head.weight") }  // a tied copy, if saved
+        let unexpected = entries.keys.filter { expected[$0] == nil }.sorted()
+        if let first = unexpected.first {
+            let e = entries[first]!
+            throw CheckpointError(path: files[e.source], tensor: e.info.name,
+                                  reason: "unexpected tensor for a \(config.architecture.rawValue) model with \(config.layerCount) layers" + (unexpected.count > 1 ? " (and \(unexpected.count - 1) more)" : ""))
+        }
+        for (name, shape) in expected.sorted(by: { $0.key < $1.key }) {
+            guard let e = entries[name] else {
+                throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint")
+            }
+            // conv1d weights are saved [C, 1, K]; accept [C, K] too.
+            let actual = e.info.shape.count == 3 && e.info.shape[1] == 1 && shape.count == 2 ? [e.info.shape[0], e.info.shape[2]] : e.info.shape
+            guard actual == shape else {
+                throw CheckpointError(path: files[e.source], tensor: e.info.name,
+                                      reason: "shape \(e.info.shape) but the config implies \(shape)")
+            }
+            guard e.info.dtype.isFloatingPoint else {
+                throw CheckpointError(path: files[e.source], tensor: e.info.name,
+                                      reason: "dtype \(e.info.dtype.rawValue) is not a floating-point type")
+            }
+        }
+        return entries
+    }
+
+    /// Canonical tensor names and shapes a config implies.
+    static func expectedShapes(_ c: ModelConfig) -> [String: [Int]] {
+        var s: [String: [Int]] = [
+            "backbone.embedding.weight": [c.paddedVocabSize, c.dModel],
+            "backbone.norm_f.weight": [c.dModel],
+        ]
+        if !c.tieEmbeddings { s["lm_head.weight"] = [c.paddedVocabSize, c.dModel] }
+        for i in 0..<c.layerCount {
+            let p = "backbone.layers.\(i)."
+            s[p + "norm.weight"] = [c.dModel]
+            let m = p + "mixer."
+            switch c.architecture {
+            case .mamba, .falconMamba:
+                s[m + "in_proj.weight"] = [2 * c.dInner, c.dModel]
+                s[m + "conv1d.weight"] = [c.dInner, c.dConv]
+                s[m + "x_proj.weight"] = [c.dtRank + 2 * c.dState, c.dInner]
+                s[m + "dt_proj.weight"] = [c.dInner, c.dtRank]
+                s[m + "dt_proj.bias"] = [c.dInner]
+                s[m + "A_log"] = [c.dInner, c.dState]
+                s[m + "D"] = [c.dInner]
+                s[m + "out_proj.weight"] = [c.dModel, c.dInner]
+                if c.convBias { s[m + "conv1d.bias"] = [c.dInner] }
+                if c.projectionBias { s[m + "in_proj.bias"] = [2 * c.dInner]; s[m + "out_proj.bias"] = [c.dModel] }
+            case .mamba2:
+                let convDim = c.dInner + 2 * c.groupCount * c.dState
+                s[m + "in_proj.weight"] = [c.dInner + convDim + c.headCount, c.dModel]
+                s[m + "conv1d.weight"] = [convDim, c.dConv]
+                s[m + "dt_bias"] = [c.headCount]
+                s[m + "A_log"] = [c.headCount]
+                s[m + "D"] = [c.headCount]
+                s[m + "norm.weight"] = [c.dInner]
+                s[m + "out_proj.weight"] = [c.dModel, c.dInner]
+                if c.convBias { s[m + "conv1d.bias"] = [convDim] }
+                if c.projectionBias { s[m + "in_proj.bias"] = [c.dInner + convDim + c.headCount]; s[m + "out_proj.bias"] = [c.dModel] }
+            }
+        }
+        return s
+    }
+
+    public func hasTensor(_ name: String) -> Bool { entries[name] != nil }
+
+    /// Info of a canonical tensor.
+    public func info(_ name: String) throws -> TensorInfo {
+        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        return e.info
+    }
+
+    /// A tensor converted to f32 (a fresh copy; the mapping is untouched).
+    public func floats(_ name: String) throws -> [Float] {
+        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        var out = [Float](repeating: 0, count: e.info.elementCount)
+        out.withUnsafeMutableBufferPointer { _ = convertToFloat32(sources[e.source].bytes(of: e.info), dtype: e.info.dtype, into: $0) }
+        return out
+    }
+
+    /// Rows `rows` of a 2-D tensor converted to f32: [rows.count, columns] (embedding lookup
+    /// without converting the whole matrix).
+    public func floatRows(_ name: String, rows: [Int]) throws -> [Float] {
+        guard let e = entries[name], e.info.shape.count == 2 else {
+            throw CheckpointError(path: directory, tensor: name, reason: "missing or not 2-D")
+        }
+        let columns = e.info.shape[1], rowBytes = columns * e.info.dtype.byteSize
+        let bytes = sources[e.source].bytes(of: e.info)
+        var out = [Float](repeating: 0, count: rows.count * columns)
+        try out.withUnsafeMutableBufferPointer { dst in
+            for (i, r) in rows.enumerated() {
+                guard r >= 0 && r < e.info.shape[0] else {
+                    throw CheckpointError(path: directory, tensor: name, reason: "row \(r) out of range 0..<\(e.info.shape[0])")
+                }
+                let src = UnsafeRawBufferPointer(rebasing: bytes[(r * rowBytes)..<((r + 1) * rowBytes)])
+                convertToFloat32(src, dtype: e.info.dtype, into: UnsafeMutableBufferPointer(rebasing: dst[(i * columns)..<((i + 1) * columns)]))
+            }
+        }
+        return out
+    }
+
+    /// Identity of the model: SHA-256 over the canonical config, every tensor's name, shape and
+    /// dtype, and the bytes of every tensor (in name order). Same weights in another layout or
+    /// shard split give the same fingerprint; the same weights in another dtype do not.
+    public func fingerprint() -> String {
+        var hasher = SHA256()
+        let configJSON = (try? JSONEncoder.sortedKeys.encode(FingerprintConfig(config))) ?? Data()
+        hasher.update(data: configJSON)
+        for name in entries.keys.sorted() {
+            let e = entries[name]!
+            hasher.update(data: Data("\n\(name)|\(e.info.dtype.rawValue)|\(e.info.shape)".utf8))
+            hasher.update(bufferPointer: sources[e.source].bytes(of: e.info))
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// The config fields that define the computation (not the layout the file used).
+private struct FingerprintConfig: Encodable {
+    let architecture: String, dModel: Int, layers: Int, vocab: Int, dState: Int, dConv: Int, dInner: Int
+    let dtRank: Int, headDim: Int, heads: Int, groups: Int, eps: Float, dtLimit: [String]
+    init(_ c: ModelConfig) {
+        architecture = c.architecture.rawValue; dModel = c.dModel; layers = c.layerCount; vocab = c.paddedVocabSize
+        dState = c.dState; dConv = c.dConv; dInner = c.dInner; dtRank = c.dtRank; headDim = c.headDim
+        heads = c.headCount; groups = c.groupCount; eps = c.normEpsilon
+        dtLimit = ["\(c.dtLimitLower)", "\(c.dtLimitUpper)"]
+    }
+}
+
+extension JSONEncoder {
+    static var sortedKeys: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+}

@@ -1,0 +1,228 @@
+// Model hyper-parameters read from config.json, in either layout:
+//  - state-spaces (mamba_ssm): d_model, n_layer, vocab_size, ssm_cfg {layer, d_state, headdim, ...},
+//    pad_vocab_size_multiple, tie_embeddings
+//  - transformers: model_type mamba | mamba2 | falcon_mamba, hidden_size, num_hidden_layers,
+//    state_size, expand, head_dim, num_heads, n_groups, time_step_rank, time_step_limit, ...
+// Symbols: D = d_model, d_inner = expand·D, N = d_state, P = headdim, H = d_inner / P heads,
+// G = ngroups, R = dt_rank.
+import Foundation
+
+/// The mixer family of a checkpoint.
+public enum Architecture: String, Sendable, Codable, CaseIterable {
+    /// Mamba-1 selective scan (state-spaces/mamba-*).
+    case mamba
+    /// Mamba-2 SSD (state-spaces/mamba2-*, Codestral-Mamba).
+    case mamba2
+    /// Mamba-1 with weightless RMS norms on dt_low, B and C (tiiuae/falcon-mamba-*).
+    case falconMamba = "falcon_mamba"
+}
+
+/// Which naming convention a checkpoint directory uses.
+public enum CheckpointLayout: String, Sendable, Codable {
+    case stateSpaces = "state-spaces"
+    case transformers
+}
+
+/// Why a config.json was refused.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// Everything the runner needs to know about a model's shape.
+public struct ModelConfig: Sendable, Codable, Equatable {
+    public var architecture: Architecture
+    public var layout: CheckpointLayout
+    public var dModel: Int
+    public var layerCount: Int
+    /// Vocabulary size as written in the config (before padding).
+    public var vocabSize: Int
+    /// Rows of the embedding matrix the weights must have (vocab padded to a multiple).
+    public var paddedVocabSize: Int
+    public var dState: Int
+    public var dConv: Int
+    public var expand: Int
+    public var dInner: Int
+    /// Mamba-1: rank R of dt_low.
+    public var dtRank: Int
+    /// Mamba-2: head dimension P, heads H, groups G.
+    public var headDim: Int
+    public var headCount: Int
+    public var groupCount: Int
+    public var normEpsilon: Float
+    /// Falcon-Mamba: eps of the weightless RMS norms on dt_low, B, C.
+    public var mixerNormEpsilon: Float
+    public var tieEmbeddings: Bool
+    public var convBias: Bool
+    public var projectionBias: Bool
+    /// Mamba-2 dt clamp (time_step_limit / dt_limit); (0, ∞) is a no-op.
+    public var dtLimitLower: Float
+    public var dtLimitUpper: Float
+    /// Mamba-2 gated norm order: rmsnorm(y)·SiLU(z) when true, rmsnorm(y·SiLU(z)) when false.
+    public var normBeforeGate: Bool
+    /// The model's training length in tokens when known (2048 for state-spaces checkpoints).
+    public var trainingLength: Int?
+
+    /// Channels per layer in the LongMamba sense: d_inner (Mamba-1) or heads (Mamba-2).
+    public var channelCount: Int { architecture == .mamba2 ? headCount : dInner }
+}
+
+extension ModelConfig {
+    /// Parses config.json bytes. `path` is used in error messages.
+    public static func parse(_ data: Data, path: String) throws -> ModelConfig {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: sanitizeNonFiniteJSON(data))
+        } catch {
+            throw ConfigError(path: path, reason: "not valid JSON: \(error.localizedDescription)")
+        }
+        guard let json = object as? [String: Any] else { throw ConfigError(path: path, reason: "top level is not a JSON object") }
+        return try parse(json, path: path)
+    }
+
+    static func parse(_ json: [String: Any], path: String) throws -> ModelConfig {
+        func fail(_ reason: String) -> ConfigError { ConfigError(path: path, reason: reason) }
+        func int(_ keys: [String], in dict: [String: Any] = json) -> Int? {
+            for k in keys { if let v = dict[k] as? NSNumber { return v.intValue } }
+            return nil
+        }
+        func double(_ keys: [String], in dict: [String: Any] = json) -> Double? {
+            for k in keys { if let v = dict[k], let d = jsonDouble(v) { return d } }
+            return nil
+        }
+        func bool(_ keys: [String], in dict: [String: Any] = json) -> Bool? {
+            for k in keys { if let v = dict[k] as? Bool { return v } }
+            return nil
+        }
+        func require(_ value: Int?, _ what: String) throws -> Int {
+            guard let value, value > 0 else { throw fail("missing or non-positive \(what)") }
+            return value
+        }
+
+        let modelType = json["model_type"] as? String
+        let ssmCfg = json["ssm_cfg"] as? [String: Any] ?? [:]
+        let isStateSpaces = json["d_model"] != nil && json["hidden_size"] == nil && modelType == nil
+        let architecture: Architecture
+        switch modelType {
+        case "mamba": architecture = .mamba
+        case "mamba2": architecture = .mamba2
+        case "falcon_mamba": architecture = .falconMamba
+        case nil:
+            guard isStateSpaces else {
+                throw fail("cannot tell the architecture: no model_type and no state-spaces keys (d_model, n_layer)")
+            }
+            switch ssmCfg["layer"] as? String ?? "Mamba1" {
+            case "Mamba1": architecture = .mamba
+            case "Mamba2": architecture = .mamba2
+            case let other: throw fail("unsupported ssm_cfg.layer '\(other)' (supported: Mamba1, Mamba2)")
+            }
+            if let attn = json["attn_layer_idx"] as? [Any], !attn.isEmpty {
+                throw fail("hybrid checkpoints with attention layers (attn_layer_idx \(attn)) are not supported")
+            }
+            if let dInt = int(["d_intermediate"]), dInt != 0 {
+                throw fail("d_intermediate \(dInt) (gated MLP blocks) is not supported")
+            }
+        case let other?:
+            throw fail("unsupported model_type '\(other)' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)")
+        }
+
+        let dModel = try require(int(["hidden_size", "d_model"]), "hidden_size/d_model")
+        let layers = try require(int(["num_hidden_layers", "n_layer"]), "num_hidden_layers/n_layer")
+        let vocab = try require(int(["vocab_size"]), "vocab_size")
+        let multiple = int(["pad_vocab_size_multiple"]) ?? 1
+        // transformers configs already hold the padded size; state-spaces pads at load time.
+        let padded = isStateSpaces && multiple > 1 ? (vocab + multiple - 1) / multiple * multiple : vocab
+        let dState = int(["state_size"]) ?? int(["d_state"], in: ssmCfg) ?? (architecture == .mamba2 ? 128 : 16)
+        let dConv = int(["conv_kernel"]) ?? int(["d_conv"], in: ssmCfg) ?? 4
+        let expand = int(["expand"]) ?? int(["expand"], in: ssmCfg) ?? 2
+        // Falcon-Mamba's config says expand 16 but intermediate_size 8192 = 2·D: trust intermediate_size.
+        let dInner = int(["intermediate_size"]) ?? expand * dModel
+        var dtRank = 0
+        var headDim = 0, heads = 0, groups = 1
+        if architecture == .mamba2 {
+            headDim = int(["head_dim"]) ?? int(["headdim"], in: ssmCfg) ?? 64
+            groups = int(["n_groups"]) ?? int(["ngroups"], in: ssmCfg) ?? 1
+            heads = int(["num_heads"]) ?? (dInner / max(headDim, 1))
+            guard headDim > 0, heads * headDim == dInner else {
+                throw fail("num_heads \(heads) × head_dim \(headDim) ≠ d_inner \(dInner)")
+            }
+            guard groups > 0, heads % groups == 0 else { throw fail("num_heads \(heads) is not a multiple of n_groups \(groups)") }
+        } else {
+            if let r = int(["time_step_rank"]) { dtRank = r }
+            else if let r = int(["dt_rank"], in: ssmCfg) { dtRank = r }
+            else { dtRank = (dModel + 15) / 16 }  // "auto" = ceil(D / 16)
+        }
+        var lower = 0.0, upper = Double.infinity
+        if let limit = (json["time_step_limit"] ?? ssmCfg["dt_limit"]) as? [Any] {
+            guard limit.count == 2, let lo = jsonDouble(limit[0]), let hi = jsonDouble(limit[1]) else {
+                throw fail("time_step_limit must be [lower, upper], got \(limit)")
+            }
+            lower = lo; upper = hi
+        }
+        let eps = double(["layer_norm_epsilon", "norm_epsilon"]) ?? 1e-5
+        return ModelConfig(
+            architecture: architecture,
+            layout: isStateSpaces ? .stateSpaces : .transformers,
+            dModel: dModel, layerCount: layers, vocabSize: vocab, paddedVocabSize: padded,
+            dState: dState, dConv: dConv, expand: expand, dInner: dInner, dtRank: dtRank,
+            headDim: headDim, headCount: heads, groupCount: groups,
+            normEpsilon: Float(eps),
+            mixerNormEpsilon: Float(double(["mixer_rms_eps"]) ?? 1e-6),
+            tieEmbeddings: bool(["tie_word_embeddings", "tie_embeddings"]) ?? true,
+            convBias: bool(["use_conv_bias"]) ?? bool(["conv_bias"], in: ssmCfg) ?? true,
+            projectionBias: bool(["use_bias"]) ?? bool(["bias"], in: ssmCfg) ?? false,
+            dtLimitLower: Float(lower), dtLimitUpper: Float(upper),
+            normBeforeGate: bool(["norm_before_gate"], in: ssmCfg) ?? false,
+            trainingLength: int(["training_length", "max_position_embeddings"]) ?? (isStateSpaces ? 2048 : nil)
+        )
+    }
+}
+
+/// A JSON number, or transformers 5's `{"__float__": "Infinity"}` encoding of non-finite floats.
+func jsonDouble(_ value: Any) -> Double? {
+    if let n = value as? NSNumber { return n.doubleValue }
+    if let d = value as? [String: Any], let s = d["__float__"] as? String {
+        switch s {
+        case "Infinity", "inf": return .infinity
+        case "-Infinity", "-inf": return -.infinity
+        case "NaN", "nan": return .nan
+        default: return Double(s)
+        }
+    }
+    return nil
+}
+
+/// Python's json module writes bare `Infinity`, `-Infinity` and `NaN` tokens (older transformers
+/// configs do); JSONSerialization rejects them. Rewrite them, outside strings, to the
+/// `{"__float__": ...}` form that `jsonDouble` understands.
+func sanitizeNonFiniteJSON(_ data: Data) -> Data {
+    let bytes = [UInt8](data)
+    guard bytes.contains(UInt8(ascii: "I")) || bytes.contains(UInt8(ascii: "N")) else { return data }
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count)
+    var inString = false, escaped = false
+    var i = 0
+    let tokens: [(String, String)] = [("-Infinity", "-Infinity"), ("Infinity", "Infinity"), ("NaN", "NaN")]
+    outer: while i < bytes.count {
+        let b = bytes[i]
+        if inString {
+            out.append(b)
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            i += 1
+            continue
+        }
+        if b == UInt8(ascii: "\"") { inString = true; out.append(b); i += 1; continue }
+        for (token, name) in tokens {
+            let t = Array(token.utf8)
+            if i + t.count <= bytes.count && Array(bytes[i..<(i + t.count)]) == t {
+                out.append(contentsOf: Array("{\"__float__\":\"\(name)\"}".utf8))
+                i += t.count
+                continue outer
+            }
+        }
+        out.append(b)
+        i += 1
+    }
+    return Data(out)
+}

@@ -1,0 +1,196 @@
+// Streaming reads of corpus files: raw bytes for .jsonl/.txt, libzstd's streaming decoder for
+// .zst (it continues across concatenated frames by itself). Memory is a few fixed buffers.
+
+import Crypto
+import CZstd
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads the decompressed bytes of one file in chunks.
+final class CorpusByteReader {
+    let path: String
+    let isZstd: Bool
+    private let fd: Int32
+    private let inputCapacity: Int
+    private let input: UnsafeMutableRawPointer
+    private var inputSize = 0
+    private var inputPos = 0
+    private var inputFileOffset: Int64 = 0   // file offset of input[0]
+    private var atEOF = false
+    private var stream: OpaquePointer?
+    /// libzstd's hint after the last call: 0 means the last frame was complete.
+    private var frameRemainder = 0
+    /// File bytes consumed so far (compressed bytes for .zst).
+    private(set) var fileBytesRead: Int64 = 0
+    /// SHA-256 of the file bytes read so far, when requested (the file's identity in provenance).
+    private var hasher: SHA256?
+    let fileSize: Int64
+
+    init(path: String, isZstd: Bool, hashing: Bool = false) throws {
+        self.path = path
+        hasher = hashing ? SHA256() : nil
+        self.isZstd = isZstd
+        fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CorpusError.io(path: path, reason: "cannot open (\(String(cString: strerror(errno))))") }
+        var st = stat()
+        fstat(fd, &st)
+        fileSize = Int64(st.st_size)
+        inputCapacity = isZstd ? max(ZSTD_DStreamInSize(), 1 << 18) : 0
+        input = UnsafeMutableRawPointer.allocate(byteCount: max(inputCapacity, 1), alignment: 16)
+        if isZstd {
+            stream = ZSTD_createDStream()
+            guard stream != nil else {
+                close(fd)
+                throw CorpusError.io(path: path, reason: "cannot create a zstd decoder")
+            }
+            ZSTD_initDStream(stream)
+        }
+    }
+
+    deinit {
+        if let stream { ZSTD_freeDStream(stream) }
+        input.deallocate()
+        close(fd)
+    }
+
+    private func readFile(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        while true {
+            #if canImport(Glibc)
+            let n = Glibc.read(fd, p, count)
+            #else
+            let n = Darwin.read(fd, p, count)
+            #endif
+            if n >= 0 {
+                fileBytesRead += Int64(n)
+                if n > 0 { hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: p, count: n)) }
+                return n
+            }
+            if errno == EINTR { continue }
+            throw CorpusError.io(path: path, reason: "read failed at byte offset \(fileBytesRead) (\(String(cString: strerror(errno))))")
+        }
+    }
+
+    /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
+    func finishHash() -> String? {
+        guard let hasher else { return nil }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.
+    func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        guard isZstd else { return try readFile(into: out, count: count) }
+        while true {
+            if inputPos == inputSize && !atEOF {
+                inputFileOffset = fileBytesRead
+                inputSize = try readFile(into: input, count: inputCapacity)
+                inputPos = 0
+                if inputSize == 0 { atEOF = true }
+            }
+            if inputPos == inputSize && atEOF {
+                if frameRemainder != 0 { throw CorpusError.truncatedZstd(path: path, compressedOffset: fileBytesRead) }
+                return 0
+            }
+            var inBuffer = ZSTD_inBuffer(src: input, size: inputSize, pos: inputPos)
+            var outBuffer = ZSTD_outBuffer(dst: out, size: count, pos: 0)
+            let ret = ZSTD_decompressStream(stream, &outBuffer, &inBuffer)
+            inputPos = inBuffer.pos
+            if ZSTD_isError(ret) != 0 {
+                let reason = String(cString: ZSTD_getErrorName(ret))
+                throw CorpusError.corruptZstd(path: path, compressedOffset: inputFileOffset + Int64(inputPos), reason: reason)
+            }
+            frameRemainder = ret
+            if outBuffer.pos > 0 { return outBuffer.pos }
+        }
+    }
+}
+
+/// Splits a byte stream into lines without copying, except for lines that cross a chunk
+/// boundary. A line longer than `maxLineBytes` is an error, or is skipped in `skipLongLines` mode.
+struct LineSplitter {
+    let maxLineBytes: Int
+    let chunkBytes: Int
+
+    init(maxLineBytes: Int, chunkBytes: Int = 4 << 20) {
+        self.maxLineBytes = maxLineBytes
+        self.chunkBytes = chunkBytes
+    }
+
+    /// Calls `body(line, lineNumber, byteOffset)` for each line (without its '\n'), or
+    /// `tooLong(lineNumber, byteOffset)` for an over-long one; `chunkRead` after each read.
+    func forEachLine(
+        _ reader: CorpusByteReader,
+        chunkRead: () throws -> Void,
+        tooLong: (Int, Int64) throws -> Void,
+        _ body: (UnsafeBufferPointer<UInt8>, Int, Int64) throws -> Void
+    ) throws {
+        var capacity = chunkBytes * 2
+        var buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        defer { buffer.deallocate() }
+        var filled = 0        // valid bytes in buffer
+        var lineStart = 0     // start of the current (incomplete) line in buffer
+        var streamOffsetOfBuffer: Int64 = 0
+        var lineNumber = 1
+        var discarding = false  // inside an over-long line: drop bytes until its newline
+
+        while true {
+            // Make room: move the partial line to the front, grow if it fills the buffer.
+            if lineStart > 0 {
+                let keep = filled - lineStart
+                if keep > 0 { memmove(buffer, buffer + lineStart, keep) }
+                streamOffsetOfBuffer += Int64(lineStart)
+                filled = keep
+                lineStart = 0
+            }
+            if discarding || (capacity - filled < chunkBytes && filled > maxLineBytes) {
+                if !discarding {
+                    try tooLong(lineNumber, streamOffsetOfBuffer)
+                    discarding = true
+                }
+                streamOffsetOfBuffer += Int64(filled)
+                filled = 0
+            } else if capacity - filled < chunkBytes {
+                // A long line: grow (bounded, since filled ≤ maxLineBytes here).
+                let newCapacity = max(capacity * 2, filled + chunkBytes)
+                let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 64)
+                grown.copyMemory(from: buffer, byteCount: filled)
+                buffer.deallocate()
+                buffer = grown
+                capacity = newCapacity
+            }
+            let n = try reader.read(into: buffer + filled, count: min(chunkBytes, capacity - filled))
+            try chunkRead()
+            if n == 0 { break }
+            var scan = filled
+            filled += n
+            let base = buffer.assumingMemoryBound(to: UInt8.self)
+            while scan < filled, let nl = memchr(base + scan, 0x0A, filled - scan) {
+                let end = base.distance(to: nl.assumingMemoryBound(to: UInt8.self))
+                if discarding {
+                    discarding = false
+                } else if end - lineStart > maxLineBytes {
+                    try tooLong(lineNumber, streamOffsetOfBuffer + Int64(lineStart))
+                } else {
+                    try body(UnsafeBufferPointer(start: base + lineStart, count: end - lineStart),
+                             lineNumber, streamOffsetOfBuffer + Int64(lineStart))
+                }
+                lineNumber += 1
+                lineStart = end + 1
+                scan = end + 1
+            }
+        }
+        // Last line without a trailing newline.
+        if filled > lineStart && !discarding {
+            let base = buffer.assumingMemoryBound(to: UInt8.self)
+            if filled - lineStart > maxLineBytes {
+                try tooLong(lineNumber, streamOffsetOfBuffer + Int64(lineStart))
+            } else {
+                try body(UnsafeBufferPointer(start: base + lineStart, count: filled - lineStart),
+                         lineNumber, streamOffsetOfBuffer + Int64(lineStart))
+            }
+        }
+    }
+}

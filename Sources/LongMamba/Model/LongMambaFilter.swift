@@ -1,0 +1,97 @@
+// LongMamba at inference (DESIGN.md "Use at inference"): for a sequence of length S, with the
+// table row for the tabulated length nearest S, in each layer
+//   global channel  ⇔  cumulative decay a_c > θ
+//   Δ_c,t := Δ_c,t if Δ_c,t > τ_c(S), else 0        (global channels only; strict >)
+// A zeroed Δ means the token neither updates nor decays that channel's state. Local channels are
+// untouched. Filtering is a prefill-time operation.
+
+/// Why a filter could not be built.
+public struct LongMambaFilterError: Error, CustomStringConvertible, Sendable {
+    public let reason: String
+    public var description: String { reason }
+}
+
+/// The thresholds and global-channel masks of every layer for one sequence length.
+public struct LongMambaFilter: Sendable {
+    public struct Layer: Sendable {
+        /// τ_c(S): [C]
+        public var deltaThreshold: [Float]
+        /// a_c > θ: [C]
+        public var globalChannel: [Bool]
+        public init(deltaThreshold: [Float], globalChannel: [Bool]) {
+            self.deltaThreshold = deltaThreshold; self.globalChannel = globalChannel
+        }
+    }
+    public var layers: [Layer]
+
+    public init(layers: [Layer]) { self.layers = layers }
+
+    /// Classifies channels by θ: global where cumulative decay a_c > θ.
+    public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Float) throws {
+        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard deltaThresholds.count == cumulativeDecays.count else {
+            throw LongMambaFilterError(reason: "\(deltaThresholds.count) layers of thresholds but \(cumulativeDecays.count) of cumulative decays")
+        }
+        layers = try zip(deltaThresholds, cumulativeDecays).enumerated().map { i, pair in
+            guard pair.0.count == pair.1.count else {
+                throw LongMambaFilterError(reason: "layer \(i): \(pair.0.count) thresholds but \(pair.1.count) cumulative decays")
+            }
+            return Layer(deltaThreshold: pair.0, globalChannel: pair.1.map { $0 > theta })
+        }
+    }
+
+    /// Checks the filter against a model's layer and channel counts.
+    public func validate(for config: ModelConfig) throws {
+        guard layers.count == config.layerCount else {
+            throw LongMambaFilterError(reason: "table has \(layers.count) layers, the model \(config.layerCount)")
+        }
+        for (i, l) in layers.enumerated() where l.deltaThreshold.count != config.channelCount {
+            throw LongMambaFilterError(reason: "table layer \(i) has \(l.deltaThreshold.count) channels, the model \(config.channelCount)")
+        }
+    }
+
+    /// Applies the rule to one layer's Δ: [L, C]; returns how many (token, global channel)
+    /// pairs kept their Δ.
+    @discardableResult
+    public func apply(layer: Int, delta: inout [Float], length: Int, channels: Int) -> Int {
+        let rule = layers[layer]
+        var kept = 0
+        for t in 0..<length {
+            for c in 0..<channels where rule.globalChannel[c] {
+                if delta[t * channels + c] > rule.deltaThreshold[c] { kept += 1 } else { delta[t * channels + c] = 0 }
+            }
+        }
+        return kept
+    }
+
+    /// Number of global channels in each layer.
+    public var globalChannelCounts: [Int] { layers.map { $0.globalChannel.filter { $0 }.count } }
+}
+
+/// Counts what a filter kept during a forward pass (the pass calls the filter layer by layer).
+public final class LongMambaFilterRun: @unchecked Sendable {
+    public let filter: LongMambaFilter
+    /// (token, global channel) pairs seen and kept, per layer.
+    public private(set) var considered: [Int]
+    public private(set) var kept: [Int]
+
+    public init(filter: LongMambaFilter) {
+        self.filter = filter
+        considered = [Int](repeating: 0, count: filter.layers.count)
+        kept = considered
+    }
+
+    /// Share of Δ kept in global channels over all layers (1 when there are none).
+    public var keptShare: Double {
+        let total = considered.reduce(0, +)
+        return total == 0 ? 1 : Double(kept.reduce(0, +)) / Double(total)
+    }
+
+    /// The `DeltaFilter` to hand to `MambaModel.forward`.
+    public var deltaFilter: DeltaFilter {
+        { [self] layer, delta, length, channels in
+            considered[layer] += length * filter.layers[layer].globalChannel.filter { $0 }.count
+            kept[layer] += filter.apply(layer: layer, delta: &delta, length: length, channels: channels)
+        }
+    }
+}

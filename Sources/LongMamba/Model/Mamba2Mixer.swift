@@ -1,0 +1,224 @@
+// Mamba-2 mixer (SSD, scalar A per head), one layer, batch 1.
+//
+// Glossary
+//   L        tokens in the sequence          D        d_model
+//   d_inner  expand·D                        H        heads = d_inner / P  (h)
+//   P        head dim (p)                    N        state size (n)
+//   G        groups sharing B and C (g)      K        conv kernel width
+//   Δ        softplus(dt + dt_bias), clamped to dt_limit       [L, H]
+//   A        −exp(A_log), one scalar per head                 [H]
+//
+//   z, xBC, dt = in_proj(u)                   // [L, d_inner], [L, d_inner + 2GN], [L, H]
+//   xBC   = SiLU(conv1d(xBC));  x, B, C = split(xBC)   // [L, H·P], [L, G·N], [L, G·N]
+//   Δ     = clamp(softplus(dt + dt_bias), dt_limit)    // [L, H]
+//   h_t   = exp(Δ_t A_h) h_{t−1} + Δ_t x_t B_tᵀ        per head: h [P, N], head h reads group g = h / (H/G)
+//   y_t   = h_t C_t + D_h x_t                          // [P]
+//   y     = RMSNorm_G(y ⊙ SiLU(z)) · w                 // gated norm, groups of d_inner/G
+//   out   = out_proj(y)                                // [L, D]
+import Dispatch
+import Foundation
+
+/// One layer's Mamba-2 weights in f32.
+struct Mamba2Weights {
+    var inProj: [Float]        // [d_inner + (d_inner + 2GN) + H, D]
+    var inProjBias: [Float]?
+    var convWeight: [Float]    // [d_inner + 2GN, K]
+    var convBias: [Float]?     // [d_inner + 2GN]
+    var dtBias: [Float]        // [H]
+    var A: [Float]             // [H] = −exp(A_log)
+    var D: [Float]             // [H]
+    var normWeight: [Float]    // [d_inner]
+    var outProj: [Float]       // [D, d_inner]
+    var outProjBias: [Float]?
+
+    init(checkpoint: ModelCheckpoint, layer: Int) throws {
+        let m = "backbone.layers.\(layer).mixer."
+        let c = checkpoint.config
+        inProj = try checkpoint.floats(m + "in_proj.weight")
+        inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
+        convWeight = try checkpoint.floats(m + "conv1d.weight")
+        convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
+        dtBias = try checkpoint.floats(m + "dt_bias")
+        A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
+        D = try checkpoint.floats(m + "D")
+        normWeight = try checkpoint.floats(m + "norm.weight")
+        outProj = try checkpoint.floats(m + "out_proj.weight")
+        outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
+    }
+}
+
+/// The Mamba-2 mixer of one layer.
+struct Mamba2Mixer {
+    let config: ModelConfig
+    let weights: Mamba2Weights
+
+    /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
+    func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
+                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
+                 useReferenceScan: Bool = false) -> [Float] {
+        let c = config, w = weights
+        if state.ssm.count != c.headCount * c.headDim * c.dState { state.ssm = [Float](repeating: 0, count: c.headCount * c.headDim * c.dState) }
+        let dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState
+        let convDim = dInner + 2 * GN
+        let projWidth = dInner + convDim + H
+        var zxbcdt = workspace.take(0, count: L * projWidth)        // z|xBC|dt: [L, projWidth]
+        var xBC = workspace.take(1, count: L * convDim)             // xBC: [L, d_inner + 2GN]
+        var y = workspace.take(3, count: L * dInner)                // y: [L, d_inner]
+        var delta = [Float](repeating: 0, count: L * H)              // Δ: [L, H] (handed to the recorder)
+        defer { workspace.give(0, zxbcdt); workspace.give(1, xBC); workspace.give(3, y) }
+
+        w.inProj.withUnsafeBufferPointer { wIn in
+            linear(u, rows: L, inFeatures: c.dModel, weight: wIn.baseAddress!, outFeatures: projWidth, into: &zxbcdt, bias: w.inProjBias)
+        }
+        zxbcdt.withUnsafeBufferPointer { p in
+            xBC.withUnsafeMutableBufferPointer { xp in
+                causalConvSiLU(input: p.baseAddress! + dInner, length: L, stride: projWidth, channels: convDim,
+                               weight: w.convWeight, bias: w.convBias, kernel: c.dConv, history: &state.conv, into: xp.baseAddress!)
+            }
+        }
+        // Δ = clamp(softplus(dt + dt_bias), lower, upper)
+        for t in 0..<L {
+            for h in 0..<H {
+                let v = softplus(zxbcdt[t * projWidth + dInner + convDim + h] + w.dtBias[h])
+                delta[t * H + h] = min(max(v, c.dtLimitLower), c.dtLimitUpper)
+            }
+        }
+        deltaFilter?(&delta)
+
+        if useReferenceScan || c.headDim % 16 != 0 || c.dState % 4 != 0 {
+            referenceScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y)
+        } else {
+            fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y, workspace: workspace)
+        }
+        gatedNorm(&y, zxbcdt: zxbcdt, length: L, projWidth: projWidth)
+        y.withUnsafeBufferPointer { yp in
+            w.outProj.withUnsafeBufferPointer { wo in
+                linear(yp.baseAddress!, rows: L, inFeatures: dInner, weight: wo.baseAddress!, outFeatures: c.dModel, into: out, bias: w.outProjBias)
+            }
+        }
+        return delta
+    }
+
+    /// y ← RMSNorm over groups of d_inner/G of (y ⊙ SiLU(z)) · w   (norm_before_gate = false),
+    /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true).
+    func gatedNorm(_ y: inout [Float], zxbcdt: [Float], length L: Int, projWidth: Int) {
+        let dInner = config.dInner, groupSize = dInner / config.groupCount
+        var gate = [Float](repeating: 0, count: dInner)
+        for t in 0..<L {
+            for j in 0..<dInner { gate[j] = zxbcdt[t * projWidth + j] }
+            gate.withUnsafeMutableBufferPointer { siluInPlace($0.baseAddress!, count: dInner) }
+            if !config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
+            for g in 0..<config.groupCount {
+                let start = t * dInner + g * groupSize
+                var sumSquares: Float = 0
+                for j in 0..<groupSize { sumSquares += y[start + j] * y[start + j] }
+                let scale = 1 / (sumSquares / Float(groupSize) + config.normEpsilon).squareRoot()
+                for j in 0..<groupSize { y[start + j] = weights.normWeight[g * groupSize + j] * (y[start + j] * scale) }
+            }
+            if config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
+        }
+    }
+
+    /// The plain recurrence, element by element:
+    ///   h[p,n] ← exp(Δ[t,h]·A_h)·h[p,n] + Δ[t,h]·x[t,h,p]·B[t,g,n];  y[t,h,p] = Σ_n h[p,n]·C[t,g,n] + D_h·x[t,h,p]
+    /// `ssm` ([H, P, N]) is the state before the first token and is left as the state after the last.
+    func referenceScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float]) {
+        let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
+        let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
+        var state = [Float](repeating: 0, count: P * N)
+        for h in 0..<H {
+            let g = h / headsPerGroup
+            for i in state.indices { state[i] = ssm[h * P * N + i] }
+            defer { for i in state.indices { ssm[h * P * N + i] = state[i] } }
+            for t in 0..<L {
+                let dt = delta[t * H + h]
+                let decay = Foundation.exp(dt * weights.A[h])
+                for p in 0..<P {
+                    let xv = xBC[t * convDim + h * P + p]
+                    var acc: Float = 0
+                    for n in 0..<N {
+                        let b = xBC[t * convDim + dInner + g * N + n]
+                        let cc = xBC[t * convDim + dInner + GN + g * N + n]
+                        state[p * N + n] = decay * state[p * N + n] + dt * xv * b
+                        acc += state[p * N + n] * cc
+                    }
+                    y[t * dInner + h * P + p] = acc + weights.D[h] * xv
+                }
+            }
+        }
+    }
+
+    /// The same recurrence with 16 head-dim rows p in the lanes of a SIMD register, so no
+    /// horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
+    ///   h[n] ← e^{Δ A_h} h[n] + (Δ x) · B[n];   y += h[n] · C[n]   (B[n], C[n] broadcast).
+    /// Heads are spread over the cores.
+    func fastScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float], workspace: Workspace) {
+        let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
+        let G = c.groupCount, GN = G * N, convDim = dInner + 2 * GN, headsPerGroup = H / G
+        let rowBlocks = P / 16
+        // Gather each head's x and each group's B|C into contiguous time series so every worker
+        // streams through memory (rows of xBC are too far apart for the hardware prefetcher).
+        var xHeads = workspace.take(10, count: H * L * P)               // x: [H, L, P]
+        var bcGroups = workspace.take(11, count: G * L * 2 * N)         // B|C: [G, L, 2N]
+        var deltaHeads = workspace.take(12, count: H * L)               // Δ: [H, L]
+        defer { workspace.give(10, xHeads); workspace.give(11, bcGroups); workspace.give(12, deltaHeads) }
+        for t in 0..<L {
+            let row = t * convDim
+            for h in 0..<H {
+                for p in 0..<P { xHeads[(h * L + t) * P + p] = xBC[row + h * P + p] }
+                deltaHeads[h * L + t] = delta[t * H + h]
+            }
+            for g in 0..<G {
+                for n in 0..<N {
+                    bcGroups[(g * L + t) * 2 * N + n] = xBC[row + dInner + g * N + n]
+                    bcGroups[(g * L + t) * 2 * N + N + n] = xBC[row + dInner + GN + g * N + n]
+                }
+            }
+        }
+        xHeads.withUnsafeBufferPointer { xp in
+        bcGroups.withUnsafeBufferPointer { bcp in
+        deltaHeads.withUnsafeBufferPointer { dp in
+        weights.A.withUnsafeBufferPointer { ap in
+        weights.D.withUnsafeBufferPointer { Dp in
+        ssm.withUnsafeMutableBufferPointer { ssmp in
+        y.withUnsafeMutableBufferPointer { yp in
+            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
+            let ys = UnsafeMutablePointerBox(yp.baseAddress!), states = UnsafeMutablePointerBox(ssmp.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
+                let (xs, ds, As, Ds, bcs) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
+                let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
+                let g = h / headsPerGroup
+                var state = [Vec16](repeating: Vec16(), count: N)              // h[:, p0..<p0+16]: [N] × 16
+                let base = h * P * N                                           // ssm: [H, P, N]
+                for n in 0..<N { for lane in 0..<16 { state[n][lane] = states.pointer[base + (p0 + lane) * N + n] } }
+                defer { for n in 0..<N { for lane in 0..<16 { states.pointer[base + (p0 + lane) * N + n] = state[n][lane] } } }
+                state.withUnsafeMutableBufferPointer { sp in
+                    for t in 0..<L {
+                        let dt = ds[h * L + t]
+                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))   // e^{Δ A_h}
+                        let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                        let dtx = xv * dt
+                        let B = bcs + (g * L + t) * 2 * N, C = B + N
+                        // Four partial sums break the add-latency chain over n.
+                        var acc0 = xv * Ds[h], acc1 = Vec16(), acc2 = Vec16(), acc3 = Vec16()   // D_h x
+                        var n = 0
+                        while n < N {
+                            let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))       // h ← e^{ΔA} h + Δ x B
+                            let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
+                            let h2 = (decay * sp[n + 2]).addingProduct(dtx, Vec16(repeating: B[n + 2]))
+                            let h3 = (decay * sp[n + 3]).addingProduct(dtx, Vec16(repeating: B[n + 3]))
+                            sp[n] = h0; sp[n + 1] = h1; sp[n + 2] = h2; sp[n + 3] = h3
+                            acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))                      // y += h C
+                            acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
+                            acc2 = acc2.addingProduct(h2, Vec16(repeating: C[n + 2]))
+                            acc3 = acc3.addingProduct(h3, Vec16(repeating: C[n + 3]))
+                            n += 4
+                        }
+                        let acc = (acc0 + acc1) + (acc2 + acc3)
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: acc, as: Vec16.self)
+                    }
+                }
+            }
+        }}}}}}}
+    }
+}

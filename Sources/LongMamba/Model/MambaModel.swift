@@ -1,0 +1,144 @@
+// The CPU runner: embedding → layers (pre-norm residual blocks) → final norm → (LM head).
+//
+// Glossary: L tokens, D = d_model, V = padded vocabulary, C = channels per layer.
+//   h = embedding[tokens]                      // [L, D]
+//   for each layer:  h = h + mixer(RMSNorm(h)) // residual kept in f32
+//   logits = RMSNorm_f(h) · Eᵀ                 // [L, V], E tied to the embedding unless untied
+// The sequence goes through one layer at a time, so beyond the weights memory is O(L × width of
+// the widest projection). Weights are converted from the mapped checkpoint layer by layer.
+import Foundation
+
+/// Why a forward pass was refused.
+public struct ModelRunError: Error, CustomStringConvertible, Sendable {
+    public let reason: String
+    public var description: String { reason }
+}
+
+/// What to do to Δ of one layer before the scan (e.g. LongMamba's threshold filter).
+public typealias DeltaFilter = (_ layer: Int, _ delta: inout [Float], _ length: Int, _ channels: Int) -> Void
+
+/// Runs a Mamba-family checkpoint on CPU. One instance runs one forward pass at a time.
+public final class MambaModel: @unchecked Sendable {
+    public let checkpoint: ModelCheckpoint
+    public var config: ModelConfig { checkpoint.config }
+    /// Use the plain scans instead of the vectorised ones (tests compare the two).
+    public var useReferenceScan = false
+    private var residentMixers: [Int: LayerMixer] = [:]
+    private let keepWeightsResident: Bool
+    private var lmHead: [Float]?
+    private let workspace = Workspace()
+
+    /// - keepWeightsResident: keep every layer's f32 weights after first use (fast repeated runs);
+    ///   default: only when the f32 weights take at most 4 GiB.
+    public init(checkpoint: ModelCheckpoint, keepWeightsResident: Bool? = nil) {
+        self.checkpoint = checkpoint
+        let params = ModelCheckpoint.expectedShapes(checkpoint.config).values.reduce(0) { $0 + $1.reduce(1, *) }
+        self.keepWeightsResident = keepWeightsResident ?? (params * 4 <= 4 << 30)
+    }
+
+    public convenience init(directory: String) throws {
+        self.init(checkpoint: try ModelCheckpoint(directory: directory))
+    }
+
+    /// Checks token ids against the embedding.
+    public func validate(tokens: [Int]) throws {
+        guard !tokens.isEmpty else { throw ModelRunError(reason: "empty token sequence") }
+        for (i, t) in tokens.enumerated() where t < 0 || t >= config.paddedVocabSize {
+            throw ModelRunError(reason: "token id \(t) at position \(i) is outside the model's vocabulary 0..<\(config.paddedVocabSize)")
+        }
+    }
+
+    /// Runs the whole sequence; hands each layer's Δ to `recorder`; returns logits [L, V] when
+    /// `computeLogits` (otherwise an empty array: calibration skips the LM head).
+    @discardableResult
+    public func forward<R: DeltaRecorder>(tokens: [Int], recorder: inout R, computeLogits: Bool = false,
+                                          deltaFilter: DeltaFilter? = nil) throws -> [Float] {
+        var state = SequenceState(layerCount: config.layerCount)
+        return try forward(tokens: tokens, continuing: &state, recorder: &recorder, computeLogits: computeLogits, deltaFilter: deltaFilter)
+    }
+
+    /// Runs the next chunk of a sequence from `state` (conv histories and SSM states of every
+    /// layer) and leaves `state` after the chunk's last token.
+    @discardableResult
+    public func forward<R: DeltaRecorder>(tokens: [Int], continuing state: inout SequenceState, recorder: inout R,
+                                          computeLogits: Bool = false, deltaFilter: DeltaFilter? = nil) throws -> [Float] {
+        try validate(tokens: tokens)
+        guard state.layers.count == config.layerCount else {
+            throw ModelRunError(reason: "sequence state has \(state.layers.count) layers, the model \(config.layerCount)")
+        }
+        defer { state.position += tokens.count }
+        let L = tokens.count, dModel = config.dModel
+        var hidden = try checkpoint.floatRows("backbone.embedding.weight", rows: tokens)   // h: [L, D]
+        var normed = [Float](repeating: 0, count: L * dModel)                              // RMSNorm(h): [L, D]
+        var mixed = [Float](repeating: 0, count: L * dModel)                               // mixer out: [L, D]
+        for layer in 0..<config.layerCount {
+            let norm = try checkpoint.floats("backbone.layers.\(layer).norm.weight")
+            hidden.withUnsafeBufferPointer { h in
+                normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: $0.baseAddress!) }
+            }
+            let mixer = try mixer(layer)
+            let filter: ((inout [Float]) -> Void)? = deltaFilter.map { f in
+                { delta in f(layer, &delta, L, self.config.channelCount) }
+            }
+            let delta: [Float]
+            let A: [Float], aShape: [Int]
+            switch mixer {
+            case .mamba1(let m):
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                A = m.weights.A; aShape = [config.dInner, config.dState]
+            case .mamba2(let m):
+                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                A = m.weights.A; aShape = [config.headCount]
+            }
+            for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
+            try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: A, aShape: aShape))
+        }
+        guard computeLogits else { return [] }
+        let normF = try checkpoint.floats("backbone.norm_f.weight")
+        hidden.withUnsafeBufferPointer { h in
+            normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: normF, epsilon: config.normEpsilon, into: $0.baseAddress!) }
+        }
+        let head = try lmHeadWeights()
+        let V = config.paddedVocabSize
+        var logits = [Float](repeating: 0, count: L * V)                                     // logits: [L, V]
+        normed.withUnsafeBufferPointer { n in
+            head.withUnsafeBufferPointer { linear(n.baseAddress!, rows: L, inFeatures: dModel, weight: $0.baseAddress!, outFeatures: V, into: &logits) }
+        }
+        return logits
+    }
+
+    /// Forward without recording.
+    public func logits(tokens: [Int]) throws -> [Float] {
+        var none = DiscardingRecorder()
+        return try forward(tokens: tokens, recorder: &none, computeLogits: true)
+    }
+
+    private func lmHeadWeights() throws -> [Float] {
+        if let lmHead { return lmHead }
+        let head = try checkpoint.floats(config.tieEmbeddings ? "backbone.embedding.weight" : "lm_head.weight")
+        if keepWeightsResident { lmHead = head }
+        return head
+    }
+
+    private func mixer(_ layer: Int) throws -> LayerMixer {
+        if let m = residentMixers[layer] { return m }
+        let m: LayerMixer
+        switch config.architecture {
+        case .mamba, .falconMamba: m = .mamba1(Mamba1Mixer(config: config, weights: try Mamba1Weights(checkpoint: checkpoint, layer: layer)))
+        case .mamba2: m = .mamba2(Mamba2Mixer(config: config, weights: try Mamba2Weights(checkpoint: checkpoint, layer: layer)))
+        }
+        if keepWeightsResident { residentMixers[layer] = m }
+        return m
+    }
+}
+
+enum LayerMixer {
+    case mamba1(Mamba1Mixer)
+    case mamba2(Mamba2Mixer)
+}
+
+/// A recorder that keeps nothing.
+public struct DiscardingRecorder: DeltaRecorder {
+    public init() {}
+    public mutating func record(_ layerDelta: LayerDelta) throws {}
+}

@@ -1,0 +1,31 @@
+// Pointers handed to DispatchQueue.concurrentPerform workers. Each worker reads shared inputs
+// and writes a disjoint part of the output, so no synchronisation is needed.
+
+/// Lets concurrentPerform workers write disjoint parts of one buffer.
+struct UnsafeMutablePointerBox: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
+}
+
+/// Read-only inputs shared by concurrentPerform workers.
+struct SendablePointers: @unchecked Sendable {
+    let p: [UnsafePointer<Float>]
+    init(_ p: UnsafePointer<Float>...) { self.p = p }
+}
+
+/// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would
+/// otherwise be fresh allocations whose page faults cost as much as a small matrix product.
+/// `take` hands out a zeroed array of exactly `count` elements (moved out, so it is uniquely
+/// referenced and never copied); `give` returns it for the next layer.
+final class Workspace {
+    private var slots: [Int: [Float]] = [:]
+
+    func take(_ slot: Int, count: Int) -> [Float] {
+        guard var a = slots.removeValue(forKey: slot) else { return [Float](repeating: 0, count: count) }
+        a.removeAll(keepingCapacity: true)
+        a.append(contentsOf: repeatElement(0, count: count))
+        return a
+    }
+
+    func give(_ slot: Int, _ array: [Float]) { slots[slot] = array }
+}

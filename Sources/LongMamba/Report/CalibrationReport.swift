@@ -1,0 +1,117 @@
+// `longmamba report`: one self-contained HTML page (inline SVG, no scripts) showing what a
+// calibration found: channel classification by cumulative decay, Δ distributions of global and
+// local channels, threshold and kept-fraction curves against sequence length, and the metadata.
+import Foundation
+
+public enum CalibrationReport {
+    /// Optional extra section: perplexity against length (from `longmamba eval`).
+    public struct PerplexityCurve: Sendable {
+        public var lengths: [Int]
+        public var vanilla: [Double]
+        public var longMamba: [Double?]
+        public init(lengths: [Int], vanilla: [Double], longMamba: [Double?]) {
+            self.lengths = lengths; self.vanilla = vanilla; self.longMamba = longMamba
+        }
+    }
+
+    public static func html(store: CalibrationStore, table id: Int64, theta: Double = CalibrationStore.defaultTheta,
+                            perplexity: PerplexityCurve? = nil) throws -> String {
+        let info = try store.table(id)
+        let metadata = try store.tableMetadata(id)
+        let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+        let p = info.parameters
+        var body = "<h1>LongMamba calibration — table \(id)</h1>\n"
+        body += "<p class=\"sub\">\(esc(info.architecture)) · model \(esc(String(info.modelFingerprint.prefix(16)))) · p = \(p.clampFraction) · aggregate \(p.aggregation.rawValue) · L = \(p.trainingLength) · θ = \(theta) · \(info.lengths.count) lengths up to \(info.lengths.last ?? 0)</p>\n"
+
+        // Channel classification.
+        let globalCounts = layers.map { l in l.cumulativeDecay.filter { Double($0) > theta }.count }
+        body += "<h2>Channels by cumulative decay</h2>\n<p>Cumulative decay a<sub>c</sub> = exp(A·D<sub>c</sub>) at the training length, one point per channel (log scale). Channels above θ = \(theta) (dashed) are <b>global</b> and get filtered at long lengths; the others are local and untouched. Global channels per layer: \(globalCounts.map(String.init).joined(separator: " ")) (of \(layers.first?.channels ?? 0)).</p>\n<div class=\"grid\">\n"
+        for l in layers {
+            var chart = SVGChart(title: "layer \(l.layer): \(globalCounts[l.layer]) global", xLabel: "channel", yLabel: "a (log)")
+            chart.width = 300; chart.height = 190; chart.yScale = .log10; chart.showLegend = false
+            let floorValue = 1e-30
+            let global = l.cumulativeDecay.enumerated().filter { Double($0.element) > theta }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
+            let local = l.cumulativeDecay.enumerated().filter { Double($0.element) <= theta }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
+            chart.series = [SVGChart.Series(name: "local", points: local, color: "#999999", drawLine: false, drawPoints: true),
+                            SVGChart.Series(name: "global", points: global, color: "#d62728", drawLine: false, drawPoints: true)]
+            chart.referenceLines = [(y: theta, label: "θ", color: "#d62728")]
+            body += chart.svg() + "\n"
+        }
+        body += "</div>\n"
+
+        // A layer with global channels, and a few global and local channels of it.
+        let focusLayer = layers.max { globalCounts[$0.layer] < globalCounts[$1.layer] } ?? layers[0]
+        let order = focusLayer.cumulativeDecay.indices.sorted { focusLayer.cumulativeDecay[$0] > focusLayer.cumulativeDecay[$1] }
+        let globals = Array(order.filter { Double(focusLayer.cumulativeDecay[$0]) > theta }.prefix(3))
+        let locals = Array(order.filter { Double(focusLayer.cumulativeDecay[$0]) <= theta }.prefix(3))
+        let picked = globals.map { ($0, "global") } + locals.map { ($0, "local") }
+        func name(_ c: Int, _ kind: String) -> String { String(format: "ch %d (%@, a=%.3g)", c, kind, focusLayer.cumulativeDecay[c]) }
+
+        body += "<h2>Δ distributions (layer \(focusLayer.layer))</h2>\n<p>Recorded Δ of sample 0 sorted in descending order, for the three global channels with the largest cumulative decay and the three local channels just below θ. The clamp caps each curve at its k-th largest value, k = max(1, ⌊L·p⌋) = \(max(1, Int(Double(p.trainingLength) * p.clampFraction))).</p>\n"
+        let runID = try store.tableRunID(id)
+        if let sample = try store.layerSamples(run: runID, layer: focusLayer.layer).first {
+            var chart = SVGChart(title: "sorted Δ, layer \(focusLayer.layer), sample 0", xLabel: "rank", yLabel: "Δ (log)")
+            chart.yScale = .log10
+            chart.series = picked.enumerated().map { i, pc in
+                let row = sample.sortedDelta[(pc.0 * sample.length)..<((pc.0 + 1) * sample.length)]
+                return SVGChart.Series(name: name(pc.0, pc.1), points: row.enumerated().map { (x: Double($0.offset + 1), y: Double($0.element)) },
+                                       color: SVGChart.palette[i % SVGChart.palette.count])
+            }
+            body += chart.svg() + "\n"
+        }
+
+        body += "<h2>Thresholds and kept fractions against sequence length (layer \(focusLayer.layer))</h2>\n<p>τ<sub>c</sub>(S): a global channel keeps token t only if Δ<sub>c,t</sub> &gt; τ<sub>c</sub>(S); α<sub>c</sub>(S) is the share of the stretched curve kept. Up to the training length τ = 0 and α = 1 (no filtering).</p>\n<div class=\"grid\">\n"
+        let T = focusLayer.lengths.count, C = focusLayer.channels
+        for (title, values, label) in [("threshold τ(S)", focusLayer.deltaThreshold, "τ"), ("kept fraction α(S)", focusLayer.keptFraction, "α")] {
+            var chart = SVGChart(title: title, xLabel: "sequence length S (tokens)", yLabel: label)
+            chart.xScale = .log10
+            chart.series = picked.enumerated().map { i, pc in
+                SVGChart.Series(name: name(pc.0, pc.1), points: (0..<T).map { (x: Double(focusLayer.lengths[$0]), y: Double(values[$0 * C + pc.0])) },
+                                color: SVGChart.palette[i % SVGChart.palette.count])
+            }
+            body += chart.svg() + "\n"
+        }
+        body += "</div>\n"
+
+        if let perplexity {
+            body += "<h2>Perplexity against length</h2>\n"
+            var chart = SVGChart(title: "perplexity: vanilla vs LongMamba", xLabel: "sequence length (tokens)", yLabel: "perplexity (log)")
+            chart.xScale = .log10; chart.yScale = .log10
+            chart.series = [SVGChart.Series(name: "vanilla", points: zip(perplexity.lengths, perplexity.vanilla).map { (x: Double($0), y: $1) }, color: "#1f77b4", drawPoints: true),
+                            SVGChart.Series(name: "LongMamba", points: zip(perplexity.lengths, perplexity.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }, color: "#d62728", drawPoints: true)]
+            body += chart.svg() + "\n"
+        }
+
+        body += "<h2>Table metadata</h2>\n<table>\n"
+        for key in metadata.keys.sorted() {
+            let value = metadata[key] ?? ""
+            if value.count > 160 {
+                body += "<tr><th>\(esc(key))</th><td><details><summary>\(esc(String(value.prefix(120))))…</summary><pre>\(esc(value))</pre></details></td></tr>\n"
+            } else {
+                body += "<tr><th>\(esc(key))</th><td>\(esc(value))</td></tr>\n"
+            }
+        }
+        body += "</table>\n"
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>LongMamba table \(id)</title>
+        <style>
+        body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1400px; }
+        h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+        .sub { color: #555; } .grid { display: flex; flex-wrap: wrap; gap: 8px; }
+        table { border-collapse: collapse; font-size: 12px; } th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }
+        th { background: #f5f5f5; } pre { white-space: pre-wrap; max-width: 1000px; }
+        </style></head><body>
+        \(body)
+        <p class="sub">Generated by \(ToolInfo.name) \(ToolInfo.version).</p>
+        </body></html>
+        """
+    }
+
+    static func esc(_ s: String) -> String { SVGChart.escape(s) }
+}
+
+extension CalibrationStore {
+    /// The calibration run a table was solved from.
+    public func tableRunID(_ id: Int64) throws -> Int64 { try table(id).runID }
+}

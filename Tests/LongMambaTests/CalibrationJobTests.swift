@@ -1,0 +1,213 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+@testable import LongMamba
+
+/// The calibration fixture: a tiny Mamba-2 with the fixture tokenizer, and the fixture corpus.
+private enum CalibrationFixture {
+    static let model = ModelFixtures.model("mamba2-tiny-calib")
+    static let corpus = ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path
+
+    static func options(db: String, seed: UInt64 = 0) -> CalibrationOptions {
+        var o = CalibrationOptions(modelDirectory: model, corpusPaths: [corpus], databasePath: db)
+        o.samples(3)
+        o.seed = seed
+        o.interval = 256
+        o.maxLength = 4096
+        return o
+    }
+
+    static func database() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("lm-cal-\(UUID().uuidString).sqlite").path
+    }
+
+    static func tableHash(_ db: String, _ id: Int64) throws -> String {
+        try CalibrationStore(path: db, readOnly: true).table(id).contentHash
+    }
+
+    /// The `longmamba` executable built next to the test bundle.
+    static var executable: URL? {
+        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
+            + [ModelFixtures.root.appendingPathComponent(".build/debug")]
+        return candidates.map { $0.appendingPathComponent("longmamba") }.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+}
+
+private extension CalibrationOptions {
+    mutating func samples(_ k: Int) { sampleCount = k }
+}
+
+@Suite struct CalibrationJobTests {
+    @Test func calibratesTheFixtureIntoAStoredTable() throws {
+        let db = CalibrationFixture.database()
+        var options = CalibrationFixture.options(db: db)
+        options.aggregations = [.max, .mean]
+        let result = try CalibrationJob(options: options).run()
+        #expect(result.complete)
+        #expect(result.samplesRecorded == 3)
+        #expect(result.tableIDs.count == 2)
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let table = try store.table(result.tableIDs[0])
+        #expect(table.parameters.trainingLength == 256)
+        #expect(table.parameters.clampFraction == 0.05)         // Mamba-2 default
+        let lookup = try store.lookup(table: result.tableIDs[0], length: 2048)
+        #expect(lookup.layers.count == 2)
+        #expect(lookup.layers.allSatisfy { $0.deltaThreshold.count == 8 })
+        let run = try store.run(result.runID)
+        #expect(run.status == "complete")
+        #expect(run.corpusProvenanceJSON.contains("fixture.jsonl.zst"))
+        // Rerunning the finished command records nothing and gives the same tables.
+        let again = try CalibrationJob(options: options).run()
+        #expect(again.samplesRecorded == 0 && again.samplesResumed == 3)
+        #expect(try again.tableIDs.map { try CalibrationFixture.tableHash(db, $0) } == result.tableIDs.map { try CalibrationFixture.tableHash(db, $0) })
+    }
+
+    @Test func shardsMergedGiveTheSameTableAsOneRun() throws {
+        let single = CalibrationFixture.database()
+        let whole = try CalibrationJob(options: CalibrationFixture.options(db: single)).run()
+        var shardDBs: [String] = []
+        for i in 0..<2 {
+            let db = CalibrationFixture.database()
+            var o = CalibrationFixture.options(db: db)
+            o.shardIndex = i
+            o.shardCount = 2
+            let r = try CalibrationJob(options: o).run()
+            #expect(!r.complete)
+            #expect(r.samplesRecorded == (i == 0 ? 2 : 1))
+            shardDBs.append(db)
+        }
+        let merged = CalibrationFixture.database()
+        let result = try CalibrationMerge.merge(inputs: shardDBs, into: merged, clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
+        #expect(result.samples == 3)
+        #expect(try CalibrationFixture.tableHash(merged, result.tableIDs[0]) == CalibrationFixture.tableHash(single, whole.tableIDs[0]))
+    }
+
+    @Test func refusesMergingCalibrationsOfDifferentSeeds() throws {
+        let a = CalibrationFixture.database(), b = CalibrationFixture.database()
+        _ = try CalibrationJob(options: CalibrationFixture.options(db: a, seed: 1)).run()
+        _ = try CalibrationJob(options: CalibrationFixture.options(db: b, seed: 2)).run()
+        #expect(throws: CalibrationError.self) {
+            try CalibrationMerge.merge(inputs: [a, b], into: CalibrationFixture.database(), clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
+        }
+    }
+
+    @Test func refusesADatabaseOfAnotherSeedAndKeepsItsContents() throws {
+        let db = CalibrationFixture.database()
+        let first = try CalibrationJob(options: CalibrationFixture.options(db: db, seed: 1)).run()
+        do {
+            _ = try CalibrationJob(options: CalibrationFixture.options(db: db, seed: 2)).run()
+            Issue.record("expected an error")
+        } catch let error as CalibrationError {
+            #expect(error.description.contains("seed 2"))
+        }
+        #expect(try CalibrationStore(path: db, readOnly: true).tables().map(\.id) == first.tableIDs)
+    }
+
+    @Test func refusesAModelWithoutTokenizer() throws {
+        var o = CalibrationFixture.options(db: CalibrationFixture.database())
+        o.modelDirectory = ModelFixtures.model("mamba2-tiny-hf")
+        #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+    }
+
+    @Test func refusesACorpusThatCannotYieldTheSamples() throws {
+        var o = CalibrationFixture.options(db: CalibrationFixture.database())
+        o.length = 100_000
+        #expect(throws: (any Error).self) { try CalibrationJob(options: o).run() }
+    }
+
+    @Test func resumesAfterTheProcessIsKilledAndEndsWithTheSameTable() throws {
+        guard let exe = CalibrationFixture.executable else {
+            Issue.record("longmamba executable not built next to the tests (run `swift build` first)")
+            return
+        }
+        let reference = CalibrationFixture.database()
+        let uninterrupted = try CalibrationJob(options: CalibrationFixture.options(db: reference)).run()
+
+        let db = CalibrationFixture.database()
+        let arguments = ["calibrate", "--model", CalibrationFixture.model, "--corpus", CalibrationFixture.corpus, "--db", db,
+                         "--samples", "3", "--interval", "256", "--max-length", "4096"]
+        let child = Process()
+        child.executableURL = exe
+        child.arguments = arguments + ["--pause-after-sample", "30"]
+        let stderr = Pipe()
+        child.standardError = stderr
+        child.standardOutput = FileHandle.nullDevice
+        try child.run()
+        // Wait for the first committed sample, then kill -9 while the child pauses.
+        var seen = ""
+        while !seen.contains("committed") {
+            let chunk = stderr.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+        }
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+        #expect(child.terminationReason == .uncaughtSignal)
+        let partial = try CalibrationStore(path: db, readOnly: true)
+        #expect(try partial.tables().isEmpty)
+        #expect(try partial.run(1).status == "recording")
+
+        let resumed = try CalibrationJob(options: CalibrationFixture.options(db: db)).run()
+        #expect(resumed.samplesResumed == 1)
+        #expect(resumed.samplesRecorded == 2)
+        #expect(try CalibrationFixture.tableHash(db, resumed.tableIDs[0]) == CalibrationFixture.tableHash(reference, uninterrupted.tableIDs[0]))
+    }
+}
+
+@Suite struct ReportAndEvaluationTests {
+    @Test func reportIsOneSelfContainedPageWithWellFormedPlots() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-rep-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
+                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let result = try CalibrationJob(options: o).run()
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let curve = CalibrationReport.PerplexityCurve(lengths: [256, 512], vanilla: [10, 20], longMamba: [10, 12])
+        let html = try CalibrationReport.html(store: store, table: result.tableIDs[0], perplexity: curve)
+        #expect(!html.contains("<script"))
+        #expect(!html.contains("src=\"http"))
+        var svgs: [String] = []
+        var rest = html[...]
+        while let start = rest.range(of: "<svg"), let end = rest.range(of: "</svg>", range: start.upperBound..<rest.endIndex) {
+            svgs.append(String(rest[start.lowerBound..<end.upperBound]))
+            rest = rest[end.upperBound...]
+        }
+        // 2 layers + Δ distributions + τ + α + perplexity
+        #expect(svgs.count == 6)
+        for svg in svgs {
+            let parser = XMLParser(data: Data(svg.utf8))
+            #expect(parser.parse(), "SVG is not well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
+        }
+        #expect(html.contains("model_fingerprint"))
+        #expect(html.contains("perplexity"))
+    }
+
+    @Test func evaluationWithATableFiltersOnlyLongWindowsAndKeepsVanillaIntact() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-eval-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
+                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 1024
+        let result = try CalibrationJob(options: o).run()
+        let model = try MambaModel(directory: o.modelDirectory)
+        let tokens = try CalibrationStore(path: db, readOnly: true).resumableRun(calibrationKey: try #require(CalibrationStore(path: db, readOnly: true).calibrationKeys().first?.key))!.sequences.flatMap { $0.map(Int.init) }
+        var evaluation = PerplexityEvaluation(model: model, table: try StoredTableSource(store: CalibrationStore(path: db, readOnly: true), table: result.tableIDs[0]))
+        evaluation.theta = 0.01
+        evaluation.chunk = 100  // several chunks per window
+        let points = try evaluation.run(tokens: tokens, lengths: [256, 512])
+        // 256 < 1.5 L: not filtered, identical; 512: filtered with the 512 row.
+        #expect(points[0].longMambaPerplexity == points[0].vanillaPerplexity)
+        #expect(points[0].tabulatedLength == nil)
+        #expect(points[1].tabulatedLength == 512)
+        #expect(points[1].longMambaPerplexity != points[1].vanillaPerplexity)
+        #expect((points[1].keptShare ?? 1) < 1)
+        // Vanilla perplexity does not depend on the chunk size.
+        evaluation.chunk = 512
+        let whole = try evaluation.run(tokens: tokens, lengths: [512])
+        #expect(abs(whole[0].vanillaPerplexity - points[1].vanillaPerplexity) / points[1].vanillaPerplexity < 1e-5)
+        // Beyond the table: refused unless allowed.
+        #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
+        #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
+    }
+}

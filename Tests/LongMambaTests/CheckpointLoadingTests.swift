@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+@testable import LongMamba
+
+/// Copies a fixture model into a temporary directory so a test can damage it.
+private func scratchCopy(of fixture: String) throws -> URL {
+    let dst = FileManager.default.temporaryDirectory.appendingPathComponent("lm-ckpt-\(UUID().uuidString)")
+    try FileManager.default.copyItem(at: URL(fileURLWithPath: ModelFixtures.model(fixture)), to: dst)
+    return dst
+}
+
+/// Rewrites a safetensors file through `edit` (tensor name → floats, or nil to drop).
+private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<String> = [], add: [(String, [Int], [Float])] = []) throws {
+    let file = try SafetensorsFile(path: path.path)
+    var writer = SafetensorsWriter(metadata: file.metadata)
+    for t in file.tensors where !drop.contains(t.name) {
+        writer.add(rename[t.name] ?? t.name, dtype: t.dtype, shape: t.shape, data: Data(file.bytes(of: t)))
+    }
+    for (name, shape, values) in add { writer.add(name, shape: shape, floats: values) }
+    let data = try writer.serialized()
+    try data.write(to: path)
+}
+
+@Suite struct CheckpointLoadingTests {
+    @Test func readsBothLayoutsOfTheSameModelAlike() throws {
+        let hf = try ModelCheckpoint(directory: ModelFixtures.model("mamba-tiny-hf"))
+        let ss = try ModelCheckpoint(directory: ModelFixtures.model("mamba-tiny-ss"))
+        #expect(hf.config.layout == .transformers)
+        #expect(ss.config.layout == .stateSpaces)
+        // state-spaces pads vocab 500 to a multiple of 8; transformers stores the padded 504.
+        #expect(ss.config.vocabSize == 500 && ss.config.paddedVocabSize == 504)
+        #expect(hf.config.paddedVocabSize == 504)
+        #expect(hf.config.dtRank == ss.config.dtRank)
+        #expect(try hf.floats("backbone.layers.1.mixer.A_log") == ss.floats("backbone.layers.1.mixer.A_log"))
+        #expect(hf.fingerprint() == ss.fingerprint())
+    }
+
+    @Test func parsesTransformersNonFiniteFloatsInConfig() throws {
+        let bare = #"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":16,"num_heads":8,"n_groups":1,"state_size":16,"time_step_limit":[0.0, Infinity]}"#
+        let encoded = #"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":16,"num_heads":8,"n_groups":1,"state_size":16,"time_step_limit":[0.0,{"__float__":"Infinity"}]}"#
+        for text in [bare, encoded] {
+            let c = try ModelConfig.parse(Data(text.utf8), path: "config.json")
+            #expect(c.dtLimitLower == 0 && c.dtLimitUpper == .infinity)
+        }
+        let limited = #"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":16,"num_heads":8,"state_size":16,"time_step_limit":[0.001, 0.1]}"#
+        #expect(try ModelConfig.parse(Data(limited.utf8), path: "c").dtLimitUpper == Float(0.1))
+    }
+
+    @Test func refusesUnknownArchitecturesAndBadConfigs() {
+        let cases = [
+            #"{"model_type":"llama","hidden_size":64}"#,
+            #"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
+            #"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+            #"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":48,"num_heads":8}"#,
+            "{not json",
+        ]
+        for text in cases {
+            #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "config.json") }
+        }
+    }
+
+    @Test func refusesMissingTensorsNamingThem() throws {
+        let dir = try scratchCopy(of: "mamba2-tiny-hf")
+        try rewrite(dir.appendingPathComponent("model.safetensors"), drop: ["backbone.layers.1.mixer.dt_bias"])
+        do {
+            _ = try ModelCheckpoint(directory: dir.path)
+            Issue.record("expected an error")
+        } catch let error as CheckpointError {
+            #expect(error.description.contains("backbone.layers.1.mixer.dt_bias"))
+            #expect(error.description.contains("missing"))
+        }
+    }
+
+    @Test func refusesUnexpectedTensors() throws {
+        let dir = try scratchCopy(of: "mamba-tiny-hf")
+        try rewrite(dir.appendingPathComponent("model.safetensors"), add: [("backbone.layers.2.mixer.D", [128], [Float](repeating: 1, count: 128))])
+        #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        do { _ = try ModelCheckpoint(directory: dir.path) } catch { #expect("\(error)".contains("unexpected tensor")) }
+    }
+
+    @Test func refusesShapesThatDisagreeWithTheConfig() throws {
+        let dir = try scratchCopy(of: "mamba-tiny-hf")
+        let configURL = dir.appendingPathComponent("config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        json["state_size"] = 8
+        try JSONSerialization.data(withJSONObject: json).write(to: configURL)
+        do {
+            _ = try ModelCheckpoint(directory: dir.path)
+            Issue.record("expected an error")
+        } catch let error as CheckpointError {
+            #expect(error.description.contains("config implies"))
+        }
+    }
+
+    @Test func refusesATruncatedWeightFile() throws {
+        let dir = try scratchCopy(of: "mamba-tiny-hf")
+        let weights = dir.appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: weights)
+        try data.prefix(data.count / 2).write(to: weights)
+        #expect(throws: SafetensorsError.self) { try ModelCheckpoint(directory: dir.path) }
+    }
+
+    @Test func refusesADirectoryWithoutWeights() throws {
+        let dir = try scratchCopy(of: "mamba-tiny-hf")
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
+        #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+    }
+
+    @Test func recordingFileCarriesDeltaAAndProvenance() throws {
+        let model = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
+        var recorder = CollectingRecorder()
+        let tokens = [5, 6, 7, 8, 9]
+        let logits = try model.forward(tokens: tokens, recorder: &recorder, computeLogits: true)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-rec-\(UUID().uuidString).safetensors").path
+        try RecordingFile.write(layers: recorder.layers, logits: logits, tokens: tokens, checkpoint: model.checkpoint, to: path)
+        let file = try SafetensorsFile(path: path)
+        #expect(file.info("layer.0.delta")?.shape == [5, 8])
+        #expect(file.info("layer.1.A")?.shape == [8])
+        #expect(file.info("logits")?.shape == [5, 504])
+        #expect(file.metadata["architecture"] == "mamba2")
+        #expect(file.metadata["fingerprint"] == model.checkpoint.fingerprint())
+        #expect(try file.floats("layer.1.delta") == recorder.layers[1].delta)
+    }
+}
+
+@Suite struct VectorMathTests {
+    @Test func vectorExpLogAndSoftplusMatchLibm() {
+        var worstExp: Float = 0, worstSoftplus: Float = 0, worstLog: Float = 0
+        var x: Float = -80
+        while x < 80 {
+            let v = Vec16((0..<16).map { x + Float($0) * 0.0037 })
+            let args = Vec16((0..<16).map { Foundation.exp(v[$0] * 0.5) + 0.01 })
+            let e = exp16(v), s = softplus16(v), l = log16(args)
+            for i in 0..<16 {
+                worstExp = max(worstExp, abs(e[i] - Foundation.exp(v[i])) / Foundation.exp(v[i]))
+                let sp = softplus(v[i])
+                worstSoftplus = max(worstSoftplus, abs(s[i] - sp) / max(sp, .leastNormalMagnitude))
+                let reference = Foundation.log(args[i])
+                worstLog = max(worstLog, abs(l[i] - reference) / max(abs(reference), 1e-3))
+            }
+            x += 0.0613
+        }
+        #expect(worstExp < 4e-7)
+        #expect(worstSoftplus < 1e-6)
+        #expect(worstLog < 1e-6)
+    }
+}
