@@ -230,10 +230,14 @@ func solverFixturePath(_ name: String) -> String {
 
     @Test func radixSortAgreesWithStandardSort() {
         var rng = SolverRNG(3)
-        var v = rng.delta(5000) + [0, 0, 1e-40, 3.5, 3.5]
+        var v = rng.delta(5000) + [0, -0.0, 1e-40, 3.5, 3.5]
         var expected = v; expected.sort(by: >)
         DeltaSort.sortDescending(&v)
         #expect(v == expected)
+        #expect(v.last?.sign == .plus && v[v.count - 2].sign == .plus)  // -0.0 is stored as +0.0
+        var short: [Float] = [-0.0, 0.5, 0]
+        DeltaSort.sortDescending(&short)
+        #expect(short == [0.5, 0, 0] && short.allSatisfy { $0.sign == .plus })
     }
 
     @Test func layerSolveMatchesPerChannelSolveForBothMethods() throws {

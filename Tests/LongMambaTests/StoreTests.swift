@@ -170,11 +170,13 @@ enum SyntheticRecordings {
 
     @Test func sketchedMambaOneRunsAreStoredSmallAndSolveClose() throws {
         let dir = SyntheticRecordings.tempDir()
-        let files = try SyntheticRecordings.write(in: dir, samples: 2, layers: 1, L: 512, C: 300, stateSize: 4, architecture: "mamba")
+        let files = try SyntheticRecordings.write(in: dir, samples: 2, layers: 1, L: 512, C: 40, stateSize: 4, architecture: "mamba")
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
-        let run = try store.importRecordings(files)
+        #expect(DeltaRepresentation.automatic(architecture: "mamba", channels: 4096) == .sketch(bytesPerChannel: DeltaRepresentation.defaultSketchBytes))
+        #expect(DeltaRepresentation.automatic(architecture: "mamba2", channels: 4096) == .exact)
+        let run = try store.importRecordings(files, representation: .sketch(bytesPerChannel: 200))
         #expect(try store.recordingEncodings(run: run) == [DeltaRepresentation.sketchEncoding])
-        #expect(try store.recordingBytes(run: run) <= 2 * 300 * (DeltaRepresentation.defaultSketchBytes + 4 * 4))
+        #expect(try store.recordingBytes(run: run) <= 2 * 40 * (200 + 4 * 4))
         let id = try store.solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 1000, maxLength: 20_000)
         let exact = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(0) },
                                                         parameters: try store.table(id).parameters)

@@ -109,21 +109,23 @@ public struct SortedDeltaLayer: Sendable, Equatable {
         for (i, a) in A.enumerated() where !(a.isFinite && a <= 0) {
             throw SolverError.invalidDelta("\(source): layer \(layer): A[\(i)] = \(a) is not a finite value ≤ 0 (A = -exp(A_log))")
         }
+        // First bad value in token order (the error names its position).
+        if let bad = delta.firstIndex(where: { !($0.isFinite && $0 >= 0) }) {
+            throw SolverError.invalidDelta("\(source): layer \(layer): Δ[token \(bad / C), channel \(bad % C)] = \(delta[bad]); Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")
+        }
         var sorted = [Float](repeating: 0, count: L * C)
         var tokenOrder = [Float](repeating: 0, count: L * C)
-        var row = [Float](repeating: 0, count: L)
-        for c in 0..<C {
-            for t in 0..<L {
-                let v = delta[t * C + c]
-                guard v.isFinite, v >= 0 else {
-                    throw SolverError.invalidDelta("\(source): layer \(layer): Δ[token \(t), channel \(c)] = \(v); Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")
-                }
-                row[t] = v
+        sorted.withUnsafeMutableBufferPointer { sortedBuf in
+        tokenOrder.withUnsafeMutableBufferPointer { tokenBuf in
+            nonisolated(unsafe) let (sortedOut, tokenOut) = (sortedBuf, tokenBuf)
+            // Channels are independent and write disjoint rows.
+            DispatchQueue.concurrentPerform(iterations: C) { c in
+                var row = (0..<L).map { delta[$0 * C + c] }
+                for t in 0..<L { tokenOut[c * L + t] = row[t] }
+                DeltaSort.sortDescending(&row)
+                for t in 0..<L { sortedOut[c * L + t] = row[t] }
             }
-            tokenOrder.replaceSubrange(c * L..<(c + 1) * L, with: row)
-            DeltaSort.sortDescending(&row)
-            sorted.replaceSubrange(c * L..<(c + 1) * L, with: row)
-        }
+        }}
         self.init(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape, tokenOrderDelta: tokenOrder)
     }
 }
@@ -133,8 +135,9 @@ public enum DeltaSort {
     /// Descending sort of finite non-negative values; LSD radix on the bit patterns (plain `sort(by: >)` gives the same).
     public static func sortDescending(_ v: inout [Float]) {
         let n = v.count
-        if n < 64 { v.sort(by: >); return }
-        var keys = v.map { ~$0.bitPattern }  // complement: ascending keys = descending values
+        if n < 64 { v = v.map { $0 + 0 }; v.sort(by: >); return }
+        // complement: ascending keys = descending values; `+ 0` turns -0.0 into +0.0 (its sign bit would sort it first)
+        var keys = v.map { ~($0 + 0).bitPattern }
         var tmp = [UInt32](repeating: 0, count: n)
         var counts = [Int](repeating: 0, count: 1 << 11)
         for pass in 0..<3 {
