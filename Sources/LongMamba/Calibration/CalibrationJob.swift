@@ -176,11 +176,18 @@ public struct CalibrationJob {
         run = try store.resumableRun(calibrationKey: calibrationKey) ?? run
         guard run.recordedSamples.count == o.sampleCount else { return result }  // other shards still to come
 
-        if run.status != "complete" { try store.completeRun(run.id) }
+        if run.status != "complete" { try store.finishRun(run.id) }
         result.complete = true
         let clamps = o.clampFractions.isEmpty ? [Self.defaultClampFraction(config.architecture)] : o.clampFractions
+        let existing = try store.tables().filter { $0.runID == run.id && $0.method == CalibrationStore.longMambaMethod }
         for p in clamps {
             for aggregation in o.aggregations {
+                // Rerunning a finished calibration reuses its tables (they are immutable and would be identical).
+                let parameters = SolverParameters(clampFraction: p, aggregation: aggregation, interval: o.interval, maxLength: o.maxLength, trainingLength: L)
+                if let table = existing.first(where: { $0.parameters == parameters }) {
+                    result.tableIDs.append(table.id)
+                    continue
+                }
                 progress(.solving(clampFraction: p, aggregation: aggregation))
                 let id = try store.solve(run: run.id, clampFraction: p, aggregation: aggregation, interval: o.interval,
                                          maxLength: o.maxLength, trainingLength: L)

@@ -61,7 +61,7 @@ public enum CalibrationMerge {
         let info = try target.run(run.id)
         var result = Result(runID: run.id, samples: run.recordedSamples.count, sampleCount: info.sampleCount, tableIDs: [])
         guard run.recordedSamples.count == info.sampleCount else { return result }
-        if run.status != "complete" { try target.completeRun(run.id); run = try target.resumableRun(calibrationKey: key) ?? run }
+        if run.status != "complete" { try target.finishRun(run.id); run = try target.resumableRun(calibrationKey: key) ?? run }
         let architecture = Architecture(rawValue: try target.runModel(run.id).architecture) ?? .mamba
         for p in clampFractions.isEmpty ? [CalibrationJob.defaultClampFraction(architecture)] : clampFractions {
             for a in aggregations {

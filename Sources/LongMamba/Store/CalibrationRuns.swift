@@ -74,7 +74,7 @@ extension CalibrationStore {
         }
     }
 
-    /// Creates a run in status 'recording' holding its sampled sequences.
+    /// Creates a run in status 'recording' holding its sampled sequences and calibration key.
     public func beginRun(calibrationKey: String, description: String, fingerprint: String, architecture: String, configJSON: String,
                          sequences: [[Int32]], trainingLength: Int, layerCount: Int, provenance: RunProvenance,
                          extraMetadata: [String: Any] = [:]) throws -> Int64 {
@@ -82,17 +82,10 @@ extension CalibrationStore {
         metadata["calibration_key"] = calibrationKey
         metadata["calibration_description"] = description
         metadata["sequences"] = sequences.map { $0.map { Int($0) } }
-        let metadataJSON = String(decoding: try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self)
-        return try write { db in
-            let model = try modelID(db, fingerprint: fingerprint, architecture: architecture, configJSON: configJSON)
-            try db.execute(sql: """
-                INSERT INTO calibration_runs (model_id, corpus_provenance_json, tokenizer_hash, seed, sample_count, training_length,
-                    layer_count, recording_metadata_json, tool_version, status, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recording', ?)
-                """, arguments: [model, provenance.corpusProvenanceJSON, provenance.tokenizerHash, provenance.seed, sequences.count,
-                                 trainingLength, layerCount, metadataJSON, ToolInfo.version, CalibrationStore.now()])
-            return db.lastInsertedRowID
-        }
+        var withMetadata = provenance
+        withMetadata.recordingMetadataJSON = String(decoding: try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self)
+        return try beginRun(fingerprint: fingerprint, architecture: architecture, configJSON: configJSON, provenance: withMetadata,
+                            sampleCount: sequences.count, trainingLength: trainingLength, layerCount: layerCount)
     }
 
     /// Commits every layer of one sample in one transaction (all or nothing).
@@ -102,18 +95,6 @@ extension CalibrationStore {
                 try insertEncodedRecording(db, run: run, sample: sample.sampleIndex, layer: l.layer, length: l.length, channels: l.channels,
                                            encoding: l.encoding, blob: l.blob, A: l.A, aShape: l.aShape)
             }
-        }
-    }
-
-    /// Marks a run complete once all its samples are stored.
-    public func completeRun(_ id: Int64) throws {
-        let info = try run(id)
-        try write { db in
-            let stored = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM recordings WHERE run_id = ?", arguments: [id]) ?? 0
-            guard stored == info.sampleCount * info.layerCount else {
-                throw StoreError.invalid("\(path): run \(id) has \(stored) of \(info.sampleCount * info.layerCount) recordings; record the missing samples first")
-            }
-            try db.execute(sql: "UPDATE calibration_runs SET status = 'complete' WHERE id = ?", arguments: [id])
         }
     }
 
