@@ -123,7 +123,8 @@ public enum DeltaSketch {
 
     /// Encodes a descending row with the finest steps that fit `budget` bytes (byte-aligned record).
     public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
-        let positives = row.prefix { $0 > 0 }
+        // ln Δ once per channel; every exponent tried below quantises the same logarithms.
+        let positives = row.prefix { $0 > 0 }.map { Foundation.log(Double($0)) }[...]
         // Size grows with e: binary search for the largest e that fits, then make sure it fits.
         var lo = 0, hi = finestExponent
         while lo < hi {
@@ -142,7 +143,8 @@ public enum DeltaSketch {
     /// Positions [0, split) form the top zone.
     static func split(length L: Int, positives n: Int) -> Int { min(n, (L + 1) / 2) }
 
-    static func encode(positives: ArraySlice<Float>, length L: Int, exponent e: Int) -> Data {
+    /// `positives`: ln Δ of the positive values, in descending order.
+    static func encode(positives: ArraySlice<Double>, length L: Int, exponent e: Int) -> Data {
         var w = BitWriter()
         w.write(UInt64(e), bits: 5)
         w.write(UInt64(positives.count), bits: 32)
@@ -155,10 +157,10 @@ public enum DeltaSketch {
     }
 
     /// code_i = round(ln Δ_(i) / q), non-increasing; first code, then Rice-coded gaps per block.
-    static func writeZone(_ values: ArraySlice<Float>, exponent e: Int, to w: inout BitWriter) {
-        guard !values.isEmpty else { return }
+    static func writeZone(_ logValues: ArraySlice<Double>, exponent e: Int, to w: inout BitWriter) {
+        guard !logValues.isEmpty else { return }
         let q = Foundation.exp2(-Double(e))
-        var codes = values.map { Int64((Foundation.log(Double($0)) / q).rounded()) }
+        var codes = logValues.map { Int64(($0 / q).rounded()) }
         for i in 1..<codes.count where codes[i] > codes[i - 1] { codes[i] = codes[i - 1] }  // guards rounding of equal values
         w.write(UInt64(bitPattern: codes[0]), bits: 64)
         var i = 1
@@ -166,10 +168,12 @@ public enum DeltaSketch {
             let end = min(codes.count, i + blockSize)
             let gaps = (i..<end).map { UInt64(codes[$0 - 1] - codes[$0]) }
             // Best Rice parameter k for this block: bits = Σ (1 + k + (g >> k)).
+            // The cost falls then rises with k (Σ g>>k shrinks, n·k grows): stop once it rises.
             var bestK = 0, bestBits = UInt64.max
             for k in 0..<24 {
-                let bits = gaps.reduce(UInt64(0)) { $0 + 1 + UInt64(k) + ($1 >> UInt64(k)) }
-                if bits < bestBits { bestBits = bits; bestK = k }
+                var bits = UInt64(gaps.count) * UInt64(1 + k)
+                for g in gaps { bits += g >> UInt64(k) }
+                if bits < bestBits { bestBits = bits; bestK = k } else if k > bestK + 1 { break }
             }
             w.write(UInt64(bestK), bits: 5)
             for g in gaps { w.writeRice(g, k: bestK) }
@@ -213,32 +217,42 @@ public enum DeltaSketch {
 
 /// MSB-first bit packing.
 struct BitWriter {
-    private(set) var bytes = Data()
-    private var current: UInt8 = 0
+    private var bytes: [UInt8] = []
+    /// Pending bits, most significant first; `used` of them are valid.
+    private var accumulator: UInt64 = 0
     private var used = 0
 
-    mutating func writeBit(_ bit: Bool) {
-        if bit { current |= 0x80 >> UInt8(used) }
-        used += 1
-        if used == 8 { bytes.append(current); current = 0; used = 0 }
-    }
+    mutating func writeBit(_ bit: Bool) { write(bit ? 1 : 0, bits: 1) }
 
+    /// Writes the low `bits` bits of `value`, most significant first.
     mutating func write(_ value: UInt64, bits: Int) {
-        for b in stride(from: bits - 1, through: 0, by: -1) { writeBit((value >> UInt64(b)) & 1 == 1) }
+        var remaining = bits
+        while remaining > 0 {
+            let take = min(remaining, 56 - used)
+            let chunk = (value >> UInt64(remaining - take)) & ((1 << UInt64(take)) &- 1)
+            accumulator = (accumulator << UInt64(take)) | chunk
+            used += take
+            remaining -= take
+            while used >= 8 {
+                bytes.append(UInt8(truncatingIfNeeded: accumulator >> UInt64(used - 8)))
+                used -= 8
+            }
+            accumulator &= (1 << UInt64(used)) &- 1
+        }
     }
 
     /// Rice code: quotient in unary (ones then a zero), remainder in k bits.
     mutating func writeRice(_ value: UInt64, k: Int) {
         var quotient = value >> UInt64(k)
-        while quotient > 0 { writeBit(true); quotient -= 1 }
-        writeBit(false)
+        while quotient >= 32 { write(0xFFFF_FFFF, bits: 32); quotient -= 32 }
+        write(((1 << quotient) &- 1) << 1, bits: Int(quotient) + 1)   // quotient ones, then a zero
         if k > 0 { write(value & ((1 << UInt64(k)) - 1), bits: k) }
     }
 
     /// Pads to a whole byte (each channel record is byte-aligned).
     mutating func finish() -> Data {
-        if used > 0 { bytes.append(current); current = 0; used = 0 }
-        return bytes
+        if used > 0 { bytes.append(UInt8(truncatingIfNeeded: accumulator << UInt64(8 - used))); accumulator = 0; used = 0 }
+        return Data(bytes)
     }
 }
 
