@@ -85,7 +85,7 @@ struct Mamba2Mixer {
         }
         deltaFilter?(&delta)
 
-        if useReferenceScan || c.headDim % 16 != 0 || c.dState % 4 != 0 {
+        if useReferenceScan || c.headDim % 16 != 0 || c.dState % 2 != 0 {
             referenceScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y)
         } else {
             fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y, workspace: workspace)
@@ -193,29 +193,52 @@ struct Mamba2Mixer {
                 for n in 0..<N { for lane in 0..<16 { state[n][lane] = states.pointer[base + (p0 + lane) * N + n] } }
                 defer { for n in 0..<N { for lane in 0..<16 { states.pointer[base + (p0 + lane) * N + n] = state[n][lane] } } }
                 state.withUnsafeMutableBufferPointer { sp in
-                    for t in 0..<L {
+                    // Two tokens per pass over the state: h is loaded and stored once for both
+                    // (the scan is bound by state traffic, not arithmetic).
+                    var t = 0
+                    while t + 1 < L {
+                        let dtA = ds[h * L + t], dtB = ds[h * L + t + 1]
+                        let decayA = Vec16(repeating: Foundation.exp(dtA * As[h]))    // e^{Δ_t A_h}
+                        let decayB = Vec16(repeating: Foundation.exp(dtB * As[h]))    // e^{Δ_{t+1} A_h}
+                        let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                        let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: Vec16.self)
+                        let dtxA = xA * dtA, dtxB = xB * dtB
+                        let BA = bcs + (g * L + t) * 2 * N, CA = BA + N, BB = CA + N, CB = BB + N
+                        var a0 = xA * Ds[h], a1 = Vec16(), b0 = xB * Ds[h], b1 = Vec16()   // D_h x
+                        var n = 0
+                        while n < N {
+                            let s0 = (decayA * sp[n]).addingProduct(dtxA, Vec16(repeating: BA[n]))         // h_t
+                            let s1 = (decayA * sp[n + 1]).addingProduct(dtxA, Vec16(repeating: BA[n + 1]))
+                            let u0 = (decayB * s0).addingProduct(dtxB, Vec16(repeating: BB[n]))             // h_{t+1}
+                            let u1 = (decayB * s1).addingProduct(dtxB, Vec16(repeating: BB[n + 1]))
+                            sp[n] = u0; sp[n + 1] = u1
+                            a0 = a0.addingProduct(s0, Vec16(repeating: CA[n]))                            // y_t += h_t C_t
+                            a1 = a1.addingProduct(s1, Vec16(repeating: CA[n + 1]))
+                            b0 = b0.addingProduct(u0, Vec16(repeating: CB[n]))                            // y_{t+1} += h_{t+1} C_{t+1}
+                            b1 = b1.addingProduct(u1, Vec16(repeating: CB[n + 1]))
+                            n += 2
+                        }
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys.pointer + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
+                        t += 2
+                    }
+                    if t < L {                                                     // last token of an odd length
                         let dt = ds[h * L + t]
-                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))   // e^{Δ A_h}
+                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))
                         let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
                         let dtx = xv * dt
                         let B = bcs + (g * L + t) * 2 * N, C = B + N
-                        // Four partial sums break the add-latency chain over n.
-                        var acc0 = xv * Ds[h], acc1 = Vec16(), acc2 = Vec16(), acc3 = Vec16()   // D_h x
+                        var acc0 = xv * Ds[h], acc1 = Vec16()
                         var n = 0
                         while n < N {
-                            let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))       // h ← e^{ΔA} h + Δ x B
+                            let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))
                             let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
-                            let h2 = (decay * sp[n + 2]).addingProduct(dtx, Vec16(repeating: B[n + 2]))
-                            let h3 = (decay * sp[n + 3]).addingProduct(dtx, Vec16(repeating: B[n + 3]))
-                            sp[n] = h0; sp[n + 1] = h1; sp[n + 2] = h2; sp[n + 3] = h3
-                            acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))                      // y += h C
+                            sp[n] = h0; sp[n + 1] = h1
+                            acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))
                             acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
-                            acc2 = acc2.addingProduct(h2, Vec16(repeating: C[n + 2]))
-                            acc3 = acc3.addingProduct(h3, Vec16(repeating: C[n + 3]))
-                            n += 4
+                            n += 2
                         }
-                        let acc = (acc0 + acc1) + (acc2 + acc3)
-                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: acc, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
                     }
                 }
             }

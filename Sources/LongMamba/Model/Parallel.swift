@@ -15,13 +15,15 @@ struct SendablePointers: @unchecked Sendable {
 
 /// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would
 /// otherwise be fresh allocations whose page faults cost as much as a small matrix product.
-/// `take` hands out a zeroed array of exactly `count` elements (moved out, so it is uniquely
-/// referenced and never copied); `give` returns it for the next layer.
+/// `take` hands out an array of exactly `count` elements (moved out, so it is uniquely referenced
+/// and never copied) whose contents are unspecified: every user overwrites it; `give` returns it
+/// for the next layer.
 final class Workspace {
     private var slots: [Int: [Float]] = [:]
 
     func take(_ slot: Int, count: Int) -> [Float] {
         guard var a = slots.removeValue(forKey: slot) else { return [Float](repeating: 0, count: count) }
+        if a.count == count { return a }   // every user overwrites all of it: no need to zero again
         a.removeAll(keepingCapacity: true)
         a.append(contentsOf: repeatElement(0, count: count))
         return a
