@@ -145,3 +145,16 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         #expect(worstLog < 1e-6)
     }
 }
+
+@Suite struct WeightMappingTests {
+    @Test func f32MatricesAreReadInPlaceAndHalfOnesConverted() throws {
+        let f32 = try ModelCheckpoint(directory: ModelFixtures.model("mamba2-tiny-hf"))
+        let bf16 = try ModelCheckpoint(directory: ModelFixtures.model("mamba2-tiny-hf-bf16"))
+        let name = "backbone.layers.0.mixer.in_proj.weight"
+        let mapped = try f32.matrix(name), converted = try bf16.matrix(name)
+        #expect(mapped.isMapped)
+        #expect(!converted.isMapped)
+        #expect(mapped.withUnsafeBufferPointer { Array($0) } == (try f32.floats(name)))
+        #expect(converted.withUnsafeBufferPointer { Array($0) } == (try bf16.floats(name)))
+    }
+}

@@ -196,6 +196,17 @@ public struct ModelCheckpoint: Sendable {
         return out
     }
 
+    /// A weight matrix for the matrix products: f32 tensors are used in place in the mapping
+    /// (no copy; the pages are shared with the page cache), others are converted to f32.
+    public func matrix(_ name: String) throws -> WeightMatrix {
+        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        let bytes = sources[e.source].bytes(of: e.info)
+        if e.info.dtype == .f32, let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+            return WeightMatrix(mapped: base.assumingMemoryBound(to: Float.self), count: e.info.elementCount, keepAlive: sources[e.source])
+        }
+        return WeightMatrix(owned: try floats(name))
+    }
+
     /// Rows `rows` of a 2-D tensor converted to f32: [rows.count, columns] (embedding lookup
     /// without converting the whole matrix).
     public func floatRows(_ name: String, rows: [Int]) throws -> [Float] {
@@ -250,5 +261,27 @@ extension JSONEncoder {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
+    }
+}
+
+/// A weight matrix in f32: either a view into the checkpoint's mapping or a converted copy.
+public struct WeightMatrix: @unchecked Sendable {
+    private let owned: [Float]
+    private let mapped: UnsafePointer<Float>?
+    public let count: Int
+    /// Keeps the mapping alive as long as a view into it exists.
+    private let keepAlive: (any TensorSource)?
+
+    init(owned: [Float]) { self.owned = owned; mapped = nil; count = owned.count; keepAlive = nil }
+    init(mapped: UnsafePointer<Float>, count: Int, keepAlive: any TensorSource) {
+        owned = []; self.mapped = mapped; self.count = count; self.keepAlive = keepAlive
+    }
+
+    /// Whether the values are read from the mapped file in place.
+    public var isMapped: Bool { mapped != nil }
+
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        if let mapped { return try body(UnsafeBufferPointer(start: mapped, count: count)) }
+        return try owned.withUnsafeBufferPointer(body)
     }
 }

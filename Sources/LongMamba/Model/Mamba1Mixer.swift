@@ -21,31 +21,31 @@ import Foundation
 
 /// One layer's Mamba-1 weights in f32.
 struct Mamba1Weights {
-    var inProj: [Float]        // [2·d_inner, D]
+    var inProj: WeightMatrix        // [2·d_inner, D]
     var inProjBias: [Float]?   // [2·d_inner]
     var convWeight: [Float]    // [d_inner, K]
     var convBias: [Float]?     // [d_inner]
-    var xProj: [Float]         // [R + 2N, d_inner]
-    var dtProj: [Float]        // [d_inner, R]
+    var xProj: WeightMatrix         // [R + 2N, d_inner]
+    var dtProj: WeightMatrix        // [d_inner, R]
     var dtProjBias: [Float]    // [d_inner]
     var A: [Float]             // [d_inner, N] = −exp(A_log)
     var D: [Float]             // [d_inner]
-    var outProj: [Float]       // [D, d_inner]
+    var outProj: WeightMatrix       // [D, d_inner]
     var outProjBias: [Float]?  // [D]
 
     init(checkpoint: ModelCheckpoint, layer: Int) throws {
         let m = "backbone.layers.\(layer).mixer."
         let c = checkpoint.config
-        inProj = try checkpoint.floats(m + "in_proj.weight")
+        inProj = try checkpoint.matrix(m + "in_proj.weight")
         inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
         convWeight = try checkpoint.floats(m + "conv1d.weight")
         convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
-        xProj = try checkpoint.floats(m + "x_proj.weight")
-        dtProj = try checkpoint.floats(m + "dt_proj.weight")
+        xProj = try checkpoint.matrix(m + "x_proj.weight")
+        dtProj = try checkpoint.matrix(m + "dt_proj.weight")
         dtProjBias = try checkpoint.floats(m + "dt_proj.bias")
         A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
         D = try checkpoint.floats(m + "D")
-        outProj = try checkpoint.floats(m + "out_proj.weight")
+        outProj = try checkpoint.matrix(m + "out_proj.weight")
         outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
     }
 }

@@ -20,7 +20,7 @@ import Foundation
 
 /// One layer's Mamba-2 weights in f32.
 struct Mamba2Weights {
-    var inProj: [Float]        // [d_inner + (d_inner + 2GN) + H, D]
+    var inProj: WeightMatrix        // [d_inner + (d_inner + 2GN) + H, D]
     var inProjBias: [Float]?
     var convWeight: [Float]    // [d_inner + 2GN, K]
     var convBias: [Float]?     // [d_inner + 2GN]
@@ -28,13 +28,13 @@ struct Mamba2Weights {
     var A: [Float]             // [H] = −exp(A_log)
     var D: [Float]             // [H]
     var normWeight: [Float]    // [d_inner]
-    var outProj: [Float]       // [D, d_inner]
+    var outProj: WeightMatrix       // [D, d_inner]
     var outProjBias: [Float]?
 
     init(checkpoint: ModelCheckpoint, layer: Int) throws {
         let m = "backbone.layers.\(layer).mixer."
         let c = checkpoint.config
-        inProj = try checkpoint.floats(m + "in_proj.weight")
+        inProj = try checkpoint.matrix(m + "in_proj.weight")
         inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
         convWeight = try checkpoint.floats(m + "conv1d.weight")
         convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
@@ -42,7 +42,7 @@ struct Mamba2Weights {
         A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
         D = try checkpoint.floats(m + "D")
         normWeight = try checkpoint.floats(m + "norm.weight")
-        outProj = try checkpoint.floats(m + "out_proj.weight")
+        outProj = try checkpoint.matrix(m + "out_proj.weight")
         outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
     }
 }

@@ -25,13 +25,14 @@ public final class MambaModel: @unchecked Sendable {
     public var useReferenceScan = false
     private var residentMixers: [Int: LayerMixer] = [:]
     private let keepWeightsResident: Bool
-    private var lmHead: [Float]?
+    private var lmHead: WeightMatrix?
     private let workspace = Workspace()
 
     /// - keepWeightsResident: keep every layer's f32 weights after first use (fast repeated runs);
     ///   default: only when the f32 weights take at most 4 GiB.
     public init(checkpoint: ModelCheckpoint, keepWeightsResident: Bool? = nil) {
         self.checkpoint = checkpoint
+        // f32 matrices are views into the mapping and cost nothing to keep; converted ones do.
         let params = ModelCheckpoint.expectedShapes(checkpoint.config).values.reduce(0) { $0 + $1.reduce(1, *) }
         self.keepWeightsResident = keepWeightsResident ?? (params * 4 <= 4 << 30)
     }
@@ -113,9 +114,9 @@ public final class MambaModel: @unchecked Sendable {
         return try forward(tokens: tokens, recorder: &none, computeLogits: true)
     }
 
-    private func lmHeadWeights() throws -> [Float] {
+    private func lmHeadWeights() throws -> WeightMatrix {
         if let lmHead { return lmHead }
-        let head = try checkpoint.floats(config.tieEmbeddings ? "backbone.embedding.weight" : "lm_head.weight")
+        let head = try checkpoint.matrix(config.tieEmbeddings ? "backbone.embedding.weight" : "lm_head.weight")
         if keepWeightsResident { lmHead = head }
         return head
     }
