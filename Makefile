@@ -39,11 +39,13 @@ run: release
 	.build/release/longmamba report --db tables/$(NAME).sqlite --table 1 --out tables/$(NAME).html
 	@echo "table: tables/$(NAME).sqlite (id 1) · report: tables/$(NAME).html"
 
-# Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm.
+# Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm,
+# and the solver on a Mamba-1-1.4B-shaped recording.
 bench: release
 	.build/release/longmamba bench --shape mamba-130m
 	.build/release/longmamba bench --shape mamba2-130m
 	.build/release/longmamba bench --shape mamba-370m
+	.build/release/longmamba bench-solver --layers 4
 
 clean:
 	rm -rf .build
