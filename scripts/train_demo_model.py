@@ -84,7 +84,14 @@ def train_tokenizer(texts, vocab_size, out_path):
     tok.train_from_iterator(texts, trainer=trainer)
     assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|padding|>") == 1
     tok.save(out_path)
-    return tok
+    # decoders.ByteLevel() ignores its arguments and saves add_prefix_space=true; GPT-NeoX's
+    # tokenizer.json says false (the flag has no effect on decoding). Write it as GPT-NeoX does.
+    with open(out_path, encoding="utf-8") as f:
+        j = json.load(f)
+    j["decoder"]["add_prefix_space"] = False
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
+    return Tokenizer.from_file(out_path)
 
 
 def main():
