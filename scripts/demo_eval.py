@@ -11,6 +11,8 @@ Vanilla → Fixtures/demo-model/vanilla-perplexity.json:
   for each length S in --lengths: perplexity of the first window [0, S) of the tokenized held-out
   text, and the mean over --windows non-overlapping windows [i·S, (i+1)·S) (mean of per-window
   mean losses, reported as exp); perplexity = exp(mean next-token cross-entropy over S-1 targets).
+  Also "same_tokens_ppl": the first 32768 tokens cut into windows of S, so every length is scored
+  on the same text (the cleanest length comparison; window-start effects included).
   Per-position loss of the longest length in buckets of the training length (target positions
   1..S-1; position p is the token predicted from tokens [0, p)), first window and window mean.
 
@@ -90,7 +92,7 @@ def token_losses(model, ids):
     return F.cross_entropy(logits, ids[1:], reduction="none")  # [S-1]
 
 
-def evaluate(model, tokens, lengths, windows, L, bucket_len, hook=None, mask_for=None):
+def evaluate(model, tokens, lengths, windows, L, bucket_len, hook=None, mask_for=None, same_tokens=32768):
     res = {"lengths": {}, "buckets": None}
     for S in lengths:
         nw = min(windows, len(tokens) // S)
@@ -112,7 +114,24 @@ def evaluate(model, tokens, lengths, windows, L, bucket_len, hook=None, mask_for
             per_window.append(losses.mean().item())
             if S == max(lengths):
                 longest.append(losses)
+        # Same tokens at every length: the first same_tokens tokens cut into windows of S.
+        same = []
+        M = same_tokens
+        per_batch = max(1, 8192 // S)
+        starts = list(range(0, M - S + 1, S))
+        for i in range(0, len(starts), per_batch):
+            xs = torch.stack([tokens[s:s + S] for s in starts[i:i + per_batch]])
+            if hook is not None:
+                hook.mask = mask_for(S) if mask_for else None
+            with torch.no_grad():
+                logits = model(input_ids=xs).logits[:, :-1].float()
+            if hook is not None:
+                hook.mask = None
+            same.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), xs[:, 1:].reshape(-1), reduction="none"))
+        same = torch.cat(same)
         r = {
+            "same_tokens_ppl": math.exp(same.mean().item()),
+            "same_tokens": {"tokens": len(starts) * S, "windows": len(starts), "targets": same.numel()},
             "first_window_ppl": math.exp(per_window[0]),
             "mean_ppl": math.exp(float(np.mean(per_window))),
             "windows": nw,
@@ -121,7 +140,7 @@ def evaluate(model, tokens, lengths, windows, L, bucket_len, hook=None, mask_for
         if kept_share and kept_share[0] is not None:
             r["kept_share_in_global_heads"] = float(np.mean(kept_share))
         res["lengths"][str(S)] = r
-        print(f"  S={S:5d} first {r['first_window_ppl']:.3f}  mean({nw}) {r['mean_ppl']:.3f}"
+        print(f"  S={S:5d} first {r['first_window_ppl']:.3f}  mean({nw}) {r['mean_ppl']:.3f}  same-tokens {r['same_tokens_ppl']:.3f}"
               + (f"  kept {r['kept_share_in_global_heads']:.3f}" if "kept_share_in_global_heads" in r else ""),
               flush=True)
         if longest:
