@@ -234,7 +234,7 @@ def main():
     ap.add_argument("--out", default=None, help="vanilla JSON (default MODEL/vanilla-perplexity.json)")
     ap.add_argument("--longmamba", action="store_true")
     ap.add_argument("--lm-out", default=None, help="default MODEL/longmamba-python-perplexity.json")
-    ap.add_argument("--thetas", default="0.05,0.1,0.3")
+    ap.add_argument("--thetas", default="0.05,0.1,0.3,0.9,0.95")
     ap.add_argument("--K", type=int, default=5)
     ap.add_argument("--p", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
