@@ -25,19 +25,27 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# The embedded default: calibrate the fixture model on the fixture corpus, then report and
-# evaluate. Outputs in tables/ (git-ignored).
-MODEL ?= Fixtures/models/mamba2-tiny-calib
-CORPUS ?= Fixtures/corpus/fixture.jsonl.zst
-EVAL_TEXT ?= Fixtures/corpus/README.md
+# The embedded default: the trained demonstration model (KJV Mamba-2, training length 128) is
+# calibrated on its Pile-format calibration corpus, evaluated vanilla vs LongMamba at 1×…32× the
+# training length on held-out text, and reported. Outputs in tables/ (git-ignored).
+MODEL ?= Fixtures/demo-model
+CORPUS ?= Fixtures/demo-corpus/train-sample.jsonl.zst
+EVAL_TEXT ?= Fixtures/demo-corpus/eval.txt
+INTERVAL ?= 64
+MAX_LENGTH ?= 4096
+EVAL_LENGTHS ?= 128,256,512,1024,2048,4096
+THETA ?= 0.05
 NAME := $(notdir $(MODEL))
+LM := .build/release/longmamba
 run: release
 	mkdir -p tables
 	rm -f tables/$(NAME).sqlite tables/$(NAME).sqlite-wal tables/$(NAME).sqlite-shm
-	.build/release/longmamba calibrate --model $(MODEL) --corpus $(CORPUS) --db tables/$(NAME).sqlite \
-	  --samples 5 --interval 256 --max-length 8192 --clamp 0.05 --aggregate max
-	.build/release/longmamba report --db tables/$(NAME).sqlite --table 1 --out tables/$(NAME).html
-	@echo "table: tables/$(NAME).sqlite (id 1) · report: tables/$(NAME).html"
+	$(LM) calibrate --model $(MODEL) --corpus $(CORPUS) --db tables/$(NAME).sqlite \
+	  --samples 5 --interval $(INTERVAL) --max-length $(MAX_LENGTH) --clamp 0.05 --aggregate max
+	$(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table 1 --theta $(THETA) \
+	  --lengths $(EVAL_LENGTHS) --windows 3 --json tables/$(NAME).eval.json --csv tables/$(NAME).eval.csv --svg tables/$(NAME).eval.svg
+	$(LM) report --db tables/$(NAME).sqlite --table 1 --theta $(THETA) --eval tables/$(NAME).eval.json --out tables/$(NAME).html
+	@echo "table: tables/$(NAME).sqlite (id 1) · evaluation: tables/$(NAME).eval.{json,csv,svg} · report: tables/$(NAME).html"
 
 # Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm,
 # and the solver on a Mamba-1-1.4B-shaped recording.
