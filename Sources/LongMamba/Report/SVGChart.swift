@@ -108,8 +108,10 @@ public struct SVGChart {
         if scale == .log10 {
             let lo = Int(Foundation.floor(a)), hi = Int(Foundation.ceil(b))
             if hi - lo <= 3 {
-                // Few decades: 1, 2, 5 × 10ⁿ.
-                return (lo...hi).flatMap { e in [1.0, 2, 5].map { Foundation.log10($0) + Double(e) } }.filter { $0 >= a && $0 <= b }
+                // Few decades: 1, 2, 5 × 10ⁿ; within less than a factor of ~2.5, round values of the data's own range.
+                let decades = (lo...hi).flatMap { e in [1.0, 2, 5].map { Foundation.log10($0) + Double(e) } }.filter { $0 >= a && $0 <= b }
+                if decades.count >= 2 { return decades }
+                return ticks(Foundation.pow(10, a), Foundation.pow(10, b), .linear).filter { $0 > 0 }.map { Foundation.log10($0) }
             }
             let step = max(1, (hi - lo) / 6)
             return stride(from: lo, through: hi, by: step).map(Double.init).filter { $0 >= a && $0 <= b }
