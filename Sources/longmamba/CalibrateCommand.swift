@@ -28,14 +28,7 @@ struct CalibrateCommand: ParsableCommand {
     var length: Int?
     @Option(help: "Sampling seed.")
     var seed: UInt64 = 0
-    @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2, 0.2 for Mamba-1).")
-    var clamps: [Double] = []
-    @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
-    var aggregates: [Aggregation] = []
-    @Option(help: "Table interval in tokens.")
-    var interval: Int = 1000
-    @Option(help: "Longest tabulated length.")
-    var maxLength: Int = 256_000
+    @OptionGroup var table: TableOptions
     @Option(help: "tokenizer.json (default: the model directory's).")
     var tokenizer: String?
     @Option(name: .customLong("subset"), help: "Only documents with this pile_set_name (repeatable).")
@@ -57,10 +50,10 @@ struct CalibrateCommand: ParsableCommand {
         options.sampleCount = samples
         options.length = length
         options.seed = seed
-        options.clampFractions = clamps
-        options.aggregations = aggregates.isEmpty ? [.max] : aggregates
-        options.interval = interval
-        options.maxLength = maxLength
+        options.clampFractions = table.clamps
+        options.aggregations = table.aggregations
+        options.interval = table.interval
+        options.maxLength = table.maxLength
         options.tokenizerPath = tokenizer
         options.subsets = subsets
         guard let mode = Packing(rawValue: packing) else { throw ValidationError("--packing must be document or packed, not '\(packing)'") }
@@ -136,4 +129,18 @@ final class ProgressDisplay {
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
     }
+}
+
+/// The tables to solve once a calibration is complete (shared by `calibrate` and `merge`).
+struct TableOptions: ParsableArguments {
+    @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2, 0.2 for Mamba-1).")
+    var clamps: [Double] = []
+    @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
+    var aggregates: [Aggregation] = []
+    @Option(help: "Table interval in tokens.")
+    var interval: Int = 1000
+    @Option(help: "Longest tabulated length.")
+    var maxLength: Int = 256_000
+
+    var aggregations: [Aggregation] { aggregates.isEmpty ? [.max] : aggregates }
 }

@@ -159,10 +159,9 @@ private extension CalibrationOptions {
 
 @Suite struct ReportAndEvaluationTests {
     @Test func reportIsOneSelfContainedPageWithWellFormedPlots() throws {
-        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-rep-\(UUID().uuidString).sqlite").path
-        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
-                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
-        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let db = CalibrationFixture.database()
+        var o = CalibrationFixture.options(db: db)
+        o.sampleCount = 2; o.maxLength = 2048
         let result = try CalibrationJob(options: o).run()
         let store = try CalibrationStore(path: db, readOnly: true)
         let curve = CalibrationReport.PerplexityCurve(lengths: [256, 512], vanilla: [10, 20], longMamba: [10, 12])
@@ -186,10 +185,9 @@ private extension CalibrationOptions {
     }
 
     @Test func evaluationWithATableFiltersOnlyLongWindowsAndKeepsVanillaIntact() throws {
-        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-eval-\(UUID().uuidString).sqlite").path
-        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
-                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path], databasePath: db)
-        o.sampleCount = 2; o.interval = 256; o.maxLength = 1024
+        let db = CalibrationFixture.database()
+        var o = CalibrationFixture.options(db: db)
+        o.sampleCount = 2; o.maxLength = 1024
         let result = try CalibrationJob(options: o).run()
         let model = try MambaModel(directory: o.modelDirectory)
         let tokens = try CalibrationStore(path: db, readOnly: true).resumableRun(calibrationKey: try #require(CalibrationStore(path: db, readOnly: true).calibrationKeys().first?.key))!.sequences.flatMap { $0.map(Int.init) }
