@@ -210,3 +210,25 @@ private extension CalibrationOptions {
         #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
     }
 }
+
+@Suite struct ExportedTableSourceTests {
+    @Test func anExportedTableGivesTheSameFilterAsTheStoredOne() throws {
+        let db = CalibrationFixture.database()
+        var o = CalibrationFixture.options(db: db)
+        o.sampleCount = 2; o.maxLength = 2048
+        let table = try CalibrationJob(options: o).run().tableIDs[0]
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-export-\(UUID().uuidString).safetensors").path
+        try TableExport.export(store: store, table: table, format: .safetensors, to: path)
+        let exported = try ExportedTableSource(path: path), stored = try StoredTableSource(store: store, table: table)
+        #expect(exported.lengths == stored.lengths)
+        #expect(exported.trainingLength == 256)
+        #expect(exported.modelFingerprint == stored.modelFingerprint)
+        for length in [300, 640, 1500, 5000] {
+            let a = try exported.filter(length: length, theta: 0.02), b = try stored.filter(length: length, theta: 0.02)
+            #expect(a.tabulatedLength == b.tabulatedLength)
+            #expect(a.filter.layers.map(\.deltaThreshold) == b.filter.layers.map(\.deltaThreshold))
+            #expect(a.filter.layers.map(\.globalChannel) == b.filter.layers.map(\.globalChannel))
+        }
+    }
+}
