@@ -116,11 +116,14 @@ struct Mamba1Mixer {
         // y ⊙ SiLU(z)
         xz.withUnsafeMutableBufferPointer { xzp in
             y.withUnsafeMutableBufferPointer { yp in
-                for t in 0..<L {
-                    let z = xzp.baseAddress! + t * 2 * dInner + dInner
-                    siluInPlace(z, count: dInner)
-                    let row = yp.baseAddress! + t * dInner
-                    for c in 0..<dInner { row[c] *= z[c] }
+                nonisolated(unsafe) let (xzs, ys) = (xzp.baseAddress!, yp.baseAddress!)
+                parallelRanges(L) { tokens in
+                    for t in tokens {
+                        let z = xzs + t * 2 * dInner + dInner
+                        siluInPlace(z, count: dInner)
+                        let row = ys + t * dInner
+                        for c in 0..<dInner { row[c] *= z[c] }
+                    }
                 }
             }
         }

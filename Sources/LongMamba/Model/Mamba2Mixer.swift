@@ -102,21 +102,30 @@ struct Mamba2Mixer {
     /// y ← RMSNorm over groups of d_inner/G of (y ⊙ SiLU(z)) · w   (norm_before_gate = false),
     /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true).
     func gatedNorm(_ y: inout [Float], zxbcdt: [Float], length L: Int, projWidth: Int) {
-        let dInner = config.dInner, groupSize = dInner / config.groupCount
-        var gate = [Float](repeating: 0, count: dInner)
-        for t in 0..<L {
-            for j in 0..<dInner { gate[j] = zxbcdt[t * projWidth + j] }
-            gate.withUnsafeMutableBufferPointer { siluInPlace($0.baseAddress!, count: dInner) }
-            if !config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
-            for g in 0..<config.groupCount {
-                let start = t * dInner + g * groupSize
-                var sumSquares: Float = 0
-                for j in 0..<groupSize { sumSquares += y[start + j] * y[start + j] }
-                let scale = 1 / (sumSquares / Float(groupSize) + config.normEpsilon).squareRoot()
-                for j in 0..<groupSize { y[start + j] = weights.normWeight[g * groupSize + j] * (y[start + j] * scale) }
+        let dInner = config.dInner, groups = config.groupCount, groupSize = dInner / groups
+        let epsilon = config.normEpsilon, normBeforeGate = config.normBeforeGate
+        y.withUnsafeMutableBufferPointer { yp in
+        zxbcdt.withUnsafeBufferPointer { zp in
+        weights.normWeight.withUnsafeBufferPointer { wp in
+            nonisolated(unsafe) let (ys, zs, w) = (yp.baseAddress!, zp.baseAddress!, wp.baseAddress!)
+            parallelRanges(L) { tokens in
+                var gate = [Float](repeating: 0, count: dInner)
+                for t in tokens {
+                    let row = ys + t * dInner
+                    for j in 0..<dInner { gate[j] = zs[t * projWidth + j] }                       // z
+                    gate.withUnsafeMutableBufferPointer { siluInPlace($0.baseAddress!, count: dInner) }
+                    if !normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }              // y ⊙ SiLU(z)
+                    for g in 0..<groups {
+                        let group = row + g * groupSize
+                        var sumSquares: Float = 0
+                        for j in 0..<groupSize { sumSquares += group[j] * group[j] }
+                        let scale = 1 / (sumSquares / Float(groupSize) + epsilon).squareRoot()   // 1/RMS
+                        for j in 0..<groupSize { group[j] = w[g * groupSize + j] * (group[j] * scale) }
+                    }
+                    if normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }
+                }
             }
-            if config.normBeforeGate { for j in 0..<dInner { y[t * dInner + j] *= gate[j] } }
-        }
+        }}}
     }
 
     /// The plain recurrence, element by element:

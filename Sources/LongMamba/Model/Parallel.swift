@@ -1,3 +1,6 @@
+import Dispatch
+import Foundation
+
 // Pointers handed to DispatchQueue.concurrentPerform workers. Each worker reads shared inputs
 // and writes a disjoint part of the output, so no synchronisation is needed.
 
@@ -30,4 +33,14 @@ final class Workspace {
     }
 
     func give(_ slot: Int, _ array: [Float]) { slots[slot] = array }
+}
+
+/// Runs `body` on disjoint slices of 0..<count, one per core (the element-wise steps between the
+/// matrix products would otherwise leave a core idle). Small counts run inline.
+func parallelRanges(_ count: Int, minimumPerPart: Int = 16, _ body: @Sendable (Range<Int>) -> Void) {
+    let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, count / minimumPerPart))
+    if parts <= 1 { body(0..<count); return }
+    DispatchQueue.concurrentPerform(iterations: parts) { p in
+        body((count * p / parts)..<(count * (p + 1) / parts))
+    }
 }

@@ -67,29 +67,16 @@ func softplus16(_ x: Vec16) -> Vec16 {
     return log1p.replacing(with: x, where: x .> 20)
 }
 
-/// softplus over a buffer, in place.
+/// softplus over a buffer, in place, on all cores.
 func softplusInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
-    var i = 0
-    while i + 16 <= n {
-        let x = UnsafeRawPointer(p + i).loadUnaligned(as: Vec16.self)
-        UnsafeMutableRawPointer(p + i).storeBytes(of: softplus16(x), as: Vec16.self)
-        i += 16
-    }
-    while i < n { p[i] = softplus(p[i]); i += 1 }
-}
-
-/// exp over a buffer.
-func expInPlace(_ v: UnsafeMutableBufferPointer<Float>) {
-    var i = 0
-    let n = v.count
-    v.baseAddress!.withMemoryRebound(to: Float.self, capacity: n) { p in
-        while i + 16 <= n {
-            let x = UnsafeRawPointer(p + i).loadUnaligned(as: Vec16.self)
-            UnsafeMutableRawPointer(p + i).storeBytes(of: exp16(x), as: Vec16.self)
-            i += 16
+    nonisolated(unsafe) let p = p
+    parallelRanges(n / 16, minimumPerPart: 256) { blocks in
+        for b in blocks {
+            let x = UnsafeRawPointer(p + 16 * b).loadUnaligned(as: Vec16.self)
+            UnsafeMutableRawPointer(p + 16 * b).storeBytes(of: softplus16(x), as: Vec16.self)
         }
-        while i < n { p[i] = Foundation.exp(p[i]); i += 1 }
     }
+    for i in (n / 16 * 16)..<n { p[i] = softplus(p[i]) }
 }
 
 /// SiLU(x) = x · σ(x) = x / (1 + e^{-x}), in place over `count` floats at `p`.
@@ -149,22 +136,26 @@ func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, chann
         // Transpose taps to [K, channels] so the inner loop runs over contiguous channels.
         var taps = [Float](repeating: 0, count: kernel * channels)
         for c in 0..<channels { for k in 0..<kernel { taps[k * channels + c] = w[c * kernel + k] } }
-        taps.withUnsafeBufferPointer { tap in
-            for t in 0..<length {
-                let o = out + t * channels
-                if let bias { for c in 0..<channels { o[c] = bias[c] } } else { for c in 0..<channels { o[c] = 0 } }
-                for k in 0..<kernel {
-                    let src = t - (kernel - 1) + k
-                    let tk = tap.baseAddress! + k * channels
-                    if src < 0 {
-                        let j = past + src
-                        for c in 0..<channels { o[c] += tk[c] * history[j * channels + c] }
-                        continue
+        let previous = history
+        taps.withUnsafeBufferPointer { tapBuffer in
+            nonisolated(unsafe) let (tap, input, out) = (tapBuffer.baseAddress!, input, out)
+            parallelRanges(length) { tokens in
+                for t in tokens {
+                    let o = out + t * channels
+                    if let bias { for c in 0..<channels { o[c] = bias[c] } } else { for c in 0..<channels { o[c] = 0 } }
+                    for k in 0..<kernel {
+                        let src = t - (kernel - 1) + k
+                        let tk = tap + k * channels
+                        if src < 0 {
+                            let j = past + src
+                            for c in 0..<channels { o[c] += tk[c] * previous[j * channels + c] }
+                            continue
+                        }
+                        let row = input + src * stride
+                        for c in 0..<channels { o[c] += tk[c] * row[c] }
                     }
-                    let row = input + src * stride
-                    for c in 0..<channels { o[c] += tk[c] * row[c] }
+                    siluInPlace(o, count: channels)
                 }
-                siluInPlace(o, count: channels)
             }
         }
     }
