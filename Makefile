@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make run    calibrate the embedded default (fixture model + corpus)
+#   make run    calibrate the embedded default (demo model + its corpus), evaluate, report
 #   make test   build and run the whole test suite
 SWIFT ?= swift
 DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev zstd sqlite3
