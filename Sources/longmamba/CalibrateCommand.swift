@@ -67,7 +67,6 @@ struct CalibrateCommand: ParsableCommand {
         let display = ProgressDisplay(enabled: !quiet)
         let started = Date()
         let result = try CalibrationJob(options: options).run { display.show($0) }
-        display.finish()
         let wall = Date().timeIntervalSince(started)
         var lines = ["run \(result.runID): recorded \(result.samplesRecorded) samples, \(result.samplesResumed) already committed"
                      + String(format: " · %.1f tokens/s · wall %.1f s · peak memory %.0f MiB", result.tokensPerSecond, wall, PeakMemory.megabytes)]
@@ -113,8 +112,6 @@ final class ProgressDisplay {
             emit("table \(table) stored", transient: false)
         }
     }
-
-    func finish() {}
 
     private func bar(_ fraction: Double) -> String {
         let width = 24, filled = Int((fraction * Double(width)).rounded())

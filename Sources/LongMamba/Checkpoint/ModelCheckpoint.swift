@@ -180,8 +180,6 @@ public struct ModelCheckpoint: Sendable {
         return s
     }
 
-    public func hasTensor(_ name: String) -> Bool { entries[name] != nil }
-
     /// Info of a canonical tensor.
     public func info(_ name: String) throws -> TensorInfo {
         guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }

@@ -21,5 +21,4 @@ func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, xStride: Int?
 /// Number of threads OpenBLAS uses (set once per process by the CLI).
 public enum BLASThreads {
     public static func set(_ n: Int) { openblas_set_num_threads(Int32(n)) }
-    public static var current: Int { Int(openblas_get_num_threads()) }
 }

@@ -37,16 +37,16 @@ struct Mamba1Weights {
         let m = "backbone.layers.\(layer).mixer."
         let c = checkpoint.config
         inProj = try checkpoint.matrix(m + "in_proj.weight")
-        inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
+        inProjBias = try checkpoint.floats(m + "in_proj.bias", if: c.projectionBias)
         convWeight = try checkpoint.floats(m + "conv1d.weight")
-        convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
+        convBias = try checkpoint.floats(m + "conv1d.bias", if: c.convBias)
         xProj = try checkpoint.matrix(m + "x_proj.weight")
         dtProj = try checkpoint.matrix(m + "dt_proj.weight")
         dtProjBias = try checkpoint.floats(m + "dt_proj.bias")
-        A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
+        A = try checkpoint.decayRates(m + "A_log")
         D = try checkpoint.floats(m + "D")
         outProj = try checkpoint.matrix(m + "out_proj.weight")
-        outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
+        outProjBias = try checkpoint.floats(m + "out_proj.bias", if: c.projectionBias)
     }
 }
 
@@ -184,18 +184,18 @@ struct Mamba1Mixer {
         weights.D.withUnsafeBufferPointer { Dp in
         ssm.withUnsafeMutableBufferPointer { sp in
         y.withUnsafeMutableBufferPointer { yp in
-            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, bc.baseAddress!, ap.baseAddress!, Dp.baseAddress!)
-            let ys = UnsafeMutablePointerBox(yp.baseAddress!), states = UnsafeMutablePointerBox(sp.baseAddress!)
+            // Workers read shared inputs and write disjoint channel blocks of y and the state.
+            nonisolated(unsafe) let (xs, ds, bcs, As, Ds) = (xp.baseAddress!, dp.baseAddress!, bc.baseAddress!, ap.baseAddress!, Dp.baseAddress!)
+            nonisolated(unsafe) let (ys, states) = (yp.baseAddress!, sp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: blocks) { b in
-                let (xs, ds, bcs, As, Ds) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
                 let c0 = b * 16
                 // A transposed to [N] × 16 channels; state h: [N] × 16 channels.
                 var a = [Vec16](repeating: Vec16(), count: N)
                 for n in 0..<N { for lane in 0..<16 { a[n][lane] = As[(c0 + lane) * N + n] } }
                 let skip = UnsafeRawPointer(Ds + c0).loadUnaligned(as: Vec16.self)
                 var h = [Vec16](repeating: Vec16(), count: N)
-                for n in 0..<N { for lane in 0..<16 { h[n][lane] = states.pointer[(c0 + lane) * N + n] } }
-                defer { for n in 0..<N { for lane in 0..<16 { states.pointer[(c0 + lane) * N + n] = h[n][lane] } } }
+                for n in 0..<N { for lane in 0..<16 { h[n][lane] = states[(c0 + lane) * N + n] } }
+                defer { for n in 0..<N { for lane in 0..<16 { states[(c0 + lane) * N + n] = h[n][lane] } } }
                 h.withUnsafeMutableBufferPointer { hp in
                 a.withUnsafeBufferPointer { av in
                     for t in 0..<L {
@@ -214,7 +214,7 @@ struct Mamba1Mixer {
                             acc1 = acc1.addingProduct(h1, Vec16(repeating: Ct[n + 1]))
                             n += 2
                         }
-                        UnsafeMutableRawPointer(ys.pointer + t * dInner + c0).storeBytes(of: acc0 + acc1, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys + t * dInner + c0).storeBytes(of: acc0 + acc1, as: Vec16.self)
                     }
                 }
                 }
@@ -223,3 +223,11 @@ struct Mamba1Mixer {
     }
 }
 
+
+extension ModelCheckpoint {
+    /// A = −exp(A_log): the SSM's (negative) decay rates.
+    func decayRates(_ name: String) throws -> [Float] { try floats(name).map { -Foundation.exp($0) } }
+
+    /// A tensor the config says is present (a bias), or nil.
+    func floats(_ name: String, if present: Bool) throws -> [Float]? { present ? try floats(name) : nil }
+}

@@ -35,15 +35,15 @@ struct Mamba2Weights {
         let m = "backbone.layers.\(layer).mixer."
         let c = checkpoint.config
         inProj = try checkpoint.matrix(m + "in_proj.weight")
-        inProjBias = c.projectionBias ? try checkpoint.floats(m + "in_proj.bias") : nil
+        inProjBias = try checkpoint.floats(m + "in_proj.bias", if: c.projectionBias)
         convWeight = try checkpoint.floats(m + "conv1d.weight")
-        convBias = c.convBias ? try checkpoint.floats(m + "conv1d.bias") : nil
+        convBias = try checkpoint.floats(m + "conv1d.bias", if: c.convBias)
         dtBias = try checkpoint.floats(m + "dt_bias")
-        A = try checkpoint.floats(m + "A_log").map { -Foundation.exp($0) }
+        A = try checkpoint.decayRates(m + "A_log")
         D = try checkpoint.floats(m + "D")
         normWeight = try checkpoint.floats(m + "norm.weight")
         outProj = try checkpoint.matrix(m + "out_proj.weight")
-        outProjBias = c.projectionBias ? try checkpoint.floats(m + "out_proj.bias") : nil
+        outProjBias = try checkpoint.floats(m + "out_proj.bias", if: c.projectionBias)
     }
 }
 
@@ -191,16 +191,16 @@ struct Mamba2Mixer {
         weights.D.withUnsafeBufferPointer { Dp in
         ssm.withUnsafeMutableBufferPointer { ssmp in
         y.withUnsafeMutableBufferPointer { yp in
-            let inputs = SendablePointers(xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
-            let ys = UnsafeMutablePointerBox(yp.baseAddress!), states = UnsafeMutablePointerBox(ssmp.baseAddress!)
+            // Workers read shared inputs and write disjoint (head, row block) parts of y and the state.
+            nonisolated(unsafe) let (xs, ds, As, Ds, bcs) = (xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
+            nonisolated(unsafe) let (ys, states) = (yp.baseAddress!, ssmp.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
-                let (xs, ds, As, Ds, bcs) = (inputs.p[0], inputs.p[1], inputs.p[2], inputs.p[3], inputs.p[4])
                 let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
                 let g = h / headsPerGroup
                 var state = [Vec16](repeating: Vec16(), count: N)              // h[:, p0..<p0+16]: [N] × 16
                 let base = h * P * N                                           // ssm: [H, P, N]
-                for n in 0..<N { for lane in 0..<16 { state[n][lane] = states.pointer[base + (p0 + lane) * N + n] } }
-                defer { for n in 0..<N { for lane in 0..<16 { states.pointer[base + (p0 + lane) * N + n] = state[n][lane] } } }
+                for n in 0..<N { for lane in 0..<16 { state[n][lane] = states[base + (p0 + lane) * N + n] } }
+                defer { for n in 0..<N { for lane in 0..<16 { states[base + (p0 + lane) * N + n] = state[n][lane] } } }
                 state.withUnsafeMutableBufferPointer { sp in
                     // Two tokens per pass over the state: h is loaded and stored once for both
                     // (the scan is bound by state traffic, not arithmetic).
@@ -227,8 +227,8 @@ struct Mamba2Mixer {
                             b1 = b1.addingProduct(u1, Vec16(repeating: CB[n + 1]))
                             n += 2
                         }
-                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
-                        UnsafeMutableRawPointer(ys.pointer + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
                         t += 2
                     }
                     if t < L {                                                     // last token of an odd length
@@ -247,7 +247,7 @@ struct Mamba2Mixer {
                             acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
                             n += 2
                         }
-                        UnsafeMutableRawPointer(ys.pointer + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
+                        UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
                     }
                 }
             }

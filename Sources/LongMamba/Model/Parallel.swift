@@ -1,20 +1,8 @@
 import Dispatch
 import Foundation
 
-// Pointers handed to DispatchQueue.concurrentPerform workers. Each worker reads shared inputs
-// and writes a disjoint part of the output, so no synchronisation is needed.
-
-/// Lets concurrentPerform workers write disjoint parts of one buffer.
-struct UnsafeMutablePointerBox: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Float>
-    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
-}
-
-/// Read-only inputs shared by concurrentPerform workers.
-struct SendablePointers: @unchecked Sendable {
-    let p: [UnsafePointer<Float>]
-    init(_ p: UnsafePointer<Float>...) { self.p = p }
-}
+// Helpers for the parallel kernels. Workers get raw pointers (as `nonisolated(unsafe)` locals),
+// read shared inputs and write disjoint parts of the output, so no synchronisation is needed.
 
 /// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would
 /// otherwise be fresh allocations whose page faults cost as much as a small matrix product.

@@ -91,10 +91,6 @@ func siluInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
     while i < n { p[i] = p[i] / (1 + Foundation.exp(-p[i])); i += 1 }
 }
 
-/// SiLU(x) for one value.
-@inline(__always)
-func silu(_ x: Float) -> Float { x / (1 + Foundation.exp(-x)) }
-
 /// softplus(x) = log(1 + eˣ), and x itself above 20 (torch's threshold).
 @inline(__always)
 func softplus(_ x: Float) -> Float { x > 20 ? x : Foundation.log1p(Foundation.exp(x)) }
