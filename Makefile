@@ -4,26 +4,25 @@
 SWIFT ?= swift
 DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev zstd sqlite3
 
-.PHONY: deps build release test run bench clean
+.PHONY: deps build release test run bench fixtures clean
 
-# Install the system libraries when missing (needs root or sudo; apt on Debian/Ubuntu).
+# Install the system libraries when missing (root: apt-get; otherwise sudo; neither: a message
+# naming the packages, exit 1). See scripts/deps.sh.
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	@sh scripts/deps.sh $(DEB_PACKAGES)
 
-build: deps
-	$(SWIFT) build
-
+# One optimised build serves both commands: `make run` builds the tool in release (the library has
+# testability enabled there, see Package.swift), and `make test` then compiles only the tests on
+# top of it and runs them against the same -Ounchecked code that users run.
+RELEASE := $(SWIFT) build -c release
 release: deps
-	$(SWIFT) build -c release
+	$(RELEASE)
+
+build: release
 
 test: deps
-	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(RELEASE) --build-tests
+	$(SWIFT) test -c release --skip-build
 
 # The embedded default: the trained demonstration model (KJV Mamba-2, training length 128) is
 # calibrated on its Pile-format calibration corpus, evaluated vanilla vs LongMamba at 1×…32× the
@@ -54,6 +53,22 @@ bench: release
 	.build/release/longmamba bench --shape mamba2-130m
 	.build/release/longmamba bench --shape mamba-370m
 	.build/release/longmamba bench-solver --layers 4
+
+# Regenerate the golden files and fixtures from the clone alone: a venv with CPU torch and the
+# pinned scripts/requirements.txt (scripts/reference-venv.sh), then each generator in dependency
+# order (the fixture tokenizer first: the calibration fixture's vocabulary is its vocabulary).
+# Tests with the GPT-NeoX-20B tokenizer read ../shared/data, or LONGMAMBA_SHARED_DATA, if present.
+VENV ?= /tmp/reference-venv
+PY := $(VENV)/bin/python
+fixtures:
+	VENV=$(VENV) bash scripts/reference-venv.sh
+	$(PY) scripts/make_tokenizer_golden.py
+	$(PY) scripts/make_fixture_corpus.py
+	$(PY) scripts/make_golden.py
+	$(PY) scripts/make_longmamba_golden.py
+	$(PY) scripts/make_calibration_fixture.py
+	$(PY) scripts/make_torch_fixtures.py
+	$(PY) scripts/make_solver_golden.py
 
 clean:
 	rm -rf .build

@@ -21,7 +21,12 @@ func simdTargetCPU() -> String? {
     return nil
 }
 
-var librarySettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+/// One optimised build serves `make run` and `make test`: the library is compiled with testability in
+/// release too, so the tests (`@testable import`) run against the code users run and only the test
+/// target is compiled on top of the `make run` build.
+var librarySettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked", "-enable-testing"], .when(configuration: .release)),
+]
 if let cpu = simdTargetCPU() { librarySettings.append(.unsafeFlags(["-target-cpu", cpu])) }
 
 let package = Package(

@@ -16,7 +16,7 @@ Vanilla → Fixtures/demo-model/vanilla-perplexity.json:
   Per-position loss of the longest length in buckets of the training length (target positions
   1..S-1; position p is the token predicted from tokens [0, p)), first window and window mean.
 
-LongMamba (Python reference of DESIGN.md §1) → Fixtures/demo-model/longmamba-python-perplexity.json:
+LongMamba (Python reference of docs/method.md §4) → Fixtures/demo-model/longmamba-python-perplexity.json:
   calibrate: K windows of exactly L = training_length tokens from the calibration corpus
   (documents with ≥ L tokens, seeded choice of document and offset); record Δ = softplus(dt +
   dt_bias) clamped to time_step_limit for every layer, head and token; per sample/layer/head

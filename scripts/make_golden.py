@@ -3,7 +3,7 @@
 
 Run in the reference venv (CPU torch + transformers), from the repository root:
 
-    VENV=/tmp/reference-venv bash ../shared/tools/reference-venv.sh
+    VENV=/tmp/reference-venv bash scripts/reference-venv.sh   # or: make fixtures
     /tmp/reference-venv/bin/python scripts/make_golden.py
 
 Writes:

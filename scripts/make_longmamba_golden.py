@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden files for LongMamba inference: the Δ filter applied inside Hugging Face transformers.
 
-Rule (DESIGN.md "Use at inference"): in a global channel (cumulative decay a_c > θ), token t
+Rule (docs/method.md §4): in a global channel (cumulative decay a_c > θ), token t
 keeps Δ_c,t if Δ_c,t > τ_c, otherwise Δ_c,t := 0 (no update, no decay). Local channels are
 untouched. Applied here by wrapping transformers' own scan functions so that Δ is replaced after
 softplus (+ bias, + dt limit) and before the scan, exactly where the Swift runner applies it.

@@ -1,4 +1,4 @@
-"""Plain PyTorch port of the LongMamba threshold solver (DESIGN.md §1 steps 3-4).
+"""Plain PyTorch port of the LongMamba threshold solver (docs/method.md §3 steps 3-4).
 
 Written from the method's description; it uses the same torch operations the authors' released
 code uses (topk + clamp, sum, sort, F.interpolate(linear, align_corners=False), float32 cumsum,

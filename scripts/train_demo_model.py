@@ -3,7 +3,7 @@
 on the public-domain King James Bible from Debian's `bible-kjv-text`, at a training length of
 128 tokens, on CPU. (Runs at 256 tokens extrapolated flat to 8k; see Fixtures/demo-model/README.md.)
 
-Reproduce (Debian bookworm, 2-core CPU, /tmp/reference-venv from ../shared/tools/reference-venv.sh):
+Reproduce (Debian bookworm, 2-core CPU, /tmp/reference-venv from scripts/reference-venv.sh):
 
     apt-get install -y bible-kjv-text          # provides /usr/bin/bible and /usr/lib/bible.data
     nice -n 19 /tmp/reference-venv/bin/python scripts/train_demo_model.py --time-budget 900

@@ -1,4 +1,4 @@
-// LongMamba at inference (DESIGN.md "Use at inference"): for a sequence of length S, with the
+// LongMamba at inference (docs/method.md §4): for a sequence of length S, with the
 // table row for the tabulated length nearest S, in each layer
 //   global channel  ⇔  cumulative decay a_c > θ
 //   Δ_c,t := Δ_c,t if Δ_c,t > τ_c(S), else 0        (global channels only; strict >)

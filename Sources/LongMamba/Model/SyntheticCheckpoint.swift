@@ -5,7 +5,7 @@
 // [1e-3, 1e-1]) so that Δ has realistic magnitudes.
 import Foundation
 
-/// Named shapes of published checkpoints (FACTS.md §2.1).
+/// Named shapes of published checkpoints (docs/checkpoints.md "Named shapes").
 public enum ModelShape: String, CaseIterable, Sendable {
     case mamba130m = "mamba-130m", mamba370m = "mamba-370m", mamba790m = "mamba-790m", mamba1_4b = "mamba-1.4b"
     case mamba2_130m = "mamba2-130m", mamba2_370m = "mamba2-370m", mamba2_1_3b = "mamba2-1.3b"

@@ -1,4 +1,4 @@
-// LongMamba calibration steps 3-4 (DESIGN.md §1): per sample, layer and channel
+// LongMamba calibration steps 3-4 (docs/method.md §3): per sample, layer and channel
 //   clamp:      Δ̃_t = min(Δ_t, k-th largest Δ),  k = max(1, floor(L·p))
 //   budget:     D = Σ_t Δ̃_t                          (torch.sum order, see TorchSum)
 //   decay:      a = mean_n exp(A_n · D)                (Mamba-2: N = 1)
@@ -168,7 +168,7 @@ public struct ChannelThresholds: Sendable, Equatable {
     public var cumulativeDecay: Float
 }
 
-/// The solver of DESIGN.md §1 step 3 (per channel) and step 4 (aggregation over samples).
+/// The solver of docs/method.md §3 step 3 (per channel) and step 4 (aggregation over samples).
 public enum DeltaThresholdSolver {
     /// k = max(1, floor(L·p)), as `max(1, int(L * p))` in the authors' code.
     public static func clampCount(length L: Int, clampFraction p: Double) -> Int {

@@ -1,4 +1,4 @@
-// Use at inference (DESIGN.md §1): round the sequence length to the nearest tabulated length,
+// Use at inference (docs/method.md §4, docs/contracts.md "Lookup"): round the sequence length to the nearest tabulated length,
 // read each layer's τ(S), and mark channels with a_c > θ as global (only they are filtered).
 import Foundation
 
