@@ -89,9 +89,13 @@ private extension CalibrationOptions {
         let a = CalibrationFixture.database(), b = CalibrationFixture.database()
         _ = try CalibrationJob(options: CalibrationFixture.options(db: a, seed: 1)).run()
         _ = try CalibrationJob(options: CalibrationFixture.options(db: b, seed: 2)).run()
-        #expect(throws: CalibrationError.self) {
+        let error = #expect(throws: CalibrationError.self) {
             try CalibrationMerge.merge(inputs: [a, b], into: CalibrationFixture.database(), clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
         }
+        let reason = error?.reason ?? ""
+        #expect(reason.hasPrefix("\(b) comes from another calibration ("), "\(reason)")
+        #expect(reason.contains("seed 2"), "\(reason)")
+        #expect(reason.hasSuffix("shards must share model, tokenizer, corpus, seed, K and L"), "\(reason)")
     }
 
     @Test func refusesADatabaseOfAnotherSeedAndKeepsItsContents() throws {
@@ -109,13 +113,21 @@ private extension CalibrationOptions {
     @Test func refusesAModelWithoutTokenizer() throws {
         var o = CalibrationFixture.options(db: CalibrationFixture.database())
         o.modelDirectory = ModelFixtures.model("mamba2-tiny-hf")
-        #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        // mamba2-tiny-hf's config has no training length either, and that is checked first ...
+        let noLength = #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        #expect(noLength?.reason == "\(o.modelDirectory): the config does not say the model's training length")
+        // ... so give L to reach the tokenizer check.
+        o.length = 256
+        let error = #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        #expect(error?.reason == "\(o.modelDirectory) has no tokenizer.json and no --tokenizer was given")
+        #expect(error?.hint?.contains("--tokenizer") == true)
     }
 
     @Test func refusesACorpusThatCannotYieldTheSamples() throws {
         var o = CalibrationFixture.options(db: CalibrationFixture.database())
         o.length = 100_000
-        #expect(throws: (any Error).self) { try CalibrationJob(options: o).run() }
+        #expect(throws: CorpusError.notEnoughDocuments(eligible: 0, needed: 3, criteria: "at least 100000 tokens")) { try CalibrationJob(options: o).run() }
+        #expect(try CalibrationStore(path: o.databasePath, readOnly: true).calibrationKeys().isEmpty)
     }
 
     @Test func resumesAfterTheProcessIsKilledAndEndsWithTheSameTable() throws {
@@ -206,8 +218,11 @@ private extension CalibrationOptions {
         let whole = try evaluation.run(tokens: tokens, lengths: [512])
         #expect(abs(whole[0].vanillaPerplexity - points[1].vanillaPerplexity) / points[1].vanillaPerplexity < 1e-5)
         // Beyond the table: refused unless allowed.
-        #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
-        #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
+        let beyond = #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
+        #expect(beyond?.reason.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
+        #expect(beyond?.reason.contains("--allow-beyond-table") == true)
+        let short = #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
+        #expect(short?.reason == "the text has 100 tokens, fewer than the requested length 256")
     }
 }
 

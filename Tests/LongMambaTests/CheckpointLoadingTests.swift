@@ -48,15 +48,23 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
 
     @Test func refusesUnknownArchitecturesAndBadConfigs() {
         let cases = [
-            #"{"model_type":"llama","hidden_size":64}"#,
-            #"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
-            #"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
-            #"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":48,"num_heads":8}"#,
-            "{not json",
+            (#"{"model_type":"llama","hidden_size":64}"#,
+             "unsupported model_type 'llama' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"),
+            (#"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
+             "missing or non-positive hidden_size/d_model"),
+            (#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+             "unsupported ssm_cfg.layer 'Mamba3' (supported: Mamba1, Mamba2)"),
+            (#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":48,"num_heads":8}"#,
+             "num_heads 8 × head_dim 48 ≠ d_inner 128"),
         ]
-        for text in cases {
-            #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "config.json") }
+        for (text, reason) in cases {
+            let error = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "config.json") }
+            #expect(error?.path == "config.json")
+            #expect(error?.reason == reason, "\(text)")
         }
+        let notJSON = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data("{not json".utf8), path: "config.json") }
+        #expect(notJSON?.path == "config.json")
+        #expect(notJSON?.reason.hasPrefix("not valid JSON: ") == true, "\(String(describing: notJSON))")
     }
 
     @Test func refusesMissingTensorsNamingThem() throws {
@@ -74,8 +82,10 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
     @Test func refusesUnexpectedTensors() throws {
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try rewrite(dir.appendingPathComponent("model.safetensors"), add: [("backbone.layers.2.mixer.D", [128], [Float](repeating: 1, count: 128))])
-        #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
-        do { _ = try ModelCheckpoint(directory: dir.path) } catch { #expect("\(error)".contains("unexpected tensor")) }
+        let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error?.path == dir.appendingPathComponent("model.safetensors").path)
+        #expect(error?.tensor == "backbone.layers.2.mixer.D")
+        #expect(error?.reason == "unexpected tensor for a mamba model with 2 layers")
     }
 
     @Test func refusesShapesThatDisagreeWithTheConfig() throws {
@@ -97,13 +107,25 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let weights = dir.appendingPathComponent("model.safetensors")
         let data = try Data(contentsOf: weights)
         try data.prefix(data.count / 2).write(to: weights)
-        #expect(throws: SafetensorsError.self) { try ModelCheckpoint(directory: dir.path) }
+        let error = #expect(throws: SafetensorsError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error?.path == weights.path)
+        // The header survives the cut; a tensor whose bytes lay in the lost half is named.
+        let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        let dataArea = data.count / 2 - 8 - headerLength
+        #expect(error?.reason.hasSuffix("run past the end of the file (data area is \(dataArea) bytes; truncated?)") == true, "\(String(describing: error))")
+        let original = try SafetensorsFile(path: ModelFixtures.model("mamba-tiny-hf") + "/model.safetensors")
+        let lost = try #require(error?.tensor.flatMap { original.info($0) }, "\(String(describing: error))")
+        #expect(lost.byteRange.upperBound > data.count / 2)
     }
 
     @Test func refusesADirectoryWithoutWeights() throws {
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
-        #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error?.path == dir.path)
+        #expect(error?.tensor == nil)
+        #expect(error?.reason == "no weights found")
+        #expect(error?.hint?.contains("model.safetensors.index.json") == true)
     }
 
     @Test func recordingFileCarriesDeltaAAndProvenance() throws {

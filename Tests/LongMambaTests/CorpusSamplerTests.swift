@@ -262,8 +262,8 @@ func jsonLine(_ text: String, subset: String? = nil) -> String {
     @Test func refusesImpossibleOptions() throws {
         let files = try CorpusFile.expand([CorpusGolden.path])
         let t = try fixtureTokenizer()
-        #expect(throws: CorpusError.self) { try CorpusSampler(files: files, tokenizer: t, options: SamplerOptions(count: 0, length: 8, seed: 1)) }
-        #expect(throws: CorpusError.self) { try CorpusSampler(files: files, tokenizer: t, options: SamplerOptions(count: 1, length: 0, seed: 1)) }
+        #expect(throws: CorpusError.invalidOption("--count must be at least 1")) { try CorpusSampler(files: files, tokenizer: t, options: SamplerOptions(count: 0, length: 8, seed: 1)) }
+        #expect(throws: CorpusError.invalidOption("--length must be at least 1")) { try CorpusSampler(files: files, tokenizer: t, options: SamplerOptions(count: 1, length: 0, seed: 1)) }
     }
 
     @Test func provenanceRoundTripsThroughJSON() throws {

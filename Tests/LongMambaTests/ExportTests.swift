@@ -71,6 +71,9 @@ import Testing
 
     @Test func artifactExportRefusesLengthsThatAreNotWholeThousands() throws {
         let (store, id, dir) = try solvedStore(interval: 500)
-        #expect(throws: ExportError.self) { try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: "\(dir)/a") }
+        let error = #expect(throws: ExportError.self) { try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: "\(dir)/a") }
+        #expect(error?.path == "\(dir)/a")
+        #expect(error?.reason.hasPrefix("length 500 is not a whole number of thousands;") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/a"))
     }
 }

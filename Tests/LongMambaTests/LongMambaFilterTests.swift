@@ -39,10 +39,15 @@ import Testing
     }
 
     @Test func refusesNonPositiveThetaAndMismatchedTables() throws {
-        #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1]], cumulativeDecays: [[1]], theta: 0) }
-        #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1, 2]], cumulativeDecays: [[1]], theta: 0.1) }
+        let theta = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1]], cumulativeDecays: [[1]], theta: 0) }
+        #expect(theta?.reason == "θ must be > 0, got 0.0")
+        let channels = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1, 2]], cumulativeDecays: [[1]], theta: 0.1) }
+        #expect(channels?.reason == "layer 0: 2 thresholds but 1 cumulative decays")
+        let layers = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1], [1]], cumulativeDecays: [[1]], theta: 0.1) }
+        #expect(layers?.reason == "2 layers of thresholds but 1 of cumulative decays")
         let model = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
         let wrong = try LongMambaFilter(deltaThresholds: [[1]], cumulativeDecays: [[1]], theta: 0.1)
-        #expect(throws: LongMambaFilterError.self) { try wrong.validate(for: model.config) }
+        let mismatch = #expect(throws: LongMambaFilterError.self) { try wrong.validate(for: model.config) }
+        #expect(mismatch?.reason == "table has 1 layers, the model \(model.config.layerCount)")
     }
 }

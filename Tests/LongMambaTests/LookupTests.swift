@@ -40,7 +40,7 @@ import Testing
         #expect(all.length == 10_000 && all.beyondLastLength && all.layers.count == 2 && all.theta == CalibrationStore.defaultTheta)
         let json = try all.json()
         #expect(json.contains("\"global_channel\"") && json.contains("\"length\":10000"))
-        #expect(throws: StoreError.self) { try store.lookup(table: id, length: 4000, layer: 2) }
+        #expect(throws: StoreError.invalid("\(dir)/cal.sqlite: table \(id) has layers 0..<2; layer 2 does not exist")) { try store.lookup(table: id, length: 4000, layer: 2) }
         #expect(throws: StoreError.unknownTable(path: "\(dir)/cal.sqlite", id: 99)) { try store.lookup(table: 99, length: 4000) }
     }
 }

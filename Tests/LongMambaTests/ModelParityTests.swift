@@ -33,7 +33,21 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
 }
 
 @Suite struct ModelParityTests {
-    static let fixtureNames: [String] = ((try? ModelFixtures.manifest()) ?? [:]).keys.sorted()
+    /// Every model fixture scripts/make_golden.py writes. Listed here, not read from the manifest, so
+    /// a missing or broken manifest fails each case instead of running none.
+    static let fixtureNames = [
+        "falcon_mamba-tiny-hf",
+        "mamba-tiny-hf", "mamba-tiny-hf-bf16", "mamba-tiny-hf-f16", "mamba-tiny-hf-sharded", "mamba-tiny-ss",
+        "mamba2-tiny-hf", "mamba2-tiny-hf-bf16", "mamba2-tiny-hf-f16", "mamba2-tiny-hf-sharded", "mamba2-tiny-ss",
+    ]
+
+    @Test func manifestDescribesExactlyTheListedFixtures() throws {
+        let manifest = try ModelFixtures.manifest()
+        #expect(manifest.keys.sorted() == Self.fixtureNames.sorted())
+        for name in Self.fixtureNames {
+            #expect(FileManager.default.fileExists(atPath: ModelFixtures.model(name) + "/config.json"), "\(name) has no config.json")
+        }
+    }
 
     @Test(arguments: fixtureNames)
     func deltaAndLogitsMatchTransformers(fixture: String) throws {
@@ -88,7 +102,8 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
         } catch let error as ModelRunError {
             #expect(error.description.contains("position 2"))
         }
-        #expect(throws: ModelRunError.self) { _ = try model.logits(tokens: []) }
+        let empty = #expect(throws: ModelRunError.self) { _ = try model.logits(tokens: []) }
+        #expect(empty?.reason == "empty token sequence")
     }
 }
 

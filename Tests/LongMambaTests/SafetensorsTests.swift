@@ -26,11 +26,11 @@ import Testing
         let data = try w.serialized()
         let path = tempPath("trunc.safetensors")
         try data.prefix(data.count - 3).write(to: URL(fileURLWithPath: path))
-        #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: path) }
-        do { _ = try SafetensorsFile(path: path) } catch {
-            #expect("\(error)".contains("'a'"))
-            #expect("\(error)".contains("past the end"))
-        }
+        let error = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: path) }
+        #expect(error?.path == path)
+        #expect(error?.tensor == "a")
+        #expect(error?.reason == "data_offsets [0, 16) run past the end of the file (data area is 13 bytes; truncated?)")
+        #expect(error.map { "\($0)".contains("tensor 'a'") && "\($0)".contains("past the end") } == true)
     }
 
     @Test func refusesUnknownDtypeAndShapeMismatch() throws {
@@ -45,13 +45,22 @@ import Testing
             return p
         }
         let unknown = try file(#"{"x":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#, dataBytes: 2)
-        #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: unknown) }
+        let unknownError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: unknown) }
+        #expect(unknownError?.path == unknown && unknownError?.tensor == "x")
+        #expect(unknownError?.reason == "unknown dtype 'F8_E4M3' (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
         let mismatch = try file(#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, dataBytes: 8)
-        #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: mismatch) }
+        let mismatchError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: mismatch) }
+        #expect(mismatchError?.path == mismatch && mismatchError?.tensor == "x")
+        #expect(mismatchError?.reason == "shape [3] of F32 needs 12 bytes but data_offsets give 8")
         let overlap = try file(#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, dataBytes: 12)
-        #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: overlap) }
+        let overlapError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: overlap) }
+        #expect(overlapError?.path == overlap && overlapError?.tensor == "y")
+        #expect(overlapError?.reason == "byte range overlaps tensor 'x'")
         let notJSON = try file("{not json", dataBytes: 0)
-        #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: notJSON) }
+        let notJSONError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: notJSON) }
+        #expect(notJSONError?.path == notJSON && notJSONError?.tensor == nil)
+        // "{not json" is 9 bytes: the header spans bytes 8..<17.
+        #expect(notJSONError?.reason.hasPrefix("header is not valid JSON (bytes 8..<17): ") == true, "\(String(describing: notJSONError))")
     }
 
     @Test func convertsHalfAndBFloat16Exactly() {

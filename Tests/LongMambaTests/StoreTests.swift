@@ -63,8 +63,23 @@ enum SyntheticRecordings {
         #expect(a != b)
         #expect(try store.table(a).contentHash == store.table(b).contentHash)
         #expect(try store.table(a).contentHash != store.table(c).contentHash)
-        #expect(throws: (any Error).self) { try store.write { db in try db.execute(sql: "UPDATE threshold_tables SET clamp_fraction = 0.5 WHERE id = ?", arguments: [a]) } }
-        #expect(throws: (any Error).self) { try store.write { db in try db.execute(sql: "DELETE FROM table_layers WHERE table_id = ?", arguments: [a]) } }
+        // The triggers refuse at the SQLite level (RAISE(ABORT) → SQLITE_CONSTRAINT_TRIGGER) ...
+        let update = #expect(throws: DatabaseError.self) { try store.writer.write { db in try db.execute(sql: "UPDATE threshold_tables SET clamp_fraction = 0.5 WHERE id = ?", arguments: [a]) } }
+        #expect(update?.extendedResultCode == .SQLITE_CONSTRAINT_TRIGGER)
+        #expect(update?.message == "threshold tables are immutable; solve again to add a new one")
+        let delete = #expect(throws: DatabaseError.self) { try store.writer.write { db in try db.execute(sql: "DELETE FROM table_layers WHERE table_id = ?", arguments: [a]) } }
+        #expect(delete?.extendedResultCode == .SQLITE_CONSTRAINT_TRIGGER)
+        #expect(delete?.message == "threshold tables are immutable")
+        // ... and the store's write path reports that refusal as a database error naming the file.
+        let mapped = #expect(throws: StoreError.self) { try store.write { db in try db.execute(sql: "UPDATE threshold_tables SET clamp_fraction = 0.5 WHERE id = ?", arguments: [a]) } }
+        guard case let .database(path, detail)? = mapped else { Issue.record("wrong case: \(String(describing: mapped))"); return }
+        #expect(path == "\(dir)/cal.sqlite")
+        #expect(detail.contains("threshold tables are immutable; solve again to add a new one"))
+        let mappedDelete = #expect(throws: StoreError.self) { try store.write { db in try db.execute(sql: "DELETE FROM threshold_tables WHERE id = ?", arguments: [a]) } }
+        guard case let .database(_, deleteDetail)? = mappedDelete else { Issue.record("wrong case: \(String(describing: mappedDelete))"); return }
+        #expect(deleteDetail.contains("threshold tables are immutable"))
+        #expect(try store.table(a).parameters.clampFraction == 0.1)
+        #expect(try count(store, "table_layers") == 6)
         #expect(try store.tables().map(\.id) == [a, b, c])
     }
 
@@ -95,7 +110,7 @@ enum SyntheticRecordings {
             #expect(e == .newerSchema(path: path, found: 2, supported: 1))
             #expect("\(e)".contains("newer longmamba"))
         }
-        #expect(throws: StoreError.self) { try CalibrationStore(path: path, readOnly: true) }
+        #expect(throws: StoreError.newerSchema(path: path, found: 2, supported: 1)) { try CalibrationStore(path: path, readOnly: true) }
     }
 
     @Test func unknownTableAndRunAreClearErrors() throws {
@@ -103,7 +118,11 @@ enum SyntheticRecordings {
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         #expect(throws: StoreError.unknownTable(path: "\(dir)/cal.sqlite", id: 42)) { try store.table(42) }
         #expect(throws: StoreError.unknownRun(path: "\(dir)/cal.sqlite", id: 7)) { try store.solve(run: 7, clampFraction: 0.1, aggregation: .max) }
-        #expect(throws: StoreError.self) { try CalibrationStore(path: "\(dir)/missing.sqlite", readOnly: true) }
+        let missing = "\(dir)/missing.sqlite"
+        #expect(throws: StoreError.invalid("\(missing): no such database (create one with `longmamba solve --db \(missing) --recordings …`)")) {
+            try CalibrationStore(path: missing, readOnly: true)
+        }
+        #expect(!FileManager.default.fileExists(atPath: missing))
     }
 
     @Test func readOnlyStoreRefusesWritesAndLeavesDataIntact() throws {
@@ -135,14 +154,14 @@ enum SyntheticRecordings {
         let dir = SyntheticRecordings.tempDir()
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         let files = try SyntheticRecordings.write(in: dir)
-        #expect(throws: StoreError.self) { try store.importRecordings(files, failAfterLayers: 3) }
+        #expect(throws: StoreError.invalid("simulated interruption after 3 layers")) { try store.importRecordings(files, failAfterLayers: 3) }
         #expect(try count(store, "calibration_runs") == 0)
         #expect(try count(store, "recordings") == 0)
         let run = try store.importRecordings(files)
         let first = try store.solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 100, maxLength: 500)
         let layers = try (0..<2).map { try store.tableLayer(table: first, layer: $0) }
         let params = try store.table(first).parameters
-        #expect(throws: StoreError.self) { try store.saveTable(run: run, parameters: params, layers: layers, failAfterLayers: 1) }
+        #expect(throws: StoreError.invalid("simulated interruption after 1 layers")) { try store.saveTable(run: run, parameters: params, layers: layers, failAfterLayers: 1) }
         #expect(try count(store, "threshold_tables") == 1)
         #expect(try count(store, "table_layers") == 2)
         #expect(try store.tableLayer(table: first, layer: 1) == layers[1])
@@ -157,14 +176,19 @@ enum SyntheticRecordings {
         }
         let negDir = SyntheticRecordings.tempDir()
         let negative = try SyntheticRecordings.write(in: negDir, samples: 1) { _, _, d in d[0] = -0.5 }
-        #expect(throws: RecordingError.self) { try store.importRecordings(negative) }
+        let negativeError = #expect(throws: RecordingError.self) { try store.importRecordings(negative) }
+        #expect(negativeError?.path == negative[0])
+        #expect(negativeError?.reason.hasPrefix("invalid Δ recording: \(negative[0]): layer 0: Δ[token 0, channel 0] = -0.5;") == true,
+                "\(String(describing: negativeError))")
         let a = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 6)
         let b = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 5)
         do { _ = try store.importRecordings(a + b); Issue.record("channel mismatch accepted") } catch {
             #expect("\(error)".contains("5 channels"))
         }
         let c = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, layers: 3)
-        #expect(throws: RecordingError.self) { try store.importRecordings(a + c) }
+        let layerError = #expect(throws: RecordingError.self) { try store.importRecordings(a + c) }
+        #expect(layerError?.path == c[0])
+        #expect(layerError?.reason == "has 3 layers but \(a[0]) has 2")
         #expect(try count(store, "calibration_runs") == 0)
     }
 

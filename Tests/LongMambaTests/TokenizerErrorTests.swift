@@ -41,7 +41,10 @@ import Testing
     }
 
     @Test func reportsMalformedFilesAndMissingMergeTokens() throws {
-        #expect(throws: TokenizerError.self) { try BPETokenizer(data: Data("{not json".utf8), source: "x.json") }
+        let notJSON = #expect(throws: TokenizerError.self) { try BPETokenizer(data: Data("{not json".utf8), source: "x.json") }
+        guard case let .malformed(path, reason)? = notJSON else { Issue.record("wrong case: \(String(describing: notJSON))"); return }
+        #expect(path == "x.json")
+        #expect(reason.hasPrefix("not valid JSON ("), "\(reason)")
         let badMerge = try modifiedFixture {
             var m = $0["model"] as! [String: Any]
             m["merges"] = [["Ġzzzq", "qqq"]]
@@ -53,13 +56,16 @@ import Testing
         } catch let error as TokenizerError {
             #expect("\(error)".contains("merge 0"), "\(error)")
         }
-        #expect(throws: TokenizerError.self) { try BPETokenizer(contentsOf: "/nonexistent/tokenizer.json") }
+        let missing = #expect(throws: TokenizerError.self) { try BPETokenizer(contentsOf: "/nonexistent/tokenizer.json") }
+        guard case let .unreadable(missingPath, missingReason)? = missing else { Issue.record("wrong case: \(String(describing: missing))"); return }
+        #expect(missingPath == "/nonexistent/tokenizer.json")
+        #expect(!missingReason.isEmpty)
     }
 
     @Test func decodeRejectsIdsOutsideTheVocabulary() throws {
         let t = try BPETokenizer(contentsOf: TestPaths.fixture("tokenizer/fixture-tokenizer.json"))
         #expect(throws: TokenizerError.unknownTokenId(id: 2048, vocabularySize: 2048)) { try t.decode([5, 2048]) }
-        #expect(throws: TokenizerError.self) { try t.decode([-1]) }
+        #expect(throws: TokenizerError.unknownTokenId(id: -1, vocabularySize: 2048)) { try t.decode([-1]) }
     }
 
     @Test func utf8CheckFindsTheFirstBadByteAfterLongASCII() {

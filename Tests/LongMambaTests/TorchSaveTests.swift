@@ -142,12 +142,21 @@ private func zipEntries(_ zip: Data) -> [(name: String, dataOffset: Int, size: I
 
     @Test func unsignedWideDTypesAreRefused() {
         let value = TorchValue.dict([(key: "u", value: .tensor(TorchTensor(dtype: .u32, shape: [1], data: Data(count: 4))))])
-        #expect(throws: TorchSaveError.self) { try TorchSave.serialize(value) }
+        let error = #expect(throws: TorchSaveError.self) { try TorchSave.serialize(value) }
+        #expect(error?.path == nil)
+        #expect(error?.tensor == "u")
+        #expect(error?.reason == "dtype U32 has no torch storage class (torch.save supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)")
     }
 
     @Test func duplicateKeysAreRefused() {
         let t = TorchValue.tensor(TorchTensor(floats: [1], shape: [1]))
-        #expect(throws: TorchSaveError.self) { try TorchSave.serialize(.dict([(key: "a", value: t), (key: "a", value: t)])) }
+        let error = #expect(throws: TorchSaveError.self) { try TorchSave.serialize(.dict([(key: "a", value: t), (key: "a", value: t)])) }
+        #expect(error?.tensor == "a")
+        #expect(error?.reason == "duplicate key 'a' in one dict")
+        let nested = #expect(throws: TorchSaveError.self) {
+            try TorchSave.serialize(.dict([(key: "outer", value: .dict([(key: "w", value: t), (key: "w", value: t)]))]))
+        }
+        #expect(nested?.tensor == "outer.w")
     }
 
     @Test func writeErrorNamesThePath() {
