@@ -73,15 +73,9 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("give --text FILE or --tokens FILE")
         }
         var evaluation = PerplexityEvaluation(model: runner)
-        var tableName: String?
-        if let tableFile {
-            evaluation.table = try ExportedTableSource(path: tableFile); tableName = tableFile
-        } else if let db, let table {
-            evaluation.table = try StoredTableSource(store: try CalibrationStore(path: db, readOnly: true), table: table)
-            tableName = "\(db)#\(table)"
-        } else if db != nil || table != nil {
-            throw ValidationError("--db and --table go together")
-        }
+        let tableSource = try TableSourceOptions(db: db, table: table, tableFile: tableFile).open()
+        evaluation.table = tableSource?.table
+        let tableName = tableSource?.name
         let fingerprint = runner.checkpoint.fingerprint()
         if let t = evaluation.table, let tableFingerprint = t.modelFingerprint, tableFingerprint != fingerprint, !force {
             throw ValidationError("the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway")
@@ -95,7 +89,7 @@ struct EvalCommand: ParsableCommand {
             FileHandle.standardError.write(Data(($0 + "\n").utf8))
         }
         let results = PerplexityResults(model: model, modelFingerprint: fingerprint, text: source, theta: evaluation.table == nil ? nil : Double(theta),
-                                        table: tableName, filterFromLength: evaluation.table.map { filterFrom ?? $0.trainingLength * 3 / 2 }, points: points)
+                                        table: tableName, filterFromLength: evaluation.table.map { filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.trainingLength) }, points: points)
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
         print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
         for p in points {

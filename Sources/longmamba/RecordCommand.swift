@@ -5,7 +5,13 @@ import LongMamba
 struct RecordCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "record",
-        abstract: "Run a checkpoint on a token sequence and write Δ (and A, optionally logits) per layer.")
+        abstract: "Run a checkpoint on a token sequence and write Δ (and A, optionally logits) per layer.",
+        discussion: """
+            With a table (--db/--table or --table-file) the run is a LongMamba prefill of the whole \
+            sequence: the table row for its length, global channels a_c > θ, Δ kept only where Δ > τ, \
+            when the sequence has at least --filter-from tokens. The recorded Δ is then the filtered \
+            one, and the metadata holds the filter (row, θ, kept counts per layer).
+            """)
 
     @Option(help: "Model directory (config.json + safetensors or pytorch_model.bin).")
     var model: String
@@ -15,6 +21,18 @@ struct RecordCommand: ParsableCommand {
     var out: String
     @Flag(help: "Also compute and store logits [L, vocab].")
     var logits = false
+    @Option(help: "Calibration database holding the table to apply.")
+    var db: String?
+    @Option(help: "Id of the table in --db.")
+    var table: Int64?
+    @Option(help: "A table exported with `export --format safetensors`.")
+    var tableFile: String?
+    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.")
+    var theta: Float = Float(CalibrationStore.defaultTheta)
+    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × the table's training length).")
+    var filterFrom: Int?
+    @Flag(help: "Use a table made for another model (fingerprint mismatch).")
+    var force = false
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -22,13 +40,49 @@ struct RecordCommand: ParsableCommand {
         BLASThreads.set(threads)
         let ids = try TokenFile.read(tokens)
         let runner = try MambaModel(directory: model)
+        let source = try TableSourceOptions(db: db, table: table, tableFile: tableFile).open()
+        var filterRun: LongMambaFilterRun?
+        var metadata: [String: String] = [:]
+        if let source {
+            let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
+                                               filterFrom: filterFrom, force: force)
+            filterRun = prefill.run
+            metadata = prefill.metadata(tableName: source.name)
+        }
         var recorder = CollectingRecorder()
         let start = Date()
-        let logitValues = try runner.forward(tokens: ids, recorder: &recorder, computeLogits: logits)
+        let logitValues = try runner.forward(tokens: ids, recorder: &recorder, computeLogits: logits, deltaFilter: filterRun?.deltaFilter)
         let seconds = Date().timeIntervalSince(start)
-        try RecordingFile.write(layers: recorder.layers, logits: logits ? logitValues : nil, tokens: ids, checkpoint: runner.checkpoint, to: out)
+        if let filterRun {
+            metadata["longmamba_kept"] = "\(filterRun.kept)"
+            metadata["longmamba_considered"] = "\(filterRun.considered)"
+        }
+        try RecordingFile.write(layers: recorder.layers, logits: logits ? logitValues : nil, tokens: ids, checkpoint: runner.checkpoint, to: out,
+                                extraMetadata: metadata)
         FileHandle.standardError.write(Data(String(format: "recorded %d layers × %d tokens × %d channels (%@) in %.2f s (%.0f tokens/s) → %@\n",
                                                    runner.config.layerCount, ids.count, runner.config.channelCount,
                                                    runner.config.architecture.rawValue, seconds, Double(ids.count) / seconds, out).utf8))
+        if let filterRun {
+            FileHandle.standardError.write(Data("LongMamba: row \(metadata["longmamba_tabulated_length"] ?? "-"), θ = \(theta), kept \(filterRun.kept) of \(filterRun.considered) (token, global channel) pairs per layer\n".utf8))
+        } else if source != nil {
+            FileHandle.standardError.write(Data("LongMamba: \(ids.count) tokens is below the filter start \(metadata["longmamba_filter_from"] ?? "?"); no filtering\n".utf8))
+        }
+    }
+}
+
+/// `--db FILE --table ID` or `--table-file FILE`, shared by the commands that apply a table.
+struct TableSourceOptions {
+    var db: String?, table: Int64?, tableFile: String?
+
+    func open() throws -> (table: any ThresholdTableSource, name: String)? {
+        if let tableFile {
+            guard db == nil, table == nil else { throw ValidationError("give --table-file or --db/--table, not both") }
+            return (try ExportedTableSource(path: tableFile), tableFile)
+        }
+        if let db, let table {
+            return (try StoredTableSource(store: try CalibrationStore(path: db, readOnly: true), table: table), "\(db)#\(table)")
+        }
+        if db != nil || table != nil { throw ValidationError("--db and --table go together") }
+        return nil
     }
 }

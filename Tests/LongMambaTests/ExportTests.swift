@@ -54,6 +54,12 @@ import Testing
         let (store, id, dir) = try solvedStore()
         let out = "\(dir)/artifacts"
         try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: out)
+        // The export states the table and the rules the authors' code will apply to it.
+        let described = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/longmamba-table.json"))) as? [String: Any]
+        #expect((described?["metadata"] as? [String: String])?["content_hash"] == (try store.table(id).contentHash))
+        let rules = described?["inference_rules"] as? [String: String]
+        #expect(rules?["filter_start"]?.contains("int(S / 1000) > 2") == true)
+        #expect(rules?["row_choice"]?.contains("halfway takes the shorter") == true)
         for i in 0..<2 {
             for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] {
                 #expect(FileManager.default.fileExists(atPath: "\(out)/\(sub)/\(sub)_layer_\(i).pt"))

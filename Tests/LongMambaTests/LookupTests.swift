@@ -3,16 +3,17 @@ import Testing
 @testable import LongMamba
 
 @Suite struct LookupTests {
-    @Test func roundsToTheNearestLengthAndHalfwayUp() {
+    @Test func roundsToTheNearestLengthAndHalfwayToTheShorter() {
         let grid = [1000, 2000, 3000]
         func nearest(_ s: Int) -> Int? { LengthRounding.nearestIndex(of: s, in: grid).map { grid[$0] } }
         #expect(nearest(1) == 1000)
         #expect(nearest(1000) == 1000)
         #expect(nearest(1499) == 1000)
-        #expect(nearest(1500) == 2000)  // halfway → longer
+        #expect(nearest(1500) == 1000)  // halfway → shorter, as the authors' loader
         #expect(nearest(1501) == 2000)
         #expect(nearest(2499) == 2000)
-        #expect(nearest(2500) == 3000)
+        #expect(nearest(2500) == 2000)
+        #expect(nearest(2501) == 3000)
         #expect(nearest(3000) == 3000)
         #expect(nearest(1_000_000) == 3000)
         #expect(LengthRounding.nearestIndex(of: 5, in: []) == nil)
@@ -25,10 +26,14 @@ import Testing
         let id = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 1000, maxLength: 10_000)
         let l1 = try store.tableLayer(table: id, layer: 1)
         let r = try store.lookup(table: id, length: 4500, layer: 1, theta: 0.05)
-        #expect(r.length == 5000 && r.requestedLength == 4500 && !r.beyondLastLength)
+        // 4500 is halfway between 4000 and 5000: the shorter row (index 3), as the authors' loader.
+        #expect(r.length == 4000 && r.requestedLength == 4500 && !r.beyondLastLength)
         #expect(r.layers.count == 1 && r.layers[0].layer == 1)
-        #expect(r.layers[0].deltaThreshold == Array(l1.deltaThreshold[(4 * 6)..<(5 * 6)]))
-        #expect(r.layers[0].keptFraction == Array(l1.keptFraction[(4 * 6)..<(5 * 6)]))
+        #expect(r.layers[0].deltaThreshold == Array(l1.deltaThreshold[(3 * 6)..<(4 * 6)]))
+        #expect(r.layers[0].keptFraction == Array(l1.keptFraction[(3 * 6)..<(4 * 6)]))
+        let past = try store.lookup(table: id, length: 4501, layer: 1, theta: 0.05)
+        #expect(past.length == 5000)
+        #expect(past.layers[0].keptFraction == Array(l1.keptFraction[(4 * 6)..<(5 * 6)]))
         // θ equal to a channel's decay: not global (a_c > θ is strict).
         let a = l1.cumulativeDecay[2]
         let atTheta = try store.lookup(table: id, length: 4500, layer: 1, theta: Double(a))

@@ -6,7 +6,8 @@
 //   longmamba-artifacts  the directories the authors' PyTorch code loads:
 //                        tA_prod/tA_prod_layer_{i}.pt (a [C]), decay/decay_layer_{i}.pt (D [C]),
 //                        A/A_layer_{i}.pt, alpha/alpha_layer_{i}.pt and delta_t-thre/delta_t-thre_layer_{i}.pt
-//                        (dicts "{n}k" → [C], n = S / 1000)
+//                        (dicts "{n}k" → [C], n = S / 1000), and longmamba-table.json: the table's metadata
+//                        and the rules the authors' code applies to these files (row choice, filter start)
 import Foundation
 
 public enum ExportFormat: String, Sendable, CaseIterable {
@@ -31,7 +32,7 @@ public enum TableExport {
         switch format {
         case .safetensors: try writeSafetensors(layers: layers, metadata: metadata, to: path)
         case .json: try writeJSON(layers: layers, metadata: metadata, to: path)
-        case .longmambaArtifacts: try writeArtifacts(layers: layers, to: path)
+        case .longmambaArtifacts: try writeArtifacts(layers: layers, metadata: metadata, trainingLength: info.parameters.trainingLength, to: path)
         }
     }
 
@@ -96,7 +97,17 @@ public enum TableExport {
     /// The authors' key for a length: "{n}k" with n = S / 1000 (lengths must be whole thousands).
     public static func artifactKey(_ length: Int) -> String { "\(length / 1000)k" }
 
-    public static func writeArtifacts(layers: [LayerTable], to dir: String) throws {
+    /// The rules the authors' inference code (mamba2.py, load_align_target.py) applies to these
+    /// files, stated in the export so that a user knows what their run will do.
+    static func artifactRules(trainingLength: Int) -> [String: String] {
+        [
+            "row_choice": "min(keys, key=lambda x: abs(S - x)): the nearest length; exactly halfway takes the shorter (the same rule as longmamba lookup)",
+            "filter_start": "their code filters when int(S / 1000) > 2, i.e. from S = 3000 tokens, whatever the training length; longmamba eval/record default: 1.5 × L = \(LongMambaPrefill.defaultFilterStart(trainingLength: trainingLength)) tokens (--filter-from)",
+            "global_channel": "a_c > θ on tA_prod (θ: their --channel_threshold, 0.05 for mamba2-1.3b)",
+        ]
+    }
+
+    public static func writeArtifacts(layers: [LayerTable], metadata: [String: String] = [:], trainingLength: Int = 0, to dir: String) throws {
         let lengths = layers.first?.lengths ?? []
         if let bad = lengths.first(where: { $0 % 1000 != 0 }) {
             throw ExportError(path: dir, reason: "length \(bad) is not a whole number of thousands; the authors' files key lengths as \"{n}k\". Solve with --interval 1000 (or a multiple).")
@@ -120,6 +131,11 @@ public enum TableExport {
             }
             try TorchSave.write(perLength(l.keptFraction), to: "\(dir)/alpha/alpha_layer_\(i).pt")
             try TorchSave.write(perLength(l.deltaThreshold), to: "\(dir)/delta_t-thre/delta_t-thre_layer_\(i).pt")
+        }
+        let description = "{\"format\":\"longmamba-artifacts\",\"metadata\":" + metadataJSON(metadata)
+            + ",\"inference_rules\":" + metadataJSON(artifactRules(trainingLength: trainingLength)) + "}\n"
+        do { try Data(description.utf8).write(to: URL(fileURLWithPath: "\(dir)/longmamba-table.json"), options: .atomic) } catch {
+            throw ExportError(path: "\(dir)/longmamba-table.json", reason: "cannot write: \(error.localizedDescription)")
         }
     }
 }

@@ -95,3 +95,47 @@ public final class LongMambaFilterRun: @unchecked Sendable {
         }
     }
 }
+
+/// One LongMamba prefill of `length` tokens with a table: checks the table against the model,
+/// decides whether filtering applies (sequences of at least `filterFrom` tokens), and builds the
+/// filter for the table row nearest `length`.
+public struct LongMambaPrefill {
+    /// The default filter start: 1.5 × the table's training length (the authors filter from 3k
+    /// tokens on a 2k model; their code uses `int(S / 1000) > 2` whatever L is).
+    public static func defaultFilterStart(trainingLength: Int) -> Int { trainingLength * 3 / 2 }
+
+    public let theta: Float
+    public let filterFrom: Int
+    /// The tabulated length whose row is applied; nil when the sequence is below the filter start.
+    public let tabulatedLength: Int?
+    /// Counts what the filter keeps; nil when no filtering applies.
+    public let run: LongMambaFilterRun?
+
+    public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Float,
+                filterFrom: Int? = nil, force: Bool = false) throws {
+        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        let fingerprint = model.checkpoint.fingerprint()
+        if let tableFingerprint = table.modelFingerprint, tableFingerprint != fingerprint, !force {
+            throw LongMambaFilterError(reason: "the table was calibrated on model \(tableFingerprint.prefix(12)), not on this one (\(fingerprint.prefix(12))); pass --force to use it anyway")
+        }
+        self.theta = theta
+        self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
+        if length >= self.filterFrom {
+            let f = try table.filter(length: length, theta: theta)
+            try f.filter.validate(for: model.config)
+            run = LongMambaFilterRun(filter: f.filter)
+            tabulatedLength = f.tabulatedLength
+        } else {
+            run = nil
+            tabulatedLength = nil
+        }
+    }
+
+    /// What a recording made with this prefill says about it.
+    public func metadata(tableName: String) -> [String: String] {
+        var m = ["longmamba_table": tableName, "longmamba_theta": "\(theta)", "longmamba_filter_from": "\(filterFrom)"]
+        if let tabulatedLength { m["longmamba_tabulated_length"] = "\(tabulatedLength)" }
+        if let run { m["longmamba_global_channels"] = "\(run.filter.globalChannelCounts)" }
+        return m
+    }
+}

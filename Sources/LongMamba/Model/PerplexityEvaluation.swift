@@ -178,7 +178,7 @@ public struct PerplexityEvaluation {
             var filter: LongMambaFilter?
             var tabulated: Int?
             if let table {
-                let from = filterFromLength ?? table.trainingLength * 3 / 2
+                let from = filterFromLength ?? LongMambaPrefill.defaultFilterStart(trainingLength: table.trainingLength)
                 if S >= from {
                     if S > (table.lengths.last ?? 0) && !allowBeyondTable {
                         throw LongMambaFilterError(reason: "length \(S) is beyond the table's largest length \(table.lengths.last ?? 0); solve with a larger --max-length, or pass --allow-beyond-table to use the largest")

@@ -16,7 +16,9 @@ extension RecordingFile {
         }
     }
 
-    public static func write(layers: [LayerDelta], logits: [Float]?, tokens: [Int], checkpoint: ModelCheckpoint, to path: String) throws {
+    /// - extraMetadata: added to `__metadata__` (e.g. the LongMamba filter a run used).
+    public static func write(layers: [LayerDelta], logits: [Float]?, tokens: [Int], checkpoint: ModelCheckpoint, to path: String,
+                             extraMetadata: [String: String] = [:]) throws {
         let c = checkpoint.config
         var writer = SafetensorsWriter()
         writer.metadata = [
@@ -31,7 +33,7 @@ extension RecordingFile {
             "delta_path": deltaPath(c),
             "dt_limit": "[\(c.dtLimitLower), \(c.dtLimitUpper)]",
             "training_length": c.trainingLength.map(String.init) ?? "",
-        ]
+        ].merging(extraMetadata) { _, extra in extra }
         for l in layers {
             writer.add("layer.\(l.layer).delta", shape: [l.length, l.channels], floats: l.delta)
             writer.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)

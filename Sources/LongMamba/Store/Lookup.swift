@@ -4,10 +4,11 @@ import Foundation
 
 /// The rounding rule from a sequence length to a tabulated length.
 public enum LengthRounding {
-    /// Nearest tabulated length; exactly halfway between two entries rounds UP to the longer one
-    /// (e.g. 2500 → 3000 with a 1000-token grid; 2499 → 2000). Below the first entry: the first;
+    /// Nearest tabulated length; exactly halfway between two entries takes the SHORTER one, as the
+    /// authors' loader does (`min(lengths, key=lambda x: abs(S - x))` keeps the first of equals):
+    /// e.g. 2500 → 2000 with a 1000-token grid; 2501 → 3000. Below the first entry: the first;
     /// above the last: the last (`beyondLastLength` is then true).
-    public static let tieRule = "nearest tabulated length; exactly halfway rounds up to the longer length; beyond the grid clamps to its ends"
+    public static let tieRule = "nearest tabulated length; exactly halfway takes the shorter length; beyond the grid clamps to its ends"
 
     public static func nearestIndex(of length: Int, in lengths: [Int]) -> Int? {
         guard !lengths.isEmpty else { return nil }
@@ -17,7 +18,7 @@ public enum LengthRounding {
         if lo == 0 { return 0 }
         if lo == lengths.count { return lengths.count - 1 }
         let below = length - lengths[lo - 1], above = lengths[lo] - length
-        return above <= below ? lo : lo - 1  // tie → longer length
+        return above < below ? lo : lo - 1  // tie → shorter length
     }
 }
 
