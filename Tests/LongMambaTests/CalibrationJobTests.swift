@@ -226,6 +226,38 @@ private extension CalibrationOptions {
     }
 }
 
+@Suite struct LongMambaPrefillTests {
+    @Test func prefillFiltersFromOnePointFiveTimesLWithTheNearestRowAndRefusesOtherModels() throws {
+        let db = CalibrationFixture.database()
+        var o = CalibrationFixture.options(db: db)
+        o.sampleCount = 2; o.maxLength = 1024
+        let id = try CalibrationJob(options: o).run().tableIDs[0]
+        let source = try StoredTableSource(store: CalibrationStore(path: db, readOnly: true), table: id)
+        let model = try MambaModel(directory: o.modelDirectory)
+        let L = source.trainingLength
+        #expect(LongMambaPrefill.defaultFilterStart(trainingLength: L) == L * 3 / 2)
+        let below = try LongMambaPrefill(table: source, model: model, length: L * 3 / 2 - 1, theta: 0.01)
+        #expect(below.run == nil && below.tabulatedLength == nil)
+        let at = try LongMambaPrefill(table: source, model: model, length: L * 3 / 2, theta: 0.01)
+        #expect(at.run != nil)
+        #expect(at.tabulatedLength == source.lengths[LengthRounding.nearestIndex(of: L * 3 / 2, in: source.lengths)!])
+        #expect(at.metadata(tableName: "t")["longmamba_tabulated_length"] == at.tabulatedLength.map(String.init))
+        let early = try LongMambaPrefill(table: source, model: model, length: 10, theta: 0.01, filterFrom: 10)
+        #expect(early.run != nil)
+        let zero = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: model, length: 600, theta: 0) }
+        #expect(zero?.reason == "θ must be > 0, got 0.0")
+        let other = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
+        let refused = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01) }
+        #expect(refused?.reason.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
+        // Forced onto a model of the same shape: accepted. Onto a Mamba-1 with 128 channels per
+        // layer: refused by the shape check instead.
+        #expect(try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01, force: true).run != nil)
+        let mamba1 = try MambaModel(directory: ModelFixtures.model("mamba-tiny-hf"))
+        let mismatch = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: mamba1, length: 600, theta: 0.01, force: true) }
+        #expect(mismatch?.reason == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
+    }
+}
+
 @Suite struct ExportedTableSourceTests {
     @Test func anExportedTableGivesTheSameFilterAsTheStoredOne() throws {
         let db = CalibrationFixture.database()
