@@ -1,0 +1,28 @@
+"""Exceptions, worded as the longmamba CLI words the same refusals."""
+
+
+class LongMambaTableError(ValueError):
+    """Base class: a table that cannot be read or applied."""
+
+
+class NotAStoreError(LongMambaTableError):
+    """The file is not a longmamba SQLite database."""
+
+
+class NewerSchemaError(LongMambaTableError):
+    """The database was written by a newer longmamba."""
+
+
+class UnknownTableError(LongMambaTableError, KeyError):
+    """No table with that id."""
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+class ModelMismatchError(LongMambaTableError):
+    """The table belongs to another model (fingerprint, layers or channels)."""
+
+
+class UnsupportedModelError(LongMambaTableError, TypeError):
+    """The model class has no Mamba mixers this package knows how to patch."""
