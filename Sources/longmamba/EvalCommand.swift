@@ -16,24 +16,13 @@ struct EvalCommand: ParsableCommand {
     var tokens: String?
     @Option(help: "tokenizer.json (default: the model directory's).")
     var tokenizer: String?
-    @Option(help: "SQLite database holding the table.")
-    var db: String?
-    @Option(help: "Table id in --db.")
-    var table: Int64?
-    @Option(help: "Instead of --db/--table: a table exported as safetensors.")
-    var tableFile: String?
-    @Option(help: "Channel threshold θ: channels with cumulative decay above it are global.")
-    var theta: Float = 0.05
+    @OptionGroup var tableOptions: AppliedTableOptions
     @Option(help: "Lengths, comma-separated; k = ×1000 (e.g. 2k,4k,8k or 256,512).")
     var lengths: String
     @Option(help: "Windows per length, evenly spaced over the text (1 = the first window).")
     var windows: Int = 1
-    @Option(help: "Filter only windows of at least this many tokens (default 1.5 × the table's training length).")
-    var filterFrom: Int?
     @Flag(help: "Use the table's largest length for longer windows instead of refusing.")
     var allowBeyondTable = false
-    @Flag(help: "Use a table made for another model (fingerprint mismatch).")
-    var force = false
     @Option(help: "Write results as JSON.")
     var json: String?
     @Option(help: "Write results as CSV.")
@@ -73,7 +62,8 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("give --text FILE or --tokens FILE")
         }
         var evaluation = PerplexityEvaluation(model: runner)
-        let tableSource = try TableSourceOptions(db: db, table: table, tableFile: tableFile).open()
+        let tableSource = try tableOptions.open()
+        let (theta, filterFrom, force) = (tableOptions.theta, tableOptions.filterFrom, tableOptions.force)
         evaluation.table = tableSource?.table
         let tableName = tableSource?.name
         let fingerprint = runner.checkpoint.fingerprint()

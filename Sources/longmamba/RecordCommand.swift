@@ -21,18 +21,7 @@ struct RecordCommand: ParsableCommand {
     var out: String
     @Flag(help: "Also compute and store logits [L, vocab].")
     var logits = false
-    @Option(help: "Calibration database holding the table to apply.")
-    var db: String?
-    @Option(help: "Id of the table in --db.")
-    var table: Int64?
-    @Option(help: "A table exported with `export --format safetensors`.")
-    var tableFile: String?
-    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.")
-    var theta: Float = Float(CalibrationStore.defaultTheta)
-    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × the table's training length).")
-    var filterFrom: Int?
-    @Flag(help: "Use a table made for another model (fingerprint mismatch).")
-    var force = false
+    @OptionGroup var tableOptions: AppliedTableOptions
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -40,12 +29,13 @@ struct RecordCommand: ParsableCommand {
         BLASThreads.set(threads)
         let ids = try TokenFile.read(tokens)
         let runner = try MambaModel(directory: model)
-        let source = try TableSourceOptions(db: db, table: table, tableFile: tableFile).open()
+        let source = try tableOptions.open()
+        let theta = tableOptions.theta
         var filterRun: LongMambaFilterRun?
         var metadata: [String: String] = [:]
         if let source {
             let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
-                                               filterFrom: filterFrom, force: force)
+                                               filterFrom: tableOptions.filterFrom, force: tableOptions.force)
             filterRun = prefill.run
             metadata = prefill.metadata(tableName: source.name)
         }
@@ -70,9 +60,21 @@ struct RecordCommand: ParsableCommand {
     }
 }
 
-/// `--db FILE --table ID` or `--table-file FILE`, shared by the commands that apply a table.
-struct TableSourceOptions {
-    var db: String?, table: Int64?, tableFile: String?
+/// The table a command applies and how: `--db FILE --table ID` or `--table-file FILE`, θ, the
+/// filter start and `--force`; shared by `record` and `eval`.
+struct AppliedTableOptions: ParsableArguments {
+    @Option(help: "Calibration database holding the table to apply.")
+    var db: String?
+    @Option(help: "Id of the table in --db.")
+    var table: Int64?
+    @Option(help: "Instead of --db/--table: a table exported with `export --format safetensors`.")
+    var tableFile: String?
+    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.")
+    var theta: Float = Float(CalibrationStore.defaultTheta)
+    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × the table's training length).")
+    var filterFrom: Int?
+    @Flag(help: "Use a table made for another model (fingerprint mismatch).")
+    var force = false
 
     func open() throws -> (table: any ThresholdTableSource, name: String)? {
         if let tableFile {
