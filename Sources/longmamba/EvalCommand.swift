@@ -67,9 +67,7 @@ struct EvalCommand: ParsableCommand {
         evaluation.table = tableSource?.table
         let tableName = tableSource?.name
         let fingerprint = runner.checkpoint.fingerprint()
-        if let t = evaluation.table, let tableFingerprint = t.modelFingerprint, tableFingerprint != fingerprint, !force {
-            throw ValidationError("the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway")
-        }
+        try evaluation.table?.checkModel(fingerprint: fingerprint, name: model, force: force)
         evaluation.theta = theta
         evaluation.filterFromLength = filterFrom
         evaluation.allowBeyondTable = allowBeyondTable

@@ -34,8 +34,9 @@ struct RecordCommand: ParsableCommand {
         var filterRun: LongMambaFilterRun?
         var metadata: [String: String] = [:]
         if let source {
+            try source.table.checkModel(fingerprint: runner.checkpoint.fingerprint(), force: tableOptions.force)
             let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
-                                               filterFrom: tableOptions.filterFrom, force: tableOptions.force)
+                                               filterFrom: tableOptions.filterFrom)
             filterRun = prefill.run
             metadata = prefill.metadata(tableName: source.name)
         }

@@ -247,13 +247,14 @@ private extension CalibrationOptions {
         let zero = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: model, length: 600, theta: 0) }
         #expect(zero?.reason == "θ must be > 0, got 0.0")
         let other = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
-        let refused = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01) }
+        let refused = #expect(throws: LongMambaFilterError.self) { try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: false) }
         #expect(refused?.reason.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
         // Forced onto a model of the same shape: accepted. Onto a Mamba-1 with 128 channels per
         // layer: refused by the shape check instead.
-        #expect(try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01, force: true).run != nil)
+        try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: true)
+        #expect(try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01).run != nil)
         let mamba1 = try MambaModel(directory: ModelFixtures.model("mamba-tiny-hf"))
-        let mismatch = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: mamba1, length: 600, theta: 0.01, force: true) }
+        let mismatch = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: mamba1, length: 600, theta: 0.01) }
         #expect(mismatch?.reason == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
     }
 }

@@ -38,12 +38,15 @@ _installed = {}   # (module, function) -> original
 _users = [0]
 
 
-def _filter_dt(dt, channel_dim):
-    """Applies the active mixer's filter to Δ (after bias, softplus, clamp)."""
-    import torch
+def _active_rule():
+    """(handle, layer, (τ, global mask)) of the mixer running now, or None when nothing is filtered."""
     active = _active.get()
-    if active is None or active[2] is None:
-        return dt
+    return None if active is None or active[2] is None else active
+
+
+def _filter_dt(dt, channel_dim, active):
+    """Applies the active mixer's rule to Δ (after bias, softplus, clamp)."""
+    import torch
     handle, layer, (tau, is_global) = active
     shape = [1] * dt.dim()
     shape[channel_dim] = -1
@@ -61,18 +64,20 @@ def _wrap(original, kind):
 
     if kind == "m1":
         def scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kw):
-            if _active.get() is None or _active.get()[2] is None:
+            active = _active_rule()
+            if active is None:
                 return original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kw)
             if delta_bias is not None:
                 dt = dt + delta_bias.to(dt.dtype)[..., None]
             if delta_softplus:
                 dt = F.softplus(dt)
-            dt = _filter_dt(dt, 1)                                        # dt: [B, d_inner, L]
+            dt = _filter_dt(dt, 1, active)                                # dt: [B, d_inner, L]
             return original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=None, delta_softplus=False, **kw)
     else:
         def scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
                  dt_limit=(0.0, float("inf")), **kw):
-            if _active.get() is None or _active.get()[2] is None:
+            active = _active_rule()
+            if active is None:
                 return original(hidden_states, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
                                 dt_limit=dt_limit, **kw)
             if dt_bias is not None:
@@ -80,7 +85,7 @@ def _wrap(original, kind):
             if dt_softplus:
                 dt = F.softplus(dt)
             dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1])
-            dt = _filter_dt(dt, 2)                                        # dt: [B, L, H]
+            dt = _filter_dt(dt, 2, active)                                # dt: [B, L, H]
             return original(hidden_states, dt, A, B, C, chunk_size, D=D, dt_bias=None, dt_softplus=False,
                             dt_limit=(0.0, float("inf")), **kw)
     scan._longmamba_original = original
@@ -164,8 +169,7 @@ class LongMambaHandle:
             hidden = args[0] if args else kwargs.get("hidden_states")
             S = int(hidden.shape[1])
             rule = self._row(S)[layer] if S >= self.filter_from and S > 1 else None
-            kwargs_token = _active.set((self, layer, rule))
-            module._longmamba_token = kwargs_token
+            module._longmamba_token = _active.set((self, layer, rule))
         return hook
 
     @staticmethod

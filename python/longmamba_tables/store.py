@@ -10,6 +10,7 @@ See docs/method.md and docs/contracts.md in the repository.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -271,7 +272,7 @@ def open(path: str) -> Store:  # noqa: A001 - the documented name
 def _read_safetensors(path: str):
     """A minimal safetensors reader (numpy only): returns ({name: array}, metadata)."""
     dtypes = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
-    with builtins_open(path, "rb") as f:
+    with builtins.open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
             raise LongMambaTableError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
@@ -297,15 +298,11 @@ def _read_safetensors(path: str):
     return tensors, metadata
 
 
-import builtins as _builtins  # noqa: E402
-builtins_open = _builtins.open
-
-
 def load_export(path: str) -> Table:
     """Reads `longmamba export --format safetensors` or `--format json`."""
     if path.endswith(".json"):
         try:
-            with builtins_open(path, "r", encoding="utf-8") as f:
+            with builtins.open(path, "r", encoding="utf-8") as f:
                 doc = json.load(f)
         except (ValueError, UnicodeDecodeError) as e:
             raise LongMambaTableError(f"{path}: not a longmamba JSON table ({e})") from None

@@ -96,9 +96,20 @@ public final class LongMambaFilterRun: @unchecked Sendable {
     }
 }
 
-/// One LongMamba prefill of `length` tokens with a table: checks the table against the model,
-/// decides whether filtering applies (sequences of at least `filterFrom` tokens), and builds the
-/// filter for the table row nearest `length`.
+extension ThresholdTableSource {
+    /// Refuses a table calibrated on another model (fingerprint mismatch) unless `force`.
+    /// Done once per model, not per length: the fingerprint hashes every weight.
+    public func checkModel(fingerprint: String, name: String = "this one", force: Bool) throws {
+        if let tableFingerprint = modelFingerprint, tableFingerprint != fingerprint, !force {
+            throw LongMambaFilterError(reason: "the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(name) (\(fingerprint.prefix(12))); pass --force to use it anyway")
+        }
+    }
+}
+
+/// One LongMamba prefill of `length` tokens with a table: decides whether filtering applies
+/// (sequences of at least `filterFrom` tokens), and builds the filter for the table row nearest
+/// `length`, checked against the model's layers and channels. (The fingerprint check is
+/// `ThresholdTableSource.checkModel`.)
 public struct LongMambaPrefill {
     /// The default filter start: 1.5 × the table's training length (the authors filter from 3k
     /// tokens on a 2k model; their code uses `int(S / 1000) > 2` whatever L is).
@@ -111,16 +122,16 @@ public struct LongMambaPrefill {
     /// Counts what the filter keeps; nil when no filtering applies.
     public let run: LongMambaFilterRun?
 
+    /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
     public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Float,
-                filterFrom: Int? = nil, force: Bool = false) throws {
+                filterFrom: Int? = nil, allowBeyondTable: Bool = true) throws {
         guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
-        let fingerprint = model.checkpoint.fingerprint()
-        if let tableFingerprint = table.modelFingerprint, tableFingerprint != fingerprint, !force {
-            throw LongMambaFilterError(reason: "the table was calibrated on model \(tableFingerprint.prefix(12)), not on this one (\(fingerprint.prefix(12))); pass --force to use it anyway")
-        }
         self.theta = theta
         self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
         if length >= self.filterFrom {
+            if length > (table.lengths.last ?? 0) && !allowBeyondTable {
+                throw LongMambaFilterError(reason: "length \(length) is beyond the table's largest length \(table.lengths.last ?? 0); solve with a larger --max-length, or pass --allow-beyond-table to use the largest")
+            }
             let f = try table.filter(length: length, theta: theta)
             try f.filter.validate(for: model.config)
             run = LongMambaFilterRun(filter: f.filter)

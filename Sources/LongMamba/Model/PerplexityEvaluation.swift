@@ -175,20 +175,11 @@ public struct PerplexityEvaluation {
             guard tokens.count >= S else {
                 throw ModelRunError(reason: "the text has \(tokens.count) tokens, fewer than the requested length \(S)")
             }
-            var filter: LongMambaFilter?
-            var tabulated: Int?
-            if let table {
-                let from = filterFromLength ?? LongMambaPrefill.defaultFilterStart(trainingLength: table.trainingLength)
-                if S >= from {
-                    if S > (table.lengths.last ?? 0) && !allowBeyondTable {
-                        throw LongMambaFilterError(reason: "length \(S) is beyond the table's largest length \(table.lengths.last ?? 0); solve with a larger --max-length, or pass --allow-beyond-table to use the largest")
-                    }
-                    let f = try table.filter(length: S, theta: theta)
-                    try f.filter.validate(for: model.config)
-                    filter = f.filter
-                    tabulated = f.tabulatedLength
-                }
+            let prefill = try table.map {
+                try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)
             }
+            let filter = prefill?.run?.filter
+            let tabulated = prefill?.tabulatedLength
             let offsets = windows <= 1 || tokens.count == S ? [0] : (0..<windows).map { $0 * (tokens.count - S) / (windows - 1) }
             var vanilla = (sum: 0.0, count: 0), filtered = (sum: 0.0, count: 0)
             var kept = 0.0, runs = 0
