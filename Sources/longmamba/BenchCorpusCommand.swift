@@ -99,7 +99,7 @@ struct BenchCorpusCommand: ParsableCommand {
             print(String(format: "zstd -dc | wc -l: best %.2f s = %.1f MB/s; sampler/baseline throughput = %.0f%% (wall), %.0f%% (CPU: %.2f s vs %.2f s)",
                          b.wall, mb / b.wall, 100 * b.wall / bestSampler.wall, 100 * b.cpu / bestSampler.cpu, bestSampler.cpu, b.cpu))
         }
-        print("peak RSS after sampling: \(peakRSSMegabytes()) MB")
+        print("peak RSS after sampling: \(Int(PeakMemory.megabytes)) MB")
         }
 
         if tokenizerMB > 0 {
@@ -117,7 +117,7 @@ struct BenchCorpusCommand: ParsableCommand {
             let s = Date().timeIntervalSince(t1)
             print(String(format: "tokenizer: %.1f MB of text, %d tokens, %.2f s, %.2f MB/s (one thread), ids checksum %@",
                          Double(total) / 1_048_576, tokens, s, Double(total) / 1_048_576 / s, String(checksum)))
-            print("peak RSS at end: \(peakRSSMegabytes()) MB")
+            print("peak RSS at end: \(Int(PeakMemory.megabytes)) MB")
         }
     }
 
@@ -131,16 +131,5 @@ struct BenchCorpusCommand: ParsableCommand {
             return total < megabytes << 20
         }
         return texts
-    }
-
-    func peakRSSMegabytes() -> Int {
-        var usage = rusage()
-        #if canImport(Glibc)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Int(usage.ru_maxrss) / 1024  // kilobytes on Linux
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        return Int(usage.ru_maxrss) / 1_048_576  // bytes on macOS
-        #endif
     }
 }

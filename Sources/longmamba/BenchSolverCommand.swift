@@ -19,14 +19,8 @@ struct BenchSolverCommand: ParsableCommand {
 
     /// Synthetic Δ = softplus(μ_c + σ_c·z) with per-channel μ, σ; deterministic per (layer, sample, channel).
     static func syntheticRow(layer: Int, sample: Int, channel: Int, tokens L: Int) -> [Float] {
-        var state = UInt64(truncatingIfNeeded: (layer &* 1_000_003 &+ channel) &* 7919) &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15
-        func next() -> Double {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
-        }
+        var rng = SplitMix64(seed: UInt64(truncatingIfNeeded: (layer &* 1_000_003 &+ channel) &* 7919) &+ UInt64(sample) &* 0x9E37_79B9_7F4A_7C15)
+        func next() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
         var chState = UInt64(truncatingIfNeeded: layer &* 31 &+ channel &* 131)
         chState = chState &* 0x9E37_79B9_7F4A_7C15
         let mu = -5 + 4 * Double(chState >> 11) / Double(1 << 53)

@@ -41,8 +41,6 @@ struct CalibrateCommand: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "No progress on stderr.")
     var quiet = false
-    @Option(help: .hidden)
-    var pauseAfterSample: Double = 0
 
     func run() throws {
         BLASThreads.set(threads)
@@ -62,11 +60,15 @@ struct CalibrateCommand: ParsableCommand {
         guard parts.count == 2 else { throw ValidationError("--shard must look like i/n, e.g. 0/4") }
         options.shardIndex = parts[0]
         options.shardCount = parts[1]
-        options.pauseAfterSampleSeconds = pauseAfterSample
 
         let display = ProgressDisplay(enabled: !quiet)
         let started = Date()
-        let result = try CalibrationJob(options: options).run { display.show($0) }
+        // Interruption tests kill the process between samples; this pause makes the moment certain.
+        let pause = Double(ProcessInfo.processInfo.environment["LONGMAMBA_TEST_PAUSE_AFTER_SAMPLE"] ?? "") ?? 0
+        let result = try CalibrationJob(options: options).run { event in
+            display.show(event)
+            if pause > 0, case .sampleCommitted = event { Thread.sleep(forTimeInterval: pause) }
+        }
         let wall = Date().timeIntervalSince(started)
         var lines = ["run \(result.runID): recorded \(result.samplesRecorded) samples, \(result.samplesResumed) already committed"
                      + String(format: " · %.1f tokens/s · wall %.1f s · peak memory %.0f MiB", result.tokensPerSecond, wall, PeakMemory.megabytes)]
@@ -110,6 +112,8 @@ final class ProgressDisplay {
             emit("solving p = \(p), aggregate \(aggregation.rawValue)", transient: true)
         case .solved(let table):
             emit("table \(table) stored", transient: false)
+        case .reused(let table):
+            emit("table \(table) already stored with these parameters", transient: false)
         }
     }
 

@@ -45,57 +45,28 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         BLASThreads.set(threads)
-        let runner = try MambaModel(directory: model)
-        let ids: [Int]
-        let source: String
-        if let tokens {
-            ids = try TokenFile.read(tokens); source = tokens
-        } else if let text {
-            let path = tokenizer ?? URL(fileURLWithPath: model).appendingPathComponent("tokenizer.json").path
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw ValidationError("\(model) has no tokenizer.json; pass --tokenizer or --tokens")
-            }
-            let tok = try BPETokenizer(contentsOf: path)
-            guard let data = FileManager.default.contents(atPath: text) else { throw ValidationError("cannot read \(text)") }
-            ids = try tok.encode(utf8: [UInt8](data), source: text); source = text
-        } else {
+        let input: EvaluationText
+        if let tokens { input = .tokens(path: tokens) } else if let text { input = .text(path: text, tokenizer: tokenizer) } else {
             throw ValidationError("give --text FILE or --tokens FILE")
         }
-        var evaluation = PerplexityEvaluation(model: runner)
-        let tableSource = try tableOptions.open()
-        let (theta, filterFrom, force) = (tableOptions.theta, tableOptions.filterFrom, tableOptions.force)
-        evaluation.table = tableSource?.table
-        let tableName = tableSource?.name
-        let fingerprint = runner.checkpoint.fingerprint()
-        try evaluation.table?.checkModel(fingerprint: fingerprint, name: model, force: force)
-        evaluation.theta = theta
-        evaluation.filterFromLength = filterFrom
-        evaluation.allowBeyondTable = allowBeyondTable
-        evaluation.windows = windows
-        evaluation.chunk = chunk
-        let points = try evaluation.run(tokens: ids, lengths: try Self.parseLengths(lengths)) {
-            FileHandle.standardError.write(Data(($0 + "\n").utf8))
-        }
-        let results = PerplexityResults(model: model, modelFingerprint: fingerprint, text: source, theta: evaluation.table == nil ? nil : Double(theta),
-                                        table: tableName, filterFromLength: evaluation.table.map { filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.trainingLength) }, points: points)
+        var options = EvaluationOptions(modelDirectory: model, text: input, lengths: try Self.parseLengths(lengths))
+        options.table = try tableOptions.choice()
+        options.theta = tableOptions.theta
+        options.filterFrom = tableOptions.filterFrom
+        options.force = tableOptions.force
+        options.allowBeyondTable = allowBeyondTable
+        options.windows = windows
+        options.chunk = chunk
+        let results = try EvaluationJob(options: options).run { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
         print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
-        for p in points {
+        for p in results.points {
             print([cell(String(p.length), 8), cell(String(p.windows), 8), cell(String(format: "%.3f", p.vanillaPerplexity), 12),
                    cell(p.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-", 12),
                    cell(p.tabulatedLength.map(String.init) ?? "-", 10), cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 8)].joined(separator: " "))
         }
         if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
         if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
-        if let svg {
-            var chart = SVGChart(title: "perplexity against length", xLabel: "sequence length (tokens)", yLabel: "perplexity")
-            chart.xScale = .log10; chart.yScale = .log10
-            let c = results.curve
-            chart.series = [SVGChart.Series(name: "vanilla", points: zip(c.lengths, c.vanilla).map { (x: Double($0), y: $1) }, color: "#1f77b4", drawPoints: true)]
-            if evaluation.table != nil {
-                chart.series.append(SVGChart.Series(name: "LongMamba θ=\(theta)", points: zip(c.lengths, c.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }, color: "#d62728", drawPoints: true))
-            }
-            try Data(chart.svg().utf8).write(to: URL(fileURLWithPath: svg))
-        }
+        if let svg { try Data(CalibrationReport.perplexityChart(results.curve, theta: results.theta).svg().utf8).write(to: URL(fileURLWithPath: svg)) }
     }
 }

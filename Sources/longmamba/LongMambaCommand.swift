@@ -8,17 +8,18 @@ struct LongMambaCommand: AsyncParsableCommand {
         abstract: "LongMamba calibration: per-channel Δ-threshold tables for Mamba-family models.",
         version: ToolInfo.version,
         subcommands: [
-            // Issue 5: the main job
-            CalibrateCommand.self, MergeCommand.self, ReportCommand.self,
-            // Issue 6: LongMamba inference
-            EvalCommand.self,
-            // Issue 2: model runner
-            RecordCommand.self, BenchCommand.self,
-            // Issue 3: corpus and tokenizer
-            SampleCommand.self, TokenizeCommand.self, BenchCorpusCommand.self,
-            // Issue 4: solver, store, lookup, export
-            SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self,
-            LookupCommand.self, ExportCommand.self, BenchSolverCommand.self,
+            // The main job: corpus → samples → Δ → tables, resumable, shardable
+            CalibrateCommand.self, MergeCommand.self,
+            // Corpus and tokenizer
+            SampleCommand.self, TokenizeCommand.self,
+            // Model runner (Δ recordings)
+            RecordCommand.self,
+            // Solver and store: tables from recordings
+            SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self, MigrateCommand.self,
+            // Using tables: lookup, evaluation, export, report
+            LookupCommand.self, EvalCommand.self, ExportCommand.self, ReportCommand.self,
+            // Benchmarks (each prints this machine's baseline beside its figure)
+            BenchCommand.self, BenchCorpusCommand.self, BenchSolverCommand.self,
         ]
     )
 }

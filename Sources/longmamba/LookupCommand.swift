@@ -12,10 +12,10 @@ struct LookupCommand: ParsableCommand {
     @Option(help: "Table id.") var table: Int64
     @Option(help: "Sequence length S in tokens.") var length: Int
     @Option(help: "Only this layer.") var layer: Int?
-    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.") var theta: Double = CalibrationStore.defaultTheta
+    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.") var theta: Double = GlobalChannels.defaultTheta
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
-        print(try store.lookup(table: table, length: length, layer: layer, theta: theta).json())
+        print(try TableLookup(store: store).lookup(table: table, length: length, layer: layer, theta: theta).json())
     }
 }

@@ -71,21 +71,22 @@ struct AppliedTableOptions: ParsableArguments {
     @Option(help: "Instead of --db/--table: a table exported with `export --format safetensors`.")
     var tableFile: String?
     @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.")
-    var theta: Float = Float(CalibrationStore.defaultTheta)
+    var theta: Double = GlobalChannels.defaultTheta
     @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × the table's training length).")
     var filterFrom: Int?
     @Flag(help: "Use a table made for another model (fingerprint mismatch).")
     var force = false
 
-    func open() throws -> (table: any ThresholdTableSource, name: String)? {
+    /// The table named on the command line, if any.
+    func choice() throws -> TableChoice? {
         if let tableFile {
             guard db == nil, table == nil else { throw ValidationError("give --table-file or --db/--table, not both") }
-            return (try ExportedTableSource(path: tableFile), tableFile)
+            return .exported(path: tableFile)
         }
-        if let db, let table {
-            return (try StoredTableSource(store: try CalibrationStore(path: db, readOnly: true), table: table), "\(db)#\(table)")
-        }
+        if let db, let table { return .stored(database: db, table: table) }
         if db != nil || table != nil { throw ValidationError("--db and --table go together") }
         return nil
     }
+
+    func open() throws -> (table: any ThresholdTableSource, name: String)? { try choice()?.open() }
 }

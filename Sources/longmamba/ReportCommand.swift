@@ -13,7 +13,7 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Table id.")
     var table: Int64
     @Option(help: "Channel threshold θ for the global/local split.")
-    var theta: Double = CalibrationStore.defaultTheta
+    var theta: Double = GlobalChannels.defaultTheta
     @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot.")
     var eval: String?
     @Option(help: "Output .html file.")

@@ -59,7 +59,7 @@ struct SolveCommand: ParsableCommand {
             run = try store.importRecordings(recordings, representation: chosen)
             FileHandle.standardError.write(Data("imported \(recordings.count) recordings as calibration run \(run)\n".utf8))
         }
-        let id = try store.solve(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval, maxLength: maxLength,
+        let id = try TableService(store: store).solve(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval, maxLength: maxLength,
                                  trainingLength: trainingLength, method: naive ? .naive : .fast)
         print(id)
     }

@@ -22,17 +22,18 @@ struct SweepCommand: ParsableCommand {
         let thetas = try parseList(theta, name: "theta") { Double($0) }
         let lengths = try parseList(summaryLengths, name: "summary-lengths") { Int($0) }
         let store = try CalibrationStore(path: db)
+        let service = TableService(store: store)
         var rows: [[String]] = []
         for p in ps {
             for agg in aggs {
-                let id = try store.solve(run: runID, clampFraction: p, aggregation: agg, interval: interval, maxLength: maxLength)
+                let id = try service.solve(run: runID, clampFraction: p, aggregation: agg, interval: interval, maxLength: maxLength)
                 print("table \(id): p = \(p), aggregation = \(agg.rawValue)")
                 let info = try store.table(id)
                 let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
                 let channels = layers.reduce(0) { $0 + $1.channels }
                 var row = [String(id), String(p), agg.rawValue]
                 for th in thetas {
-                    let global = layers.reduce(0) { $0 + $1.cumulativeDecay.filter { Double($0) > th }.count }
+                    let global = layers.reduce(0) { $0 + GlobalChannels.count(cumulativeDecay: $1.cumulativeDecay, theta: th) }
                     row.append("\(global)/\(channels)")
                 }
                 for S in lengths {

@@ -52,11 +52,11 @@ private extension CalibrationOptions {
         let table = try store.table(result.tableIDs[0])
         #expect(table.parameters.trainingLength == 256)
         #expect(table.parameters.clampFraction == 0.05)         // Mamba-2 default
-        let lookup = try store.lookup(table: result.tableIDs[0], length: 2048)
+        let lookup = try TableLookup(store: store).lookup(table: result.tableIDs[0], length: 2048)
         #expect(lookup.layers.count == 2)
         #expect(lookup.layers.allSatisfy { $0.deltaThreshold.count == 8 })
         let run = try store.run(result.runID)
-        #expect(run.status == "complete")
+        #expect(run.status == .complete)
         #expect(run.corpusProvenanceJSON.contains("fixture.jsonl.zst"))
         // Rerunning the finished command records nothing and gives the same tables.
         let again = try CalibrationJob(options: options).run()
@@ -83,6 +83,15 @@ private extension CalibrationOptions {
         let result = try CalibrationMerge.merge(inputs: shardDBs, into: merged, clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
         #expect(result.samples == 3)
         #expect(try CalibrationFixture.tableHash(merged, result.tableIDs[0]) == CalibrationFixture.tableHash(single, whole.tableIDs[0]))
+        // The merged run carries the shards' identity and sampled tokens.
+        let mergedStore = try CalibrationStore(path: merged, readOnly: true)
+        let singleStore = try CalibrationStore(path: single, readOnly: true)
+        #expect(try mergedStore.run(result.runID).calibrationKey == singleStore.run(whole.runID).calibrationKey)
+        #expect(try mergedStore.sequences(run: result.runID) == singleStore.sequences(run: whole.runID))
+        // Rerunning merge, like rerunning calibrate, reuses the finished table instead of adding a duplicate.
+        let again = try CalibrationMerge.merge(inputs: shardDBs, into: merged, clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
+        #expect(again.tableIDs == result.tableIDs)
+        #expect(try mergedStore.tables().count == 1)
     }
 
     @Test func refusesMergingCalibrationsOfDifferentSeeds() throws {
@@ -92,6 +101,8 @@ private extension CalibrationOptions {
         let error = #expect(throws: CalibrationError.self) {
             try CalibrationMerge.merge(inputs: [a, b], into: CalibrationFixture.database(), clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
         }
+        guard case let .calibrationMismatch(input, description)? = error else { Issue.record("wrong case: \(String(describing: error))"); return }
+        #expect(input == b && description?.contains("seed 2") == true)
         let reason = error?.reason ?? ""
         #expect(reason.hasPrefix("\(b) comes from another calibration ("), "\(reason)")
         #expect(reason.contains("seed 2"), "\(reason)")
@@ -105,6 +116,9 @@ private extension CalibrationOptions {
             _ = try CalibrationJob(options: CalibrationFixture.options(db: db, seed: 2)).run()
             Issue.record("expected an error")
         } catch let error as CalibrationError {
+            guard case let .otherCalibration(database, run, existing, this) = error else { Issue.record("wrong case: \(error)"); return }
+            #expect(database == db && run == first.runID)
+            #expect(existing?.contains("seed 1") == true && this.contains("seed 2"))
             #expect(error.description.contains("seed 2"))
         }
         #expect(try CalibrationStore(path: db, readOnly: true).tables().map(\.id) == first.tableIDs)
@@ -115,10 +129,12 @@ private extension CalibrationOptions {
         o.modelDirectory = ModelFixtures.model("mamba2-tiny-hf")
         // mamba2-tiny-hf's config has no training length either, and that is checked first ...
         let noLength = #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        #expect(noLength == .noTrainingLength(modelDirectory: o.modelDirectory))
         #expect(noLength?.reason == "\(o.modelDirectory): the config does not say the model's training length")
         // ... so give L to reach the tokenizer check.
         o.length = 256
         let error = #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        #expect(error == .noTokenizer(modelDirectory: o.modelDirectory))
         #expect(error?.reason == "\(o.modelDirectory) has no tokenizer.json and no --tokenizer was given")
         #expect(error?.hint?.contains("--tokenizer") == true)
     }
@@ -127,7 +143,7 @@ private extension CalibrationOptions {
         var o = CalibrationFixture.options(db: CalibrationFixture.database())
         o.length = 100_000
         #expect(throws: CorpusError.notEnoughDocuments(eligible: 0, needed: 3, criteria: "at least 100000 tokens")) { try CalibrationJob(options: o).run() }
-        #expect(try CalibrationStore(path: o.databasePath, readOnly: true).calibrationKeys().isEmpty)
+        #expect(try CalibrationStore(path: o.databasePath, readOnly: true).runs().isEmpty)
     }
 
     @Test func resumesAfterTheProcessIsKilledAndEndsWithTheSameTable() throws {
@@ -143,7 +159,8 @@ private extension CalibrationOptions {
                          "--samples", "3", "--interval", "256", "--max-length", "4096"]
         let child = Process()
         child.executableURL = exe
-        child.arguments = arguments + ["--pause-after-sample", "30"]
+        child.arguments = arguments
+        child.environment = ProcessInfo.processInfo.environment.merging(["LONGMAMBA_TEST_PAUSE_AFTER_SAMPLE": "30"]) { $1 }
         let stderr = Pipe()
         child.standardError = stderr
         child.standardOutput = FileHandle.nullDevice
@@ -160,7 +177,7 @@ private extension CalibrationOptions {
         #expect(child.terminationReason == .uncaughtSignal)
         let partial = try CalibrationStore(path: db, readOnly: true)
         #expect(try partial.tables().isEmpty)
-        #expect(try partial.run(1).status == "recording")
+        #expect(try partial.run(1).status == .recording)
 
         let resumed = try CalibrationJob(options: CalibrationFixture.options(db: db)).run()
         #expect(resumed.samplesResumed == 1)
@@ -202,7 +219,8 @@ private extension CalibrationOptions {
         o.sampleCount = 2; o.maxLength = 1024
         let result = try CalibrationJob(options: o).run()
         let model = try MambaModel(directory: o.modelDirectory)
-        let tokens = try CalibrationStore(path: db, readOnly: true).resumableRun(calibrationKey: try #require(CalibrationStore(path: db, readOnly: true).calibrationKeys().first?.key))!.sequences.flatMap { $0.map(Int.init) }
+        let stored = try CalibrationStore(path: db, readOnly: true)
+        let tokens = try stored.sequences(run: try #require(stored.runs().first?.id)).flatMap { $0.map(Int.init) }
         var evaluation = PerplexityEvaluation(model: model, table: try StoredTableSource(store: CalibrationStore(path: db, readOnly: true), table: result.tableIDs[0]))
         evaluation.theta = 0.01
         evaluation.chunk = 100  // several chunks per window
@@ -218,11 +236,13 @@ private extension CalibrationOptions {
         let whole = try evaluation.run(tokens: tokens, lengths: [512])
         #expect(abs(whole[0].vanillaPerplexity - points[1].vanillaPerplexity) / points[1].vanillaPerplexity < 1e-5)
         // Beyond the table: refused unless allowed.
-        let beyond = #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
-        #expect(beyond?.reason.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
-        #expect(beyond?.reason.contains("--allow-beyond-table") == true)
-        let short = #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
-        #expect(short?.reason == "the text has 100 tokens, fewer than the requested length 256")
+        let beyond = #expect(throws: EvaluationError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
+        #expect(beyond == .beyondTable(length: 1200, largest: 1024))
+        #expect(beyond?.description.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
+        #expect(beyond?.description.contains("--allow-beyond-table") == true)
+        let short = #expect(throws: EvaluationError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
+        #expect(short == .textTooShort(tokens: 100, length: 256))
+        #expect(short?.description == "the text has 100 tokens, fewer than the requested length 256")
     }
 }
 
@@ -244,11 +264,13 @@ private extension CalibrationOptions {
         #expect(at.metadata(tableName: "t")["longmamba_tabulated_length"] == at.tabulatedLength.map(String.init))
         let early = try LongMambaPrefill(table: source, model: model, length: 10, theta: 0.01, filterFrom: 10)
         #expect(early.run != nil)
-        let zero = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: model, length: 600, theta: 0) }
-        #expect(zero?.reason == "θ must be > 0, got 0.0")
+        let zero = #expect(throws: EvaluationError.self) { try LongMambaPrefill(table: source, model: model, length: 600, theta: 0) }
+        #expect(zero == .nonPositiveTheta(0))
+        #expect(zero?.description == "θ must be > 0, got 0.0")
         let other = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
-        let refused = #expect(throws: LongMambaFilterError.self) { try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: false) }
-        #expect(refused?.reason.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
+        let refused = #expect(throws: EvaluationError.self) { try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: false) }
+        #expect(refused == .tableForAnotherModel(table: source.modelFingerprint!, model: "this one", modelFingerprint: other.checkpoint.fingerprint()))
+        #expect(refused?.description.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
         // Forced onto a model of the same shape: accepted. Onto a Mamba-1 with 128 channels per
         // layer: refused by the shape check instead.
         try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: true)

@@ -7,7 +7,7 @@ import Testing
         let dir = SyntheticRecordings.tempDir()
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         let run = try store.importRecordings(try SyntheticRecordings.write(in: dir, samples: 2, layers: 2, L: 300, C: 5))
-        let id = try store.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: interval, maxLength: 5000)
+        let id = try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .max, interval: interval, maxLength: 5000)
         return (store, id, dir)
     }
 

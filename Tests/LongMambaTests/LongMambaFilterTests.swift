@@ -13,7 +13,7 @@ import Testing
         let filter = try LongMambaFilter(
             deltaThresholds: try (0..<layers).map { try golden.floats("layer.\($0).threshold") },
             cumulativeDecays: try (0..<layers).map { try golden.floats("layer.\($0).cumulative_decay") },
-            theta: theta)
+            theta: Double(theta))
         try filter.validate(for: model.config)
         for reference in [false, true] {
             model.useReferenceScan = reference

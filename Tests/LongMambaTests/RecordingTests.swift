@@ -92,28 +92,44 @@ import Testing
 @Suite struct RecorderTests {
     @Test func runnerRecorderFeedsTheStoreAndOnlyCompleteRunsSolve() throws {
         let dir = SyntheticRecordings.tempDir()
-        let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
+        let path = "\(dir)/cal.sqlite"
+        let store = try CalibrationStore(path: path)
         let (L, C) = (40, 3)
-        let run = try store.beginRun(fingerprint: "runner-test", architecture: "mamba2", sampleCount: 2, trainingLength: L, layerCount: 2)
+        let sequences = (0..<2).map { k in (0..<L).map { Int32(k * L + $0) } }
+        let run = try store.beginRun(NewRun(fingerprint: "runner-test", architecture: "mamba2", sampleCount: 2, sampleLength: L, layerCount: 2),
+                                     sequences: sequences)
+        #expect(try store.sequences(run: run) == sequences)
         var rng = SolverRNG(4)
         var direct: [[SortedDeltaLayer]] = [[], []]
         for s in 0..<2 {
-            var recorder = StoreDeltaRecorder(store: store, run: run, sample: s, representation: .exact)
+            var recorder = EncodingRecorder(sample: s, representation: .exact, layerCount: 2)
             for i in 0..<2 {
                 let d = LayerDelta(layer: i, delta: rng.delta(L * C), length: L, channels: C, A: [-1, -2, -3], aShape: [C])
                 try recorder.record(d)
                 direct[i].append(try SortedDeltaLayer(layerDelta: d))
             }
-            #expect(throws: StoreError.invalid("\(dir)/cal.sqlite: run \(run) has status 'recording'; only complete runs can be solved")) {
-                try store.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
+            #expect(throws: StoreError.runNotComplete(path: path, run: run, status: .recording)) {
+                try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
             }
+            #expect(throws: StoreError.incompleteRecordings(path: path, run: run, stored: 2 * s, expected: 4)) { try store.finishRun(run) }
+            try store.commitSample(run: run, sample: s, layers: recorder.layers)
+            #expect(try store.recordedSamples(run: run) == Set(0...s))
         }
-        var bad = StoreDeltaRecorder(store: store, run: run, sample: 0, representation: .exact)
-        #expect(throws: SolverError.invalidDelta("run \(run) sample 0: layer 0: Δ[token 0, channel 0] = -1.0; Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")) {
+        var bad = EncodingRecorder(sample: 0, representation: .exact, layerCount: 2)
+        #expect(throws: SolverError.invalidDelta("sample 0: layer 0: Δ[token 0, channel 0] = -1.0; Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")) {
             try bad.record(LayerDelta(layer: 0, delta: [Float](repeating: -1, count: L * C), length: L, channels: C, A: [-1, -2, -3], aShape: [C]))
         }
+        // A sample of the wrong length or outside the run is refused before anything is written.
+        let short = try EncodedLayer(try SortedDeltaLayer(layerDelta: LayerDelta(layer: 1, delta: rng.delta(10 * C), length: 10, channels: C, A: [-1, -2, -3], aShape: [C])), as: .exact)
+        #expect(throws: StoreError.sampleLengthMismatch(path: path, run: run, sample: 1, layer: 1, expected: L, found: 10)) {
+            try store.commitSample(run: run, sample: 1, layers: [short])
+        }
+        #expect(throws: StoreError.sampleOutOfRange(path: path, run: run, sample: 2, layer: 1, sampleCount: 2, layerCount: 2)) {
+            try store.commitSample(run: run, sample: 2, layers: [short])
+        }
         try store.finishRun(run)
-        let id = try store.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
+        #expect(throws: StoreError.runNotRecording(path: path, run: run, status: .complete)) { try store.commitSample(run: run, sample: 0, layers: []) }
+        let id = try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
         let params = try store.table(id).parameters
         for i in 0..<2 {
             #expect(try store.tableLayer(table: id, layer: i) == DeltaThresholdSolver.solveLayer(samples: direct[i], parameters: params))

@@ -41,9 +41,9 @@ enum SyntheticRecordings {
         let files = try SyntheticRecordings.write(in: dir)
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         let run = try store.importRecordings(files)
-        #expect(try store.run(run).status == "complete")
+        #expect(try store.run(run).status == .complete)
         #expect(try store.recordingEncodings(run: run) == [DeltaRepresentation.exactEncoding])
-        let id = try store.solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 50, maxLength: 2000)
+        let id = try TableService(store: store).solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 50, maxLength: 2000)
         let params = SolverParameters(clampFraction: 0.2, aggregation: .max, interval: 50, maxLength: 2000, trainingLength: 64)
         for i in 0..<2 {
             let direct = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(i) }, parameters: params)
@@ -57,9 +57,9 @@ enum SyntheticRecordings {
         let dir = SyntheticRecordings.tempDir()
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         let run = try store.importRecordings(try SyntheticRecordings.write(in: dir))
-        let a = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
-        let b = try store.solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
-        let c = try store.solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 100, maxLength: 1000)
+        let a = try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
+        let b = try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .mean, interval: 100, maxLength: 1000)
+        let c = try TableService(store: store).solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 100, maxLength: 1000)
         #expect(a != b)
         #expect(try store.table(a).contentHash == store.table(b).contentHash)
         #expect(try store.table(a).contentHash != store.table(c).contentHash)
@@ -99,27 +99,27 @@ enum SyntheticRecordings {
         _ = try CalibrationStore(path: path)
         let q = try DatabaseQueue(path: path)
         try q.write { db in
-            try db.execute(sql: "PRAGMA user_version = 2")
-            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v2: from the future')")
+            try db.execute(sql: "PRAGMA user_version = 3")
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v3: from the future')")
         }
         try q.close()
         do {
             _ = try CalibrationStore(path: path)
             Issue.record("newer schema accepted")
         } catch let e as StoreError {
-            #expect(e == .newerSchema(path: path, found: 2, supported: 1))
+            #expect(e == .newerSchema(path: path, found: 3, supported: 2))
             #expect("\(e)".contains("newer longmamba"))
         }
-        #expect(throws: StoreError.newerSchema(path: path, found: 2, supported: 1)) { try CalibrationStore(path: path, readOnly: true) }
+        #expect(throws: StoreError.newerSchema(path: path, found: 3, supported: 2)) { try CalibrationStore(path: path, readOnly: true) }
     }
 
     @Test func unknownTableAndRunAreClearErrors() throws {
         let dir = SyntheticRecordings.tempDir()
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         #expect(throws: StoreError.unknownTable(path: "\(dir)/cal.sqlite", id: 42)) { try store.table(42) }
-        #expect(throws: StoreError.unknownRun(path: "\(dir)/cal.sqlite", id: 7)) { try store.solve(run: 7, clampFraction: 0.1, aggregation: .max) }
+        #expect(throws: StoreError.unknownRun(path: "\(dir)/cal.sqlite", id: 7)) { try TableService(store: store).solve(run: 7, clampFraction: 0.1, aggregation: .max) }
         let missing = "\(dir)/missing.sqlite"
-        #expect(throws: StoreError.invalid("\(missing): no such database (create one with `longmamba solve --db \(missing) --recordings …`)")) {
+        #expect(throws: StoreError.noSuchDatabase(path: missing)) {
             try CalibrationStore(path: missing, readOnly: true)
         }
         #expect(!FileManager.default.fileExists(atPath: missing))
@@ -130,9 +130,9 @@ enum SyntheticRecordings {
         let path = "\(dir)/cal.sqlite"
         let run = try CalibrationStore(path: path).importRecordings(try SyntheticRecordings.write(in: dir))
         let ro = try CalibrationStore(path: path, readOnly: true)
-        #expect(throws: StoreError.readOnly(path: path)) { try ro.solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 500) }
+        #expect(throws: StoreError.readOnly(path: path)) { try TableService(store: ro).solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 500) }
         #expect(try count(ro, "threshold_tables") == 0)
-        #expect(try ro.run(run).status == "complete")
+        #expect(try ro.run(run).status == .complete)
     }
 
     @Test func lockedDatabaseIsAClearError() throws {
@@ -154,14 +154,14 @@ enum SyntheticRecordings {
         let dir = SyntheticRecordings.tempDir()
         let store = try CalibrationStore(path: "\(dir)/cal.sqlite")
         let files = try SyntheticRecordings.write(in: dir)
-        #expect(throws: StoreError.invalid("simulated interruption after 3 layers")) { try store.importRecordings(files, failAfterLayers: 3) }
+        #expect(throws: SimulatedInterruption(afterLayers: 3)) { try store.importRecordings(files, representation: nil, provenance: RunProvenance(), failAfterLayers: 3) }
         #expect(try count(store, "calibration_runs") == 0)
         #expect(try count(store, "recordings") == 0)
         let run = try store.importRecordings(files)
-        let first = try store.solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 100, maxLength: 500)
+        let first = try TableService(store: store).solve(run: run, clampFraction: 0.2, aggregation: .max, interval: 100, maxLength: 500)
         let layers = try (0..<2).map { try store.tableLayer(table: first, layer: $0) }
         let params = try store.table(first).parameters
-        #expect(throws: StoreError.invalid("simulated interruption after 1 layers")) { try store.saveTable(run: run, parameters: params, layers: layers, failAfterLayers: 1) }
+        #expect(throws: SimulatedInterruption(afterLayers: 1)) { try store.saveTable(run: run, method: CalibrationStore.longMambaMethod, parameters: params, layers: layers, failAfterLayers: 1) }
         #expect(try count(store, "threshold_tables") == 1)
         #expect(try count(store, "table_layers") == 2)
         #expect(try store.tableLayer(table: first, layer: 1) == layers[1])
@@ -201,12 +201,82 @@ enum SyntheticRecordings {
         let run = try store.importRecordings(files, representation: .sketch(bytesPerChannel: 200))
         #expect(try store.recordingEncodings(run: run) == [DeltaRepresentation.sketchEncoding])
         #expect(try store.recordingBytes(run: run) <= 2 * 40 * (200 + 4 * 4))
-        let id = try store.solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 1000, maxLength: 20_000)
+        let id = try TableService(store: store).solve(run: run, clampFraction: 0.2, aggregation: .mean, interval: 1000, maxLength: 20_000)
         let exact = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(0) },
                                                         parameters: try store.table(id).parameters)
         let stored = try store.tableLayer(table: id, layer: 0)
         let errors = zip(exact.deltaThreshold, stored.deltaThreshold).filter { $0.0 > 0 }.map { Double(abs($0.0 - $0.1) / $0.0) }
         #expect(!errors.isEmpty)
         #expect(errors.reduce(0, +) / Double(errors.count) < 2e-3)
+    }
+}
+
+/// A database written by the schema-v1 tool (Fixtures/store/v1.sqlite, made by
+/// scripts/make-v1-store-fixture.sh): a `calibrate` run (2 × 256 tokens of the calibration
+/// fixture) with its table, and an imported run of two solver fixtures with its table.
+@Suite struct SchemaMigrationTests {
+    static let fixture = ModelFixtures.root.appendingPathComponent("Fixtures/store/v1.sqlite").path
+
+    func migratedCopy() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-v1-\(UUID().uuidString).sqlite").path
+        try FileManager.default.copyItem(atPath: Self.fixture, toPath: path)
+        return path
+    }
+
+    @Test func aVersionOneDatabaseOpensReadOnlyWithoutBeingMigrated() throws {
+        let path = try migratedCopy()
+        #expect(throws: StoreError.olderSchema(path: path, found: 1, current: 2)) { try CalibrationStore(path: path, readOnly: true) }
+        let q = try DatabaseQueue(path: path)
+        #expect(try q.read { try Int.fetchOne($0, sql: "PRAGMA user_version") } == 1)
+    }
+
+    @Test func aVersionOneDatabaseMigratesKeepingRunsRecordingsAndTables() throws {
+        let path = try migratedCopy()
+        let v1 = try DatabaseQueue(path: path)
+        let (oldMetadata, oldHashes, oldLayers) = try v1.read { db in
+            (try String.fetchOne(db, sql: "SELECT recording_metadata_json FROM calibration_runs WHERE id = 1")!,
+             try String.fetchAll(db, sql: "SELECT content_hash FROM threshold_tables ORDER BY id"),
+             try Row.fetchAll(db, sql: "SELECT * FROM table_layers ORDER BY table_id, layer_index"))
+        }
+        try v1.close()
+        let old = try #require(try JSONSerialization.jsonObject(with: Data(oldMetadata.utf8)) as? [String: Any])
+        let oldSequences = try #require(old["sequences"] as? [[Int]])
+
+        let store = try CalibrationStore(path: path)
+        #expect(try store.read { try Int.fetchOne($0, sql: "PRAGMA user_version") } == 2)
+        let runs = try store.runs()
+        #expect(runs.map(\.id) == [1, 2])
+        // The calibrate run: identity in columns, tokens in run_samples, the JSON without them.
+        #expect(runs[0].calibrationKey == old["calibration_key"] as? String && runs[0].calibrationKey?.count == 64)
+        #expect(runs[0].description == old["calibration_description"] as? String)
+        #expect(runs[0].sampleLength == 256 && runs[0].sampleCount == 2 && runs[0].status == .complete)
+        #expect(try store.sequences(run: 1).map { $0.map(Int.init) } == oldSequences)
+        let metadata = try #require(try JSONSerialization.jsonObject(with: Data(runs[0].recordingMetadataJSON.utf8)) as? [String: Any])
+        #expect(metadata["sequences"] == nil && metadata["calibration_key"] == nil && metadata["architecture"] as? String == "mamba2")
+        // The imported run has no key and no sampled tokens.
+        #expect(runs[1].calibrationKey == nil && runs[1].sampleLength == 100)
+        #expect(try store.sequences(run: 2).isEmpty)
+        // Tables are untouched, and solving the migrated recordings again gives the same content.
+        #expect(try store.tables().map(\.contentHash) == oldHashes)
+        let newLayers = try store.read { try Row.fetchAll($0, sql: "SELECT * FROM table_layers ORDER BY table_id, layer_index") }
+        #expect(newLayers == oldLayers)
+        for table in try store.tables() {
+            let again = try TableService(store: store).solve(run: table.runID, parameters: table.parameters)
+            #expect(try store.table(again).contentHash == table.contentHash)
+        }
+        #expect(try store.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") } == "ok")
+        #expect(try store.read { try Row.fetchAll($0, sql: "PRAGMA foreign_key_check") }.isEmpty)
+    }
+
+    @Test func aMigratedCalibrationResumesAsFinishedAndReusesItsTable() throws {
+        let path = try migratedCopy()
+        var o = CalibrationOptions(modelDirectory: ModelFixtures.model("mamba2-tiny-calib"),
+                                   corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path],
+                                   databasePath: path)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let result = try CalibrationJob(options: o).run()
+        #expect(result.runID == 1 && result.samplesRecorded == 0 && result.samplesResumed == 2)
+        #expect(result.tableIDs == [1])
+        #expect(try CalibrationStore(path: path, readOnly: true).tables().count == 2)
     }
 }

@@ -28,19 +28,10 @@ public struct CalibrationOptions: Sendable {
     /// Record only samples k with k % count == index (for spreading a run over machines).
     public var shardIndex = 0
     public var shardCount = 1
-    /// Testing aid: pause this long after committing each sample (makes interruption tests deterministic).
-    public var pauseAfterSampleSeconds: Double = 0
 
     public init(modelDirectory: String, corpusPaths: [String], databasePath: String) {
         self.modelDirectory = modelDirectory; self.corpusPaths = corpusPaths; self.databasePath = databasePath
     }
-}
-
-/// Why calibration stopped.
-public struct CalibrationError: Error, CustomStringConvertible, Sendable {
-    public let reason: String
-    public var hint: String?
-    public var description: String { hint.map { "\(reason) (hint: \($0))" } ?? reason }
 }
 
 /// Progress events for a display.
@@ -52,6 +43,8 @@ public enum CalibrationEvent: Sendable {
     case sampleCommitted(sample: Int, done: Int, total: Int, tokensPerSecond: Double)
     case solving(clampFraction: Double, aggregation: Aggregation)
     case solved(table: Int64)
+    /// A table with exactly the requested parameters already existed and is returned again.
+    case reused(table: Int64)
 }
 
 /// What a finished (or shard-finished) calibration produced.
@@ -68,6 +61,48 @@ public struct CalibrationResult: Sendable {
     public var tokensPerSecond: Double { recordingSeconds > 0 ? Double(tokensRecorded) / recordingSeconds : 0 }
 }
 
+/// Everything that fixes a calibration's recordings, checked and loaded (step 1 of `calibrate`).
+public struct CalibrationInputs {
+    public let model: MambaModel
+    public let tokenizer: BPETokenizer
+    public let tokenizerPath: String
+    public let files: [CorpusFile]
+    public let fingerprint: String
+    /// L: tokens per sample.
+    public let sampleLength: Int
+    public let sampler: SamplerOptions
+    /// SHA-256 of the inputs (model fingerprint, tokenizer, corpus file names and sizes, sampler
+    /// options): the run's identity, a column of `calibration_runs`.
+    public let key: String
+    /// The key in words, for messages.
+    public let description: String
+
+    public init(_ o: CalibrationOptions) throws {
+        guard o.sampleCount >= 1 else { throw CalibrationError.tooFewSamples(o.sampleCount) }
+        guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else {
+            throw CalibrationError.badShard(index: o.shardIndex, count: o.shardCount)
+        }
+        model = try MambaModel(directory: o.modelDirectory)
+        let config = model.config
+        sampleLength = try CalibrationJob.trainingLength(o, config)
+        tokenizerPath = o.tokenizerPath ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
+        guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw CalibrationError.noTokenizer(modelDirectory: o.modelDirectory) }
+        tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
+        files = try CorpusFile.expand(o.corpusPaths)
+        fingerprint = model.checkpoint.fingerprint()
+        sampler = SamplerOptions(count: o.sampleCount, length: sampleLength, seed: o.seed, packing: o.packing,
+                                 subsets: o.subsets, excludedSubsets: o.excludedSubsets)
+        let names = files.map { ($0.path as NSString).lastPathComponent }
+        description = "model \(fingerprint.prefix(12)), tokenizer \(tokenizer.sha256.prefix(12)), corpus \(names.joined(separator: ",")), seed \(o.seed), K \(o.sampleCount), L \(sampleLength)"
+        let keyMaterial: [String: Any] = [
+            "fingerprint": fingerprint, "tokenizer": tokenizer.sha256,
+            "corpus": files.map { ["name": ($0.path as NSString).lastPathComponent, "size": $0.sizeBytes] as [String: Any] },
+            "sampler": (try? JSONSerialization.jsonObject(with: JSONEncoder.sortedKeys.encode(sampler))) ?? [:],
+        ]
+        key = SHA256.hash(data: try JSONSerialization.data(withJSONObject: keyMaterial, options: [.sortedKeys])).hexString
+    }
+}
+
 public struct CalibrationJob {
     public let options: CalibrationOptions
 
@@ -77,142 +112,104 @@ public struct CalibrationJob {
     static func trainingLength(_ options: CalibrationOptions, _ config: ModelConfig) throws -> Int {
         if let l = options.length { return l }
         if let l = config.trainingLength { return l }
-        throw CalibrationError(reason: "\(options.modelDirectory): the config does not say the model's training length",
-                               hint: "pass --length L (2048 for state-spaces Mamba/Mamba-2, 4096 for Zamba2)")
+        throw CalibrationError.noTrainingLength(modelDirectory: options.modelDirectory)
     }
 
     public static func defaultClampFraction(_ architecture: Architecture) -> Double { architecture == .mamba2 ? 0.05 : 0.2 }
 
+    /// The (p, aggregation) grid to solve: every requested p (default: the architecture's) × every aggregation.
+    public static func grid(clampFractions: [Double], aggregations: [Aggregation], interval: Int, maxLength: Int,
+                            trainingLength: Int, architecture: Architecture) -> [SolverParameters] {
+        let clamps = clampFractions.isEmpty ? [defaultClampFraction(architecture)] : clampFractions
+        return clamps.flatMap { p in
+            aggregations.map { SolverParameters(clampFraction: p, aggregation: $0, interval: interval, maxLength: maxLength, trainingLength: trainingLength) }
+        }
+    }
+
     public func run(progress: @escaping (CalibrationEvent) -> Void = { _ in }) throws -> CalibrationResult {
         let o = options
-        guard o.sampleCount >= 1 else { throw CalibrationError(reason: "--samples must be at least 1") }
-        guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else {
-            throw CalibrationError(reason: "--shard \(o.shardIndex)/\(o.shardCount): expected i/n with 0 ≤ i < n")
-        }
-        let model = try MambaModel(directory: o.modelDirectory)
-        let config = model.config
-        let L = try Self.trainingLength(o, config)
-        let tokenizerPath = o.tokenizerPath ?? URL(fileURLWithPath: o.modelDirectory).appendingPathComponent("tokenizer.json").path
-        guard FileManager.default.fileExists(atPath: tokenizerPath) else {
-            throw CalibrationError(reason: "\(o.modelDirectory) has no tokenizer.json and no --tokenizer was given",
-                                   hint: "state-spaces checkpoints ship without one; pass --tokenizer with the GPT-NeoX-20B tokenizer.json")
-        }
-        let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
-        let files = try CorpusFile.expand(o.corpusPaths)
-        let fingerprint = model.checkpoint.fingerprint()
-        let sampler = SamplerOptions(count: o.sampleCount, length: L, seed: o.seed, packing: o.packing,
-                                     subsets: o.subsets, excludedSubsets: o.excludedSubsets)
-
-        // The run's identity: everything that fixes the recordings.
-        let description = "model \(fingerprint.prefix(12)), tokenizer \(tokenizer.sha256.prefix(12)), corpus \(files.map { ($0.path as NSString).lastPathComponent }.joined(separator: ",")), seed \(o.seed), K \(o.sampleCount), L \(L)"
-        let keyMaterial: [String: Any] = [
-            "fingerprint": fingerprint, "tokenizer": tokenizer.sha256,
-            "corpus": files.map { ["name": ($0.path as NSString).lastPathComponent, "size": $0.sizeBytes] as [String: Any] },
-            "sampler": (try? JSONSerialization.jsonObject(with: JSONEncoder.sortedKeys.encode(sampler))) ?? [:],
-        ]
-        let keyData = try JSONSerialization.data(withJSONObject: keyMaterial, options: [.sortedKeys])
-        let calibrationKey = SHA256.hash(data: keyData).map { String(format: "%02x", $0) }.joined()
-
+        let inputs = try CalibrationInputs(o)
         let store = try CalibrationStore(path: o.databasePath)
-        var result: CalibrationResult
-        var run: ResumableRun
-        if let existing = try store.resumableRun(calibrationKey: calibrationKey) {
-            run = existing
-            result = CalibrationResult(runID: existing.id)
-            progress(.resumed(run: existing.id, recorded: existing.recordedSamples.count, total: o.sampleCount))
-        } else {
-            if let other = try store.calibrationKeys().first {
-                throw CalibrationError(reason: "\(o.databasePath) already holds calibration run \(other.id) with other inputs (\(other.description ?? "imported recordings")); this one is \(description)",
-                                       hint: "use another --db for another model, corpus, seed, K or L")
-            }
-            let start = Date()
-            let sample = try CorpusSampler(files: files, tokenizer: tokenizer, options: sampler).run { progress(.sampling($0)) }
-            progress(.sampled(sequences: sample.sequences.count, seconds: Date().timeIntervalSince(start)))
-            guard sample.sequences.count == o.sampleCount, sample.sequences.allSatisfy({ $0.count == L }) else {
-                throw CalibrationError(reason: "the corpus gave \(sample.sequences.count) sequences, expected \(o.sampleCount) of \(L) tokens")
-            }
-            for (k, s) in sample.sequences.enumerated() {
-                for (t, id) in s.enumerated() where Int(id) >= config.paddedVocabSize {
-                    throw CalibrationError(reason: "sample \(k) token \(t) has id \(id) but the model's vocabulary has \(config.paddedVocabSize) rows",
-                                           hint: "the tokenizer \(tokenizerPath) does not belong to this model")
-                }
-            }
-            var provenance = RunProvenance()
-            provenance.corpusProvenanceJSON = String(decoding: try JSONEncoder.sortedKeys.encode(sample.provenance), as: UTF8.self)
-            provenance.tokenizerHash = tokenizer.sha256
-            provenance.seed = Int64(bitPattern: o.seed)
-            let metadata: [String: Any] = [
-                "architecture": config.architecture.rawValue, "fingerprint": fingerprint, "delta_path": RecordingFile.deltaPath(config),
-                "dt_limit": "[\(config.dtLimitLower), \(config.dtLimitUpper)]", "tool_version": ToolInfo.version,
-                "model_directory": o.modelDirectory, "tokenizer": tokenizerPath,
-            ]
-            let id = try store.beginRun(calibrationKey: calibrationKey, description: description, fingerprint: fingerprint,
-                                        architecture: config.architecture.rawValue,
-                                        configJSON: String(decoding: model.checkpoint.configData, as: UTF8.self),
-                                        sequences: sample.sequences, trainingLength: L, layerCount: config.layerCount,
-                                        provenance: provenance, extraMetadata: metadata)
-            run = try store.resumableRun(calibrationKey: calibrationKey) ?? ResumableRun(id: id, calibrationKey: calibrationKey, sequences: sample.sequences, recordedSamples: [], status: "recording")
-            result = CalibrationResult(runID: id)
-        }
+        var result = try openRun(inputs, in: store, progress: progress)
+        try recordMissingSamples(inputs, run: result.runID, in: store, result: &result, progress: progress)
+        guard try Self.finishIfComplete(run: result.runID, in: store) else { return result }  // other shards still to come
+        result.complete = true
+        let grid = Self.grid(clampFractions: o.clampFractions, aggregations: o.aggregations, interval: o.interval, maxLength: o.maxLength,
+                             trainingLength: inputs.sampleLength, architecture: inputs.model.config.architecture)
+        result.tableIDs = try TableService(store: store).tables(run: result.runID, for: grid, progress: progress)
+        return result
+    }
 
-        // Record this shard's missing samples, one committed transaction each.
+    /// Step 2: the run with these inputs' key (resumed), or a new one holding freshly sampled
+    /// sequences. A database holding another calibration is refused.
+    func openRun(_ inputs: CalibrationInputs, in store: CalibrationStore, progress: @escaping (CalibrationEvent) -> Void) throws -> CalibrationResult {
+        let o = options
+        if let existing = try store.run(calibrationKey: inputs.key), let id = existing.id {
+            progress(.resumed(run: id, recorded: try store.recordedSamples(run: id).count, total: o.sampleCount))
+            return CalibrationResult(runID: id)
+        }
+        if let other = try store.runs().first {
+            throw CalibrationError.otherCalibration(database: o.databasePath, run: other.id ?? 0, existing: other.description, this: inputs.description)
+        }
+        let config = inputs.model.config
+        let start = Date()
+        let sample = try CorpusSampler(files: inputs.files, tokenizer: inputs.tokenizer, options: inputs.sampler).run { progress(.sampling($0)) }
+        progress(.sampled(sequences: sample.sequences.count, seconds: Date().timeIntervalSince(start)))
+        guard sample.sequences.count == o.sampleCount, sample.sequences.allSatisfy({ $0.count == inputs.sampleLength }) else {
+            throw CalibrationError.corpusTooShort(sequences: sample.sequences.count, expected: o.sampleCount, length: inputs.sampleLength)
+        }
+        for (k, s) in sample.sequences.enumerated() {
+            for (t, id) in s.enumerated() where Int(id) >= config.paddedVocabSize {
+                throw CalibrationError.tokenOutsideVocabulary(sample: k, token: t, id: Int(id), vocabulary: config.paddedVocabSize, tokenizer: inputs.tokenizerPath)
+            }
+        }
+        var new = NewRun(fingerprint: inputs.fingerprint, architecture: config.architecture.rawValue, sampleCount: o.sampleCount,
+                         sampleLength: inputs.sampleLength, layerCount: config.layerCount)
+        new.configJSON = String(decoding: inputs.model.checkpoint.configData, as: UTF8.self)
+        new.calibrationKey = inputs.key
+        new.description = inputs.description
+        new.provenance.corpusProvenanceJSON = String(decoding: try JSONEncoder.sortedKeys.encode(sample.provenance), as: UTF8.self)
+        new.provenance.tokenizerHash = inputs.tokenizer.sha256
+        new.provenance.seed = Int64(bitPattern: o.seed)
+        new.provenance.recordingMetadataJSON = JSONText.canonical([
+            "architecture": config.architecture.rawValue, "fingerprint": inputs.fingerprint, "delta_path": RecordingFile.deltaPath(config),
+            "dt_limit": "[\(config.dtLimitLower), \(config.dtLimitUpper)]", "tool_version": ToolInfo.version,
+            "model_directory": o.modelDirectory, "tokenizer": inputs.tokenizerPath,
+        ])
+        return CalibrationResult(runID: try store.beginRun(new, sequences: sample.sequences))
+    }
+
+    /// Step 3: records this shard's samples that are not committed yet, one transaction each.
+    func recordMissingSamples(_ inputs: CalibrationInputs, run: Int64, in store: CalibrationStore, result: inout CalibrationResult,
+                              progress: @escaping (CalibrationEvent) -> Void) throws {
+        let o = options, config = inputs.model.config, L = inputs.sampleLength
+        let sequences = try store.sequences(run: run)
+        let recorded = try store.recordedSamples(run: run)
         let representation = DeltaRepresentation.automatic(architecture: config.architecture.rawValue, channels: config.channelCount)
         let mine = (0..<o.sampleCount).filter { $0 % o.shardCount == o.shardIndex }
-        result.samplesResumed = mine.filter { run.recordedSamples.contains($0) }.count
+        result.samplesResumed = mine.filter { recorded.contains($0) }.count
         var done = result.samplesResumed
-        for k in mine where !run.recordedSamples.contains(k) {
-            var recorder = EncodingRecorder(sample: k, representation: representation, layers: config.layerCount, progress: progress)
+        for k in mine where !recorded.contains(k) {
+            var recorder = EncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
             let start = Date()
-            try model.forward(tokens: run.sequences[k].map(Int.init), recorder: &recorder)
-            try store.commitSample(run: run.id, recorder.encoded)
+            try inputs.model.forward(tokens: sequences[k].map(Int.init), recorder: &recorder)
+            try store.commitSample(run: run, sample: k, layers: recorder.layers)
             let seconds = Date().timeIntervalSince(start)
             result.samplesRecorded += 1
             result.recordingSeconds += seconds
             result.tokensRecorded += L
             done += 1
             progress(.sampleCommitted(sample: k, done: done, total: mine.count, tokensPerSecond: Double(L) / seconds))
-            if o.pauseAfterSampleSeconds > 0 { Thread.sleep(forTimeInterval: o.pauseAfterSampleSeconds) }
         }
-        run = try store.resumableRun(calibrationKey: calibrationKey) ?? run
-        guard run.recordedSamples.count == o.sampleCount else { return result }  // other shards still to come
-
-        if run.status != "complete" { try store.finishRun(run.id) }
-        result.complete = true
-        let clamps = o.clampFractions.isEmpty ? [Self.defaultClampFraction(config.architecture)] : o.clampFractions
-        let existing = try store.tables().filter { $0.runID == run.id && $0.method == CalibrationStore.longMambaMethod }
-        for p in clamps {
-            for aggregation in o.aggregations {
-                // Rerunning a finished calibration reuses its tables (they are immutable and would be identical).
-                let parameters = SolverParameters(clampFraction: p, aggregation: aggregation, interval: o.interval, maxLength: o.maxLength, trainingLength: L)
-                if let table = existing.first(where: { $0.parameters == parameters }) {
-                    result.tableIDs.append(table.id)
-                    continue
-                }
-                progress(.solving(clampFraction: p, aggregation: aggregation))
-                let id = try store.solve(run: run.id, clampFraction: p, aggregation: aggregation, interval: o.interval,
-                                         maxLength: o.maxLength, trainingLength: L)
-                result.tableIDs.append(id)
-                progress(.solved(table: id))
-            }
-        }
-        return result
-    }
-}
-
-/// Encodes each layer's Δ into the stored representation as soon as the model hands it over.
-struct EncodingRecorder: DeltaRecorder {
-    var encoded: EncodedSample
-    let representation: DeltaRepresentation
-    let layers: Int
-    let progress: (CalibrationEvent) -> Void
-
-    init(sample: Int, representation: DeltaRepresentation, layers: Int, progress: @escaping (CalibrationEvent) -> Void) {
-        encoded = EncodedSample(sampleIndex: sample)
-        self.representation = representation; self.layers = layers; self.progress = progress
     }
 
-    mutating func record(_ layerDelta: LayerDelta) throws {
-        try encoded.add(layerDelta, representation: representation)
-        progress(.layer(sample: encoded.sampleIndex, layer: layerDelta.layer, layers: layers))
+    /// Step 4 (shared with `merge`): marks the run complete once every sample is stored; false
+    /// while samples of other shards are missing.
+    static func finishIfComplete(run: Int64, in store: CalibrationStore) throws -> Bool {
+        let info = try store.run(run)
+        if info.status == .complete { return true }
+        guard try store.recordedSamples(run: run).count == info.sampleCount else { return false }
+        try store.finishRun(run)
+        return true
     }
 }

@@ -1,5 +1,7 @@
 // Joins shard databases of one calibration (`calibrate --shard i/n` on several machines) into
 // one: runs must share the calibration key (same model fingerprint, tokenizer, corpus, seed, K, L).
+// Once every sample is there it finishes and solves exactly as `calibrate` does (the same steps:
+// `CalibrationJob.finishIfComplete`, `TableService.tables`), so rerunning `merge` adds nothing.
 import Foundation
 
 public enum CalibrationMerge {
@@ -11,63 +13,53 @@ public enum CalibrationMerge {
     }
 
     public static func merge(inputs: [String], into output: String, clampFractions: [Double], aggregations: [Aggregation],
-                             interval: Int, maxLength: Int) throws -> Result {
-        guard !inputs.isEmpty else { throw CalibrationError(reason: "no input databases given") }
+                             interval: Int, maxLength: Int, progress: (CalibrationEvent) -> Void = { _ in }) throws -> Result {
+        guard !inputs.isEmpty else { throw CalibrationError.noInputDatabases }
         let target = try CalibrationStore(path: output)
-        var targetRun: ResumableRun? = nil
+        var targetRun: Int64? = nil
         var key: String? = nil
         var fingerprint: String? = nil
         for input in inputs {
             let source = try CalibrationStore(path: input, readOnly: true)
-            let runs = try source.calibrationKeys()
-            guard runs.count == 1, let runKey = runs[0].key else {
-                throw CalibrationError(reason: "\(input) holds \(runs.count) calibration runs; expected exactly one made by `calibrate`")
+            let runs = try source.runs()
+            guard runs.count == 1, let sourceRun = runs[0].id, let runKey = runs[0].calibrationKey else {
+                throw CalibrationError.notOneRun(input: input, runs: runs.count)
             }
-            let model = try source.runModel(runs[0].id)
+            let model = try source.runModel(sourceRun)
             if let fingerprint, fingerprint != model.fingerprint {
-                throw CalibrationError(reason: "\(input) was calibrated on model \(model.fingerprint.prefix(12)), the others on \(fingerprint.prefix(12)); refusing to merge")
+                throw CalibrationError.modelMismatch(input: input, found: model.fingerprint, others: fingerprint)
             }
-            if let key, key != runKey {
-                throw CalibrationError(reason: "\(input) comes from another calibration (\(runs[0].description ?? "?")); shards must share model, tokenizer, corpus, seed, K and L")
-            }
+            if let key, key != runKey { throw CalibrationError.calibrationMismatch(input: input, description: runs[0].description) }
             fingerprint = model.fingerprint
             key = runKey
-            guard let sourceRun = try source.resumableRun(calibrationKey: runKey) else { continue }
             if targetRun == nil {
-                if let existing = try target.resumableRun(calibrationKey: runKey) {
-                    targetRun = existing
+                if let existing = try target.run(calibrationKey: runKey) {
+                    targetRun = existing.id
                 } else {
-                    if let other = try target.calibrationKeys().first {
-                        throw CalibrationError(reason: "\(output) already holds run \(other.id) of another calibration; merge into a new database")
-                    }
-                    let info = try source.run(sourceRun.id)
-                    var provenance = RunProvenance()
-                    provenance.corpusProvenanceJSON = info.corpusProvenanceJSON
-                    provenance.tokenizerHash = info.tokenizerHash
-                    provenance.seed = info.seed
-                    let metadata = (try? JSONSerialization.jsonObject(with: Data(info.recordingMetadataJSON.utf8))) as? [String: Any] ?? [:]
-                    let id = try target.beginRun(calibrationKey: runKey, description: runs[0].description ?? "", fingerprint: model.fingerprint,
-                                                 architecture: model.architecture, configJSON: model.configJSON, sequences: sourceRun.sequences,
-                                                 trainingLength: info.trainingLength, layerCount: info.layerCount, provenance: provenance,
-                                                 extraMetadata: metadata.filter { !["calibration_key", "calibration_description", "sequences"].contains($0.key) })
-                    targetRun = try target.resumableRun(calibrationKey: runKey) ?? ResumableRun(id: id, calibrationKey: runKey, sequences: sourceRun.sequences, recordedSamples: [], status: "recording")
+                    if let other = try target.runs().first { throw CalibrationError.outputHoldsOtherCalibration(output: output, run: other.id ?? 0) }
+                    let info = runs[0]
+                    var new = NewRun(fingerprint: model.fingerprint, architecture: model.architecture, sampleCount: info.sampleCount,
+                                     sampleLength: info.sampleLength, layerCount: info.layerCount)
+                    new.configJSON = model.configJSON
+                    new.calibrationKey = runKey
+                    new.description = info.description
+                    new.provenance.corpusProvenanceJSON = info.corpusProvenanceJSON
+                    new.provenance.tokenizerHash = info.tokenizerHash
+                    new.provenance.seed = info.seed
+                    new.provenance.recordingMetadataJSON = info.recordingMetadataJSON
+                    targetRun = try target.beginRun(new, sequences: try source.sequences(run: sourceRun))
                 }
             }
-            _ = try target.mergeRecordings(from: source, run: sourceRun.id, into: targetRun!.id)
+            _ = try target.mergeRecordings(from: source, run: sourceRun, into: targetRun!)
         }
-        guard let key, var run = try target.resumableRun(calibrationKey: key) else {
-            throw CalibrationError(reason: "the inputs hold no recordings")
-        }
-        let info = try target.run(run.id)
-        var result = Result(runID: run.id, samples: run.recordedSamples.count, sampleCount: info.sampleCount, tableIDs: [])
-        guard run.recordedSamples.count == info.sampleCount else { return result }
-        if run.status != "complete" { try target.finishRun(run.id); run = try target.resumableRun(calibrationKey: key) ?? run }
-        let architecture = Architecture(rawValue: try target.runModel(run.id).architecture) ?? .mamba
-        for p in clampFractions.isEmpty ? [CalibrationJob.defaultClampFraction(architecture)] : clampFractions {
-            for a in aggregations {
-                result.tableIDs.append(try target.solve(run: run.id, clampFraction: p, aggregation: a, interval: interval, maxLength: maxLength))
-            }
-        }
+        guard let run = targetRun else { throw CalibrationError.noRecordings }
+        let info = try target.run(run)
+        var result = Result(runID: run, samples: try target.recordedSamples(run: run).count, sampleCount: info.sampleCount, tableIDs: [])
+        guard try CalibrationJob.finishIfComplete(run: run, in: target) else { return result }
+        let architecture = Architecture(rawValue: try target.runModel(run).architecture) ?? .mamba
+        let grid = CalibrationJob.grid(clampFractions: clampFractions, aggregations: aggregations, interval: interval, maxLength: maxLength,
+                                       trainingLength: info.sampleLength, architecture: architecture)
+        result.tableIDs = try TableService(store: target).tables(run: run, for: grid, progress: progress)
         return result
     }
 }

@@ -3,7 +3,7 @@
 import Foundation
 
 public enum CalibrationSummary {
-    public static func text(store: CalibrationStore, tables: [Int64], theta: Double = CalibrationStore.defaultTheta,
+    public static func text(store: CalibrationStore, tables: [Int64], theta: Double = GlobalChannels.defaultTheta,
                             lengths: [Int] = [4_000, 16_000, 64_000], channels: Int = 4) throws -> String {
         var out = ""
         for id in tables {
@@ -11,7 +11,7 @@ public enum CalibrationSummary {
             let p = info.parameters
             out += "table \(id): p = \(p.clampFraction), aggregate \(p.aggregation.rawValue), L = \(p.trainingLength), "
             out += "\(info.lengths.count) lengths \(info.lengths.first ?? 0)…\(info.lengths.last ?? 0), hash \(info.contentHash.prefix(12))\n"
-            let first = try store.lookup(table: id, length: lengths[0], theta: theta)
+            let first = try TableLookup(store: store).lookup(table: id, length: lengths[0], theta: theta)
             out += "  global channels at θ = \(theta) per layer: " + first.layers.map { "\($0.globalChannelCount)" }.joined(separator: " ")
             out += " (of \(first.layers.first?.cumulativeDecay.count ?? 0))\n"
             // A few channels: the globals with the largest cumulative decay in the first layer that has any.
@@ -24,7 +24,7 @@ public enum CalibrationSummary {
                 let name = label % 1000 == 0 ? "τ(\(label / 1000)k)" : "τ(\(label))"
                 return String(repeating: " ", count: max(1, 11 - name.count)) + name
             }.joined() + "\n"
-            let rows = try shown.map { try store.lookup(table: id, length: $0, layer: layer.layer, theta: theta).layers[0] }
+            let rows = try shown.map { try TableLookup(store: store).lookup(table: id, length: $0, layer: layer.layer, theta: theta).layers[0] }
             for c in picked {
                 out += String(format: "    %7d  %8.4f", c, layer.cumulativeDecay[c]) + rows.map { String(format: " %10.5f", $0.deltaThreshold[c]) }.joined() + "\n"
             }

@@ -238,7 +238,7 @@ public struct ModelCheckpoint: Sendable {
             hasher.update(data: Data("\n\(name)|\(e.info.dtype.rawValue)|\(e.info.shape)".utf8))
             hasher.update(bufferPointer: sources[e.source].bytes(of: e.info))
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexString
     }
 }
 

@@ -77,7 +77,7 @@ final class CorpusByteReader {
     /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
     func finishHash() -> String? {
         guard let hasher else { return nil }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexString
     }
 
     /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.

@@ -37,7 +37,7 @@ public enum TableExport {
     }
 
     static func metadataJSON(_ metadata: [String: String]) -> String {
-        CalibrationStore.canonicalJSON(metadata)
+        JSONText.canonical(metadata)
     }
 
     public static func writeSafetensors(layers: [LayerTable], metadata: [String: String], to path: String) throws {

@@ -5,6 +5,27 @@
 // A zeroed Δ means the token neither updates nor decays that channel's state. Local channels are
 // untouched. Filtering is a prefill-time operation.
 
+/// The global-channel rule, in one place: channel c is global (filtered) when its cumulative
+/// decay a_c > θ, compared in f32, as the authors' torch code and the Python package compare an
+/// f32 tensor with a Python float (θ is rounded to f32 first). `lookup`, `eval`, `record`,
+/// `sweep` and the exports all call this.
+public enum GlobalChannels {
+    /// Default θ: the authors' channel threshold for mamba2-1.3b.
+    public static let defaultTheta = 0.05
+
+    /// a_c > θ for every channel: [C].
+    public static func mask(cumulativeDecay: [Float], theta: Double) -> [Bool] {
+        let t = Float(theta)
+        return cumulativeDecay.map { $0 > t }
+    }
+
+    /// How many channels are global.
+    public static func count(cumulativeDecay: [Float], theta: Double) -> Int {
+        let t = Float(theta)
+        return cumulativeDecay.reduce(0) { $0 + ($1 > t ? 1 : 0) }
+    }
+}
+
 /// Why a filter could not be built.
 public struct LongMambaFilterError: Error, CustomStringConvertible, Sendable {
     public let reason: String
@@ -27,7 +48,7 @@ public struct LongMambaFilter: Sendable {
     public init(layers: [Layer]) { self.layers = layers }
 
     /// Classifies channels by θ: global where cumulative decay a_c > θ.
-    public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Float) throws {
+    public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Double) throws {
         guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
         guard deltaThresholds.count == cumulativeDecays.count else {
             throw LongMambaFilterError(reason: "\(deltaThresholds.count) layers of thresholds but \(cumulativeDecays.count) of cumulative decays")
@@ -36,7 +57,7 @@ public struct LongMambaFilter: Sendable {
             guard pair.0.count == pair.1.count else {
                 throw LongMambaFilterError(reason: "layer \(i): \(pair.0.count) thresholds but \(pair.1.count) cumulative decays")
             }
-            return Layer(deltaThreshold: pair.0, globalChannel: pair.1.map { $0 > theta })
+            return Layer(deltaThreshold: pair.0, globalChannel: GlobalChannels.mask(cumulativeDecay: pair.1, theta: theta))
         }
     }
 
@@ -93,60 +114,5 @@ public final class LongMambaFilterRun: @unchecked Sendable {
             considered[layer] += length * filter.layers[layer].globalChannel.filter { $0 }.count
             kept[layer] += filter.apply(layer: layer, delta: &delta, length: length, channels: channels)
         }
-    }
-}
-
-extension ThresholdTableSource {
-    /// Refuses a table calibrated on another model (fingerprint mismatch) unless `force`.
-    /// Done once per model, not per length: the fingerprint hashes every weight.
-    public func checkModel(fingerprint: String, name: String = "this one", force: Bool) throws {
-        if let tableFingerprint = modelFingerprint, tableFingerprint != fingerprint, !force {
-            throw LongMambaFilterError(reason: "the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(name) (\(fingerprint.prefix(12))); pass --force to use it anyway")
-        }
-    }
-}
-
-/// One LongMamba prefill of `length` tokens with a table: decides whether filtering applies
-/// (sequences of at least `filterFrom` tokens), and builds the filter for the table row nearest
-/// `length`, checked against the model's layers and channels. (The fingerprint check is
-/// `ThresholdTableSource.checkModel`.)
-public struct LongMambaPrefill {
-    /// The default filter start: 1.5 × the table's training length (the authors filter from 3k
-    /// tokens on a 2k model; their code uses `int(S / 1000) > 2` whatever L is).
-    public static func defaultFilterStart(trainingLength: Int) -> Int { trainingLength * 3 / 2 }
-
-    public let theta: Float
-    public let filterFrom: Int
-    /// The tabulated length whose row is applied; nil when the sequence is below the filter start.
-    public let tabulatedLength: Int?
-    /// Counts what the filter keeps; nil when no filtering applies.
-    public let run: LongMambaFilterRun?
-
-    /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
-    public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Float,
-                filterFrom: Int? = nil, allowBeyondTable: Bool = true) throws {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
-        self.theta = theta
-        self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
-        if length >= self.filterFrom {
-            if length > (table.lengths.last ?? 0) && !allowBeyondTable {
-                throw LongMambaFilterError(reason: "length \(length) is beyond the table's largest length \(table.lengths.last ?? 0); solve with a larger --max-length, or pass --allow-beyond-table to use the largest")
-            }
-            let f = try table.filter(length: length, theta: theta)
-            try f.filter.validate(for: model.config)
-            run = LongMambaFilterRun(filter: f.filter)
-            tabulatedLength = f.tabulatedLength
-        } else {
-            run = nil
-            tabulatedLength = nil
-        }
-    }
-
-    /// What a recording made with this prefill says about it.
-    public func metadata(tableName: String) -> [String: String] {
-        var m = ["longmamba_table": tableName, "longmamba_theta": "\(theta)", "longmamba_filter_from": "\(filterFrom)"]
-        if let tabulatedLength { m["longmamba_tabulated_length"] = "\(tabulatedLength)" }
-        if let run { m["longmamba_global_channels"] = "\(run.filter.globalChannelCounts)" }
-        return m
     }
 }

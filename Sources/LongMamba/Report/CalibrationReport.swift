@@ -14,7 +14,20 @@ public enum CalibrationReport {
         }
     }
 
-    public static func html(store: CalibrationStore, table id: Int64, theta: Double = CalibrationStore.defaultTheta,
+    /// Perplexity against length, vanilla and LongMamba, both axes logarithmic (the report's
+    /// section and `eval --svg`).
+    public static func perplexityChart(_ curve: PerplexityCurve, theta: Double? = nil) -> SVGChart {
+        var chart = SVGChart(title: "perplexity: vanilla vs LongMamba", xLabel: "sequence length (tokens)", yLabel: "perplexity (log)")
+        chart.xScale = .log10; chart.yScale = .log10
+        chart.series = [SVGChart.Series(name: "vanilla", points: zip(curve.lengths, curve.vanilla).map { (x: Double($0), y: $1) }, color: "#1f77b4", drawPoints: true)]
+        let longMamba = zip(curve.lengths, curve.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }
+        if !longMamba.isEmpty {
+            chart.series.append(SVGChart.Series(name: theta.map { "LongMamba θ=\($0)" } ?? "LongMamba", points: longMamba, color: "#d62728", drawPoints: true))
+        }
+        return chart
+    }
+
+    public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta,
                             perplexity: PerplexityCurve? = nil) throws -> String {
         let info = try store.table(id)
         let metadata = try store.tableMetadata(id)
@@ -75,10 +88,7 @@ public enum CalibrationReport {
 
         if let perplexity {
             body += "<h2>Perplexity against length</h2>\n"
-            var chart = SVGChart(title: "perplexity: vanilla vs LongMamba", xLabel: "sequence length (tokens)", yLabel: "perplexity (log)")
-            chart.xScale = .log10; chart.yScale = .log10
-            chart.series = [SVGChart.Series(name: "vanilla", points: zip(perplexity.lengths, perplexity.vanilla).map { (x: Double($0), y: $1) }, color: "#1f77b4", drawPoints: true),
-                            SVGChart.Series(name: "LongMamba", points: zip(perplexity.lengths, perplexity.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }, color: "#d62728", drawPoints: true)]
+            let chart = perplexityChart(perplexity)
             body += chart.svg() + "\n"
         }
 

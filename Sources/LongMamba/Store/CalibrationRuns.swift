@@ -1,131 +1,230 @@
-// Calibration runs recorded sample by sample (for `longmamba calibrate`): a run is created with
-// its sampled token sequences, each finished sample's layers are committed in one transaction,
-// and the run becomes 'complete' when all its samples are there. A killed process leaves whole
-// samples only, so rerunning the same command resumes after the last committed sample.
-import Crypto
+// Runs, their sampled sequences and their recordings. One writer path: every run row is
+// inserted by `insertRun`, every recording by `RecordingRecord.insert`.
+//
+// A run recorded sample by sample (`calibrate`) is created with its calibration key and its
+// sampled token sequences; each finished sample's layers are committed in one transaction, and
+// the run becomes complete when all its samples are there. A killed process leaves whole samples
+// only, so rerunning the same command resumes after the last committed sample.
 import Foundation
 import GRDB
 
-/// A recorded-by-sample run as `calibrate` sees it.
-public struct ResumableRun: Sendable {
-    public let id: Int64
-    /// Identity of the calibration inputs (model, tokenizer, corpus files, sampler options, L).
-    public let calibrationKey: String
-    /// Token sequences of the run's samples (all K, also those of other shards).
-    public let sequences: [[Int32]]
-    /// Samples whose every layer is stored.
-    public let recordedSamples: Set<Int>
-    public let status: String
+/// What to record about a new run (everything optional comes from the recording's metadata).
+public struct RunProvenance: Sendable {
+    public var corpusProvenanceJSON: String = "{}"
+    public var tokenizerHash: String?
+    public var seed: Int64?
+    public var recordingMetadataJSON: String = "{}"
+    public init() {}
 }
 
-/// One sample's layers, already encoded in their stored representation.
-public struct EncodedSample: Sendable {
-    public struct Layer: Sendable {
-        public let layer: Int
-        public let length: Int
-        public let channels: Int
-        public let encoding: String
-        public let blob: Data
-        public let A: [Float]
-        public let aShape: [Int]
-    }
-    public let sampleIndex: Int
-    public var layers: [Layer] = []
-    public init(sampleIndex: Int) { self.sampleIndex = sampleIndex }
+/// The identity and shape of a run about to be created.
+public struct NewRun: Sendable {
+    public var fingerprint: String
+    public var architecture: String
+    public var configJSON: String = "{}"
+    /// What fixes the recordings (see `CalibrationInputs.key`); nil for imported recording files.
+    public var calibrationKey: String?
+    public var description: String?
+    public var sampleCount: Int
+    public var sampleLength: Int
+    public var layerCount: Int
+    public var provenance = RunProvenance()
 
-    /// Encodes one layer's Δ as soon as the model hands it over, so only the encoded form is kept.
-    public mutating func add(_ delta: LayerDelta, representation: DeltaRepresentation) throws {
-        let sorted = try SortedDeltaLayer(layerDelta: delta, source: "sample \(sampleIndex)")
-        layers.append(Layer(layer: delta.layer, length: delta.length, channels: delta.channels,
-                            encoding: representation.encodingName, blob: try DeltaBlob.encode(sorted, as: representation),
-                            A: delta.A, aShape: delta.aShape))
+    public init(fingerprint: String, architecture: String, sampleCount: Int, sampleLength: Int, layerCount: Int) {
+        self.fingerprint = fingerprint; self.architecture = architecture
+        self.sampleCount = sampleCount; self.sampleLength = sampleLength; self.layerCount = layerCount
     }
 }
 
 extension CalibrationStore {
-    /// The run with this calibration key, if any.
-    public func resumableRun(calibrationKey: String) throws -> ResumableRun? {
-        try read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT id, status, layer_count, recording_metadata_json FROM calibration_runs ORDER BY id")
-            for row in rows {
-                let metadataJSON: String = row["recording_metadata_json"]
-                guard let metadata = try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)) as? [String: Any],
-                      metadata["calibration_key"] as? String == calibrationKey else { continue }
-                let id: Int64 = row["id"], layerCount: Int = row["layer_count"]
-                let sequences = (metadata["sequences"] as? [[NSNumber]] ?? []).map { $0.map { Int32(truncating: $0) } }
-                let complete = try Int.fetchAll(db, sql: """
-                    SELECT sample_index FROM recordings WHERE run_id = ? GROUP BY sample_index HAVING COUNT(*) = ?
-                    """, arguments: [id, layerCount])
-                return ResumableRun(id: id, calibrationKey: calibrationKey, sequences: sequences,
-                                    recordedSamples: Set(complete), status: row["status"])
-            }
-            return nil
+    // MARK: writing
+
+    /// The one place a run row is inserted (its model row is added if new).
+    private func insertRun(_ db: Database, _ new: NewRun, status: RunStatus) throws -> Int64 {
+        guard new.sampleCount > 0, new.sampleLength > 0, new.layerCount > 0 else {
+            throw StoreError.invalidRunShape(sampleCount: new.sampleCount, sampleLength: new.sampleLength, layerCount: new.layerCount)
+        }
+        let model: Int64
+        if let existing = try ModelInfo.filter(Column("fingerprint") == new.fingerprint).fetchOne(db), let id = existing.id {
+            model = id
+        } else {
+            var row = ModelInfo(id: nil, fingerprint: new.fingerprint, architecture: new.architecture, configJSON: new.configJSON,
+                                createdAt: CalibrationStore.now())
+            try row.insert(db)
+            model = row.id!
+        }
+        var run = CalibrationRunInfo(id: nil, modelID: model, calibrationKey: new.calibrationKey, description: new.description,
+                                     corpusProvenanceJSON: new.provenance.corpusProvenanceJSON, tokenizerHash: new.provenance.tokenizerHash,
+                                     seed: new.provenance.seed, sampleCount: new.sampleCount, sampleLength: new.sampleLength,
+                                     layerCount: new.layerCount, recordingMetadataJSON: new.provenance.recordingMetadataJSON,
+                                     toolVersion: ToolInfo.version, status: status, createdAt: CalibrationStore.now())
+        try run.insert(db)
+        return run.id!
+    }
+
+    /// Creates a run in status 'recording' with its sampled sequences (one transaction).
+    public func beginRun(_ new: NewRun, sequences: [[Int32]]) throws -> Int64 {
+        guard sequences.count == new.sampleCount else {
+            throw StoreError.sampleCountMismatch(path: path, sequences: sequences.count, sampleCount: new.sampleCount)
+        }
+        return try write { db in
+            let run = try insertRun(db, new, status: .recording)
+            for (k, s) in sequences.enumerated() { try RunSampleRecord(run: run, sample: k, tokens: s).insert(db) }
+            return run
         }
     }
 
-    /// Calibration keys and descriptions of every run (to refuse mixing models or seeds in one database).
-    public func calibrationKeys() throws -> [(id: Int64, key: String?, description: String?)] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, recording_metadata_json FROM calibration_runs ORDER BY id").map { row in
-                let json: String = row["recording_metadata_json"]
-                let m = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any]
-                return (row["id"], m?["calibration_key"] as? String, m?["calibration_description"] as? String)
+    /// Commits every layer of one sample of a recording run in one transaction (all or nothing).
+    public func commitSample(run id: Int64, sample: Int, layers: [EncodedLayer]) throws {
+        let info = try run(id)
+        guard info.status == .recording else { throw StoreError.runNotRecording(path: path, run: id, status: info.status) }
+        for l in layers {
+            guard sample >= 0, sample < info.sampleCount, l.layer >= 0, l.layer < info.layerCount else {
+                throw StoreError.sampleOutOfRange(path: path, run: id, sample: sample, layer: l.layer, sampleCount: info.sampleCount, layerCount: info.layerCount)
+            }
+            guard l.length == info.sampleLength else {
+                throw StoreError.sampleLengthMismatch(path: path, run: id, sample: sample, layer: l.layer, expected: info.sampleLength, found: l.length)
             }
         }
-    }
-
-    /// Creates a run in status 'recording' holding its sampled sequences and calibration key.
-    public func beginRun(calibrationKey: String, description: String, fingerprint: String, architecture: String, configJSON: String,
-                         sequences: [[Int32]], trainingLength: Int, layerCount: Int, provenance: RunProvenance,
-                         extraMetadata: [String: Any] = [:]) throws -> Int64 {
-        var metadata = extraMetadata
-        metadata["calibration_key"] = calibrationKey
-        metadata["calibration_description"] = description
-        metadata["sequences"] = sequences.map { $0.map { Int($0) } }
-        var withMetadata = provenance
-        withMetadata.recordingMetadataJSON = String(decoding: try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self)
-        return try beginRun(fingerprint: fingerprint, architecture: architecture, configJSON: configJSON, provenance: withMetadata,
-                            sampleCount: sequences.count, trainingLength: trainingLength, layerCount: layerCount)
-    }
-
-    /// Commits every layer of one sample in one transaction (all or nothing).
-    public func commitSample(run: Int64, _ sample: EncodedSample) throws {
         try write { db in
-            for l in sample.layers {
-                try insertEncodedRecording(db, run: run, sample: sample.sampleIndex, layer: l.layer, length: l.length, channels: l.channels,
-                                           encoding: l.encoding, blob: l.blob, A: l.A, aShape: l.aShape)
-            }
+            for l in layers { try RecordingRecord(run: id, sample: sample, layer: l).insert(db) }
         }
     }
 
-    /// Copies the recordings of run `id` of `other` into run `into` of this store (one transaction).
+    /// Marks a run complete once every (sample, layer) is stored.
+    public func finishRun(_ id: Int64) throws {
+        let info = try run(id)
+        try write { db in
+            let stored = try RecordingRecord.filter(Column("run_id") == id).fetchCount(db)
+            guard stored == info.sampleCount * info.layerCount else {
+                throw StoreError.incompleteRecordings(path: path, run: id, stored: stored, expected: info.sampleCount * info.layerCount)
+            }
+            try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
+        }
+    }
+
+    /// Imports recording files (one per sample) as a new complete run, in one transaction.
+    /// `representation` nil picks exact for Mamba-2 / small layers, the sketch for Mamba-1.
+    public func importRecordings(_ paths: [String], representation: DeltaRepresentation? = nil,
+                                 provenance: RunProvenance = RunProvenance()) throws -> Int64 {
+        try importRecordings(paths, representation: representation, provenance: provenance, failAfterLayers: nil)
+    }
+
+    /// `failAfterLayers` stops the transaction part-way (tests of the all-or-nothing write).
+    func importRecordings(_ paths: [String], representation: DeltaRepresentation?, provenance: RunProvenance, failAfterLayers: Int?) throws -> Int64 {
+        guard !paths.isEmpty else { throw StoreError.noRecordingFiles }
+        let files = try paths.map { try RecordingFile(path: $0) }
+        try RecordingFile.checkConsistent(files)
+        let first = files[0]
+        let architecture = first.architecture ?? (first.aShapes[0].count == 1 ? "mamba2" : "mamba")
+        let chosen = representation ?? DeltaRepresentation.automatic(architecture: architecture, channels: first.channels)
+        var new = NewRun(fingerprint: first.fingerprint ?? "unfingerprinted:\(architecture):\(first.layerCount)x\(first.channels)",
+                         architecture: architecture, sampleCount: files.count, sampleLength: first.length, layerCount: first.layerCount)
+        new.configJSON = first.metadata["config"] ?? "{}"
+        new.provenance = provenance
+        if new.provenance.recordingMetadataJSON == "{}" { new.provenance.recordingMetadataJSON = JSONText.canonical(first.metadata) }
+        if new.provenance.tokenizerHash == nil { new.provenance.tokenizerHash = first.metadata["tokenizer_hash"] }
+        if new.provenance.seed == nil, let s = first.metadata["seed"] { new.provenance.seed = Int64(s) }
+        if new.provenance.corpusProvenanceJSON == "{}", let c = first.metadata["corpus"] { new.provenance.corpusProvenanceJSON = c }
+        let run = new
+        var written = 0
+        return try write { db in
+            let id = try insertRun(db, run, status: .recording)
+            for (s, file) in files.enumerated() {
+                for i in 0..<file.layerCount {
+                    if let failAfterLayers, written >= failAfterLayers { throw SimulatedInterruption(afterLayers: written) }
+                    try RecordingRecord(run: id, sample: s, layer: try EncodedLayer(try file.layer(i), as: chosen)).insert(db)
+                    written += 1
+                }
+            }
+            try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
+            return id
+        }
+    }
+
+    /// Copies the recordings of run `id` of `other` into run `target` of this store (one transaction).
     /// Samples already present are skipped; a different stored value for the same sample is an error.
     public func mergeRecordings(from other: CalibrationStore, run id: Int64, into target: Int64) throws -> Int {
         let rows = try other.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM recordings WHERE run_id = ? ORDER BY sample_index, layer_index", arguments: [id])
+            try RecordingRecord.filter(Column("run_id") == id).order(Column("sample_index"), Column("layer_index")).fetchAll(db)
         }
         return try write { db in
             var added = 0
-            for row in rows {
-                let sample: Int = row["sample_index"], layer: Int = row["layer_index"], hash: String = row["content_hash"]
-                if let existing = try String.fetchOne(db, sql: "SELECT content_hash FROM recordings WHERE run_id = ? AND sample_index = ? AND layer_index = ?",
-                                                      arguments: [target, sample, layer]) {
-                    guard existing == hash else {
-                        throw StoreError.invalid("\(other.path): sample \(sample) layer \(layer) differs from the one already in \(path) (different model build or inputs?)")
+            for var row in rows {
+                if let existing = try RecordingRecord.filter(Column("run_id") == target && Column("sample_index") == row.sampleIndex
+                                                             && Column("layer_index") == row.layerIndex).fetchOne(db) {
+                    guard existing.contentHash == row.contentHash else {
+                        throw StoreError.recordingDiffers(source: other.path, target: path, sample: row.sampleIndex, layer: row.layerIndex)
                     }
                     continue
                 }
-                try db.execute(sql: """
-                    INSERT INTO recordings (run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, a_shape_json, a_values, content_hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [target, sample, layer, row["token_count"], row["channel_count"], row["encoding"], row["delta_blob"],
-                                     row["a_shape_json"], row["a_values"], hash])
+                row.runID = target
+                try row.insert(db)
                 added += 1
             }
             return added
         }
     }
 
+    // MARK: reading
+
+    public func run(_ id: Int64) throws -> CalibrationRunInfo {
+        try read { db in
+            guard let run = try CalibrationRunInfo.fetchOne(db, key: id) else { throw StoreError.unknownRun(path: path, id: id) }
+            return run
+        }
+    }
+
+    /// The run with this calibration key, if any.
+    public func run(calibrationKey: String) throws -> CalibrationRunInfo? {
+        try read { db in try CalibrationRunInfo.filter(Column("calibration_key") == calibrationKey).fetchOne(db) }
+    }
+
+    /// Every run, oldest first.
+    public func runs() throws -> [CalibrationRunInfo] {
+        try read { db in try CalibrationRunInfo.order(Column("id")).fetchAll(db) }
+    }
+
+    /// The sampled token sequences of a run, by sample index (empty for imported recordings).
+    public func sequences(run id: Int64) throws -> [[Int32]] {
+        try read { db in try RunSampleRecord.filter(Column("run_id") == id).order(Column("sample_index")).fetchAll(db).map(\.tokens) }
+    }
+
+    /// Samples whose every layer is stored.
+    public func recordedSamples(run id: Int64) throws -> Set<Int> {
+        let info = try run(id)
+        return try read { db in
+            Set(try Int.fetchAll(db, sql: "SELECT sample_index FROM recordings WHERE run_id = ? GROUP BY sample_index HAVING COUNT(*) = ?",
+                                 arguments: [id, info.layerCount]))
+        }
+    }
+
+    public func model(_ id: Int64) throws -> ModelInfo {
+        try read { db in
+            guard let model = try ModelInfo.fetchOne(db, key: id) else { throw StoreError.unknownModel(path: path, id: id) }
+            return model
+        }
+    }
+
     /// Model fingerprint and config of a run.
     public func runModel(_ id: Int64) throws -> ModelInfo { try model(try run(id).modelID) }
+
+    /// The K samples of one layer of a run, decoded from their stored representation.
+    public func layerSamples(run: Int64, layer: Int) throws -> [SortedDeltaLayer] {
+        try read { db in
+            try RecordingRecord.filter(Column("run_id") == run && Column("layer_index") == layer).order(Column("sample_index")).fetchAll(db).map { r in
+                try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape)
+            }
+        }
+    }
+
+    /// The encodings used by a run's recordings (for table metadata).
+    public func recordingEncodings(run: Int64) throws -> [String] {
+        try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT encoding FROM recordings WHERE run_id = ? ORDER BY encoding", arguments: [run]) }
+    }
+
+    /// Bytes of stored recordings of a run.
+    public func recordingBytes(run: Int64) throws -> Int {
+        try read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(LENGTH(delta_blob) + LENGTH(a_values)), 0) FROM recordings WHERE run_id = ?", arguments: [run]) ?? 0 }
+    }
 }

@@ -28,6 +28,11 @@ public struct BPETokenizer: Sendable {
     let decodedBytes: [[UInt8]]
     let specialIds: Set<Int>
 
+    /// Where a model directory keeps its tokenizer (Hugging Face layout).
+    public static func defaultPath(modelDirectory: String) -> String {
+        URL(fileURLWithPath: modelDirectory).appendingPathComponent("tokenizer.json").path
+    }
+
     /// Loads `tokenizer.json` from a file.
     public init(contentsOf path: String) throws {
         let data: Data
@@ -42,7 +47,7 @@ public struct BPETokenizer: Sendable {
     /// Parses the contents of a `tokenizer.json`; `source` names it in errors.
     public init(data: Data, source: String) throws {
         self.source = source
-        sha256 = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        sha256 = SHA256.hash(data: data).hexString
         func malformed(_ reason: String) -> TokenizerError { .malformed(path: source, reason: reason) }
         func unsupported(_ component: String, _ hint: String) -> TokenizerError {
             .unsupported(path: source, component: component, hint: hint)

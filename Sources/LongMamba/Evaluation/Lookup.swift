@@ -1,5 +1,6 @@
 // Use at inference (docs/method.md §4, docs/contracts.md "Lookup"): round the sequence length to the nearest tabulated length,
-// read each layer's τ(S), and mark channels with a_c > θ as global (only they are filtered).
+// read each layer's τ(S), and mark channels with a_c > θ as global (only they are filtered;
+// the rule itself is `GlobalChannels`).
 import Foundation
 
 /// The rounding rule from a sequence length to a tabulated length.
@@ -58,26 +59,43 @@ public struct LookupResult: Sendable, Codable, Equatable {
     }
 }
 
-extension CalibrationStore {
-    /// Default θ: the authors' channel threshold for mamba2-1.3b.
-    public static let defaultTheta = 0.05
+/// Why a lookup was refused.
+public enum LookupError: Error, CustomStringConvertible, Sendable, Equatable {
+    case nonPositiveLength(Int)
+    case nonFiniteTheta(Double)
+    case noSuchLayer(path: String, table: Int64, layer: Int, layerCount: Int)
+    case noTabulatedLengths(path: String, table: Int64)
+
+    public var description: String {
+        switch self {
+        case let .nonPositiveLength(n): return "length \(n) must be a positive number of tokens"
+        case let .nonFiniteTheta(t): return "θ = \(t) must be a finite number"
+        case let .noSuchLayer(path, table, layer, n): return "\(path): table \(table) has layers 0..<\(n); layer \(layer) does not exist"
+        case let .noTabulatedLengths(path, table): return "\(path): table \(table) has no tabulated lengths"
+        }
+    }
+}
+
+/// Reads a stored table at one sequence length: the row nearest S and the global channels for θ.
+public struct TableLookup {
+    public let store: CalibrationStore
+    public init(store: CalibrationStore) { self.store = store }
 
     /// Thresholds at the tabulated length nearest to `length` and the global-channel mask a_c > θ.
-    public func lookup(table id: Int64, length: Int, layer: Int? = nil, theta: Double = CalibrationStore.defaultTheta) throws -> LookupResult {
-        guard length > 0 else { throw StoreError.invalid("length \(length) must be a positive number of tokens") }
-        guard theta.isFinite else { throw StoreError.invalid("θ = \(theta) must be a finite number") }
-        let info = try table(id)
+    public func lookup(table id: Int64, length: Int, layer: Int? = nil, theta: Double = GlobalChannels.defaultTheta) throws -> LookupResult {
+        guard length > 0 else { throw LookupError.nonPositiveLength(length) }
+        guard theta.isFinite else { throw LookupError.nonFiniteTheta(theta) }
+        let info = try store.table(id)
         if let layer, layer < 0 || layer >= info.layerCount {
-            throw StoreError.invalid("\(path): table \(id) has layers 0..<\(info.layerCount); layer \(layer) does not exist")
+            throw LookupError.noSuchLayer(path: store.path, table: id, layer: layer, layerCount: info.layerCount)
         }
         guard let index = LengthRounding.nearestIndex(of: length, in: info.lengths) else {
-            throw StoreError.invalid("\(path): table \(id) has no tabulated lengths")
+            throw LookupError.noTabulatedLengths(path: store.path, table: id)
         }
         let layers = try (layer.map { [$0] } ?? Array(0..<info.layerCount)).map { i -> LookupResult.Layer in
-            let l = try tableLayer(table: id, layer: i)
-            let C = l.channels
-            let row = (index * C)..<((index + 1) * C)
-            let mask = l.cumulativeDecay.map { Double($0) > theta }
+            let l = try store.tableLayer(table: id, layer: i)
+            let row = (index * l.channels)..<((index + 1) * l.channels)
+            let mask = GlobalChannels.mask(cumulativeDecay: l.cumulativeDecay, theta: theta)
             return LookupResult.Layer(layer: i, deltaThreshold: Array(l.deltaThreshold[row]), keptFraction: Array(l.keptFraction[row]),
                                       cumulativeDecay: l.cumulativeDecay, globalChannel: mask, globalChannelCount: mask.filter { $0 }.count)
         }

@@ -4,69 +4,6 @@
 // the same as prefilling all S tokens at once.
 import Foundation
 
-/// Where LongMamba thresholds come from: a table in the store or an exported safetensors table.
-public protocol ThresholdTableSource {
-    var modelFingerprint: String? { get }
-    var trainingLength: Int { get }
-    var lengths: [Int] { get }
-    /// Thresholds at the tabulated length nearest `length` (the lookup's rounding rule) and the
-    /// global-channel mask for θ.
-    func filter(length: Int, theta: Float) throws -> (filter: LongMambaFilter, tabulatedLength: Int)
-}
-
-/// A table stored in the SQLite store.
-public struct StoredTableSource: ThresholdTableSource {
-    public let store: CalibrationStore
-    public let table: Int64
-    private let info: ThresholdTableInfo
-    public init(store: CalibrationStore, table: Int64) throws {
-        self.store = store; self.table = table; info = try store.table(table)
-    }
-    public var modelFingerprint: String? { info.modelFingerprint }
-    public var trainingLength: Int { info.parameters.trainingLength }
-    public var lengths: [Int] { info.lengths }
-    public func filter(length: Int, theta: Float) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
-        let result = try store.lookup(table: table, length: length, theta: Double(theta))
-        let layers = result.layers.map { LongMambaFilter.Layer(deltaThreshold: $0.deltaThreshold, globalChannel: $0.cumulativeDecay.map { $0 > theta }) }
-        return (LongMambaFilter(layers: layers), result.length)
-    }
-}
-
-/// A table exported with `longmamba export --format safetensors` (or written by another tool in
-/// that format): lengths i64 [T], layer.{i}.threshold f32 [T, C], layer.{i}.cumulative_decay f32 [C].
-public struct ExportedTableSource: ThresholdTableSource {
-    public let file: SafetensorsFile
-    public let lengths: [Int]
-    public let layerCount: Int
-    public init(path: String) throws {
-        file = try SafetensorsFile(path: path)
-        lengths = try file.integers("lengths")
-        var n = 0
-        while file.info("layer.\(n).threshold") != nil { n += 1 }
-        guard n > 0 else { throw SafetensorsError(path: path, tensor: "layer.0.threshold", reason: "not found: not a longmamba table export") }
-        layerCount = n
-    }
-    public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
-    public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
-    public func filter(length: Int, theta: Float) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
-        guard let index = LengthRounding.nearestIndex(of: length, in: lengths) else {
-            throw SafetensorsError(path: file.path, tensor: "lengths", reason: "empty")
-        }
-        var thresholds: [[Float]] = [], decays: [[Float]] = []
-        for i in 0..<layerCount {
-            let decay = try file.floats("layer.\(i).cumulative_decay")
-            let all = try file.floats("layer.\(i).threshold")
-            let C = decay.count
-            guard all.count == lengths.count * C else {
-                throw SafetensorsError(path: file.path, tensor: "layer.\(i).threshold", reason: "has \(all.count) values, expected \(lengths.count) × \(C)")
-            }
-            thresholds.append(Array(all[(index * C)..<((index + 1) * C)]))
-            decays.append(decay)
-        }
-        return (try LongMambaFilter(deltaThresholds: thresholds, cumulativeDecays: decays, theta: theta), lengths[index])
-    }
-}
-
 /// One evaluated length.
 public struct PerplexityPoint: Sendable, Codable, Equatable {
     public var length: Int
@@ -97,10 +34,10 @@ public struct PerplexityResults: Sendable, Codable {
 
     public static func load(_ path: String) throws -> PerplexityResults {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ModelRunError(reason: "\(path): cannot read evaluation results")
+            throw EvaluationError.unreadableResults(path: path)
         }
         do { return try JSONDecoder().decode(PerplexityResults.self, from: data) } catch {
-            throw ModelRunError(reason: "\(path): not the JSON written by `longmamba eval --json` (\(error.localizedDescription))")
+            throw EvaluationError.notEvaluationResults(path: path, detail: error.localizedDescription)
         }
     }
 
@@ -128,7 +65,7 @@ public struct PerplexityResults: Sendable, Codable {
 public struct PerplexityEvaluation {
     public var model: MambaModel
     public var table: (any ThresholdTableSource)?
-    public var theta: Float = 0.05
+    public var theta: Double = GlobalChannels.defaultTheta
     /// Filter only windows of at least this many tokens (default 1.5 × the table's training
     /// length: the authors filter from 3k tokens on a 2k model).
     public var filterFromLength: Int?
@@ -168,12 +105,12 @@ public struct PerplexityEvaluation {
 
     /// Evaluates every length on `windows` windows of `tokens`.
     public func run(tokens: [Int], lengths: [Int], progress: (String) -> Void = { _ in }) throws -> [PerplexityPoint] {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
         var points: [PerplexityPoint] = []
         for S in lengths {
-            guard S >= 2 else { throw ModelRunError(reason: "length \(S) is too short to measure perplexity") }
+            guard S >= 2 else { throw EvaluationError.lengthTooShort(S) }
             guard tokens.count >= S else {
-                throw ModelRunError(reason: "the text has \(tokens.count) tokens, fewer than the requested length \(S)")
+                throw EvaluationError.textTooShort(tokens: tokens.count, length: S)
             }
             let prefill = try table.map {
                 try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)

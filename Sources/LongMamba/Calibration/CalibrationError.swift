@@ -1,0 +1,53 @@
+/// Why `calibrate` or `merge` stopped (nothing already committed is lost).
+public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatable {
+    case tooFewSamples(Int)
+    case badShard(index: Int, count: Int)
+    case noTrainingLength(modelDirectory: String)
+    case noTokenizer(modelDirectory: String)
+    /// The database already holds a run with other inputs (`existing`: its description).
+    case otherCalibration(database: String, run: Int64, existing: String?, this: String)
+    case corpusTooShort(sequences: Int, expected: Int, length: Int)
+    case tokenOutsideVocabulary(sample: Int, token: Int, id: Int, vocabulary: Int, tokenizer: String)
+    // merge
+    case noInputDatabases
+    case notOneRun(input: String, runs: Int)
+    case modelMismatch(input: String, found: String, others: String)
+    case calibrationMismatch(input: String, description: String?)
+    case outputHoldsOtherCalibration(output: String, run: Int64)
+    case noRecordings
+
+    /// What went wrong.
+    public var reason: String {
+        switch self {
+        case .tooFewSamples: return "--samples must be at least 1"
+        case let .badShard(i, n): return "--shard \(i)/\(n): expected i/n with 0 ≤ i < n"
+        case let .noTrainingLength(dir): return "\(dir): the config does not say the model's training length"
+        case let .noTokenizer(dir): return "\(dir) has no tokenizer.json and no --tokenizer was given"
+        case let .otherCalibration(db, run, existing, this):
+            return "\(db) already holds calibration run \(run) with other inputs (\(existing ?? "imported recordings")); this one is \(this)"
+        case let .corpusTooShort(n, K, L): return "the corpus gave \(n) sequences, expected \(K) of \(L) tokens"
+        case let .tokenOutsideVocabulary(k, t, id, V, _): return "sample \(k) token \(t) has id \(id) but the model's vocabulary has \(V) rows"
+        case .noInputDatabases: return "no input databases given"
+        case let .notOneRun(input, n): return "\(input) holds \(n) calibration runs; expected exactly one made by `calibrate`"
+        case let .modelMismatch(input, found, others):
+            return "\(input) was calibrated on model \(found.prefix(12)), the others on \(others.prefix(12)); refusing to merge"
+        case let .calibrationMismatch(input, description):
+            return "\(input) comes from another calibration (\(description ?? "?")); shards must share model, tokenizer, corpus, seed, K and L"
+        case let .outputHoldsOtherCalibration(output, run): return "\(output) already holds run \(run) of another calibration; merge into a new database"
+        case .noRecordings: return "the inputs hold no recordings"
+        }
+    }
+
+    /// What to do about it, where that is not obvious.
+    public var hint: String? {
+        switch self {
+        case .noTrainingLength: return "pass --length L (2048 for state-spaces Mamba/Mamba-2, 4096 for Zamba2)"
+        case .noTokenizer: return "state-spaces checkpoints ship without one; pass --tokenizer with the GPT-NeoX-20B tokenizer.json"
+        case .otherCalibration: return "use another --db for another model, corpus, seed, K or L"
+        case let .tokenOutsideVocabulary(_, _, _, _, tokenizer): return "the tokenizer \(tokenizer) does not belong to this model"
+        default: return nil
+        }
+    }
+
+    public var description: String { hint.map { "\(reason) (hint: \($0))" } ?? reason }
+}

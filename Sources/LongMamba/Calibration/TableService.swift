@@ -1,0 +1,64 @@
+// Tables from stored recordings (docs/method.md §3-5): the solver reads a complete run's
+// samples layer by layer from the store and the result is saved as a new immutable table.
+// `calibrate`, `merge`, `solve` and `sweep` all come through here.
+import Foundation
+
+public struct TableService {
+    public let store: CalibrationStore
+
+    public init(store: CalibrationStore) { self.store = store }
+
+    /// The solver's parameters for a stored run: `trainingLength` nil uses the run's recorded L.
+    public func parameters(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int = 1000,
+                           maxLength: Int = 256_000, trainingLength: Int? = nil) throws -> SolverParameters {
+        let run = try store.run(runID)
+        let p = SolverParameters(clampFraction: clampFraction, aggregation: aggregation, interval: interval, maxLength: maxLength,
+                                 trainingLength: trainingLength ?? run.sampleLength)
+        try p.validate()
+        return p
+    }
+
+    /// Solves a complete stored run into a new table and returns its id (always a new row:
+    /// tables are immutable, and equal inputs give an equal content hash).
+    public func solve(run runID: Int64, parameters: SolverParameters, method: SolverMethod = .fast) throws -> Int64 {
+        let run = try store.run(runID)
+        guard run.status == .complete else { throw StoreError.runNotComplete(path: store.path, run: runID, status: run.status) }
+        try parameters.validate()
+        var layers: [LayerTable] = []
+        for i in 0..<run.layerCount {
+            let samples = try store.layerSamples(run: runID, layer: i)
+            guard samples.count == run.sampleCount else {
+                throw StoreError.missingSamples(path: store.path, run: runID, layer: i, stored: samples.count, expected: run.sampleCount)
+            }
+            layers.append(try DeltaThresholdSolver.solveLayer(samples: samples, parameters: parameters, method: method))
+        }
+        return try store.saveTable(run: runID, parameters: parameters, layers: layers)
+    }
+
+    /// `solve(run:parameters:)` with the parameters spelled out.
+    public func solve(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int = 1000, maxLength: Int = 256_000,
+                      trainingLength: Int? = nil, method: SolverMethod = .fast) throws -> Int64 {
+        try solve(run: runID, parameters: try parameters(run: runID, clampFraction: clampFraction, aggregation: aggregation,
+                                                          interval: interval, maxLength: maxLength, trainingLength: trainingLength),
+                  method: method)
+    }
+
+    /// One table per parameter set, reusing a LongMamba table of the run with exactly those
+    /// parameters (rerunning `calibrate` or `merge` adds nothing) and solving the others.
+    public func tables(run runID: Int64, for grid: [SolverParameters], progress: (CalibrationEvent) -> Void = { _ in }) throws -> [Int64] {
+        let existing = try store.tables().filter { $0.runID == runID && $0.method == CalibrationStore.longMambaMethod }
+        var ids: [Int64] = []
+        for parameters in grid {
+            if let table = existing.first(where: { $0.parameters == parameters }) {
+                ids.append(table.id)
+                progress(.reused(table: table.id))
+                continue
+            }
+            progress(.solving(clampFraction: parameters.clampFraction, aggregation: parameters.aggregation))
+            let id = try solve(run: runID, parameters: parameters)
+            ids.append(id)
+            progress(.solved(table: id))
+        }
+        return ids
+    }
+}

@@ -1,0 +1,30 @@
+/// Why an evaluation (or a LongMamba prefill) was refused.
+public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable {
+    case nonPositiveTheta(Double)
+    case tableForAnotherModel(table: String, model: String, modelFingerprint: String)
+    case beyondTable(length: Int, largest: Int)
+    case lengthTooShort(Int)
+    case textTooShort(tokens: Int, length: Int)
+    case noTokenizer(modelDirectory: String)
+    case unreadableText(path: String)
+    case noText
+    case unreadableResults(path: String)
+    case notEvaluationResults(path: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .nonPositiveTheta(t): return "θ must be > 0, got \(t)"
+        case let .tableForAnotherModel(table, model, fingerprint):
+            return "the table was calibrated on model \(table.prefix(12)), not on \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway"
+        case let .beyondTable(length, largest):
+            return "length \(length) is beyond the table's largest length \(largest); solve with a larger --max-length, or pass --allow-beyond-table to use the largest"
+        case let .lengthTooShort(S): return "length \(S) is too short to measure perplexity"
+        case let .textTooShort(n, S): return "the text has \(n) tokens, fewer than the requested length \(S)"
+        case let .noTokenizer(dir): return "\(dir) has no tokenizer.json; pass --tokenizer or --tokens"
+        case let .unreadableText(path): return "cannot read \(path)"
+        case .noText: return "give --text FILE or --tokens FILE"
+        case let .unreadableResults(path): return "\(path): cannot read evaluation results"
+        case let .notEvaluationResults(path, detail): return "\(path): not the JSON written by `longmamba eval --json` (\(detail))"
+        }
+    }
+}

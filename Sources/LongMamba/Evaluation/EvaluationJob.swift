@@ -1,0 +1,86 @@
+// `longmamba eval` as a library job, mirroring `CalibrationJob`: read the evaluation text, open
+// the table, enforce the fingerprint policy once, evaluate every length, and hand back results
+// that the CLI prints and writes (JSON, CSV, the report's perplexity chart).
+import Foundation
+
+/// The table applied at inference, as a user names it.
+public enum TableChoice: Sendable, Equatable {
+    case stored(database: String, table: Int64)
+    case exported(path: String)
+
+    /// Opens the table (read-only) and names it for results and metadata ("db#id" or the file).
+    public func open() throws -> (table: any ThresholdTableSource, name: String) {
+        switch self {
+        case let .stored(database, table):
+            return (try StoredTableSource(store: try CalibrationStore(path: database, readOnly: true), table: table), "\(database)#\(table)")
+        case let .exported(path):
+            return (try ExportedTableSource(path: path), path)
+        }
+    }
+}
+
+/// The text to evaluate on.
+public enum EvaluationText: Sendable, Equatable {
+    /// A UTF-8 text file, tokenized with `tokenizer` (nil: the model directory's tokenizer.json).
+    case text(path: String, tokenizer: String?)
+    /// Whitespace-separated token ids.
+    case tokens(path: String)
+}
+
+public struct EvaluationOptions: Sendable {
+    public var modelDirectory: String
+    public var text: EvaluationText
+    public var table: TableChoice?
+    public var theta = GlobalChannels.defaultTheta
+    /// nil: `LongMambaPrefill.defaultFilterStart` of the table's training length.
+    public var filterFrom: Int?
+    /// Use a table calibrated on another model.
+    public var force = false
+    public var allowBeyondTable = false
+    public var lengths: [Int]
+    public var windows = 1
+    public var chunk = 1024
+
+    public init(modelDirectory: String, text: EvaluationText, lengths: [Int]) {
+        self.modelDirectory = modelDirectory; self.text = text; self.lengths = lengths
+    }
+}
+
+public struct EvaluationJob {
+    public let options: EvaluationOptions
+    public init(options: EvaluationOptions) { self.options = options }
+
+    /// The evaluation text's token ids and the name recorded for it.
+    public static func tokens(_ text: EvaluationText, modelDirectory: String) throws -> (ids: [Int], source: String) {
+        switch text {
+        case let .tokens(path):
+            return (try TokenFile.read(path), path)
+        case let .text(path, tokenizer):
+            let tokenizerPath = tokenizer ?? BPETokenizer.defaultPath(modelDirectory: modelDirectory)
+            guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw EvaluationError.noTokenizer(modelDirectory: modelDirectory) }
+            let tok = try BPETokenizer(contentsOf: tokenizerPath)
+            guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError.unreadableText(path: path) }
+            return (try tok.encode(utf8: [UInt8](data), source: path), path)
+        }
+    }
+
+    public func run(progress: (String) -> Void = { _ in }) throws -> PerplexityResults {
+        let o = options
+        let model = try MambaModel(directory: o.modelDirectory)
+        let (ids, source) = try Self.tokens(o.text, modelDirectory: o.modelDirectory)
+        let opened = try o.table?.open()
+        let fingerprint = model.checkpoint.fingerprint()
+        try opened?.table.checkModel(fingerprint: fingerprint, name: o.modelDirectory, force: o.force)
+        var evaluation = PerplexityEvaluation(model: model, table: opened?.table)
+        evaluation.theta = o.theta
+        evaluation.filterFromLength = o.filterFrom
+        evaluation.allowBeyondTable = o.allowBeyondTable
+        evaluation.windows = o.windows
+        evaluation.chunk = o.chunk
+        let points = try evaluation.run(tokens: ids, lengths: o.lengths, progress: progress)
+        return PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
+                                 theta: opened == nil ? nil : o.theta, table: opened?.name,
+                                 filterFromLength: opened.map { o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.table.trainingLength) },
+                                 points: points)
+    }
+}

@@ -1,0 +1,122 @@
+// Where LongMamba thresholds come from at inference (a table in the store, or an exported
+// safetensors table) and the one decision every prefill makes with them (`LongMambaPrefill`):
+// filter or not at this length, with which table row, checked against the model.
+import Foundation
+
+/// Where LongMamba thresholds come from: a table in the store or an exported safetensors table.
+public protocol ThresholdTableSource {
+    var modelFingerprint: String? { get }
+    var trainingLength: Int { get }
+    var lengths: [Int] { get }
+    /// Thresholds at the tabulated length nearest `length` (the lookup's rounding rule) and the
+    /// global-channel mask for θ.
+    func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int)
+}
+
+/// A table stored in the SQLite store.
+public struct StoredTableSource: ThresholdTableSource {
+    public let store: CalibrationStore
+    public let table: Int64
+    private let info: ThresholdTableInfo
+    public init(store: CalibrationStore, table: Int64) throws {
+        self.store = store; self.table = table; info = try store.table(table)
+    }
+    public var modelFingerprint: String? { info.modelFingerprint }
+    public var trainingLength: Int { info.parameters.trainingLength }
+    public var lengths: [Int] { info.lengths }
+    public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
+        let result = try TableLookup(store: store).lookup(table: table, length: length, theta: theta)
+        let layers = result.layers.map { LongMambaFilter.Layer(deltaThreshold: $0.deltaThreshold, globalChannel: $0.globalChannel) }
+        return (LongMambaFilter(layers: layers), result.length)
+    }
+}
+
+/// A table exported with `longmamba export --format safetensors` (or written by another tool in
+/// that format): lengths i64 [T], layer.{i}.threshold f32 [T, C], layer.{i}.cumulative_decay f32 [C].
+public struct ExportedTableSource: ThresholdTableSource {
+    public let file: SafetensorsFile
+    public let lengths: [Int]
+    public let layerCount: Int
+    public init(path: String) throws {
+        file = try SafetensorsFile(path: path)
+        lengths = try file.integers("lengths")
+        var n = 0
+        while file.info("layer.\(n).threshold") != nil { n += 1 }
+        guard n > 0 else { throw SafetensorsError(path: path, tensor: "layer.0.threshold", reason: "not found: not a longmamba table export") }
+        layerCount = n
+    }
+    public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
+    public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
+    public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
+        guard let index = LengthRounding.nearestIndex(of: length, in: lengths) else {
+            throw SafetensorsError(path: file.path, tensor: "lengths", reason: "empty")
+        }
+        var thresholds: [[Float]] = [], decays: [[Float]] = []
+        for i in 0..<layerCount {
+            let decay = try file.floats("layer.\(i).cumulative_decay")
+            let all = try file.floats("layer.\(i).threshold")
+            let C = decay.count
+            guard all.count == lengths.count * C else {
+                throw SafetensorsError(path: file.path, tensor: "layer.\(i).threshold", reason: "has \(all.count) values, expected \(lengths.count) × \(C)")
+            }
+            thresholds.append(Array(all[(index * C)..<((index + 1) * C)]))
+            decays.append(decay)
+        }
+        return (try LongMambaFilter(deltaThresholds: thresholds, cumulativeDecays: decays, theta: theta), lengths[index])
+    }
+}
+
+extension ThresholdTableSource {
+    /// Refuses a table calibrated on another model (fingerprint mismatch) unless `force`.
+    /// Done once per model, not per length: the fingerprint hashes every weight.
+    public func checkModel(fingerprint: String, name: String = "this one", force: Bool) throws {
+        if let tableFingerprint = modelFingerprint, tableFingerprint != fingerprint, !force {
+            throw EvaluationError.tableForAnotherModel(table: tableFingerprint, model: name, modelFingerprint: fingerprint)
+        }
+    }
+}
+
+/// One LongMamba prefill of `length` tokens with a table: decides whether filtering applies
+/// (sequences of at least `filterFrom` tokens), and builds the filter for the table row nearest
+/// `length`, checked against the model's layers and channels. (The fingerprint check is
+/// `ThresholdTableSource.checkModel`.)
+public struct LongMambaPrefill {
+    /// The default filter start: 1.5 × the table's training length (the authors filter from 3k
+    /// tokens on a 2k model; their code uses `int(S / 1000) > 2` whatever L is).
+    public static func defaultFilterStart(trainingLength: Int) -> Int { trainingLength * 3 / 2 }
+
+    public let theta: Double
+    public let filterFrom: Int
+    /// The tabulated length whose row is applied; nil when the sequence is below the filter start.
+    public let tabulatedLength: Int?
+    /// Counts what the filter keeps; nil when no filtering applies.
+    public let run: LongMambaFilterRun?
+
+    /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
+    public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Double,
+                filterFrom: Int? = nil, allowBeyondTable: Bool = true) throws {
+        guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
+        self.theta = theta
+        self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
+        if length >= self.filterFrom {
+            if length > (table.lengths.last ?? 0) && !allowBeyondTable {
+                throw EvaluationError.beyondTable(length: length, largest: table.lengths.last ?? 0)
+            }
+            let f = try table.filter(length: length, theta: theta)
+            try f.filter.validate(for: model.config)
+            run = LongMambaFilterRun(filter: f.filter)
+            tabulatedLength = f.tabulatedLength
+        } else {
+            run = nil
+            tabulatedLength = nil
+        }
+    }
+
+    /// What a recording made with this prefill says about it.
+    public func metadata(tableName: String) -> [String: String] {
+        var m = ["longmamba_table": tableName, "longmamba_theta": "\(theta)", "longmamba_filter_from": "\(filterFrom)"]
+        if let tabulatedLength { m["longmamba_tabulated_length"] = "\(tabulatedLength)" }
+        if let run { m["longmamba_global_channels"] = "\(run.filter.globalChannelCounts)" }
+        return m
+    }
+}

@@ -1,0 +1,73 @@
+// Why the store refused an operation. Every case names the database file; the message says what
+// to do, and a refused write never leaves a partial run, sample or table behind.
+
+public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
+    // Opening and SQLite failures.
+    case noSuchDatabase(path: String)
+    case newerSchema(path: String, found: Int, supported: Int)
+    case olderSchema(path: String, found: Int, current: Int)
+    case readOnly(path: String)
+    case locked(path: String)
+    case diskFull(path: String)
+    case notADatabase(path: String, detail: String)
+    case database(path: String, detail: String)
+    // Rows that do not exist.
+    case unknownTable(path: String, id: Int64)
+    case unknownRun(path: String, id: Int64)
+    case unknownModel(path: String, id: Int64)
+    case missingTableLayer(path: String, table: Int64, layer: Int)
+    // Runs and their recordings.
+    case noRecordingFiles
+    case invalidRunShape(sampleCount: Int, sampleLength: Int, layerCount: Int)
+    case sampleCountMismatch(path: String, sequences: Int, sampleCount: Int)
+    case runNotComplete(path: String, run: Int64, status: RunStatus)
+    case runNotRecording(path: String, run: Int64, status: RunStatus)
+    case sampleOutOfRange(path: String, run: Int64, sample: Int, layer: Int, sampleCount: Int, layerCount: Int)
+    case sampleLengthMismatch(path: String, run: Int64, sample: Int, layer: Int, expected: Int, found: Int)
+    case incompleteRecordings(path: String, run: Int64, stored: Int, expected: Int)
+    case missingSamples(path: String, run: Int64, layer: Int, stored: Int, expected: Int)
+    case recordingDiffers(source: String, target: String, sample: Int, layer: Int)
+
+    public var description: String {
+        switch self {
+        case let .noSuchDatabase(path):
+            return "\(path): no such database (create one with `longmamba solve --db \(path) --recordings …`)"
+        case let .newerSchema(path, found, supported):
+            return "\(path): written by a newer longmamba (schema version \(found); this tool understands up to \(supported)). Upgrade longmamba; the database was not modified."
+        case let .olderSchema(path, found, current):
+            return "\(path): schema version \(found), older than this tool's \(current); a read-only open does not migrate. Run `longmamba migrate --db \(path)` once (the data is kept)."
+        case let .readOnly(path): return "\(path): the database is read-only (file permissions or a read-only mount); nothing was written"
+        case let .locked(path): return "\(path): the database is locked by another writer; retry when it has finished (nothing was written)"
+        case let .diskFull(path): return "\(path): disk full while writing; the transaction was rolled back and the database is unchanged"
+        case let .notADatabase(path, detail): return "\(path): not a longmamba SQLite database (\(detail))"
+        case let .database(path, detail): return "\(path): \(detail)"
+        case let .unknownTable(path, id): return "\(path): no threshold table with id \(id) (list them with `longmamba tables --db \(path)`)"
+        case let .unknownRun(path, id): return "\(path): no calibration run with id \(id)"
+        case let .unknownModel(path, id): return "\(path): no model with id \(id)"
+        case let .missingTableLayer(path, table, layer): return "\(path): table \(table) has no layer \(layer)"
+        case .noRecordingFiles: return "no recording files given"
+        case let .invalidRunShape(K, L, layers):
+            return "a run needs K ≥ 1 samples, L ≥ 1 tokens and ≥ 1 layer (got K = \(K), L = \(L), layers = \(layers))"
+        case let .sampleCountMismatch(path, sequences, K):
+            return "\(path): a run of K = \(K) samples was given \(sequences) sampled sequences"
+        case let .runNotComplete(path, run, status):
+            return "\(path): run \(run) has status '\(status.rawValue)'; only complete runs can be solved"
+        case let .runNotRecording(path, run, status): return "\(path): run \(run) is '\(status.rawValue)', not recording"
+        case let .sampleOutOfRange(path, run, sample, layer, K, layers):
+            return "\(path): run \(run) has samples 0..<\(K) and layers 0..<\(layers); got sample \(sample) layer \(layer)"
+        case let .sampleLengthMismatch(path, run, sample, layer, expected, found):
+            return "\(path): run \(run) records L = \(expected) tokens; sample \(sample) layer \(layer) has \(found)"
+        case let .incompleteRecordings(path, run, stored, expected):
+            return "\(path): run \(run) has \(stored) of \(expected) (sample, layer) recordings; cannot mark it complete"
+        case let .missingSamples(path, run, layer, stored, expected):
+            return "\(path): run \(run) layer \(layer) has \(stored) stored samples, expected \(expected)"
+        case let .recordingDiffers(source, target, sample, layer):
+            return "\(source): sample \(sample) layer \(layer) differs from the one already in \(target) (different model build or inputs?)"
+        }
+    }
+}
+
+/// A write stopped on purpose part-way (tests of the all-or-nothing transactions only).
+struct SimulatedInterruption: Error, Equatable {
+    let afterLayers: Int
+}
