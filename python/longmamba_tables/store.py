@@ -22,7 +22,7 @@ import numpy as np
 from .errors import LongMambaTableError, NewerSchemaError, NotAStoreError, UnknownTableError
 
 #: The store schema this package reads (the Swift tool's `CalibrationStore.schemaVersion`).
-SUPPORTED_SCHEMA = 1
+SUPPORTED_SCHEMA = 2
 #: The authors' channel threshold for mamba2-1.3b; the CLI's default θ.
 DEFAULT_THETA = 0.05
 #: The lookup rule, word for word as `longmamba lookup` reports it.
@@ -199,6 +199,10 @@ class Store:
             raise NewerSchemaError(
                 f"{path}: written by a newer longmamba (schema version {version}; this tool understands up "
                 f"to {SUPPORTED_SCHEMA}). Upgrade longmamba; the database was not modified.")
+        # v2 renamed calibration_runs.training_length (it holds the recorded sample length) and
+        # added calibration_key; a v1 file not yet migrated by the CLI is read as it is.
+        self._schema = version
+        self._sample_length = "r.sample_length" if version >= 2 else "r.training_length"
         missing = {"models", "calibration_runs", "threshold_tables", "table_layers"} - names
         if missing:
             self._db.close()
@@ -222,11 +226,13 @@ class Store:
         return [TableInfo(*r) for r in rows]
 
     def table(self, table_id: int) -> Table:
-        row = self._db.execute("""
+        sample_length = self._sample_length
+        calibration_key = "r.calibration_key" if self._schema >= 2 else "NULL"
+        row = self._db.execute(f"""
             SELECT t.id, t.method, t.parameters_json, t.clamp_fraction, t.aggregation, t.interval_tokens, t.max_length,
                    t.training_length, t.layer_count, t.length_count, t.content_hash, t.tool_version, t.schema_version,
-                   t.created_at, m.fingerprint, m.architecture, m.config_json, r.id, r.sample_count, r.training_length,
-                   r.seed, r.tokenizer_hash
+                   t.created_at, m.fingerprint, m.architecture, m.config_json, r.id, r.sample_count, {sample_length},
+                   r.seed, r.tokenizer_hash, {calibration_key}
             FROM threshold_tables t JOIN calibration_runs r ON r.id = t.run_id JOIN models m ON m.id = r.model_id
             WHERE t.id = ?""", (int(table_id),)).fetchone()
         if row is None:
@@ -235,7 +241,7 @@ class Store:
         keys = ["table_id", "method", "parameters", "clamp_fraction", "aggregation", "interval", "max_length",
                 "training_length", "layer_count", "length_count", "content_hash", "tool_version", "schema_version",
                 "created_at", "model_fingerprint", "architecture", "model_config", "run_id", "sample_count",
-                "recorded_length", "seed", "tokenizer_hash"]
+                "recorded_length", "seed", "tokenizer_hash", "calibration_key"]
         metadata = {k: ("" if v is None else str(v)) for k, v in zip(keys, row)}
         layer_count, length_count = int(row[8]), int(row[9])
         layers, lengths = [], None

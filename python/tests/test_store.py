@@ -1,5 +1,6 @@
 """The store reader and the lookup rule against the Swift tool's own answers (numpy only)."""
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -72,7 +73,7 @@ def test_a_newer_schema_is_refused_with_the_cli_message_and_left_unmodified(tabl
     before = newer.read_bytes()
     with pytest.raises(lmt.NewerSchemaError) as e:
         lmt.open(str(newer))
-    assert "schema version 7; this tool understands up to 1" in str(e.value)
+    assert "schema version 7; this tool understands up to 2" in str(e.value)
     assert str(e.value) in cli_error("tables", "--db", newer)
     assert newer.read_bytes() == before
 
@@ -110,3 +111,22 @@ def test_an_export_that_is_not_a_table_is_refused(tmp_path):
     notjson.write_text('{"format": "something else"}')
     with pytest.raises(lmt.LongMambaTableError, match="not a longmamba JSON table"):
         lmt.load_export(str(notjson))
+
+
+def test_a_schema_one_database_reads_as_the_cli_reads_it_after_migrating(tmp_path):
+    """Fixtures/store/v1.sqlite (written by the schema-v1 tool) reads unmigrated; after
+    `longmamba migrate` the same tables come back with the run's calibration key."""
+    fixture = os.path.join(os.path.dirname(__file__), "..", "..", "Fixtures", "store", "v1.sqlite")
+    v1 = tmp_path / "v1.sqlite"
+    shutil.copy(fixture, v1)
+    with lmt.open(str(v1)) as store:
+        before = store.table(1)
+    assert before.metadata["recorded_length"] == "256" and before.metadata["calibration_key"] == ""
+    subprocess.run([longmamba_binary(), "migrate", "--db", str(v1)], check=True, capture_output=True)
+    with lmt.open(str(v1)) as store:
+        after = store.table(1)
+        assert [t.content_hash for t in store.tables()] == [before.metadata["content_hash"], store.table(2).metadata["content_hash"]]
+    assert after.metadata["recorded_length"] == "256" and len(after.metadata["calibration_key"]) == 64
+    assert np.array_equal(after.lengths, before.lengths)
+    for a, b in zip(after.layers, before.layers):
+        assert np.array_equal(a.delta_threshold, b.delta_threshold) and np.array_equal(a.cumulative_decay, b.cumulative_decay)
