@@ -1,0 +1,63 @@
+// What the solver reads: one recorded sample of one layer, Δ sorted per channel (the curve the
+// thresholds are read from). Exact recordings also keep Δ in token order, because the authors'
+// code sums the decay budget D in token order and we match it to the bit; sketched recordings
+// keep only the sorted curve (D is then summed over it, ≤ 1 ulp apart).
+import Dispatch
+
+/// One sample's Δ for one layer, each channel's Δ sorted in descending order.
+public struct SortedDeltaLayer: Sendable, Equatable {
+    public let layer: Int
+    /// L: tokens in the sample.
+    public let length: Int
+    /// C: channels (Mamba-1 d_inner, Mamba-2 heads).
+    public let channels: Int
+    /// [C, L] channel-major, each row descending.
+    public let sortedDelta: [Float]
+    /// A: [C, N] (Mamba-1) or [C] (Mamba-2).
+    public let A: [Float]
+    public let aShape: [Int]
+    /// Δ in token order, [C, L] channel-major, when the representation kept it (exact recordings).
+    /// Only used to sum D in torch's order; without it D is summed over the sorted curve (≤ 1 ulp apart).
+    public let tokenOrderDelta: [Float]?
+
+    public init(layer: Int, length: Int, channels: Int, sortedDelta: [Float], A: [Float], aShape: [Int], tokenOrderDelta: [Float]? = nil) {
+        self.layer = layer; self.length = length; self.channels = channels
+        self.sortedDelta = sortedDelta; self.A = A; self.aShape = aShape; self.tokenOrderDelta = tokenOrderDelta
+    }
+
+    /// Sorts a token-major [L, C] Δ (as the model produces it) per channel, checking every value.
+    public init(layerDelta d: LayerDelta, source: String = "recording") throws {
+        try self.init(layer: d.layer, tokenMajorDelta: d.delta, length: d.length, channels: d.channels, A: d.A, aShape: d.aShape, source: source)
+    }
+
+    public init(layer: Int, tokenMajorDelta delta: [Float], length L: Int, channels C: Int, A: [Float], aShape: [Int], source: String = "recording") throws {
+        guard L > 0, C > 0, delta.count == L * C else {
+            throw SolverError.invalidDelta("\(source): layer \(layer): Δ has \(delta.count) values, expected L·C = \(L)·\(C)")
+        }
+        guard !aShape.isEmpty, aShape[0] == C, aShape.reduce(1, *) == A.count else {
+            throw SolverError.invalidDelta("\(source): layer \(layer): A has shape \(aShape) (\(A.count) values), expected [\(C)] or [\(C), N]")
+        }
+        for (i, a) in A.enumerated() where !(a.isFinite && a <= 0) {
+            throw SolverError.invalidDelta("\(source): layer \(layer): A[\(i)] = \(a) is not a finite value ≤ 0 (A = -exp(A_log))")
+        }
+        // First bad value in token order (the error names its position).
+        if let bad = delta.firstIndex(where: { !($0.isFinite && $0 >= 0) }) {
+            throw SolverError.invalidDelta("\(source): layer \(layer): Δ[token \(bad / C), channel \(bad % C)] = \(delta[bad]); Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")
+        }
+        var sorted = [Float](repeating: 0, count: L * C)
+        var tokenOrder = [Float](repeating: 0, count: L * C)
+        sorted.withUnsafeMutableBufferPointer { sortedBuf in
+        tokenOrder.withUnsafeMutableBufferPointer { tokenBuf in
+            nonisolated(unsafe) let (sortedOut, tokenOut) = (sortedBuf, tokenBuf)
+            // Channels are independent and write disjoint rows.
+            DispatchQueue.concurrentPerform(iterations: C) { c in
+                var row = (0..<L).map { delta[$0 * C + c] }
+                for t in 0..<L { tokenOut[c * L + t] = row[t] }
+                DeltaSort.sortDescending(&row)
+                for t in 0..<L { sortedOut[c * L + t] = row[t] }
+            }
+        }}
+        self.init(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape, tokenOrderDelta: tokenOrder)
+    }
+}
+
