@@ -222,7 +222,8 @@ private extension CalibrationOptions {
         #expect(beyond?.reason.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
         #expect(beyond?.reason.contains("--allow-beyond-table") == true)
         let short = #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
-        #expect(short?.reason == "the text has 100 tokens, fewer than the requested length 256")
+        #expect(short == .notEnoughTokens(available: 100, length: 256))
+        #expect(short?.description == "the text has 100 tokens, fewer than the requested length 256")
     }
 }
 

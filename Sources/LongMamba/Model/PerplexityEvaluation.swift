@@ -97,10 +97,10 @@ public struct PerplexityResults: Sendable, Codable {
 
     public static func load(_ path: String) throws -> PerplexityResults {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ModelRunError(reason: "\(path): cannot read evaluation results")
+            throw ModelRunError.unreadableResults(path: path)
         }
         do { return try JSONDecoder().decode(PerplexityResults.self, from: data) } catch {
-            throw ModelRunError(reason: "\(path): not the JSON written by `longmamba eval --json` (\(error.localizedDescription))")
+            throw ModelRunError.notEvaluationResults(path: path, reason: error.localizedDescription)
         }
     }
 
@@ -171,9 +171,9 @@ public struct PerplexityEvaluation {
         guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
         var points: [PerplexityPoint] = []
         for S in lengths {
-            guard S >= 2 else { throw ModelRunError(reason: "length \(S) is too short to measure perplexity") }
+            guard S >= 2 else { throw ModelRunError.lengthTooShort(length: S) }
             guard tokens.count >= S else {
-                throw ModelRunError(reason: "the text has \(tokens.count) tokens, fewer than the requested length \(S)")
+                throw ModelRunError.notEnoughTokens(available: tokens.count, length: S)
             }
             let prefill = try table.map {
                 try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)
