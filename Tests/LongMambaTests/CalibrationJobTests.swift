@@ -219,8 +219,9 @@ private extension CalibrationOptions {
         #expect(abs(whole[0].vanillaPerplexity - points[1].vanillaPerplexity) / points[1].vanillaPerplexity < 1e-5)
         // Beyond the table: refused unless allowed.
         let beyond = #expect(throws: LongMambaFilterError.self) { try evaluation.run(tokens: tokens + tokens + tokens, lengths: [1200]) }
-        #expect(beyond?.reason.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
-        #expect(beyond?.reason.contains("--allow-beyond-table") == true)
+        #expect(beyond == .beyondTable(length: 1200, largest: 1024), "\(String(describing: beyond))")
+        #expect(beyond?.description.hasPrefix("length 1200 is beyond the table's largest length 1024;") == true, "\(String(describing: beyond))")
+        #expect(beyond?.description.contains("--allow-beyond-table") == true)
         let short = #expect(throws: ModelRunError.self) { try evaluation.run(tokens: Array(tokens.prefix(100)), lengths: [256]) }
         #expect(short == .notEnoughTokens(available: 100, length: 256))
         #expect(short?.description == "the text has 100 tokens, fewer than the requested length 256")
@@ -246,17 +247,20 @@ private extension CalibrationOptions {
         let early = try LongMambaPrefill(table: source, model: model, length: 10, theta: 0.01, filterFrom: 10)
         #expect(early.run != nil)
         let zero = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: model, length: 600, theta: 0) }
-        #expect(zero?.reason == "θ must be > 0, got 0.0")
+        #expect(zero == .invalidTheta(0))
+        #expect(zero?.description == "θ must be > 0, got 0.0")
         let other = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
         let refused = #expect(throws: LongMambaFilterError.self) { try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: false) }
-        #expect(refused?.reason.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
+        #expect(refused == .otherModel(tableFingerprint: source.modelFingerprint!, model: "this one", modelFingerprint: other.checkpoint.fingerprint()))
+        #expect(refused?.description == "the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one (\(other.checkpoint.fingerprint().prefix(12))); pass --force to use it anyway")
         // Forced onto a model of the same shape: accepted. Onto a Mamba-1 with 128 channels per
         // layer: refused by the shape check instead.
         try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: true)
         #expect(try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01).run != nil)
         let mamba1 = try MambaModel(directory: ModelFixtures.model("mamba-tiny-hf"))
         let mismatch = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: mamba1, length: 600, theta: 0.01) }
-        #expect(mismatch?.reason == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
+        #expect(mismatch == .modelChannelMismatch(layer: 0, tableChannels: 8, modelChannels: 128), "\(String(describing: mismatch))")
+        #expect(mismatch?.description == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
     }
 }
 

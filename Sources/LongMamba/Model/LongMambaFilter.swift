@@ -6,9 +6,40 @@
 // untouched. Filtering is a prefill-time operation.
 
 /// Why a filter could not be built.
-public struct LongMambaFilterError: Error, CustomStringConvertible, Sendable {
-    public let reason: String
-    public var description: String { reason }
+public enum LongMambaFilterError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// θ ≤ 0 (or NaN).
+    case invalidTheta(Float)
+    /// Threshold and cumulative-decay lists with different layer counts.
+    case layerCountMismatch(thresholdLayers: Int, decayLayers: Int)
+    /// A layer with different threshold and cumulative-decay channel counts.
+    case channelCountMismatch(layer: Int, thresholds: Int, decays: Int)
+    /// A table with another layer count than the model.
+    case modelLayerMismatch(tableLayers: Int, modelLayers: Int)
+    /// A table layer with another channel count than the model.
+    case modelChannelMismatch(layer: Int, tableChannels: Int, modelChannels: Int)
+    /// A table calibrated on another model (fingerprints differ) and no `force`.
+    case otherModel(tableFingerprint: String, model: String, modelFingerprint: String)
+    /// A length past the table's largest one, without --allow-beyond-table.
+    case beyondTable(length: Int, largest: Int)
+
+    public var description: String {
+        switch self {
+        case let .invalidTheta(theta):
+            return "θ must be > 0, got \(theta)"
+        case let .layerCountMismatch(thresholdLayers, decayLayers):
+            return "\(thresholdLayers) layers of thresholds but \(decayLayers) of cumulative decays"
+        case let .channelCountMismatch(layer, thresholds, decays):
+            return "layer \(layer): \(thresholds) thresholds but \(decays) cumulative decays"
+        case let .modelLayerMismatch(tableLayers, modelLayers):
+            return "table has \(tableLayers) layers, the model \(modelLayers)"
+        case let .modelChannelMismatch(layer, tableChannels, modelChannels):
+            return "table layer \(layer) has \(tableChannels) channels, the model \(modelChannels)"
+        case let .otherModel(tableFingerprint, model, modelFingerprint):
+            return "the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(model) (\(modelFingerprint.prefix(12))); pass --force to use it anyway"
+        case let .beyondTable(length, largest):
+            return "length \(length) is beyond the table's largest length \(largest); solve with a larger --max-length, or pass --allow-beyond-table to use the largest"
+        }
+    }
 }
 
 /// The thresholds and global-channel masks of every layer for one sequence length.
@@ -28,13 +59,13 @@ public struct LongMambaFilter: Sendable {
 
     /// Classifies channels by θ: global where cumulative decay a_c > θ.
     public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Float) throws {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard theta > 0 else { throw LongMambaFilterError.invalidTheta(theta) }
         guard deltaThresholds.count == cumulativeDecays.count else {
-            throw LongMambaFilterError(reason: "\(deltaThresholds.count) layers of thresholds but \(cumulativeDecays.count) of cumulative decays")
+            throw LongMambaFilterError.layerCountMismatch(thresholdLayers: deltaThresholds.count, decayLayers: cumulativeDecays.count)
         }
         layers = try zip(deltaThresholds, cumulativeDecays).enumerated().map { i, pair in
             guard pair.0.count == pair.1.count else {
-                throw LongMambaFilterError(reason: "layer \(i): \(pair.0.count) thresholds but \(pair.1.count) cumulative decays")
+                throw LongMambaFilterError.channelCountMismatch(layer: i, thresholds: pair.0.count, decays: pair.1.count)
             }
             return Layer(deltaThreshold: pair.0, globalChannel: pair.1.map { $0 > theta })
         }
@@ -43,10 +74,10 @@ public struct LongMambaFilter: Sendable {
     /// Checks the filter against a model's layer and channel counts.
     public func validate(for config: ModelConfig) throws {
         guard layers.count == config.layerCount else {
-            throw LongMambaFilterError(reason: "table has \(layers.count) layers, the model \(config.layerCount)")
+            throw LongMambaFilterError.modelLayerMismatch(tableLayers: layers.count, modelLayers: config.layerCount)
         }
         for (i, l) in layers.enumerated() where l.deltaThreshold.count != config.channelCount {
-            throw LongMambaFilterError(reason: "table layer \(i) has \(l.deltaThreshold.count) channels, the model \(config.channelCount)")
+            throw LongMambaFilterError.modelChannelMismatch(layer: i, tableChannels: l.deltaThreshold.count, modelChannels: config.channelCount)
         }
     }
 
@@ -101,7 +132,7 @@ extension ThresholdTableSource {
     /// Done once per model, not per length: the fingerprint hashes every weight.
     public func checkModel(fingerprint: String, name: String = "this one", force: Bool) throws {
         if let tableFingerprint = modelFingerprint, tableFingerprint != fingerprint, !force {
-            throw LongMambaFilterError(reason: "the table was calibrated on model \(tableFingerprint.prefix(12)), not on \(name) (\(fingerprint.prefix(12))); pass --force to use it anyway")
+            throw LongMambaFilterError.otherModel(tableFingerprint: tableFingerprint, model: name, modelFingerprint: fingerprint)
         }
     }
 }
@@ -125,12 +156,12 @@ public struct LongMambaPrefill {
     /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
     public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Float,
                 filterFrom: Int? = nil, allowBeyondTable: Bool = true) throws {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard theta > 0 else { throw LongMambaFilterError.invalidTheta(theta) }
         self.theta = theta
         self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
         if length >= self.filterFrom {
             if length > (table.lengths.last ?? 0) && !allowBeyondTable {
-                throw LongMambaFilterError(reason: "length \(length) is beyond the table's largest length \(table.lengths.last ?? 0); solve with a larger --max-length, or pass --allow-beyond-table to use the largest")
+                throw LongMambaFilterError.beyondTable(length: length, largest: table.lengths.last ?? 0)
             }
             let f = try table.filter(length: length, theta: theta)
             try f.filter.validate(for: model.config)

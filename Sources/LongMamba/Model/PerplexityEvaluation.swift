@@ -168,7 +168,7 @@ public struct PerplexityEvaluation {
 
     /// Evaluates every length on `windows` windows of `tokens`.
     public func run(tokens: [Int], lengths: [Int], progress: (String) -> Void = { _ in }) throws -> [PerplexityPoint] {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard theta > 0 else { throw LongMambaFilterError.invalidTheta(theta) }
         var points: [PerplexityPoint] = []
         for S in lengths {
             guard S >= 2 else { throw ModelRunError.lengthTooShort(length: S) }
