@@ -47,24 +47,34 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
     }
 
     @Test func refusesUnknownArchitecturesAndBadConfigs() {
-        let cases = [
+        let cases: [(String, ConfigError, String)] = [
             (#"{"model_type":"llama","hidden_size":64}"#,
+             .unsupportedModelType(path: "config.json", modelType: "llama"),
              "unsupported model_type 'llama' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"),
             (#"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
+             .missingValue(path: "config.json", key: "hidden_size/d_model"),
              "missing or non-positive hidden_size/d_model"),
             (#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+             .unsupportedLayer(path: "config.json", layer: "Mamba3"),
              "unsupported ssm_cfg.layer 'Mamba3' (supported: Mamba1, Mamba2)"),
             (#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":48,"num_heads":8}"#,
+             .headShapeMismatch(path: "config.json", heads: 8, headDim: 48, dInner: 128),
              "num_heads 8 × head_dim 48 ≠ d_inner 128"),
         ]
-        for (text, reason) in cases {
+        for (text, expected, reason) in cases {
             let error = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "config.json") }
             #expect(error?.path == "config.json")
-            #expect(error?.reason == reason, "\(text)")
+            #expect(error == expected, "\(text)")
+            #expect(error?.description == "config.json: \(reason)", "\(text)")
         }
         let notJSON = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data("{not json".utf8), path: "config.json") }
         #expect(notJSON?.path == "config.json")
-        #expect(notJSON?.reason.hasPrefix("not valid JSON: ") == true, "\(String(describing: notJSON))")
+        if case .notJSON(let path, let reason)? = notJSON {
+            #expect(path == "config.json" && !reason.isEmpty)
+        } else {
+            Issue.record("expected .notJSON, got \(String(describing: notJSON))")
+        }
+        #expect(notJSON?.description.hasPrefix("config.json: not valid JSON: ") == true, "\(String(describing: notJSON))")
     }
 
     @Test func refusesMissingTensorsNamingThem() throws {
