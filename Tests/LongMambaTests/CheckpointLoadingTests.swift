@@ -122,7 +122,13 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         // The header survives the cut; a tensor whose bytes lay in the lost half is named.
         let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         let dataArea = data.count / 2 - 8 - headerLength
-        #expect(error?.reason.hasSuffix("run past the end of the file (data area is \(dataArea) bytes; truncated?)") == true, "\(String(describing: error))")
+        guard case .dataPastEnd(let path, let tensor, _, let end, let area)? = error else {
+            Issue.record("expected .dataPastEnd, got \(String(describing: error))")
+            return
+        }
+        #expect(path == weights.path && area == dataArea && end > dataArea)
+        #expect(error?.description.hasPrefix("\(weights.path): tensor '\(tensor)': data_offsets [") == true, "\(String(describing: error))")
+        #expect(error?.description.hasSuffix("run past the end of the file (data area is \(dataArea) bytes; truncated?)") == true, "\(String(describing: error))")
         let original = try SafetensorsFile(path: ModelFixtures.model("mamba-tiny-hf") + "/model.safetensors")
         let lost = try #require(error?.tensor.flatMap { original.info($0) }, "\(String(describing: error))")
         #expect(lost.byteRange.upperBound > data.count / 2)
