@@ -84,8 +84,8 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
             _ = try ModelCheckpoint(directory: dir.path)
             Issue.record("expected an error")
         } catch let error as CheckpointError {
-            #expect(error.description.contains("backbone.layers.1.mixer.dt_bias"))
-            #expect(error.description.contains("missing"))
+            #expect(error == .missingTensor(directory: dir.path, tensor: "backbone.layers.1.mixer.dt_bias"))
+            #expect(error.description == "\(dir.path): tensor 'backbone.layers.1.mixer.dt_bias': missing from the checkpoint")
         }
     }
 
@@ -93,9 +93,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try rewrite(dir.appendingPathComponent("model.safetensors"), add: [("backbone.layers.2.mixer.D", [128], [Float](repeating: 1, count: 128))])
         let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
-        #expect(error?.path == dir.appendingPathComponent("model.safetensors").path)
+        let weights = dir.appendingPathComponent("model.safetensors").path
+        #expect(error == .unexpectedTensor(path: weights, tensor: "backbone.layers.2.mixer.D", architecture: .mamba, layers: 2, more: 0))
+        #expect(error?.path == weights)
         #expect(error?.tensor == "backbone.layers.2.mixer.D")
-        #expect(error?.reason == "unexpected tensor for a mamba model with 2 layers")
+        #expect(error?.description == "\(weights): tensor 'backbone.layers.2.mixer.D': unexpected tensor for a mamba model with 2 layers")
     }
 
     @Test func refusesShapesThatDisagreeWithTheConfig() throws {
@@ -108,7 +110,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
             _ = try ModelCheckpoint(directory: dir.path)
             Issue.record("expected an error")
         } catch let error as CheckpointError {
-            #expect(error.description.contains("config implies"))
+            // A_log is the first tensor (in name order) whose shape depends on d_state.
+            let dInner = try ModelConfig.parse(Data(contentsOf: URL(fileURLWithPath: ModelFixtures.model("mamba-tiny-hf") + "/config.json")), path: "c").dInner
+            let weights = dir.appendingPathComponent("model.safetensors").path
+            #expect(error == .shapeMismatch(path: weights, tensor: "backbone.layers.0.mixer.A_log", shape: [dInner, 16], expected: [dInner, 8]), "\(error)")
+            #expect(error.description == "\(weights): tensor 'backbone.layers.0.mixer.A_log': shape [\(dInner), 16] but the config implies [\(dInner), 8]")
         }
     }
 
@@ -138,10 +144,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
         let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error == .noWeights(directory: dir.path))
         #expect(error?.path == dir.path)
         #expect(error?.tensor == nil)
-        #expect(error?.reason == "no weights found")
         #expect(error?.hint?.contains("model.safetensors.index.json") == true)
+        #expect(error?.description == "\(dir.path): no weights found (hint: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")
     }
 
     @Test func recordingFileCarriesDeltaAAndProvenance() throws {
