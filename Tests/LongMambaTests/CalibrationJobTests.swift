@@ -270,14 +270,15 @@ private extension CalibrationOptions {
         let other = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
         let refused = #expect(throws: EvaluationError.self) { try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: false) }
         #expect(refused == .tableForAnotherModel(table: source.modelFingerprint!, model: "this one", modelFingerprint: other.checkpoint.fingerprint()))
-        #expect(refused?.description.hasPrefix("the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one") == true)
+        #expect(refused?.description == "the table was calibrated on model \(source.modelFingerprint!.prefix(12)), not on this one (\(other.checkpoint.fingerprint().prefix(12))); pass --force to use it anyway")
         // Forced onto a model of the same shape: accepted. Onto a Mamba-1 with 128 channels per
         // layer: refused by the shape check instead.
         try source.checkModel(fingerprint: other.checkpoint.fingerprint(), force: true)
         #expect(try LongMambaPrefill(table: source, model: other, length: 600, theta: 0.01).run != nil)
         let mamba1 = try MambaModel(directory: ModelFixtures.model("mamba-tiny-hf"))
         let mismatch = #expect(throws: LongMambaFilterError.self) { try LongMambaPrefill(table: source, model: mamba1, length: 600, theta: 0.01) }
-        #expect(mismatch?.reason == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
+        #expect(mismatch == .modelChannelMismatch(layer: 0, tableChannels: 8, modelChannels: 128), "\(String(describing: mismatch))")
+        #expect(mismatch?.description == "table layer 0 has 8 channels, the model 128", "\(String(describing: mismatch))")
     }
 }
 

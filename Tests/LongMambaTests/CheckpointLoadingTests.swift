@@ -47,24 +47,34 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
     }
 
     @Test func refusesUnknownArchitecturesAndBadConfigs() {
-        let cases = [
+        let cases: [(String, ConfigError, String)] = [
             (#"{"model_type":"llama","hidden_size":64}"#,
+             .unsupportedModelType(path: "config.json", modelType: "llama"),
              "unsupported model_type 'llama' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"),
             (#"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
+             .missingValue(path: "config.json", key: "hidden_size/d_model"),
              "missing or non-positive hidden_size/d_model"),
             (#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+             .unsupportedLayer(path: "config.json", layer: "Mamba3"),
              "unsupported ssm_cfg.layer 'Mamba3' (supported: Mamba1, Mamba2)"),
             (#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":1,"vocab_size":16,"head_dim":48,"num_heads":8}"#,
+             .headShapeMismatch(path: "config.json", heads: 8, headDim: 48, dInner: 128),
              "num_heads 8 × head_dim 48 ≠ d_inner 128"),
         ]
-        for (text, reason) in cases {
+        for (text, expected, reason) in cases {
             let error = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "config.json") }
             #expect(error?.path == "config.json")
-            #expect(error?.reason == reason, "\(text)")
+            #expect(error == expected, "\(text)")
+            #expect(error?.description == "config.json: \(reason)", "\(text)")
         }
         let notJSON = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data("{not json".utf8), path: "config.json") }
         #expect(notJSON?.path == "config.json")
-        #expect(notJSON?.reason.hasPrefix("not valid JSON: ") == true, "\(String(describing: notJSON))")
+        if case .notJSON(let path, let reason)? = notJSON {
+            #expect(path == "config.json" && !reason.isEmpty)
+        } else {
+            Issue.record("expected .notJSON, got \(String(describing: notJSON))")
+        }
+        #expect(notJSON?.description.hasPrefix("config.json: not valid JSON: ") == true, "\(String(describing: notJSON))")
     }
 
     @Test func refusesMissingTensorsNamingThem() throws {
@@ -74,8 +84,8 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
             _ = try ModelCheckpoint(directory: dir.path)
             Issue.record("expected an error")
         } catch let error as CheckpointError {
-            #expect(error.description.contains("backbone.layers.1.mixer.dt_bias"))
-            #expect(error.description.contains("missing"))
+            #expect(error == .missingTensor(directory: dir.path, tensor: "backbone.layers.1.mixer.dt_bias"))
+            #expect(error.description == "\(dir.path): tensor 'backbone.layers.1.mixer.dt_bias': missing from the checkpoint")
         }
     }
 
@@ -83,9 +93,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try rewrite(dir.appendingPathComponent("model.safetensors"), add: [("backbone.layers.2.mixer.D", [128], [Float](repeating: 1, count: 128))])
         let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
-        #expect(error?.path == dir.appendingPathComponent("model.safetensors").path)
+        let weights = dir.appendingPathComponent("model.safetensors").path
+        #expect(error == .unexpectedTensor(path: weights, tensor: "backbone.layers.2.mixer.D", architecture: .mamba, layers: 2, more: 0))
+        #expect(error?.path == weights)
         #expect(error?.tensor == "backbone.layers.2.mixer.D")
-        #expect(error?.reason == "unexpected tensor for a mamba model with 2 layers")
+        #expect(error?.description == "\(weights): tensor 'backbone.layers.2.mixer.D': unexpected tensor for a mamba model with 2 layers")
     }
 
     @Test func refusesShapesThatDisagreeWithTheConfig() throws {
@@ -98,7 +110,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
             _ = try ModelCheckpoint(directory: dir.path)
             Issue.record("expected an error")
         } catch let error as CheckpointError {
-            #expect(error.description.contains("config implies"))
+            // A_log is the first tensor (in name order) whose shape depends on d_state.
+            let dInner = try ModelConfig.parse(Data(contentsOf: URL(fileURLWithPath: ModelFixtures.model("mamba-tiny-hf") + "/config.json")), path: "c").dInner
+            let weights = dir.appendingPathComponent("model.safetensors").path
+            #expect(error == .shapeMismatch(path: weights, tensor: "backbone.layers.0.mixer.A_log", shape: [dInner, 16], expected: [dInner, 8]), "\(error)")
+            #expect(error.description == "\(weights): tensor 'backbone.layers.0.mixer.A_log': shape [\(dInner), 16] but the config implies [\(dInner), 8]")
         }
     }
 
@@ -112,7 +128,13 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         // The header survives the cut; a tensor whose bytes lay in the lost half is named.
         let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         let dataArea = data.count / 2 - 8 - headerLength
-        #expect(error?.reason.hasSuffix("run past the end of the file (data area is \(dataArea) bytes; truncated?)") == true, "\(String(describing: error))")
+        guard case .dataPastEnd(let path, let tensor, _, let end, let area)? = error else {
+            Issue.record("expected .dataPastEnd, got \(String(describing: error))")
+            return
+        }
+        #expect(path == weights.path && area == dataArea && end > dataArea)
+        #expect(error?.description.hasPrefix("\(weights.path): tensor '\(tensor)': data_offsets [") == true, "\(String(describing: error))")
+        #expect(error?.description.hasSuffix("run past the end of the file (data area is \(dataArea) bytes; truncated?)") == true, "\(String(describing: error))")
         let original = try SafetensorsFile(path: ModelFixtures.model("mamba-tiny-hf") + "/model.safetensors")
         let lost = try #require(error?.tensor.flatMap { original.info($0) }, "\(String(describing: error))")
         #expect(lost.byteRange.upperBound > data.count / 2)
@@ -122,10 +144,11 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let dir = try scratchCopy(of: "mamba-tiny-hf")
         try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
         let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error == .noWeights(directory: dir.path))
         #expect(error?.path == dir.path)
         #expect(error?.tensor == nil)
-        #expect(error?.reason == "no weights found")
         #expect(error?.hint?.contains("model.safetensors.index.json") == true)
+        #expect(error?.description == "\(dir.path): no weights found (hint: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)")
     }
 
     @Test func recordingFileCarriesDeltaAAndProvenance() throws {

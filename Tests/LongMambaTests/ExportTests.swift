@@ -78,8 +78,9 @@ import Testing
     @Test func artifactExportRefusesLengthsThatAreNotWholeThousands() throws {
         let (store, id, dir) = try solvedStore(interval: 500)
         let error = #expect(throws: ExportError.self) { try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: "\(dir)/a") }
+        #expect(error == .lengthNotThousands(directory: "\(dir)/a", length: 500))
         #expect(error?.path == "\(dir)/a")
-        #expect(error?.reason.hasPrefix("length 500 is not a whole number of thousands;") == true, "\(String(describing: error))")
+        #expect(error?.description.hasPrefix("\(dir)/a: length 500 is not a whole number of thousands;") == true, "\(String(describing: error))")
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/a"))
     }
 }

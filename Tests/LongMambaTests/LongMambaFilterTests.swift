@@ -40,14 +40,18 @@ import Testing
 
     @Test func refusesNonPositiveThetaAndMismatchedTables() throws {
         let theta = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1]], cumulativeDecays: [[1]], theta: 0) }
-        #expect(theta?.reason == "θ must be > 0, got 0.0")
+        #expect(theta == .invalidTheta(0))
+        #expect(theta?.description == "θ must be > 0, got 0.0")
         let channels = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1, 2]], cumulativeDecays: [[1]], theta: 0.1) }
-        #expect(channels?.reason == "layer 0: 2 thresholds but 1 cumulative decays")
+        #expect(channels == .channelCountMismatch(layer: 0, thresholds: 2, decays: 1))
+        #expect(channels?.description == "layer 0: 2 thresholds but 1 cumulative decays")
         let layers = #expect(throws: LongMambaFilterError.self) { try LongMambaFilter(deltaThresholds: [[1], [1]], cumulativeDecays: [[1]], theta: 0.1) }
-        #expect(layers?.reason == "2 layers of thresholds but 1 of cumulative decays")
+        #expect(layers == .layerCountMismatch(thresholdLayers: 2, decayLayers: 1))
+        #expect(layers?.description == "2 layers of thresholds but 1 of cumulative decays")
         let model = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
         let wrong = try LongMambaFilter(deltaThresholds: [[1]], cumulativeDecays: [[1]], theta: 0.1)
         let mismatch = #expect(throws: LongMambaFilterError.self) { try wrong.validate(for: model.config) }
-        #expect(mismatch?.reason == "table has 1 layers, the model \(model.config.layerCount)")
+        #expect(mismatch == .modelLayerMismatch(tableLayers: 1, modelLayers: model.config.layerCount))
+        #expect(mismatch?.description == "table has 1 layers, the model \(model.config.layerCount)")
     }
 }

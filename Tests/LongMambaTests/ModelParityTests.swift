@@ -100,10 +100,12 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
             _ = try model.logits(tokens: [1, 2, 504])
             Issue.record("expected an error")
         } catch let error as ModelRunError {
-            #expect(error.description.contains("position 2"))
+            #expect(error == .tokenOutOfVocabulary(token: 504, position: 2, vocabularySize: model.config.paddedVocabSize))
+            #expect(error.description == "token id 504 at position 2 is outside the model's vocabulary 0..<\(model.config.paddedVocabSize)")
         }
         let empty = #expect(throws: ModelRunError.self) { _ = try model.logits(tokens: []) }
-        #expect(empty?.reason == "empty token sequence")
+        #expect(empty == .emptyTokens)
+        #expect(empty?.description == "empty token sequence")
     }
 }
 

@@ -29,7 +29,8 @@ import Testing
         let error = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: path) }
         #expect(error?.path == path)
         #expect(error?.tensor == "a")
-        #expect(error?.reason == "data_offsets [0, 16) run past the end of the file (data area is 13 bytes; truncated?)")
+        #expect(error == .dataPastEnd(path: path, tensor: "a", begin: 0, end: 16, dataArea: 13))
+        #expect(error?.description == "\(path): tensor 'a': data_offsets [0, 16) run past the end of the file (data area is 13 bytes; truncated?)")
         #expect(error.map { "\($0)".contains("tensor 'a'") && "\($0)".contains("past the end") } == true)
     }
 
@@ -47,20 +48,28 @@ import Testing
         let unknown = try file(#"{"x":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}}"#, dataBytes: 2)
         let unknownError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: unknown) }
         #expect(unknownError?.path == unknown && unknownError?.tensor == "x")
-        #expect(unknownError?.reason == "unknown dtype 'F8_E4M3' (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
+        #expect(unknownError == .unknownDType(path: unknown, tensor: "x", dtype: "F8_E4M3"))
+        #expect(unknownError?.description == "\(unknown): tensor 'x': unknown dtype 'F8_E4M3' (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
         let mismatch = try file(#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, dataBytes: 8)
         let mismatchError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: mismatch) }
         #expect(mismatchError?.path == mismatch && mismatchError?.tensor == "x")
-        #expect(mismatchError?.reason == "shape [3] of F32 needs 12 bytes but data_offsets give 8")
+        #expect(mismatchError == .sizeMismatch(path: mismatch, tensor: "x", shape: [3], dtype: .f32, expectedBytes: 12, bytes: 8))
+        #expect(mismatchError?.description == "\(mismatch): tensor 'x': shape [3] of F32 needs 12 bytes but data_offsets give 8")
         let overlap = try file(#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, dataBytes: 12)
         let overlapError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: overlap) }
         #expect(overlapError?.path == overlap && overlapError?.tensor == "y")
-        #expect(overlapError?.reason == "byte range overlaps tensor 'x'")
+        #expect(overlapError == .overlap(path: overlap, tensor: "y", other: "x"))
+        #expect(overlapError?.description == "\(overlap): tensor 'y': byte range overlaps tensor 'x'")
         let notJSON = try file("{not json", dataBytes: 0)
         let notJSONError = #expect(throws: SafetensorsError.self) { try SafetensorsFile(path: notJSON) }
         #expect(notJSONError?.path == notJSON && notJSONError?.tensor == nil)
         // "{not json" is 9 bytes: the header spans bytes 8..<17.
-        #expect(notJSONError?.reason.hasPrefix("header is not valid JSON (bytes 8..<17): ") == true, "\(String(describing: notJSONError))")
+        if case .headerNotJSON(let path, let headerEnd, let reason)? = notJSONError {
+            #expect(path == notJSON && headerEnd == 17 && !reason.isEmpty)
+        } else {
+            Issue.record("expected .headerNotJSON, got \(String(describing: notJSONError))")
+        }
+        #expect(notJSONError?.description.hasPrefix("\(notJSON): header is not valid JSON (bytes 8..<17): ") == true, "\(String(describing: notJSONError))")
     }
 
     @Test func convertsHalfAndBFloat16Exactly() {

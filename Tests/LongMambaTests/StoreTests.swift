@@ -173,22 +173,29 @@ enum SyntheticRecordings {
         let nan = try SyntheticRecordings.write(in: "\(dir)", samples: 2) { s, layer, d in if s == 1 && layer == 1 { d[13] = .nan } }
         do { _ = try store.importRecordings(nan); Issue.record("NaN accepted") } catch {
             #expect("\(error)".contains("sample1.safetensors") && "\(error)".contains("layer 1") && "\(error)".contains("token 2, channel 1"))
+            #expect(error as? RecordingError == .invalidLayer(path: nan[1], .invalidDelta(
+                "\(nan[1]): layer 1: Δ[token 2, channel 1] = nan; Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")), "\(error)")
         }
         let negDir = SyntheticRecordings.tempDir()
         let negative = try SyntheticRecordings.write(in: negDir, samples: 1) { _, _, d in d[0] = -0.5 }
         let negativeError = #expect(throws: RecordingError.self) { try store.importRecordings(negative) }
         #expect(negativeError?.path == negative[0])
-        #expect(negativeError?.reason.hasPrefix("invalid Δ recording: \(negative[0]): layer 0: Δ[token 0, channel 0] = -0.5;") == true,
+        #expect(negativeError == .invalidLayer(path: negative[0], .invalidDelta(
+            "\(negative[0]): layer 0: Δ[token 0, channel 0] = -0.5; Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")),
+                "\(String(describing: negativeError))")
+        #expect(negativeError?.description.hasPrefix("\(negative[0]): invalid Δ recording: \(negative[0]): layer 0: Δ[token 0, channel 0] = -0.5;") == true,
                 "\(String(describing: negativeError))")
         let a = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 6)
         let b = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, C: 5)
         do { _ = try store.importRecordings(a + b); Issue.record("channel mismatch accepted") } catch {
-            #expect("\(error)".contains("5 channels"))
+            #expect(error as? RecordingError == .channelMismatch(path: b[0], layer: 0, channels: 5, aShape: [5], firstPath: a[0], firstChannels: 6, firstAShape: [6]),
+                    "\(error)")
+            #expect("\(error)" == "\(b[0]): layer 0 has 5 channels (A [5]) but \(a[0]) has 6 (A [6])")
         }
         let c = try SyntheticRecordings.write(in: SyntheticRecordings.tempDir(), samples: 1, layers: 3)
         let layerError = #expect(throws: RecordingError.self) { try store.importRecordings(a + c) }
-        #expect(layerError?.path == c[0])
-        #expect(layerError?.reason == "has 3 layers but \(a[0]) has 2")
+        #expect(layerError == .layerCountMismatch(path: c[0], layers: 3, firstPath: a[0], firstLayers: 2))
+        #expect(layerError?.description == "\(c[0]): has 3 layers but \(a[0]) has 2")
         #expect(try count(store, "calibration_runs") == 0)
     }
 

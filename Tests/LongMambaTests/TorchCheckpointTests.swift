@@ -49,6 +49,11 @@ private func loadError(bytes: Data) throws -> TorchCheckpointError? {
     try withTempFile(bytes) { loadError($0) }
 }
 
+/// The temporary path a checkpoint with these bytes was loaded from, and its error.
+private func loadFailure(bytes: Data) throws -> (path: String, error: TorchCheckpointError?) {
+    try withTempFile(bytes) { ($0, loadError($0)) }
+}
+
 private struct Expected {
     let dtype: String
     let shape: [Int]
@@ -139,49 +144,60 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
     @Test func maliciousGlobalIsRefusedWithItsOffset() throws {
         let path = fixturePath("torch/malicious_os_system.bin")
         let error = try #require(loadError(path))
-        #expect(error.kind == .forbiddenGlobal)
-        #expect(error.reason.contains("posix.system") || error.reason.contains("os.system"))
+        guard case .pickle(path, "archive/data.pkl", .forbiddenGlobal(let offset, let module, let name)) = error else {
+            Issue.record("expected a forbidden global, got \(error)")
+            return
+        }
+        #expect(["posix", "os"].contains(module) && name == "system", "\(error)")
+        #expect(error.description.contains("global '\(module).system' is not allowed"))
         #expect(error.entry == "archive/data.pkl")
-        #expect(error.description.hasPrefix(path))
+        #expect(error.offset == offset)
+        #expect(error.description.hasPrefix("\(path) [archive/data.pkl byte \(offset)]: "))
         // The offset points at the GLOBAL opcode ('c') in data.pkl.
         let file = try MappedFile(path: path)
-        let zip = try ZipDirectory(bytes: file.bytes) { _, kind, reason in
-            TorchCheckpointError(path: path, kind: kind, entry: nil, offset: nil, tensor: nil, reason: reason)
-        }
+        let zip = try ZipDirectory(bytes: file.bytes)
         let pickle = file.slice(try #require(zip.entry("archive/data.pkl")).dataRange)
-        let offset = try #require(error.offset)
         #expect(pickle[offset] == 0x63)
     }
 
     @Test func builtinsEvalIsRefused() throws {
         let pkl = Data([0x80, 2, 0x63] + Array("builtins\neval\n".utf8) + [0x58, 3, 0, 0, 0] + Array("1+1".utf8) + [0x85, 0x52, 0x2E])
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl)])))
-        #expect(error.kind == .forbiddenGlobal)
-        #expect(error.offset == 2)
-        #expect(error.reason.contains("builtins.eval"))
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl)]))
+        #expect(error == .pickle(path: path, entry: "archive/data.pkl", .forbiddenGlobal(offset: 2, module: "builtins", name: "eval")))
+        #expect(error?.offset == 2)
+        #expect(error?.description == "\(path) [archive/data.pkl byte 2]: global 'builtins.eval' is not allowed (only collections.OrderedDict, torch._utils._rebuild_tensor_v2/_rebuild_parameter and torch storage/dtype classes); nothing was executed")
     }
 
     @Test func unsupportedOpcodeNamesOpcodeAndOffset() throws {
         // 'i' (INST) runs arbitrary constructors in Python; it is not in the state-dict set.
         let pkl = handPickle(numel: 1, shape: [1], stride: [1], prelude: [0x69] + Array("os\nsystem\n".utf8))
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 4))])))
-        #expect(error.kind == .unsupportedOpcode)
-        #expect(error.offset == 2)
-        #expect(error.reason.contains("0x69"))
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 4))]))
+        #expect(error == .pickle(path: path, entry: "archive/data.pkl", .unsupportedOpcode(offset: 2, opcode: 0x69)))
+        #expect(error?.offset == 2)
+        #expect(error?.description.hasPrefix("\(path) [archive/data.pkl byte 2]: unsupported pickle opcode 0x69 ('i') ") == true, "\(String(describing: error))")
     }
 
     @Test func compressedEntryIsRefused() throws {
-        let error = try #require(loadError(fixturePath("torch/compressed.bin")))
-        #expect(error.kind == .compressedEntry)
-        #expect(error.reason.contains("archive/data.pkl") || error.reason.contains("archive/"))
-        #expect(error.offset != nil)
+        let path = fixturePath("torch/compressed.bin")
+        let error = try #require(loadError(path))
+        guard case .zip(path, .compressedEntry(let offset, "archive/data.pkl", 8)) = error else {
+            Issue.record("expected a compressed entry, got \(error)")
+            return
+        }
+        #expect(error.offset == offset)
+        #expect(error.description.hasPrefix("\(path) [byte \(offset)]: entry 'archive/data.pkl' is compressed (method 8); "))
+        // The offset is the entry's central directory header.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(Array(bytes[offset..<(offset + 4)]) == [0x50, 0x4B, 0x01, 0x02])
     }
 
     @Test func transposedTensorIsRefusedAsNonContiguous() throws {
-        let error = try #require(loadError(fixturePath("torch/transposed.bin")))
-        #expect(error.kind == .nonContiguous)
+        let path = fixturePath("torch/transposed.bin")
+        let error = try #require(loadError(path))
+        // w = torch.zeros(2, 3).t(): shape [3, 2], stride [1, 3], built by the REDUCE at byte 161 of data.pkl.
+        #expect(error == .nonContiguous(path: path, entry: "archive/data.pkl", offset: 161, tensor: "w", shape: [3, 2], stride: [1, 3]))
         #expect(error.tensor == "w")
-        #expect(error.reason.contains("stride [1, 3]"))
+        #expect(error.description.hasPrefix("\(path) [archive/data.pkl byte 161]: tensor 'w': stride [1, 3] for shape [3, 2] is not contiguous row-major"))
     }
 
     @Test func sizeOneDimensionsMayHaveAnyStride() throws {
@@ -195,61 +211,74 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
     @Test(arguments: [1, 22, 100, 1000, 2000])
     func truncatedZipIsRefused(dropping: Int) throws {
         let whole = try Data(contentsOf: URL(fileURLWithPath: fixturePath("torch/state_dict.bin")))
-        let error = try #require(try loadError(bytes: whole.prefix(whole.count - dropping)))
-        #expect(error.kind == .truncated)
-        #expect(error.description.contains("truncated"))
+        let (path, error) = try loadFailure(bytes: whole.prefix(whole.count - dropping))
+        // The end-of-central-directory record is gone; the file is shorter than 64 KiB, so all of it was searched.
+        #expect(error == .zip(path: path, .noEndRecord(searched: whole.count - dropping)))
+        #expect(error?.description.contains("truncated") == true)
     }
 
     @Test func emptyAndNonZipFilesAreRefused() throws {
-        #expect(try loadError(bytes: Data())?.kind == .truncated)
-        #expect(try loadError(bytes: Data(repeating: 0x41, count: 500))?.kind == .truncated)
+        let (emptyPath, empty) = try loadFailure(bytes: Data())
+        #expect(empty == .zip(path: emptyPath, .tooShort(size: 0)))
+        #expect(empty?.description == "\(emptyPath): file is 0 bytes, too short for a zip end-of-central-directory record (truncated?)")
+        let (textPath, text) = try loadFailure(bytes: Data(repeating: 0x41, count: 500))
+        #expect(text == .zip(path: textPath, .noEndRecord(searched: 500)))
+        #expect(text?.description.hasPrefix("\(textPath): no zip end-of-central-directory record in the last 500 bytes (truncated file, ") == true)
     }
 
     @Test func missingDataPklIsRefused() throws {
-        let error = try #require(try loadError(bytes: zipFile([("archive/byteorder", Data("little".utf8)), ("archive/data/0", Data(count: 4))])))
-        #expect(error.kind == .missingEntry)
-        #expect(error.reason.contains("archive/byteorder"))
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/byteorder", Data("little".utf8)), ("archive/data/0", Data(count: 4))]))
+        #expect(error == .missingPickle(path: path, entries: ["archive/byteorder", "archive/data/0"]))
+        #expect(error?.description == "\(path): no '<folder>/data.pkl' entry in the zip (entries: archive/byteorder, archive/data/0); not a torch.save checkpoint")
     }
 
     @Test func bigEndianCheckpointIsRefused() throws {
         let pkl = handPickle(numel: 1, shape: [1], stride: [1])
         let bytes = zipFile([("archive/data.pkl", pkl), ("archive/byteorder", Data("big".utf8)), ("archive/data/0", Data(count: 4))])
-        #expect(try loadError(bytes: bytes)?.kind == .bigEndian)
+        let (path, error) = try loadFailure(bytes: bytes)
+        #expect(error == .bigEndian(path: path, entry: "archive/byteorder", byteOrder: "big"))
+        #expect(error?.description.hasPrefix("\(path) [archive/byteorder]: byte order is 'big', ") == true)
         let little = zipFile([("archive/data.pkl", pkl), ("archive/byteorder", Data("little".utf8)), ("archive/data/0", Data(count: 4))])
         #expect(try loadError(bytes: little) == nil)
     }
 
     @Test func missingStorageNamesTensorAndKey() throws {
         let pkl = handPickle(name: "w", key: "7", numel: 2, shape: [2], stride: [1])
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 8))])))
-        #expect(error.kind == .missingStorage)
-        #expect(error.tensor == "w")
-        #expect(error.reason.contains("archive/data/7"))
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 8))]))
+        // The tensor's REDUCE is the third-last byte of the hand-made pickle.
+        #expect(error == .missingStorage(path: path, entry: "archive/data.pkl", offset: pkl.count - 3, tensor: "w", storage: "archive/data/7"))
+        #expect(error?.tensor == "w")
+        #expect(error?.description.contains("tensor 'w': storage 'archive/data/7' is not in the zip") == true)
     }
 
     @Test func tensorPastStorageEndIsRefused() throws {
         // 2×3 elements from offset 2 need 8 elements; the storage has 6.
         let pkl = handPickle(name: "w", numel: 6, offset: 2, shape: [2, 3], stride: [3, 1])
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 24))])))
-        #expect(error.kind == .outOfStorage)
-        #expect(error.tensor == "w")
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl), ("archive/data/0", Data(count: 24))]))
+        #expect(error == .pastStorageEnd(path: path, entry: "archive/data.pkl", offset: pkl.count - 3, tensor: "w",
+                                         storageOffset: 2, count: 6, storage: "archive/data/0", storageElements: 6))
+        #expect(error?.tensor == "w")
+        #expect(error?.description.hasSuffix("tensor 'w': elements [2, 2 + 6) run past the end of storage 'archive/data/0' (6 elements)") == true)
         // A storage entry shorter than its declared element count is refused as well.
         let short = handPickle(name: "w", numel: 6, shape: [6], stride: [1])
-        let error2 = try #require(try loadError(bytes: zipFile([("archive/data.pkl", short), ("archive/data/0", Data(count: 20))])))
-        #expect(error2.kind == .outOfStorage)
+        let (path2, error2) = try loadFailure(bytes: zipFile([("archive/data.pkl", short), ("archive/data/0", Data(count: 20))]))
+        #expect(error2 == .storageTooSmall(path: path2, entry: "archive/data.pkl", offset: short.count - 3, tensor: "w",
+                                           storage: "archive/data/0", elements: 6, dtype: .f32, bytes: 20))
+        #expect(error2?.description.hasSuffix("tensor 'w': storage 'archive/data/0' should hold 6 F32 elements but the entry has 20 bytes") == true)
     }
 
     @Test func pickleWithoutStopIsRefused() throws {
         let pkl = handPickle(numel: 1, shape: [1], stride: [1]).dropLast()
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", Data(pkl)), ("archive/data/0", Data(count: 4))])))
-        #expect(error.kind == .truncated)
-        #expect(error.entry == "archive/data.pkl")
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", Data(pkl)), ("archive/data/0", Data(count: 4))]))
+        #expect(error == .pickle(path: path, entry: "archive/data.pkl", .missingStop(offset: pkl.count)))
+        #expect(error?.entry == "archive/data.pkl")
+        #expect(error?.description == "\(path) [archive/data.pkl byte \(pkl.count)]: data.pkl ends without STOP (truncated)")
     }
 
     @Test func nonDictPickleIsRefused() throws {
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", Data([0x80, 2, 0x4B, 5, 0x2E]))])))
-        #expect(error.kind == .notAStateDict)
-        #expect(error.reason.contains("int"))
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", Data([0x80, 2, 0x4B, 5, 0x2E]))]))
+        #expect(error == .notAStateDict(path: path, entry: "archive/data.pkl", typeName: "int"))
+        #expect(error?.description == "\(path) [archive/data.pkl]: the pickled object is a int, not a state dict (expected a dict of tensors)")
     }
 
     @Test func worksAsATensorSource() throws {
@@ -262,16 +291,17 @@ private func expectedTensors(_ file: String) throws -> (prefix: String, tied: [[
     @Test func cyclicDictIsRefused() throws {
         // d = {}; d['a'] = d
         let pkl = Data([0x80, 2, 0x7D, 0x71, 0, 0x58, 1, 0, 0, 0, 0x61, 0x68, 0, 0x73, 0x2E])
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl)])))
-        #expect(error.kind == .badPickle)
-        #expect(error.offset == 13)
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl)]))
+        #expect(error == .pickle(path: path, entry: "archive/data.pkl", .modifiedAfterNesting(offset: 13)))
+        #expect(error?.offset == 13)
     }
 
     @Test func deepNestingIsRefusedWithoutExhaustingTheStack() throws {
         let pkl = Data([0x80, 2, 0x4E] + [UInt8](repeating: 0x85, count: 200_000) + [0x2E])
-        let error = try #require(try loadError(bytes: zipFile([("archive/data.pkl", pkl)])))
-        #expect(error.kind == .badPickle)
-        #expect(error.offset == 3 + PickleReader.maxDepth)
+        let (path, error) = try loadFailure(bytes: zipFile([("archive/data.pkl", pkl)]))
+        #expect(error == .pickle(path: path, entry: "archive/data.pkl", .nestedTooDeep(offset: 3 + PickleReader.maxDepth, limit: PickleReader.maxDepth)))
+        #expect(error?.offset == 3 + PickleReader.maxDepth)
+        #expect(error?.description.hasSuffix(": values nested deeper than \(PickleReader.maxDepth) levels (not a state dict)") == true)
     }
 
     @Test func everyTruncationOfARealCheckpointIsATypedError() throws {

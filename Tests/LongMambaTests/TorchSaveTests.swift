@@ -132,39 +132,52 @@ private func zipEntries(_ zip: Data) -> [(name: String, dataOffset: Int, size: I
 
     @Test func byteCountMismatchNamesTheTensor() {
         let value = TorchValue.dict([(key: "outer", value: .dict([(key: "w", value: .tensor(TorchTensor(dtype: .f32, shape: [2, 3], data: Data(count: 20))))]))])
+        let mismatch = TorchSaveError.dataSizeMismatch(tensor: "outer.w", shape: [2, 3], dtype: .f32, elements: 6, bytes: 20)
         #expect {
             try TorchSave.serialize(value)
         } throws: { error in
             let e = error as? TorchSaveError
-            return e?.tensor == "outer.w" && (e?.reason.contains("needs 6 × 4 bytes but data has 20") ?? false)
+            return e == mismatch && e?.tensor == "outer.w" && e?.description == "tensor 'outer.w': shape [2, 3] of F32 needs 6 × 4 bytes but data has 20"
         }
+        // Writing to a file adds its path to the same error.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-torchsave-\(UUID().uuidString).pt").path
+        let inFile = #expect(throws: TorchSaveError.self) { try TorchSave.write(value, to: path) }
+        #expect(inFile == .inFile(path: path, mismatch))
+        #expect(inFile?.path == path && inFile?.tensor == "outer.w")
+        #expect(inFile?.description == "\(path): tensor 'outer.w': shape [2, 3] of F32 needs 6 × 4 bytes but data has 20")
+        #expect(!FileManager.default.fileExists(atPath: path))
     }
 
     @Test func unsignedWideDTypesAreRefused() {
         let value = TorchValue.dict([(key: "u", value: .tensor(TorchTensor(dtype: .u32, shape: [1], data: Data(count: 4))))])
         let error = #expect(throws: TorchSaveError.self) { try TorchSave.serialize(value) }
+        #expect(error == .noStorageClass(tensor: "u", dtype: .u32))
         #expect(error?.path == nil)
         #expect(error?.tensor == "u")
-        #expect(error?.reason == "dtype U32 has no torch storage class (torch.save supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)")
+        #expect(error?.description == "tensor 'u': dtype U32 has no torch storage class (torch.save supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)")
     }
 
     @Test func duplicateKeysAreRefused() {
         let t = TorchValue.tensor(TorchTensor(floats: [1], shape: [1]))
         let error = #expect(throws: TorchSaveError.self) { try TorchSave.serialize(.dict([(key: "a", value: t), (key: "a", value: t)])) }
+        #expect(error == .duplicateKey(tensor: "a", key: "a"))
         #expect(error?.tensor == "a")
-        #expect(error?.reason == "duplicate key 'a' in one dict")
+        #expect(error?.description == "tensor 'a': duplicate key 'a' in one dict")
         let nested = #expect(throws: TorchSaveError.self) {
             try TorchSave.serialize(.dict([(key: "outer", value: .dict([(key: "w", value: t), (key: "w", value: t)]))]))
         }
+        #expect(nested == .duplicateKey(tensor: "outer.w", key: "w"))
         #expect(nested?.tensor == "outer.w")
     }
 
-    @Test func writeErrorNamesThePath() {
+    @Test func writeErrorNamesThePath() throws {
         let path = "/nonexistent-dir-\(UUID().uuidString)/x.bin"
+        let size = try TorchSave.serialize(.dict([])).count
         #expect {
             try TorchSave.write(.dict([]), to: path)
         } throws: { error in
-            (error as? TorchSaveError)?.path == path
+            guard case .cannotWrite(path, size, let reason)? = error as? TorchSaveError else { return false }
+            return !reason.isEmpty && "\(error)" == "\(path): cannot write \(size) bytes: \(reason)"
         }
     }
 }

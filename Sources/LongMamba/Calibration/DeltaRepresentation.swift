@@ -49,10 +49,37 @@ public enum DeltaRepresentation: Sendable, Equatable, Codable {
     }
 }
 
-/// Why a stored Δ blob could not be decoded.
-public struct DeltaBlobError: Error, CustomStringConvertible, Sendable {
-    public let reason: String
-    public var description: String { "stored Δ blob: \(reason)" }
+/// Why a stored Δ blob could not be encoded or decoded.
+public enum DeltaBlobError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The exact representation was asked of a layer without token-order Δ.
+    case tokenOrderMissing(layer: Int)
+    /// An exact blob whose size is not L·C·4 bytes.
+    case exactSizeMismatch(layer: Int, bytes: Int, expected: Int)
+    /// An encoding name this version does not know.
+    case unknownEncoding(layer: Int, encoding: String)
+    /// A sketch record with more positive values than the row has.
+    case tooManyPositives(claimed: Int, length: Int)
+    /// A sketch blob that ends inside a record.
+    case truncated(byte: Int)
+    /// A Rice quotient that cannot come from the encoder.
+    case corruptRiceCode(bit: Int)
+
+    public var description: String {
+        switch self {
+        case let .tokenOrderMissing(layer):
+            return "stored Δ blob: layer \(layer): the exact representation needs Δ in token order, which this input does not carry"
+        case let .exactSizeMismatch(layer, bytes, expected):
+            return "stored Δ blob: layer \(layer): exact blob has \(bytes) bytes, expected L·C·4 = \(expected)"
+        case let .unknownEncoding(layer, encoding):
+            return "stored Δ blob: layer \(layer): unknown encoding '\(encoding)' (known: \(DeltaRepresentation.exactEncoding), \(DeltaRepresentation.sketchEncoding)); written by a newer tool?"
+        case let .tooManyPositives(claimed, length):
+            return "stored Δ blob: sketch record claims \(claimed) positive values but L = \(length)"
+        case let .truncated(byte):
+            return "stored Δ blob: sketch blob ends early at byte \(byte) (truncated?)"
+        case let .corruptRiceCode(bit):
+            return "stored Δ blob: corrupt Rice code at bit \(bit)"
+        }
+    }
 }
 
 /// Encodes and decodes one layer of one sample.
@@ -63,7 +90,7 @@ public enum DeltaBlob {
         switch representation {
         case .exact:
             guard let tokenOrder = layer.tokenOrderDelta else {
-                throw DeltaBlobError(reason: "layer \(layer.layer): the exact representation needs Δ in token order, which this input does not carry")
+                throw DeltaBlobError.tokenOrderMissing(layer: layer.layer)
             }
             return tokenOrder.withUnsafeBytes { Data($0) }
         case .sketch(let budget):
@@ -86,7 +113,7 @@ public enum DeltaBlob {
         switch encoding {
         case DeltaRepresentation.exactEncoding:
             guard data.count == L * C * 4 else {
-                throw DeltaBlobError(reason: "layer \(layer): exact blob has \(data.count) bytes, expected L·C·4 = \(L * C * 4)")
+                throw DeltaBlobError.exactSizeMismatch(layer: layer, bytes: data.count, expected: L * C * 4)
             }
             var tokenOrder = [Float](repeating: 0, count: L * C)
             _ = tokenOrder.withUnsafeMutableBytes { data.copyBytes(to: $0) }
@@ -106,7 +133,7 @@ public enum DeltaBlob {
             }
             return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape)
         default:
-            throw DeltaBlobError(reason: "layer \(layer): unknown encoding '\(encoding)' (known: \(DeltaRepresentation.exactEncoding), \(DeltaRepresentation.sketchEncoding)); written by a newer tool?")
+            throw DeltaBlobError.unknownEncoding(layer: layer, encoding: encoding)
         }
     }
 }
@@ -202,7 +229,7 @@ public enum DeltaSketch {
     static func decode(_ r: inout BitReader, length L: Int) throws -> [Float] {
         let e = Int(try r.read(bits: 5))
         let n = Int(try r.read(bits: 32))
-        guard n <= L else { throw DeltaBlobError(reason: "sketch record claims \(n) positive values but L = \(L)") }
+        guard n <= L else { throw DeltaBlobError.tooManyPositives(claimed: n, length: L) }
         var out = [Float](repeating: 0, count: L)
         let cut = split(length: L, positives: n)
         let (e1, e2) = exponents(e)
@@ -264,7 +291,7 @@ struct BitReader {
 
     mutating func readBit() throws -> Bool {
         let byte = bitPosition >> 3
-        guard byte < data.count else { throw DeltaBlobError(reason: "sketch blob ends early at byte \(byte) (truncated?)") }
+        guard byte < data.count else { throw DeltaBlobError.truncated(byte: byte) }
         let bit = data[data.startIndex + byte] & (0x80 >> UInt8(bitPosition & 7)) != 0
         bitPosition += 1
         return bit
@@ -280,7 +307,7 @@ struct BitReader {
         var quotient: UInt64 = 0
         while try readBit() {
             quotient += 1
-            guard quotient < 1 << 40 else { throw DeltaBlobError(reason: "corrupt Rice code at bit \(bitPosition)") }
+            guard quotient < 1 << 40 else { throw DeltaBlobError.corruptRiceCode(bit: bitPosition) }
         }
         let remainder = k > 0 ? try read(bits: k) : 0
         return (quotient << UInt64(k)) | remainder

@@ -7,15 +7,101 @@
 import Crypto
 import Foundation
 
-/// Why a checkpoint directory was refused.
-public struct CheckpointError: Error, CustomStringConvertible, Sendable {
-    public let path: String
-    public let tensor: String?
-    public let reason: String
-    public var hint: String?
-    public init(path: String, tensor: String? = nil, reason: String, hint: String? = nil) {
-        self.path = path; self.tensor = tensor; self.reason = reason; self.hint = hint
+/// Why a checkpoint directory was refused. `path` is the file at fault (a weight file, an index)
+/// or the directory when the fault is the set of tensors as a whole.
+public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// No readable config.json (`path`: where it was looked for).
+    case missingConfig(path: String)
+    /// A weight index that is not {"weight_map": {tensor: file}}.
+    case invalidIndex(path: String)
+    /// A shard named in the index that lies outside the directory.
+    case shardOutsideDirectory(path: String, shard: String)
+    /// No weight file in the directory.
+    case noWeights(directory: String)
+    /// Two tensors with the same canonical name (`previous` in `previousPath` came first).
+    case duplicateTensor(path: String, tensor: String, previous: String, previousPath: String)
+    /// No embedding (`found`: the first canonical names found, sorted, at most five).
+    case missingEmbedding(directory: String, found: [String])
+    case embeddingShape(path: String, tensor: String, shape: [Int], vocabSize: Int, dModel: Int)
+    /// A tensor the config does not imply (`more`: how many other unexpected tensors there are).
+    case unexpectedTensor(path: String, tensor: String, architecture: Architecture, layers: Int, more: Int)
+    case missingTensor(directory: String, tensor: String)
+    /// A tensor whose shape is not the one the config implies (`expected`).
+    case shapeMismatch(path: String, tensor: String, shape: [Int], expected: [Int])
+    case notFloatingPoint(path: String, tensor: String, dtype: DType)
+    case notMatrix(directory: String, tensor: String)
+    case rowOutOfRange(directory: String, tensor: String, row: Int, rows: Int)
+
+    public var path: String {
+        switch self {
+        case let .missingConfig(path), let .invalidIndex(path), let .shardOutsideDirectory(path, _), let .noWeights(path),
+             let .duplicateTensor(path, _, _, _), let .missingEmbedding(path, _), let .embeddingShape(path, _, _, _, _),
+             let .unexpectedTensor(path, _, _, _, _), let .missingTensor(path, _), let .shapeMismatch(path, _, _, _),
+             let .notFloatingPoint(path, _, _), let .notMatrix(path, _), let .rowOutOfRange(path, _, _, _):
+            return path
+        }
     }
+
+    /// The tensor at fault, if the failure is about one.
+    public var tensor: String? {
+        switch self {
+        case .missingConfig, .invalidIndex, .shardOutsideDirectory, .noWeights:
+            return nil
+        case .missingEmbedding:
+            return "backbone.embedding.weight"
+        case let .duplicateTensor(_, tensor, _, _), let .embeddingShape(_, tensor, _, _, _), let .unexpectedTensor(_, tensor, _, _, _),
+             let .missingTensor(_, tensor), let .shapeMismatch(_, tensor, _, _), let .notFloatingPoint(_, tensor, _),
+             let .notMatrix(_, tensor), let .rowOutOfRange(_, tensor, _, _):
+            return tensor
+        }
+    }
+
+    /// What to do about it, where there is something to say.
+    public var hint: String? {
+        switch self {
+        case .missingConfig:
+            return "pass a model directory holding config.json and the weights"
+        case .noWeights:
+            return "expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json"
+        case let .missingEmbedding(_, found):
+            return "tensor names found: \(found.joined(separator: ", "))…"
+        default:
+            return nil
+        }
+    }
+
+    /// What is wrong, without the path, tensor and hint.
+    private var reason: String {
+        switch self {
+        case .missingConfig:
+            return "cannot read config.json"
+        case .invalidIndex:
+            return "not a valid index: expected {\"weight_map\": {tensor: file}}"
+        case let .shardOutsideDirectory(_, shard):
+            return "shard name '\(shard)' points outside the directory"
+        case .noWeights:
+            return "no weights found"
+        case let .duplicateTensor(_, _, previous, previousPath):
+            return "duplicate of '\(previous)' in \(previousPath)"
+        case .missingEmbedding:
+            return "missing"
+        case let .embeddingShape(_, _, shape, vocabSize, dModel):
+            return "shape \(shape) does not fit vocab_size \(vocabSize) × d_model \(dModel)"
+        case let .unexpectedTensor(_, _, architecture, layers, more):
+            return "unexpected tensor for a \(architecture.rawValue) model with \(layers) layers" + (more > 0 ? " (and \(more) more)" : "")
+        case .missingTensor:
+            return "missing from the checkpoint"
+        case let .shapeMismatch(_, _, shape, expected):
+            return "shape \(shape) but the config implies \(expected)"
+        case let .notFloatingPoint(_, _, dtype):
+            return "dtype \(dtype.rawValue) is not a floating-point type"
+        case .notMatrix:
+            return "missing or not 2-D"
+        case let .rowOutOfRange(_, _, row, rows):
+            return "row \(row) out of range 0..<\(rows)"
+        }
+    }
+
     public var description: String {
         var s = tensor.map { "\(path): tensor '\($0)': \(reason)" } ?? "\(path): \(reason)"
         if let hint { s += " (hint: \(hint))" }
@@ -39,7 +125,7 @@ public struct ModelCheckpoint: Sendable {
         let dir = URL(fileURLWithPath: directory)
         let configPath = dir.appendingPathComponent("config.json").path
         guard let configData = FileManager.default.contents(atPath: configPath) else {
-            throw CheckpointError(path: configPath, reason: "cannot read config.json", hint: "pass a model directory holding config.json and the weights")
+            throw CheckpointError.missingConfig(path: configPath)
         }
         var config = try ModelConfig.parse(configData, path: configPath)
         let files = try Self.weightFiles(in: dir)
@@ -67,10 +153,10 @@ public struct ModelCheckpoint: Sendable {
             guard let data = fm.contents(atPath: indexPath) else { continue }
             guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
                   let map = json["weight_map"] as? [String: String]
-            else { throw CheckpointError(path: indexPath, reason: "not a valid index: expected {\"weight_map\": {tensor: file}}") }
+            else { throw CheckpointError.invalidIndex(path: indexPath) }
             let shards = Set(map.values).sorted()
             for shard in shards where shard.contains("/") || shard.hasPrefix(".") {
-                throw CheckpointError(path: indexPath, reason: "shard name '\(shard)' points outside the directory")
+                throw CheckpointError.shardOutsideDirectory(path: indexPath, shard: shard)
             }
             return shards.map { dir.appendingPathComponent($0).path }
         }
@@ -78,8 +164,7 @@ public struct ModelCheckpoint: Sendable {
             let p = dir.appendingPathComponent(single).path
             if fm.fileExists(atPath: p) { return [p] }
         }
-        throw CheckpointError(path: dir.path, reason: "no weights found",
-                              hint: "expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json")
+        throw CheckpointError.noWeights(directory: dir.path)
     }
 
     static func openTensorFile(_ path: String) throws -> any TensorSource {
@@ -98,20 +183,18 @@ public struct ModelCheckpoint: Sendable {
                 canonical = "backbone.embedding." + canonical.dropFirst("backbone.embeddings.".count)
             }
             if let previous = entries[canonical] {
-                throw CheckpointError(path: files[source], tensor: name,
-                                      reason: "duplicate of '\(previous.info.name)' in \(files[previous.source])")
+                throw CheckpointError.duplicateTensor(path: files[source], tensor: name, previous: previous.info.name, previousPath: files[previous.source])
             }
             entries[canonical] = (source, info)
         }
         // The embedding fixes the padded vocabulary.
         guard let embedding = entries["backbone.embedding.weight"] else {
-            throw CheckpointError(path: directory, tensor: "backbone.embedding.weight", reason: "missing",
-                                  hint: "tensor names found: \(entries.keys.sorted().prefix(5).joined(separator: ", "))…")
+            throw CheckpointError.missingEmbedding(directory: directory, found: Array(entries.keys.sorted().prefix(5)))
         }
         let rows = embedding.info.shape.first ?? 0
         guard embedding.info.shape.count == 2, rows >= config.vocabSize, embedding.info.shape[1] == config.dModel else {
-            throw CheckpointError(path: files[embedding.source], tensor: embedding.info.name,
-                                  reason: "shape \(embedding.info.shape) does not fit vocab_size \(config.vocabSize) × d_model \(config.dModel)")
+            throw CheckpointError.embeddingShape(path: files[embedding.source], tensor: embedding.info.name, shape: embedding.info.shape,
+                                                 vocabSize: config.vocabSize, dModel: config.dModel)
         }
         config.paddedVocabSize = rows
 
@@ -120,22 +203,20 @@ public struct ModelCheckpoint: Sendable {
         let unexpected = entries.keys.filter { expected[$0] == nil }.sorted()
         if let first = unexpected.first {
             let e = entries[first]!
-            throw CheckpointError(path: files[e.source], tensor: e.info.name,
-                                  reason: "unexpected tensor for a \(config.architecture.rawValue) model with \(config.layerCount) layers" + (unexpected.count > 1 ? " (and \(unexpected.count - 1) more)" : ""))
+            throw CheckpointError.unexpectedTensor(path: files[e.source], tensor: e.info.name, architecture: config.architecture,
+                                                   layers: config.layerCount, more: unexpected.count - 1)
         }
         for (name, shape) in expected.sorted(by: { $0.key < $1.key }) {
             guard let e = entries[name] else {
-                throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint")
+                throw CheckpointError.missingTensor(directory: directory, tensor: name)
             }
             // conv1d weights are saved [C, 1, K]; accept [C, K] too.
             let actual = e.info.shape.count == 3 && e.info.shape[1] == 1 && shape.count == 2 ? [e.info.shape[0], e.info.shape[2]] : e.info.shape
             guard actual == shape else {
-                throw CheckpointError(path: files[e.source], tensor: e.info.name,
-                                      reason: "shape \(e.info.shape) but the config implies \(shape)")
+                throw CheckpointError.shapeMismatch(path: files[e.source], tensor: e.info.name, shape: e.info.shape, expected: shape)
             }
             guard e.info.dtype.isFloatingPoint else {
-                throw CheckpointError(path: files[e.source], tensor: e.info.name,
-                                      reason: "dtype \(e.info.dtype.rawValue) is not a floating-point type")
+                throw CheckpointError.notFloatingPoint(path: files[e.source], tensor: e.info.name, dtype: e.info.dtype)
             }
         }
         return entries
@@ -182,13 +263,13 @@ public struct ModelCheckpoint: Sendable {
 
     /// Info of a canonical tensor.
     public func info(_ name: String) throws -> TensorInfo {
-        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        guard let e = entries[name] else { throw CheckpointError.missingTensor(directory: directory, tensor: name) }
         return e.info
     }
 
     /// A tensor converted to f32 (a fresh copy; the mapping is untouched).
     public func floats(_ name: String) throws -> [Float] {
-        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        guard let e = entries[name] else { throw CheckpointError.missingTensor(directory: directory, tensor: name) }
         var out = [Float](repeating: 0, count: e.info.elementCount)
         out.withUnsafeMutableBufferPointer { _ = convertToFloat32(sources[e.source].bytes(of: e.info), dtype: e.info.dtype, into: $0) }
         return out
@@ -197,7 +278,7 @@ public struct ModelCheckpoint: Sendable {
     /// A weight matrix for the matrix products: f32 tensors are used in place in the mapping
     /// (no copy; the pages are shared with the page cache), others are converted to f32.
     public func matrix(_ name: String) throws -> WeightMatrix {
-        guard let e = entries[name] else { throw CheckpointError(path: directory, tensor: name, reason: "missing from the checkpoint") }
+        guard let e = entries[name] else { throw CheckpointError.missingTensor(directory: directory, tensor: name) }
         let bytes = sources[e.source].bytes(of: e.info)
         if e.info.dtype == .f32, let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
             return WeightMatrix(mapped: base.assumingMemoryBound(to: Float.self), count: e.info.elementCount, keepAlive: sources[e.source])
@@ -209,7 +290,7 @@ public struct ModelCheckpoint: Sendable {
     /// without converting the whole matrix).
     public func floatRows(_ name: String, rows: [Int]) throws -> [Float] {
         guard let e = entries[name], e.info.shape.count == 2 else {
-            throw CheckpointError(path: directory, tensor: name, reason: "missing or not 2-D")
+            throw CheckpointError.notMatrix(directory: directory, tensor: name)
         }
         let columns = e.info.shape[1], rowBytes = columns * e.info.dtype.byteSize
         let bytes = sources[e.source].bytes(of: e.info)
@@ -217,7 +298,7 @@ public struct ModelCheckpoint: Sendable {
         try out.withUnsafeMutableBufferPointer { dst in
             for (i, r) in rows.enumerated() {
                 guard r >= 0 && r < e.info.shape[0] else {
-                    throw CheckpointError(path: directory, tensor: name, reason: "row \(r) out of range 0..<\(e.info.shape[0])")
+                    throw CheckpointError.rowOutOfRange(directory: directory, tensor: name, row: r, rows: e.info.shape[0])
                 }
                 let src = UnsafeRawBufferPointer(rebasing: bytes[(r * rowBytes)..<((r + 1) * rowBytes)])
                 convertToFloat32(src, dtype: e.info.dtype, into: UnsafeMutableBufferPointer(rebasing: dst[(i * columns)..<((i + 1) * columns)]))

@@ -23,11 +23,61 @@ public enum CheckpointLayout: String, Sendable, Codable {
     case transformers
 }
 
-/// Why a config.json was refused.
-public struct ConfigError: Error, CustomStringConvertible, Sendable {
-    public let path: String
-    public let reason: String
-    public var description: String { "\(path): \(reason)" }
+/// Why a config.json was refused; every case names the file.
+public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// Not JSON (`reason`: the parser's message).
+    case notJSON(path: String, reason: String)
+    case notAnObject(path: String)
+    /// A required size is absent or ≤ 0 (`key`: the accepted names, e.g. `hidden_size/d_model`).
+    case missingValue(path: String, key: String)
+    /// No model_type and no state-spaces keys.
+    case unknownArchitecture(path: String)
+    case unsupportedLayer(path: String, layer: String)
+    /// `attentionLayers`: attn_layer_idx as written in the config.
+    case hybridAttention(path: String, attentionLayers: String)
+    case gatedMLP(path: String, dIntermediate: Int)
+    case unsupportedModelType(path: String, modelType: String)
+    /// num_heads × head_dim ≠ d_inner.
+    case headShapeMismatch(path: String, heads: Int, headDim: Int, dInner: Int)
+    case headsNotMultipleOfGroups(path: String, heads: Int, groups: Int)
+    /// `value`: time_step_limit as written in the config.
+    case invalidTimeStepLimit(path: String, value: String)
+
+    public var path: String {
+        switch self {
+        case let .notJSON(path, _), let .notAnObject(path), let .missingValue(path, _), let .unknownArchitecture(path),
+             let .unsupportedLayer(path, _), let .hybridAttention(path, _), let .gatedMLP(path, _), let .unsupportedModelType(path, _),
+             let .headShapeMismatch(path, _, _, _), let .headsNotMultipleOfGroups(path, _, _), let .invalidTimeStepLimit(path, _):
+            return path
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .notJSON(path, reason):
+            return "\(path): not valid JSON: \(reason)"
+        case let .notAnObject(path):
+            return "\(path): top level is not a JSON object"
+        case let .missingValue(path, key):
+            return "\(path): missing or non-positive \(key)"
+        case let .unknownArchitecture(path):
+            return "\(path): cannot tell the architecture: no model_type and no state-spaces keys (d_model, n_layer)"
+        case let .unsupportedLayer(path, layer):
+            return "\(path): unsupported ssm_cfg.layer '\(layer)' (supported: Mamba1, Mamba2)"
+        case let .hybridAttention(path, attentionLayers):
+            return "\(path): hybrid checkpoints with attention layers (attn_layer_idx \(attentionLayers)) are not supported"
+        case let .gatedMLP(path, dIntermediate):
+            return "\(path): d_intermediate \(dIntermediate) (gated MLP blocks) is not supported"
+        case let .unsupportedModelType(path, modelType):
+            return "\(path): unsupported model_type '\(modelType)' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"
+        case let .headShapeMismatch(path, heads, headDim, dInner):
+            return "\(path): num_heads \(heads) × head_dim \(headDim) ≠ d_inner \(dInner)"
+        case let .headsNotMultipleOfGroups(path, heads, groups):
+            return "\(path): num_heads \(heads) is not a multiple of n_groups \(groups)"
+        case let .invalidTimeStepLimit(path, value):
+            return "\(path): time_step_limit must be [lower, upper], got \(value)"
+        }
+    }
 }
 
 /// Everything the runner needs to know about a model's shape.
@@ -75,14 +125,13 @@ extension ModelConfig {
         do {
             object = try JSONSerialization.jsonObject(with: sanitizeNonFiniteJSON(data))
         } catch {
-            throw ConfigError(path: path, reason: "not valid JSON: \(error.localizedDescription)")
+            throw ConfigError.notJSON(path: path, reason: error.localizedDescription)
         }
-        guard let json = object as? [String: Any] else { throw ConfigError(path: path, reason: "top level is not a JSON object") }
+        guard let json = object as? [String: Any] else { throw ConfigError.notAnObject(path: path) }
         return try parse(json, path: path)
     }
 
     static func parse(_ json: [String: Any], path: String) throws -> ModelConfig {
-        func fail(_ reason: String) -> ConfigError { ConfigError(path: path, reason: reason) }
         func int(_ keys: [String], in dict: [String: Any] = json) -> Int? {
             for k in keys { if let v = dict[k] as? NSNumber { return v.intValue } }
             return nil
@@ -96,7 +145,7 @@ extension ModelConfig {
             return nil
         }
         func require(_ value: Int?, _ what: String) throws -> Int {
-            guard let value, value > 0 else { throw fail("missing or non-positive \(what)") }
+            guard let value, value > 0 else { throw ConfigError.missingValue(path: path, key: what) }
             return value
         }
 
@@ -110,21 +159,21 @@ extension ModelConfig {
         case "falcon_mamba": architecture = .falconMamba
         case nil:
             guard isStateSpaces else {
-                throw fail("cannot tell the architecture: no model_type and no state-spaces keys (d_model, n_layer)")
+                throw ConfigError.unknownArchitecture(path: path)
             }
             switch ssmCfg["layer"] as? String ?? "Mamba1" {
             case "Mamba1": architecture = .mamba
             case "Mamba2": architecture = .mamba2
-            case let other: throw fail("unsupported ssm_cfg.layer '\(other)' (supported: Mamba1, Mamba2)")
+            case let other: throw ConfigError.unsupportedLayer(path: path, layer: other)
             }
             if let attn = json["attn_layer_idx"] as? [Any], !attn.isEmpty {
-                throw fail("hybrid checkpoints with attention layers (attn_layer_idx \(attn)) are not supported")
+                throw ConfigError.hybridAttention(path: path, attentionLayers: "\(attn)")
             }
             if let dInt = int(["d_intermediate"]), dInt != 0 {
-                throw fail("d_intermediate \(dInt) (gated MLP blocks) is not supported")
+                throw ConfigError.gatedMLP(path: path, dIntermediate: dInt)
             }
         case let other?:
-            throw fail("unsupported model_type '\(other)' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)")
+            throw ConfigError.unsupportedModelType(path: path, modelType: other)
         }
 
         let dModel = try require(int(["hidden_size", "d_model"]), "hidden_size/d_model")
@@ -145,9 +194,9 @@ extension ModelConfig {
             groups = int(["n_groups"]) ?? int(["ngroups"], in: ssmCfg) ?? 1
             heads = int(["num_heads"]) ?? (dInner / max(headDim, 1))
             guard headDim > 0, heads * headDim == dInner else {
-                throw fail("num_heads \(heads) × head_dim \(headDim) ≠ d_inner \(dInner)")
+                throw ConfigError.headShapeMismatch(path: path, heads: heads, headDim: headDim, dInner: dInner)
             }
-            guard groups > 0, heads % groups == 0 else { throw fail("num_heads \(heads) is not a multiple of n_groups \(groups)") }
+            guard groups > 0, heads % groups == 0 else { throw ConfigError.headsNotMultipleOfGroups(path: path, heads: heads, groups: groups) }
         } else {
             if let r = int(["time_step_rank"]) { dtRank = r }
             else if let r = int(["dt_rank"], in: ssmCfg) { dtRank = r }
@@ -156,7 +205,7 @@ extension ModelConfig {
         var lower = 0.0, upper = Double.infinity
         if let limit = (json["time_step_limit"] ?? ssmCfg["dt_limit"]) as? [Any] {
             guard limit.count == 2, let lo = jsonDouble(limit[0]), let hi = jsonDouble(limit[1]) else {
-                throw fail("time_step_limit must be [lower, upper], got \(limit)")
+                throw ConfigError.invalidTimeStepLimit(path: path, value: "\(limit)")
             }
             lower = lo; upper = hi
         }

@@ -7,42 +7,128 @@
 // byte range of the mapped file; nothing is copied.
 import Foundation
 
-/// Why a PyTorch checkpoint was refused.
-public struct TorchCheckpointError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable, Equatable {
-        /// The file ends early (no zip directory, or an entry runs past it).
-        case truncated
-        case corruptZip
-        /// Encryption or similar zip features.
-        case unsupportedZip
-        case compressedEntry
-        /// No `<prefix>/data.pkl`.
-        case missingEntry
-        case unsupportedOpcode
-        case forbiddenGlobal
-        /// A pickle that is well-formed for Python but is not a state dict of tensors.
-        case badPickle
-        case notAStateDict
-        /// A tensor's storage `<prefix>/data/<key>` is not in the zip.
-        case missingStorage
-        /// A name asked for is not in the checkpoint.
-        case missingTensor
-        /// A float conversion was asked of an integer tensor.
-        case notFloatingPoint
-        /// A tensor's elements run past the end of its storage.
-        case outOfStorage
-        case nonContiguous
-        /// `<prefix>/byteorder` says the storages are big-endian.
-        case bigEndian
+/// Why a PyTorch checkpoint was refused. Each case names the file; `entry` and `offset` say where
+/// in it (a zip entry such as `archive/data.pkl` and a byte offset in that entry, or a byte offset
+/// in the file when there is no entry).
+public enum TorchCheckpointError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The zip container cannot be read (truncated, corrupt, encrypted or compressed entries).
+    case zip(path: String, ZipArchiveError)
+    /// No `<folder>/data.pkl` (`entries`: the names in the zip).
+    case missingPickle(path: String, entries: [String])
+    /// More than one `<folder>/data.pkl` (`entries`: those found).
+    case multiplePickles(path: String, entries: [String])
+    /// `<prefix>/byteorder` (`entry`) says the storages are not little-endian (`byteOrder`: its first 16 characters).
+    case bigEndian(path: String, entry: String, byteOrder: String)
+    /// data.pkl (`entry`) is not a pickle this reader accepts.
+    case pickle(path: String, entry: String, PickleError)
+    /// The pickled object is not a dict (`typeName`: what it is).
+    case notAStateDict(path: String, entry: String, typeName: String)
+    /// A key under `prefix` ("" at the top) that is not a string.
+    case nonStringKey(path: String, entry: String, prefix: String, typeName: String)
+    /// A value `name` that is neither a tensor nor a dict.
+    case nonTensorValue(path: String, entry: String, name: String, typeName: String)
+    // A tensor of the state dict; `offset`: the REDUCE in data.pkl that built it.
+    case duplicateTensor(path: String, entry: String, offset: Int, tensor: String)
+    /// The tensor's storage entry is not in the zip.
+    case missingStorage(path: String, entry: String, offset: Int, tensor: String, storage: String)
+    /// A storage entry of `bytes` bytes, too small for its `elements` elements of `dtype`.
+    case storageTooSmall(path: String, entry: String, offset: Int, tensor: String, storage: String, elements: Int, dtype: DType, bytes: Int)
+    case shapeOverflow(path: String, entry: String, offset: Int, tensor: String, shape: [Int])
+    /// Not row-major contiguous (a transposed or sliced view).
+    case nonContiguous(path: String, entry: String, offset: Int, tensor: String, shape: [Int], stride: [Int])
+    /// Elements [storageOffset, storageOffset + count) past the end of a storage of `storageElements`.
+    case pastStorageEnd(path: String, entry: String, offset: Int, tensor: String, storageOffset: Int, count: Int, storage: String, storageElements: Int)
+    /// A name asked for is not in the checkpoint.
+    case missingTensor(path: String, tensor: String)
+    /// A float conversion was asked of an integer tensor.
+    case notFloatingPoint(path: String, tensor: String, dtype: DType)
+
+    public var path: String {
+        switch self {
+        case let .zip(path, _), let .missingPickle(path, _), let .multiplePickles(path, _), let .bigEndian(path, _, _),
+             let .pickle(path, _, _), let .notAStateDict(path, _, _), let .nonStringKey(path, _, _, _), let .nonTensorValue(path, _, _, _),
+             let .duplicateTensor(path, _, _, _), let .missingStorage(path, _, _, _, _), let .storageTooSmall(path, _, _, _, _, _, _, _),
+             let .shapeOverflow(path, _, _, _, _), let .nonContiguous(path, _, _, _, _, _), let .pastStorageEnd(path, _, _, _, _, _, _, _),
+             let .missingTensor(path, _), let .notFloatingPoint(path, _, _):
+            return path
+        }
     }
 
-    public let path: String
-    public let kind: Kind
     /// Zip entry that `offset` is relative to (e.g. `archive/data.pkl`); nil: offset in the file.
-    public let entry: String?
-    public let offset: Int?
-    public let tensor: String?
-    public let reason: String
+    public var entry: String? {
+        switch self {
+        case .zip, .missingPickle, .multiplePickles, .missingTensor, .notFloatingPoint:
+            return nil
+        case let .bigEndian(_, entry, _), let .pickle(_, entry, _), let .notAStateDict(_, entry, _), let .nonStringKey(_, entry, _, _),
+             let .nonTensorValue(_, entry, _, _), let .duplicateTensor(_, entry, _, _), let .missingStorage(_, entry, _, _, _),
+             let .storageTooSmall(_, entry, _, _, _, _, _, _), let .shapeOverflow(_, entry, _, _, _), let .nonContiguous(_, entry, _, _, _, _),
+             let .pastStorageEnd(_, entry, _, _, _, _, _, _):
+            return entry
+        }
+    }
+
+    public var offset: Int? {
+        switch self {
+        case let .zip(_, error): return error.offset
+        case let .pickle(_, _, error): return error.offset
+        case .missingPickle, .multiplePickles, .bigEndian, .notAStateDict, .nonStringKey, .nonTensorValue, .missingTensor, .notFloatingPoint:
+            return nil
+        case let .duplicateTensor(_, _, offset, _), let .missingStorage(_, _, offset, _, _), let .storageTooSmall(_, _, offset, _, _, _, _, _),
+             let .shapeOverflow(_, _, offset, _, _), let .nonContiguous(_, _, offset, _, _, _), let .pastStorageEnd(_, _, offset, _, _, _, _, _):
+            return offset
+        }
+    }
+
+    /// The tensor at fault, if the failure is about one.
+    public var tensor: String? {
+        switch self {
+        case .zip, .missingPickle, .multiplePickles, .bigEndian, .pickle, .notAStateDict, .nonStringKey, .nonTensorValue:
+            return nil
+        case let .duplicateTensor(_, _, _, tensor), let .missingStorage(_, _, _, tensor, _), let .storageTooSmall(_, _, _, tensor, _, _, _, _),
+             let .shapeOverflow(_, _, _, tensor, _), let .nonContiguous(_, _, _, tensor, _, _), let .pastStorageEnd(_, _, _, tensor, _, _, _, _),
+             let .missingTensor(_, tensor), let .notFloatingPoint(_, tensor, _):
+            return tensor
+        }
+    }
+
+    /// What is wrong, without the file, location and tensor.
+    private var reason: String {
+        switch self {
+        case let .zip(_, error):
+            return error.description
+        case let .missingPickle(_, entries):
+            let names = entries.prefix(5).joined(separator: ", ")
+            return "no '<folder>/data.pkl' entry in the zip (entries: \(names.isEmpty ? "none" : names)\(entries.count > 5 ? ", ..." : "")); not a torch.save checkpoint"
+        case let .multiplePickles(_, entries):
+            return "\(entries.count) data.pkl entries (\(entries.joined(separator: ", "))); expected one archive per file"
+        case let .bigEndian(_, _, byteOrder):
+            return "byte order is '\(byteOrder)', only little-endian checkpoints are supported (hint: re-save on a little-endian machine)"
+        case let .pickle(_, _, error):
+            return error.description
+        case let .notAStateDict(_, _, typeName):
+            return "the pickled object is a \(typeName), not a state dict (expected a dict of tensors)"
+        case let .nonStringKey(_, _, prefix, typeName):
+            return "state dict key under '\(prefix)' is a \(typeName), not a string"
+        case let .nonTensorValue(_, _, name, typeName):
+            return "value of '\(name)' is a \(typeName); expected a flat state dict of tensors (or {'state_dict'|'model': state dict})"
+        case .duplicateTensor:
+            return "the name occurs twice"
+        case let .missingStorage(_, _, _, _, storage):
+            return "storage '\(storage)' is not in the zip (file truncated or repacked without it?)"
+        case let .storageTooSmall(_, _, _, _, storage, elements, dtype, bytes):
+            return "storage '\(storage)' should hold \(elements) \(dtype.rawValue) elements but the entry has \(bytes) bytes"
+        case let .shapeOverflow(_, _, _, _, shape):
+            return "shape \(shape) overflows"
+        case let .nonContiguous(_, _, _, _, shape, stride):
+            return "stride \(stride) for shape \(shape) is not contiguous row-major (a transposed or sliced view); hint: save `tensor.contiguous()` or `.clone()`"
+        case let .pastStorageEnd(_, _, _, _, storageOffset, count, storage, storageElements):
+            return "elements [\(storageOffset), \(storageOffset) + \(count)) run past the end of storage '\(storage)' (\(storageElements) elements)"
+        case .missingTensor:
+            return "not found in the checkpoint"
+        case let .notFloatingPoint(_, _, dtype):
+            return "dtype \(dtype.rawValue) is not a floating-point type"
+        }
+    }
 
     public var description: String {
         var s = path
@@ -84,9 +170,8 @@ public struct TorchCheckpoint: TensorSource {
 
     /// The archive folder and tensors of a checkpoint's bytes (`path` only names the file in errors).
     static func parse(_ bytes: UnsafeRawBufferPointer, path: String) throws -> (prefix: String, tensors: [TensorInfo]) {
-        let zip = try ZipDirectory(bytes: bytes) { offset, kind, reason in
-            TorchCheckpointError(path: path, kind: kind, entry: nil, offset: offset, tensor: nil, reason: reason)
-        }
+        let zip: ZipDirectory
+        do { zip = try ZipDirectory(bytes: bytes) } catch { throw TorchCheckpointError.zip(path: path, error) }
 
         // The pickle is `<prefix>/data.pkl` for a single top-level folder of any name.
         let pickles = zip.entries.filter { e in
@@ -94,21 +179,17 @@ public struct TorchCheckpoint: TensorSource {
             return parts.count == 2 && parts[1] == "data.pkl" && !parts[0].isEmpty
         }
         guard let pickleEntry = pickles.first else {
-            let names = zip.entries.prefix(5).map(\.name).joined(separator: ", ")
-            throw TorchCheckpointError(path: path, kind: .missingEntry, entry: nil, offset: nil, tensor: nil,
-                reason: "no '<folder>/data.pkl' entry in the zip (entries: \(names.isEmpty ? "none" : names)\(zip.entries.count > 5 ? ", ..." : "")); not a torch.save checkpoint")
+            throw TorchCheckpointError.missingPickle(path: path, entries: zip.entries.map(\.name))
         }
         guard pickles.count == 1 else {
-            throw TorchCheckpointError(path: path, kind: .corruptZip, entry: nil, offset: nil, tensor: nil,
-                reason: "\(pickles.count) data.pkl entries (\(pickles.map(\.name).joined(separator: ", "))); expected one archive per file")
+            throw TorchCheckpointError.multiplePickles(path: path, entries: pickles.map(\.name))
         }
         let prefix = String(pickleEntry.name.dropLast("/data.pkl".count))
         // Storages are raw machine-order bytes; files from big-endian machines say so here.
         if let order = zip.entry("\(prefix)/byteorder") {
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[order.dataRange]), as: UTF8.self)
             guard text.trimmingCharacters(in: .whitespacesAndNewlines) == "little" else {
-                throw TorchCheckpointError(path: path, kind: .bigEndian, entry: order.name, offset: nil, tensor: nil,
-                    reason: "byte order is '\(text.prefix(16))', only little-endian checkpoints are supported (hint: re-save on a little-endian machine)")
+                throw TorchCheckpointError.bigEndian(path: path, entry: order.name, byteOrder: String(text.prefix(16)))
             }
         }
 
@@ -116,30 +197,29 @@ public struct TorchCheckpoint: TensorSource {
         do {
             root = try PickleReader.load(UnsafeRawBufferPointer(rebasing: bytes[pickleEntry.dataRange]))
         } catch {
-            throw TorchCheckpointError(path: path, kind: error.kind, entry: pickleEntry.name, offset: error.offset, tensor: nil, reason: error.reason)
+            throw TorchCheckpointError.pickle(path: path, entry: pickleEntry.name, error)
         }
         let named = try Self.stateDict(root, path: path, pickle: pickleEntry.name)
 
         var infos: [TensorInfo] = []
         var index: [String: Int] = [:]
         for (name, t) in named {
-            func fail(_ kind: TorchCheckpointError.Kind, _ reason: String) -> TorchCheckpointError {
-                TorchCheckpointError(path: path, kind: kind, entry: pickleEntry.name, offset: t.position, tensor: name, reason: reason)
-            }
-            guard index[name] == nil else { throw fail(.notAStateDict, "the name occurs twice") }
+            let entry = pickleEntry.name, at = t.position
+            guard index[name] == nil else { throw TorchCheckpointError.duplicateTensor(path: path, entry: entry, offset: at, tensor: name) }
             let storageName = "\(prefix)/data/\(t.storage.key)"
             guard let storage = zip.entry(storageName) else {
-                throw fail(.missingStorage, "storage '\(storageName)' is not in the zip (file truncated or repacked without it?)")
+                throw TorchCheckpointError.missingStorage(path: path, entry: entry, offset: at, tensor: name, storage: storageName)
             }
             let elementSize = t.storage.dtype.byteSize
             let (storageBytes, o1) = t.storage.numel.multipliedReportingOverflow(by: elementSize)
             guard !o1, storageBytes <= storage.dataRange.count else {
-                throw fail(.outOfStorage, "storage '\(storageName)' should hold \(t.storage.numel) \(t.storage.dtype.rawValue) elements but the entry has \(storage.dataRange.count) bytes")
+                throw TorchCheckpointError.storageTooSmall(path: path, entry: entry, offset: at, tensor: name, storage: storageName,
+                                                           elements: t.storage.numel, dtype: t.storage.dtype, bytes: storage.dataRange.count)
             }
             var count = 1
             for d in t.shape {
                 let (m, overflow) = count.multipliedReportingOverflow(by: d)
-                guard !overflow else { throw fail(.badPickle, "shape \(t.shape) overflows") }
+                guard !overflow else { throw TorchCheckpointError.shapeOverflow(path: path, entry: entry, offset: at, tensor: name, shape: t.shape) }
                 count = m
             }
             var range = storage.dataRange.lowerBound..<storage.dataRange.lowerBound
@@ -148,13 +228,14 @@ public struct TorchCheckpoint: TensorSource {
                 var expected = 1
                 for i in t.shape.indices.reversed() {
                     if t.shape[i] != 1 && t.stride[i] != expected {
-                        throw fail(.nonContiguous, "stride \(t.stride) for shape \(t.shape) is not contiguous row-major (a transposed or sliced view); hint: save `tensor.contiguous()` or `.clone()`")
+                        throw TorchCheckpointError.nonContiguous(path: path, entry: entry, offset: at, tensor: name, shape: t.shape, stride: t.stride)
                     }
                     expected *= t.shape[i]
                 }
                 let (end, o2) = t.storageOffset.addingReportingOverflow(count)
                 guard !o2, end <= t.storage.numel else {
-                    throw fail(.outOfStorage, "elements [\(t.storageOffset), \(t.storageOffset) + \(count)) run past the end of storage '\(storageName)' (\(t.storage.numel) elements)")
+                    throw TorchCheckpointError.pastStorageEnd(path: path, entry: entry, offset: at, tensor: name, storageOffset: t.storageOffset,
+                                                              count: count, storage: storageName, storageElements: t.storage.numel)
                 }
                 let start = storage.dataRange.lowerBound + t.storageOffset * elementSize
                 range = start..<(start + count * elementSize)
@@ -168,11 +249,8 @@ public struct TorchCheckpoint: TensorSource {
     /// Tensor names and values of the pickled object: a (possibly nested) dict of tensors, or a
     /// training checkpoint `{"state_dict" | "model": {...}, ...}` whose other entries are skipped.
     private static func stateDict(_ root: PickleValue, path: String, pickle: String) throws -> [(String, PickleTensor)] {
-        func fail(_ reason: String) -> TorchCheckpointError {
-            TorchCheckpointError(path: path, kind: .notAStateDict, entry: pickle, offset: nil, tensor: nil, reason: reason)
-        }
         guard case .dict(var dict) = root else {
-            throw fail("the pickled object is a \(root.typeName), not a state dict (expected a dict of tensors)")
+            throw TorchCheckpointError.notAStateDict(path: path, entry: pickle, typeName: root.typeName)
         }
         let hasTensors = dict.items.contains { if case .tensor = $0.value { return true } else { return false } }
         if !hasTensors {
@@ -188,14 +266,14 @@ public struct TorchCheckpoint: TensorSource {
         func walk(_ d: PickleDict, _ prefix: String) throws {
             for (key, value) in d.items {
                 guard case .string(let k) = key else {
-                    throw fail("state dict key under '\(prefix)' is a \(key.typeName), not a string")
+                    throw TorchCheckpointError.nonStringKey(path: path, entry: pickle, prefix: prefix, typeName: key.typeName)
                 }
                 let name = prefix.isEmpty ? k : "\(prefix).\(k)"
                 switch value {
                 case .tensor(let t): out.append((name, t))
                 case .dict(let inner): try walk(inner, name)
                 default:
-                    throw fail("value of '\(name)' is a \(value.typeName); expected a flat state dict of tensors (or {'state_dict'|'model': state dict})")
+                    throw TorchCheckpointError.nonTensorValue(path: path, entry: pickle, name: name, typeName: value.typeName)
                 }
             }
         }
@@ -211,12 +289,12 @@ public struct TorchCheckpoint: TensorSource {
     /// A tensor converted to f32 (f32, f16, bf16, f64 accepted).
     public func floats(_ name: String) throws -> [Float] {
         guard let info = info(name) else {
-            throw TorchCheckpointError(path: path, kind: .missingTensor, entry: nil, offset: nil, tensor: name, reason: "not found in the checkpoint")
+            throw TorchCheckpointError.missingTensor(path: path, tensor: name)
         }
         var out = [Float](repeating: 0, count: info.elementCount)
         let ok = out.withUnsafeMutableBufferPointer { convertToFloat32(bytes(of: info), dtype: info.dtype, into: $0) }
         guard ok else {
-            throw TorchCheckpointError(path: path, kind: .notFloatingPoint, entry: nil, offset: nil, tensor: name, reason: "dtype \(info.dtype.rawValue) is not a floating-point type")
+            throw TorchCheckpointError.notFloatingPoint(path: path, tensor: name, dtype: info.dtype)
         }
         return out
     }

@@ -42,14 +42,14 @@ public struct ExportedTableSource: ThresholdTableSource {
         lengths = try file.integers("lengths")
         var n = 0
         while file.info("layer.\(n).threshold") != nil { n += 1 }
-        guard n > 0 else { throw SafetensorsError(path: path, tensor: "layer.0.threshold", reason: "not found: not a longmamba table export") }
+        guard n > 0 else { throw SafetensorsError.notATableExport(path: path) }
         layerCount = n
     }
     public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
     public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
     public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
         guard let index = LengthRounding.nearestIndex(of: length, in: lengths) else {
-            throw SafetensorsError(path: file.path, tensor: "lengths", reason: "empty")
+            throw SafetensorsError.emptyTensor(path: file.path, tensor: "lengths")
         }
         var thresholds: [[Float]] = [], decays: [[Float]] = []
         for i in 0..<layerCount {
@@ -57,7 +57,7 @@ public struct ExportedTableSource: ThresholdTableSource {
             let all = try file.floats("layer.\(i).threshold")
             let C = decay.count
             guard all.count == lengths.count * C else {
-                throw SafetensorsError(path: file.path, tensor: "layer.\(i).threshold", reason: "has \(all.count) values, expected \(lengths.count) × \(C)")
+                throw SafetensorsError.valueCountMismatch(path: file.path, tensor: "layer.\(i).threshold", count: all.count, rows: lengths.count, columns: C)
             }
             thresholds.append(Array(all[(index * C)..<((index + 1) * C)]))
             decays.append(decay)

@@ -16,11 +16,30 @@ public enum ExportFormat: String, Sendable, CaseIterable {
     case longmambaArtifacts = "longmamba-artifacts"
 }
 
-/// Why an export was refused.
-public struct ExportError: Error, CustomStringConvertible, Sendable {
-    public let path: String
-    public let reason: String
-    public var description: String { "\(path): \(reason)" }
+/// Why an export was refused; every case names the file or directory.
+public enum ExportError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// Writing `path` failed (`reason`: the system's message).
+    case cannotWrite(path: String, reason: String)
+    case cannotCreateDirectory(path: String, reason: String)
+    /// A tabulated length the authors' "{n}k" keys cannot name.
+    case lengthNotThousands(directory: String, length: Int)
+
+    public var path: String {
+        switch self {
+        case let .cannotWrite(path, _), let .cannotCreateDirectory(path, _), let .lengthNotThousands(path, _): return path
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .cannotWrite(path, reason):
+            return "\(path): cannot write: \(reason)"
+        case let .cannotCreateDirectory(path, reason):
+            return "\(path): cannot create directory: \(reason)"
+        case let .lengthNotThousands(directory, length):
+            return "\(directory): length \(length) is not a whole number of thousands; the authors' files key lengths as \"{n}k\". Solve with --interval 1000 (or a multiple)."
+        }
+    }
 }
 
 public enum TableExport {
@@ -53,7 +72,7 @@ public enum TableExport {
             w.add("layer.\(l.layer).cumulative_decay", shape: [l.channels], floats: l.cumulativeDecay)
             w.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)
         }
-        do { try w.write(to: path) } catch { throw ExportError(path: path, reason: "cannot write: \(error.localizedDescription)") }
+        do { try w.write(to: path) } catch { throw ExportError.cannotWrite(path: path, reason: error.localizedDescription) }
     }
 
     /// Floats as their shortest round-tripping decimal (Swift's Float description).
@@ -90,7 +109,7 @@ public enum TableExport {
         }
         s += "]}\n"
         do { try Data(s.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw ExportError(path: path, reason: "cannot write: \(error.localizedDescription)")
+            throw ExportError.cannotWrite(path: path, reason: error.localizedDescription)
         }
     }
 
@@ -110,12 +129,12 @@ public enum TableExport {
     public static func writeArtifacts(layers: [LayerTable], metadata: [String: String] = [:], trainingLength: Int = 0, to dir: String) throws {
         let lengths = layers.first?.lengths ?? []
         if let bad = lengths.first(where: { $0 % 1000 != 0 }) {
-            throw ExportError(path: dir, reason: "length \(bad) is not a whole number of thousands; the authors' files key lengths as \"{n}k\". Solve with --interval 1000 (or a multiple).")
+            throw ExportError.lengthNotThousands(directory: dir, length: bad)
         }
         let fm = FileManager.default
         for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] {
             do { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) } catch {
-                throw ExportError(path: "\(dir)/\(sub)", reason: "cannot create directory: \(error.localizedDescription)")
+                throw ExportError.cannotCreateDirectory(path: "\(dir)/\(sub)", reason: error.localizedDescription)
             }
         }
         for l in layers {
@@ -135,7 +154,7 @@ public enum TableExport {
         let description = "{\"format\":\"longmamba-artifacts\",\"metadata\":" + metadataJSON(metadata)
             + ",\"inference_rules\":" + metadataJSON(artifactRules(trainingLength: trainingLength)) + "}\n"
         do { try Data(description.utf8).write(to: URL(fileURLWithPath: "\(dir)/longmamba-table.json"), options: .atomic) } catch {
-            throw ExportError(path: "\(dir)/longmamba-table.json", reason: "cannot write: \(error.localizedDescription)")
+            throw ExportError.cannotWrite(path: "\(dir)/longmamba-table.json", reason: error.localizedDescription)
         }
     }
 }

@@ -35,17 +35,60 @@ public indirect enum TorchValue: Sendable {
     case dict([(key: String, value: TorchValue)])
 }
 
-/// Why a value could not be saved.
-public struct TorchSaveError: Error, CustomStringConvertible, Sendable {
+/// Why a value could not be saved. `tensor` is the dotted key path of the offending tensor
+/// inside the saved dict (`<root>` for a bare tensor).
+public indirect enum TorchSaveError: Error, CustomStringConvertible, Sendable, Equatable {
+    case invalidArchiveName(String)
+    /// A key that occurs twice in one dict (`tensor`: the key path of the second).
+    case duplicateKey(tensor: String, key: String)
+    case noStorageClass(tensor: String, dtype: DType)
+    case negativeDimension(tensor: String, shape: [Int])
+    case shapeOverflow(tensor: String, shape: [Int])
+    /// `elements` × the dtype's size ≠ the `bytes` of data given.
+    case dataSizeMismatch(tensor: String, shape: [Int], dtype: DType, elements: Int, bytes: Int)
+    /// Writing the file failed (`reason`: the system's message).
+    case cannotWrite(path: String, bytes: Int, reason: String)
+    /// A serialization error while writing `path`.
+    case inFile(path: String, TorchSaveError)
+
     /// Output file, when writing to disk.
-    public let path: String?
+    public var path: String? {
+        switch self {
+        case let .cannotWrite(path, _, _), let .inFile(path, _): return path
+        default: return nil
+        }
+    }
+
     /// Dotted key path of the offending tensor inside the saved dict.
-    public let tensor: String?
-    public let reason: String
+    public var tensor: String? {
+        switch self {
+        case .invalidArchiveName, .cannotWrite: return nil
+        case let .duplicateKey(tensor, _), let .noStorageClass(tensor, _), let .negativeDimension(tensor, _),
+             let .shapeOverflow(tensor, _), let .dataSizeMismatch(tensor, _, _, _, _):
+            return tensor
+        case let .inFile(_, error): return error.tensor
+        }
+    }
+
     public var description: String {
-        var s = path.map { "\($0): " } ?? ""
-        if let tensor { s += "tensor '\(tensor)': " }
-        return s + reason
+        switch self {
+        case let .invalidArchiveName(name):
+            return "archive name '\(name)' must be non-empty and contain no '/'"
+        case let .duplicateKey(tensor, key):
+            return "tensor '\(tensor)': duplicate key '\(key)' in one dict"
+        case let .noStorageClass(tensor, dtype):
+            return "tensor '\(tensor)': dtype \(dtype.rawValue) has no torch storage class (torch.save supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)"
+        case let .negativeDimension(tensor, shape):
+            return "tensor '\(tensor)': shape \(shape) has a negative dimension"
+        case let .shapeOverflow(tensor, shape):
+            return "tensor '\(tensor)': shape \(shape) overflows"
+        case let .dataSizeMismatch(tensor, shape, dtype, elements, bytes):
+            return "tensor '\(tensor)': shape \(shape) of \(dtype.rawValue) needs \(elements) × \(dtype.byteSize) bytes but data has \(bytes)"
+        case let .cannotWrite(path, bytes, reason):
+            return "\(path): cannot write \(bytes) bytes: \(reason)"
+        case let .inFile(path, error):
+            return "\(path): \(error)"
+        }
     }
 }
 
@@ -56,12 +99,12 @@ public enum TorchSave {
         do {
             bytes = try serialize(value, archiveName: "archive")
         } catch let e as TorchSaveError {
-            throw TorchSaveError(path: path, tensor: e.tensor, reason: e.reason)
+            throw TorchSaveError.inFile(path: path, e)
         }
         do {
             try bytes.write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw TorchSaveError(path: path, tensor: nil, reason: "cannot write \(bytes.count) bytes: \(error.localizedDescription)")
+            throw TorchSaveError.cannotWrite(path: path, bytes: bytes.count, reason: error.localizedDescription)
         }
     }
 
@@ -73,7 +116,7 @@ public enum TorchSave {
     /// `forceZip64` writes zip64 records even for small files so tests can cover the >4 GB layout.
     static func serialize(_ value: TorchValue, archiveName: String, forceZip64: Bool) throws -> Data {
         guard !archiveName.isEmpty, !archiveName.contains("/") else {
-            throw TorchSaveError(path: nil, tensor: nil, reason: "archive name '\(archiveName)' must be non-empty and contain no '/'")
+            throw TorchSaveError.invalidArchiveName(archiveName)
         }
         var pickler = TorchPickleWriter()
         try pickler.emit(value, keyPath: "")
@@ -121,7 +164,7 @@ struct TorchPickleWriter {
             for (key, item) in items {
                 let path = keyPath.isEmpty ? key : "\(keyPath).\(key)"
                 guard seen.insert(key).inserted else {
-                    throw TorchSaveError(path: nil, tensor: path, reason: "duplicate key '\(key)' in one dict")
+                    throw TorchSaveError.duplicateKey(tensor: path, key: key)
                 }
                 string(key)
                 try emit(item, keyPath: path)
@@ -132,18 +175,18 @@ struct TorchPickleWriter {
 
     private mutating func emitTensor(_ t: TorchTensor, keyPath: String) throws {
         guard let storageClass = Self.storageClass(t.dtype) else {
-            throw TorchSaveError(path: nil, tensor: keyPath, reason: "dtype \(t.dtype.rawValue) has no torch storage class (torch.save supports F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)")
+            throw TorchSaveError.noStorageClass(tensor: keyPath, dtype: t.dtype)
         }
         var count = 1
         for d in t.shape {
-            guard d >= 0 else { throw TorchSaveError(path: nil, tensor: keyPath, reason: "shape \(t.shape) has a negative dimension") }
+            guard d >= 0 else { throw TorchSaveError.negativeDimension(tensor: keyPath, shape: t.shape) }
             let (m, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw TorchSaveError(path: nil, tensor: keyPath, reason: "shape \(t.shape) overflows") }
+            guard !overflow else { throw TorchSaveError.shapeOverflow(tensor: keyPath, shape: t.shape) }
             count = m
         }
         let (bytes, overflow) = count.multipliedReportingOverflow(by: t.dtype.byteSize)
         guard !overflow, bytes == t.data.count else {
-            throw TorchSaveError(path: nil, tensor: keyPath, reason: "shape \(t.shape) of \(t.dtype.rawValue) needs \(count) × \(t.dtype.byteSize) bytes but data has \(t.data.count)")
+            throw TorchSaveError.dataSizeMismatch(tensor: keyPath, shape: t.shape, dtype: t.dtype, elements: count, bytes: t.data.count)
         }
         let key = String(storages.count)
         storages.append(t.data)

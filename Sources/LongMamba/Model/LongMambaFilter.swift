@@ -27,9 +27,32 @@ public enum GlobalChannels {
 }
 
 /// Why a filter could not be built.
-public struct LongMambaFilterError: Error, CustomStringConvertible, Sendable {
-    public let reason: String
-    public var description: String { reason }
+public enum LongMambaFilterError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// θ ≤ 0 (or NaN).
+    case invalidTheta(Double)
+    /// Threshold and cumulative-decay lists with different layer counts.
+    case layerCountMismatch(thresholdLayers: Int, decayLayers: Int)
+    /// A layer with different threshold and cumulative-decay channel counts.
+    case channelCountMismatch(layer: Int, thresholds: Int, decays: Int)
+    /// A table with another layer count than the model.
+    case modelLayerMismatch(tableLayers: Int, modelLayers: Int)
+    /// A table layer with another channel count than the model.
+    case modelChannelMismatch(layer: Int, tableChannels: Int, modelChannels: Int)
+
+    public var description: String {
+        switch self {
+        case let .invalidTheta(theta):
+            return "θ must be > 0, got \(theta)"
+        case let .layerCountMismatch(thresholdLayers, decayLayers):
+            return "\(thresholdLayers) layers of thresholds but \(decayLayers) of cumulative decays"
+        case let .channelCountMismatch(layer, thresholds, decays):
+            return "layer \(layer): \(thresholds) thresholds but \(decays) cumulative decays"
+        case let .modelLayerMismatch(tableLayers, modelLayers):
+            return "table has \(tableLayers) layers, the model \(modelLayers)"
+        case let .modelChannelMismatch(layer, tableChannels, modelChannels):
+            return "table layer \(layer) has \(tableChannels) channels, the model \(modelChannels)"
+        }
+    }
 }
 
 /// The thresholds and global-channel masks of every layer for one sequence length.
@@ -49,13 +72,13 @@ public struct LongMambaFilter: Sendable {
 
     /// Classifies channels by θ: global where cumulative decay a_c > θ.
     public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Double) throws {
-        guard theta > 0 else { throw LongMambaFilterError(reason: "θ must be > 0, got \(theta)") }
+        guard theta > 0 else { throw LongMambaFilterError.invalidTheta(theta) }
         guard deltaThresholds.count == cumulativeDecays.count else {
-            throw LongMambaFilterError(reason: "\(deltaThresholds.count) layers of thresholds but \(cumulativeDecays.count) of cumulative decays")
+            throw LongMambaFilterError.layerCountMismatch(thresholdLayers: deltaThresholds.count, decayLayers: cumulativeDecays.count)
         }
         layers = try zip(deltaThresholds, cumulativeDecays).enumerated().map { i, pair in
             guard pair.0.count == pair.1.count else {
-                throw LongMambaFilterError(reason: "layer \(i): \(pair.0.count) thresholds but \(pair.1.count) cumulative decays")
+                throw LongMambaFilterError.channelCountMismatch(layer: i, thresholds: pair.0.count, decays: pair.1.count)
             }
             return Layer(deltaThreshold: pair.0, globalChannel: GlobalChannels.mask(cumulativeDecay: pair.1, theta: theta))
         }
@@ -64,10 +87,10 @@ public struct LongMambaFilter: Sendable {
     /// Checks the filter against a model's layer and channel counts.
     public func validate(for config: ModelConfig) throws {
         guard layers.count == config.layerCount else {
-            throw LongMambaFilterError(reason: "table has \(layers.count) layers, the model \(config.layerCount)")
+            throw LongMambaFilterError.modelLayerMismatch(tableLayers: layers.count, modelLayers: config.layerCount)
         }
         for (i, l) in layers.enumerated() where l.deltaThreshold.count != config.channelCount {
-            throw LongMambaFilterError(reason: "table layer \(i) has \(l.deltaThreshold.count) channels, the model \(config.channelCount)")
+            throw LongMambaFilterError.modelChannelMismatch(layer: i, tableChannels: l.deltaThreshold.count, modelChannels: config.channelCount)
         }
     }
 

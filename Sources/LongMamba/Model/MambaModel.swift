@@ -8,10 +8,22 @@
 // the widest projection). Weights are converted from the mapped checkpoint layer by layer.
 import Foundation
 
-/// Why a forward pass was refused.
-public struct ModelRunError: Error, CustomStringConvertible, Sendable {
-    public let reason: String
-    public var description: String { reason }
+/// Why a forward pass was refused (evaluation refusals are `EvaluationError`).
+public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
+    case emptyTokens
+    case tokenOutOfVocabulary(token: Int, position: Int, vocabularySize: Int)
+    case stateLayerMismatch(stateLayers: Int, modelLayers: Int)
+
+    public var description: String {
+        switch self {
+        case .emptyTokens:
+            return "empty token sequence"
+        case let .tokenOutOfVocabulary(token, position, vocabularySize):
+            return "token id \(token) at position \(position) is outside the model's vocabulary 0..<\(vocabularySize)"
+        case let .stateLayerMismatch(stateLayers, modelLayers):
+            return "sequence state has \(stateLayers) layers, the model \(modelLayers)"
+        }
+    }
 }
 
 /// What to do to Δ of one layer before the scan (e.g. LongMamba's threshold filter).
@@ -43,9 +55,9 @@ public final class MambaModel: @unchecked Sendable {
 
     /// Checks token ids against the embedding.
     public func validate(tokens: [Int]) throws {
-        guard !tokens.isEmpty else { throw ModelRunError(reason: "empty token sequence") }
+        guard !tokens.isEmpty else { throw ModelRunError.emptyTokens }
         for (i, t) in tokens.enumerated() where t < 0 || t >= config.paddedVocabSize {
-            throw ModelRunError(reason: "token id \(t) at position \(i) is outside the model's vocabulary 0..<\(config.paddedVocabSize)")
+            throw ModelRunError.tokenOutOfVocabulary(token: t, position: i, vocabularySize: config.paddedVocabSize)
         }
     }
 
@@ -65,7 +77,7 @@ public final class MambaModel: @unchecked Sendable {
                                           computeLogits: Bool = false, deltaFilter: DeltaFilter? = nil) throws -> [Float] {
         try validate(tokens: tokens)
         guard state.layers.count == config.layerCount else {
-            throw ModelRunError(reason: "sequence state has \(state.layers.count) layers, the model \(config.layerCount)")
+            throw ModelRunError.stateLayerMismatch(stateLayers: state.layers.count, modelLayers: config.layerCount)
         }
         defer { state.position += tokens.count }
         let L = tokens.count, dModel = config.dModel

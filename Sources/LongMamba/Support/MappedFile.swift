@@ -9,11 +9,27 @@ import Darwin
 #endif
 import Foundation
 
-/// Errors from opening or mapping a file.
-public struct FileAccessError: Error, CustomStringConvertible, Sendable {
-    public let path: String
-    public let reason: String
-    public var description: String { "\(path): \(reason)" }
+/// Errors from opening or mapping a file; `reason` is the system's message (strerror).
+public enum FileAccessError: Error, CustomStringConvertible, Sendable, Equatable {
+    case cannotOpen(path: String, reason: String)
+    case cannotStat(path: String, reason: String)
+    case isDirectory(path: String)
+    case cannotMap(path: String, bytes: Int, reason: String)
+
+    public var path: String {
+        switch self {
+        case let .cannotOpen(path, _), let .cannotStat(path, _), let .isDirectory(path), let .cannotMap(path, _, _): return path
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .cannotOpen(path, reason): return "\(path): cannot open (\(reason))"
+        case let .cannotStat(path, reason): return "\(path): cannot stat (\(reason))"
+        case let .isDirectory(path): return "\(path): is a directory, expected a file"
+        case let .cannotMap(path, bytes, reason): return "\(path): cannot map \(bytes) bytes (\(reason))"
+        }
+    }
 }
 
 /// A read-only mapping of a file. The bytes stay valid for the lifetime of the object.
@@ -26,15 +42,15 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
-            throw FileAccessError(path: path, reason: "cannot open (\(String(cString: strerror(errno))))")
+            throw FileAccessError.cannotOpen(path: path, reason: String(cString: strerror(errno)))
         }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            throw FileAccessError(path: path, reason: "cannot stat (\(String(cString: strerror(errno))))")
+            throw FileAccessError.cannotStat(path: path, reason: String(cString: strerror(errno)))
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw FileAccessError(path: path, reason: "is a directory, expected a file")
+            throw FileAccessError.isDirectory(path: path)
         }
         count = Int(st.st_size)
         if count == 0 {
@@ -42,7 +58,7 @@ public final class MappedFile: @unchecked Sendable {
         } else {
             let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
             guard let p, p != MAP_FAILED else {
-                throw FileAccessError(path: path, reason: "cannot map \(count) bytes (\(String(cString: strerror(errno))))")
+                throw FileAccessError.cannotMap(path: path, bytes: count, reason: String(cString: strerror(errno)))
             }
             base = UnsafeRawPointer(p)
         }
