@@ -6,7 +6,17 @@ import LongMamba
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Perplexity against sequence length, vanilla and with a LongMamba table, on the same tokens.")
+        abstract: "Perplexity or passkey retrieval against sequence length, vanilla and with a LongMamba table.",
+        discussion: """
+            --task perplexity (default): perplexity of windows of each length of --text/--tokens, \
+            optionally in buckets of --by-position N positions. --task passkey: a pass key hidden at \
+            each --depths in a haystack of each length, greedy-decoded; accuracy over --trials keys.
+            """)
+
+    enum Task: String, ExpressibleByArgument { case perplexity, passkey }
+
+    @Option(help: "perplexity or passkey.")
+    var task: Task = .perplexity
 
     @Option(help: "Model directory.")
     var model: String
@@ -21,6 +31,16 @@ struct EvalCommand: ParsableCommand {
     var lengths: String
     @Option(help: "Windows per length, evenly spaced over the text (1 = the first window).")
     var windows: Int = 1
+    @Option(name: .customLong("by-position"), help: "Perplexity: also report buckets of N positions of each window.")
+    var byPosition: Int?
+    @Option(help: "Passkey: needle depths in [0, 1], comma-separated.")
+    var depths: String = "0,0.25,0.5,0.75,1"
+    @Option(help: "Passkey: trials (keys) per length and depth.")
+    var trials: Int = 10
+    @Option(help: "Passkey: seed of the keys.")
+    var seed: UInt64 = 0
+    @Option(help: "Passkey: a text file to use as the haystack instead of the filler sentences (repeated when short).")
+    var haystack: String?
     @Flag(help: "Use the table's largest length for longer windows instead of refusing.")
     var allowBeyondTable = false
     @Option(help: "Write results as JSON.")
@@ -45,10 +65,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         BLASThreads.set(threads)
-        let input: EvaluationText
-        if let tokens { input = .tokens(path: tokens) } else if let text { input = .text(path: text, tokenizer: tokenizer) } else {
-            throw ValidationError("give --text FILE or --tokens FILE")
-        }
+        let input: EvaluationText? = tokens.map { .tokens(path: $0) } ?? text.map { .text(path: $0, tokenizer: tokenizer) }
         var options = EvaluationOptions(modelDirectory: model, text: input, lengths: try Self.parseLengths(lengths))
         options.table = try tableOptions.choice()
         options.theta = tableOptions.theta
@@ -57,16 +74,56 @@ struct EvalCommand: ParsableCommand {
         options.allowBeyondTable = allowBeyondTable
         options.windows = windows
         options.chunk = chunk
-        let results = try EvaluationJob(options: options).run { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-        func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
-        print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
-        for p in results.points {
-            print([cell(String(p.length), 8), cell(String(p.windows), 8), cell(String(format: "%.3f", p.vanillaPerplexity), 12),
-                   cell(p.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-", 12),
-                   cell(p.tabulatedLength.map(String.init) ?? "-", 10), cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 8)].joined(separator: " "))
+        options.bucketSize = byPosition
+        options.trials = trials
+        options.seed = seed
+        options.haystack = haystack
+        options.tokenizer = tokenizer
+        options.depths = try depths.split(separator: ",").map { part in
+            guard let d = Double(part.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--depths: '\(part)' is not a number") }
+            return d
         }
-        if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
-        if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
-        if let svg { try Data(CalibrationReport.perplexityChart(results.curve, theta: results.theta).svg().utf8).write(to: URL(fileURLWithPath: svg)) }
+        let job = EvaluationJob(options: options)
+        let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+        func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+        switch task {
+        case .passkey:
+            let results = try job.runPasskey(progress: log)
+            if results.haystackRepeated { log("note: the haystack text is shorter than some lengths; it was repeated to fill them") }
+            print([cell("length", 8), cell("depth", 6), cell("trials", 7), cell("vanilla", 8), cell("LongMamba", 10), cell("kept", 7)].joined(separator: " "))
+            for p in results.points {
+                print([cell(String(p.length), 8), cell(String(format: "%.2f", p.depth), 6), cell(String(p.trials), 7),
+                       cell(String(format: "%.0f%%", 100 * p.vanillaAccuracy), 8), cell(p.longMambaAccuracy.map { String(format: "%.0f%%", 100 * $0) } ?? "-", 10),
+                       cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 7)].joined(separator: " "))
+            }
+            print(String(format: "%.2f prompts/s", results.promptsPerSecond))
+            if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
+            if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
+            if let svg { try Data(PasskeyHeatmap.svg(results).utf8).write(to: URL(fileURLWithPath: svg)) }
+        case .perplexity:
+            guard input != nil else { throw ValidationError("give --text FILE or --tokens FILE") }
+            let results = try job.run(progress: log)
+            print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
+            for p in results.points {
+                print([cell(String(p.length), 8), cell(String(p.windows), 8), cell(String(format: "%.3f", p.vanillaPerplexity), 12),
+                       cell(p.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-", 12),
+                       cell(p.tabulatedLength.map(String.init) ?? "-", 10), cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 8)].joined(separator: " "))
+                for b in p.byPosition ?? [] {
+                    print("    positions \(b.start)..<\(b.end): vanilla \(String(format: "%.3f", b.vanillaPerplexity)), LongMamba \(b.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-")")
+                }
+            }
+            if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
+            if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
+            if let svg {
+                let chart = p0ByPosition(results) ?? CalibrationReport.perplexityChart(results.curve, theta: results.theta)
+                try Data(chart.svg().utf8).write(to: URL(fileURLWithPath: svg))
+            }
+        }
+    }
+
+    /// With --by-position: perplexity against position, one line per length and method.
+    func p0ByPosition(_ results: PerplexityResults) -> SVGChart? {
+        guard results.points.contains(where: { $0.byPosition != nil }) else { return nil }
+        return CalibrationReport.positionChart(results)
     }
 }

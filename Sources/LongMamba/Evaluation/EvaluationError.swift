@@ -4,6 +4,7 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
     case tableForAnotherModel(table: String, model: String, modelFingerprint: String)
     case beyondTable(length: Int, largest: Int)
     case lengthTooShort(Int)
+    case badBucketSize(Int)
     case textTooShort(tokens: Int, length: Int)
     case noTokenizer(modelDirectory: String)
     case unreadableText(path: String)
@@ -19,6 +20,7 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
         case let .beyondTable(length, largest):
             return "length \(length) is beyond the table's largest length \(largest); solve with a larger --max-length, or pass --allow-beyond-table to use the largest"
         case let .lengthTooShort(S): return "length \(S) is too short to measure perplexity"
+        case let .badBucketSize(n): return "--by-position \(n): a bucket needs at least 1 position"
         case let .textTooShort(n, S): return "the text has \(n) tokens, fewer than the requested length \(S)"
         case let .noTokenizer(dir): return "\(dir) has no tokenizer.json; pass --tokenizer or --tokens"
         case let .unreadableText(path): return "cannot read \(path)"

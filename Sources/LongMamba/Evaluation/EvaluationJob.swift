@@ -29,7 +29,8 @@ public enum EvaluationText: Sendable, Equatable {
 
 public struct EvaluationOptions: Sendable {
     public var modelDirectory: String
-    public var text: EvaluationText
+    /// The text for perplexity (passkey prompts are built, not read).
+    public var text: EvaluationText?
     public var table: TableChoice?
     public var theta = GlobalChannels.defaultTheta
     /// nil: `LongMambaPrefill.defaultFilterStart` of the table's training length.
@@ -40,8 +41,17 @@ public struct EvaluationOptions: Sendable {
     public var lengths: [Int]
     public var windows = 1
     public var chunk = 1024
+    /// Perplexity also in buckets of this many positions.
+    public var bucketSize: Int?
+    /// Passkey: needle depths in [0, 1], trials per (length, depth), the keys' seed, a haystack
+    /// text instead of the filler, and the tokenizer (nil: the model directory's).
+    public var depths: [Double] = [0, 0.25, 0.5, 0.75, 1]
+    public var trials = 10
+    public var seed: UInt64 = 0
+    public var haystack: String?
+    public var tokenizer: String?
 
-    public init(modelDirectory: String, text: EvaluationText, lengths: [Int]) {
+    public init(modelDirectory: String, text: EvaluationText?, lengths: [Int]) {
         self.modelDirectory = modelDirectory; self.text = text; self.lengths = lengths
     }
 }
@@ -67,7 +77,8 @@ public struct EvaluationJob {
     public func run(progress: (String) -> Void = { _ in }) throws -> PerplexityResults {
         let o = options
         let model = try MambaModel(directory: o.modelDirectory)
-        let (ids, source) = try Self.tokens(o.text, modelDirectory: o.modelDirectory)
+        guard let text = o.text else { throw EvaluationError.noText }
+        let (ids, source) = try Self.tokens(text, modelDirectory: o.modelDirectory)
         let opened = try o.table?.open()
         let fingerprint = model.checkpoint.fingerprint()
         try opened?.table.checkModel(fingerprint: fingerprint, name: o.modelDirectory, force: o.force)
@@ -77,10 +88,44 @@ public struct EvaluationJob {
         evaluation.allowBeyondTable = o.allowBeyondTable
         evaluation.windows = o.windows
         evaluation.chunk = o.chunk
+        evaluation.bucketSize = o.bucketSize
         let points = try evaluation.run(tokens: ids, lengths: o.lengths, progress: progress)
         return PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
                                  theta: opened == nil ? nil : o.theta, table: opened?.name,
                                  filterFromLength: opened.map { o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.table.trainingLength) },
                                  points: points)
+    }
+}
+
+extension EvaluationJob {
+    /// Passkey retrieval at every (length, depth), vanilla and with the table.
+    public func runPasskey(progress: (String) -> Void = { _ in }) throws -> PasskeyResults {
+        let o = options
+        let model = try MambaModel(directory: o.modelDirectory)
+        let tokenizerPath = o.tokenizer ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
+        guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw EvaluationError.noTokenizer(modelDirectory: o.modelDirectory) }
+        let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
+        var haystack: [Int]?
+        if let path = o.haystack {
+            guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError.unreadableText(path: path) }
+            haystack = try tokenizer.encode(utf8: [UInt8](data), source: path)
+        }
+        let prompts = try PasskeyPrompts(tokenizer: tokenizer, haystack: haystack)
+        let opened = try o.table?.open()
+        let fingerprint = model.checkpoint.fingerprint()
+        try opened?.table.checkModel(fingerprint: fingerprint, name: o.modelDirectory, force: o.force)
+        var evaluation = PasskeyEvaluation(model: model, prompts: prompts, table: opened?.table)
+        evaluation.theta = o.theta
+        evaluation.filterFromLength = o.filterFrom
+        evaluation.allowBeyondTable = o.allowBeyondTable
+        evaluation.trials = o.trials
+        evaluation.seed = o.seed
+        evaluation.chunk = o.chunk
+        let (points, rate) = try evaluation.run(lengths: o.lengths, depths: o.depths, progress: progress)
+        return PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
+                              haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,
+                              theta: opened == nil ? nil : o.theta, table: opened?.name,
+                              filterFromLength: opened.map { o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.table.trainingLength) },
+                              promptsPerSecond: rate, points: points)
     }
 }

@@ -15,6 +15,16 @@ public struct PerplexityPoint: Sendable, Codable, Equatable {
     /// Share of Δ kept in global channels (1 = nothing filtered).
     public var keptShare: Double?
     public var globalChannels: Int?
+    /// With `--by-position N`: perplexity of the predictions of positions [start, end) of the window.
+    public var byPosition: [PositionBucket]?
+}
+
+/// Perplexity over one span of positions inside the windows of one length.
+public struct PositionBucket: Sendable, Codable, Equatable {
+    public var start: Int
+    public var end: Int
+    public var vanillaPerplexity: Double
+    public var longMambaPerplexity: Double?
 }
 
 /// Everything `eval` measured, as written to JSON.
@@ -48,6 +58,14 @@ public struct PerplexityResults: Sendable, Codable {
     }
 
     public var csv: String {
+        if points.contains(where: { $0.byPosition != nil }) {
+            // --by-position: one row per (length, bucket of positions).
+            var s = "length,position_start,position_end,vanilla_perplexity,longmamba_perplexity\n"
+            for p in points { for b in p.byPosition ?? [] {
+                s += "\(p.length),\(b.start),\(b.end),\(b.vanillaPerplexity),\(b.longMambaPerplexity.map { "\($0)" } ?? "")\n"
+            } }
+            return s
+        }
         var s = "length,windows,vanilla_perplexity,longmamba_perplexity,tabulated_length,kept_share,global_channels\n"
         for p in points {
             s += "\(p.length),\(p.windows),\(p.vanillaPerplexity),\(p.longMambaPerplexity.map { "\($0)" } ?? ""),"
@@ -75,11 +93,14 @@ public struct PerplexityEvaluation {
     public var windows = 1
     /// Tokens per forward chunk (memory: chunk × vocabulary logits).
     public var chunk = 1024
+    /// Also report perplexity in buckets of this many positions (nil: only the whole window).
+    public var bucketSize: Int?
 
     public init(model: MambaModel, table: (any ThresholdTableSource)? = nil) { self.model = model; self.table = table }
 
-    /// Mean negative log-likelihood (nats) of tokens[1...] given their prefixes, and its count.
-    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?) throws -> (sum: Double, count: Int) {
+    /// Mean negative log-likelihood (nats) of tokens[1...] given their prefixes, and its count;
+    /// `positions[t]` += −log p(token t+1 | tokens ≤ t) when given.
+    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?, positions: UnsafeMutablePointer<Double>? = nil) throws -> (sum: Double, count: Int) {
         var state = SequenceState(layerCount: model.config.layerCount)
         var none = DiscardingRecorder()
         var sum = 0.0, count = 0
@@ -95,7 +116,9 @@ public struct PerplexityEvaluation {
                 for v in 0..<V { maxLogit = max(maxLogit, logits[row + v]) }
                 var z = 0.0
                 for v in 0..<V { z += Foundation.exp(Double(logits[row + v] - maxLogit)) }
-                sum += Foundation.log(z) + Double(maxLogit) - Double(logits[row + tokens[t + 1]])   // −log softmax
+                let nll = Foundation.log(z) + Double(maxLogit) - Double(logits[row + tokens[t + 1]])   // −log softmax
+                sum += nll
+                positions?[t] += nll
                 count += 1
             }
             start = end
@@ -106,6 +129,7 @@ public struct PerplexityEvaluation {
     /// Evaluates every length on `windows` windows of `tokens`.
     public func run(tokens: [Int], lengths: [Int], progress: (String) -> Void = { _ in }) throws -> [PerplexityPoint] {
         guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
+        if let bucketSize, bucketSize < 1 { throw EvaluationError.badBucketSize(bucketSize) }
         var points: [PerplexityPoint] = []
         for S in lengths {
             guard S >= 2 else { throw EvaluationError.lengthTooShort(S) }
@@ -120,14 +144,16 @@ public struct PerplexityEvaluation {
             let offsets = windows <= 1 || tokens.count == S ? [0] : (0..<windows).map { $0 * (tokens.count - S) / (windows - 1) }
             var vanilla = (sum: 0.0, count: 0), filtered = (sum: 0.0, count: 0)
             var kept = 0.0, runs = 0
+            // Σ over windows of −log p at each position: [S − 1]
+            var vanillaAt = [Double](repeating: 0, count: S - 1), filteredAt = [Double](repeating: 0, count: S - 1)
             for (w, offset) in offsets.enumerated() {
                 progress("length \(S): window \(w + 1)/\(offsets.count)")
                 let window = Array(tokens[offset..<(offset + S)])
-                let v = try negativeLogLikelihood(window, deltaFilter: nil)
+                let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: $0.baseAddress) }
                 vanilla.sum += v.sum; vanilla.count += v.count
                 if let filter {
                     let run = LongMambaFilterRun(filter: filter)
-                    let f = try negativeLogLikelihood(window, deltaFilter: run.deltaFilter)
+                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: $0.baseAddress) }
                     filtered.sum += f.sum; filtered.count += f.count
                     kept += run.keptShare; runs += 1
                 }
@@ -139,6 +165,16 @@ public struct PerplexityEvaluation {
                 point.tabulatedLength = tabulated
                 point.keptShare = runs > 0 ? kept / Double(runs) : 1
                 point.globalChannels = filter?.globalChannelCounts.reduce(0, +)
+            }
+            if let N = bucketSize {
+                point.byPosition = stride(from: 0, to: S - 1, by: N).map { start in
+                    let end = min(S - 1, start + N), n = Double((end - start) * offsets.count)
+                    var b = PositionBucket(start: start, end: end, vanillaPerplexity: Foundation.exp(vanillaAt[start..<end].reduce(0, +) / n))
+                    if table != nil {
+                        b.longMambaPerplexity = filter != nil ? Foundation.exp(filteredAt[start..<end].reduce(0, +) / n) : b.vanillaPerplexity
+                    }
+                    return b
+                }
             }
             points.append(point)
         }

@@ -27,6 +27,23 @@ public enum CalibrationReport {
         return chart
     }
 
+    /// Perplexity against position inside the window (`eval --by-position`): per length a
+    /// vanilla line (solid) and a LongMamba line (dashed colours alternate), positions on x.
+    public static func positionChart(_ results: PerplexityResults) -> SVGChart {
+        var chart = SVGChart(title: "perplexity by position", xLabel: "position in the window (tokens)", yLabel: "perplexity (log)")
+        chart.yScale = .log10
+        for (i, p) in results.points.enumerated() {
+            guard let buckets = p.byPosition else { continue }
+            let color = SVGChart.palette[(2 * i) % SVGChart.palette.count]
+            chart.series.append(SVGChart.Series(name: "vanilla \(p.length)", points: buckets.map { (x: Double($0.start + $0.end) / 2, y: $0.vanillaPerplexity) }, color: color, drawPoints: true))
+            let lm = buckets.compactMap { b in b.longMambaPerplexity.map { (x: Double(b.start + b.end) / 2, y: $0) } }
+            if !lm.isEmpty {
+                chart.series.append(SVGChart.Series(name: "LongMamba \(p.length)", points: lm, color: SVGChart.palette[(2 * i + 1) % SVGChart.palette.count], drawPoints: true))
+            }
+        }
+        return chart
+    }
+
     public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta,
                             perplexity: PerplexityCurve? = nil) throws -> String {
         let info = try store.table(id)

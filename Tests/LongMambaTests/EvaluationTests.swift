@@ -1,0 +1,106 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+@testable import LongMamba
+
+@Suite struct PasskeyTests {
+    static let model = ModelFixtures.model("mamba2-tiny-calib")
+
+    func prompts(haystack: [Int]? = nil) throws -> PasskeyPrompts {
+        try PasskeyPrompts(tokenizer: BPETokenizer(contentsOf: BPETokenizer.defaultPath(modelDirectory: Self.model)), haystack: haystack)
+    }
+
+    @Test func promptsHaveTheExactLengthAndTheNeedleAtTheDepth() throws {
+        let p = try prompts()
+        let tokenizer = p.tokenizer
+        let key = PasskeyPrompts.key(seed: 3, length: 600, depth: 0.5, trial: 1)
+        #expect(key.count == 5 && Int(key)! >= 10_000)
+        #expect(key != PasskeyPrompts.key(seed: 3, length: 600, depth: 0.5, trial: 2))
+        let needle = tokenizer.encode(PasskeyPrompts.needle(key))
+        var starts: [Int] = []
+        for depth in [0.0, 0.5, 1.0] {
+            let (tokens, start) = try p.prompt(length: 600, depth: depth, key: key)
+            #expect(tokens.count == 600)
+            #expect(Array(tokens[start..<(start + needle.count)]) == needle)
+            #expect(Array(tokens.suffix(p.questionTokens.count)) == p.questionTokens)
+            let text = try tokenizer.decode(tokens)
+            #expect(text.hasPrefix(PasskeyPrompts.instruction) && text.hasSuffix(PasskeyPrompts.question))
+            #expect(text.contains("The pass key is \(key). Remember it. \(key) is the pass key."))
+            starts.append(start)
+        }
+        // Depth 0 right after the instruction, 1 right before the question, 0.5 between, on a filler boundary.
+        #expect(starts[0] == p.instructionTokens.count)
+        #expect(starts[2] == 600 - p.questionTokens.count - needle.count)
+        #expect(starts[0] < starts[1] && starts[1] < starts[2])
+        #expect((starts[1] - starts[0]) % p.haystackUnit.count == 0)
+    }
+
+    @Test func refusesBadDepthsShortLengthsAndEmptyHaystacks() throws {
+        let p = try prompts()
+        #expect(throws: PasskeyError.depthOutOfRange(1.5)) { try p.prompt(length: 600, depth: 1.5, key: "12345") }
+        let needed = p.instructionTokens.count + p.tokenizer.encode(PasskeyPrompts.needle("12345")).count + p.questionTokens.count
+        #expect(throws: PasskeyError.lengthTooShort(length: 20, needed: needed)) { try p.prompt(length: 20, depth: 0, key: "12345") }
+        #expect(throws: PasskeyError.emptyHaystack) { try self.prompts(haystack: []) }
+        // A short custom haystack is repeated (and says so).
+        let custom = try prompts(haystack: p.tokenizer.encode(" In the beginning was the word."))
+        #expect(custom.repeatsHaystack(length: 600))
+        #expect(try custom.prompt(length: 600, depth: 0.3, key: "12345").tokens.count == 600)
+    }
+
+    @Test func answersAreTheFirstRunOfDigits() {
+        #expect(PasskeyPrompts.answer(in: " 12345. Remember") == "12345")
+        #expect(PasskeyPrompts.answer(in: " the key 987 and 12") == "987")
+        #expect(PasskeyPrompts.answer(in: " no digits") == nil)
+    }
+
+    @Test func belowTheFilterStartLongMambaIsVanillaAndAboveItFilters() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-pk-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: Self.model, corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path],
+                                   databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let table = try CalibrationJob(options: o).run().tableIDs[0]
+        var options = EvaluationOptions(modelDirectory: Self.model, text: nil, lengths: [300, 600])
+        options.table = .stored(database: db, table: table)
+        options.theta = 0.01
+        options.depths = [0, 1]
+        options.trials = 2
+        let results = try EvaluationJob(options: options).runPasskey()
+        #expect(results.points.map(\.length) == [300, 300, 600, 600])
+        #expect(results.filterFromLength == 384)
+        for p in results.points where p.length == 300 {
+            #expect(p.longMambaAccuracy == p.vanillaAccuracy && p.keptShare == 1 && p.tabulatedLength == nil)
+        }
+        for p in results.points where p.length == 600 {
+            #expect(p.tabulatedLength == 512 && (p.keptShare ?? 1) < 1)
+        }
+        #expect(results.promptsPerSecond > 0)
+        let decoded = try JSONDecoder().decode(PasskeyResults.self, from: results.json())
+        #expect(decoded.task == "passkey" && decoded.points == results.points)
+        let svg = PasskeyHeatmap.svg(results)
+        #expect(XMLParser(data: Data(svg.utf8)).parse())
+        #expect(svg.contains("LongMamba θ=0.01"))
+        options.trials = 0
+        #expect(throws: PasskeyError.noTrials) { try EvaluationJob(options: options).runPasskey() }
+    }
+}
+
+@Suite struct PositionPerplexityTests {
+    @Test func bucketsAverageToTheWindowPerplexity() throws {
+        let model = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-calib"))
+        let tokens = (0..<700).map { ($0 * 37 + 11) % 1500 }
+        var evaluation = PerplexityEvaluation(model: model)
+        evaluation.bucketSize = 100
+        evaluation.windows = 2
+        let point = try #require(try evaluation.run(tokens: tokens, lengths: [512]).first)
+        let buckets = try #require(point.byPosition)
+        #expect(buckets.map(\.start) == [0, 100, 200, 300, 400, 500])
+        #expect(buckets.last?.end == 511)
+        // exp(mean of log perplexities weighted by bucket size) = the window's perplexity.
+        let weighted = buckets.reduce(0.0) { $0 + Foundation.log($1.vanillaPerplexity) * Double($1.end - $1.start) } / 511
+        #expect(abs(Foundation.exp(weighted) - point.vanillaPerplexity) / point.vanillaPerplexity < 1e-9)
+        evaluation.bucketSize = 0
+        #expect(throws: EvaluationError.badBucketSize(0)) { try evaluation.run(tokens: tokens, lengths: [512]) }
+    }
+}
