@@ -17,7 +17,7 @@ struct LongMambaCommand: AsyncParsableCommand {
             // Solver and store: tables from recordings
             SolveCommand.self, SweepCommand.self, TablesCommand.self, InspectCommand.self, MigrateCommand.self,
             // Using tables: lookup, evaluation, export, report
-            LookupCommand.self, EvalCommand.self, ExportCommand.self, ReportCommand.self,
+            LookupCommand.self, EvalCommand.self, TuneCommand.self, ExportCommand.self, ReportCommand.self,
             // Benchmarks (each prints this machine's baseline beside its figure)
             BenchCommand.self, BenchCorpusCommand.self, BenchSolverCommand.self,
         ]

@@ -162,6 +162,9 @@ public struct PasskeyEvaluation {
     public var seed: UInt64 = 0
     /// Tokens per prefill chunk.
     public var chunk = 1024
+    /// false: skip the vanilla prompts where the filter applies (`tune` stores vanilla once);
+    /// vanilla accuracy is then NaN at those lengths.
+    public var includeVanilla = true
 
     public init(model: MambaModel, prompts: PasskeyPrompts, table: (any ThresholdTableSource)? = nil) {
         self.model = model; self.prompts = prompts; self.table = table
@@ -211,10 +214,14 @@ public struct PasskeyEvaluation {
                     let key = PasskeyPrompts.key(seed: seed, length: S, depth: depth, trial: trial)
                     let prompt = try self.prompts.prompt(length: S, depth: depth, key: key).tokens
                     let steps = self.prompts.tokenizer.encode(" " + key).count + 1
-                    let vanilla = PasskeyPrompts.answer(in: try answer(prompt, filter: nil, steps: steps)) == key
-                    vanillaHits += vanilla ? 1 : 0
-                    prompts += 1
-                    if let filter = prefill?.run?.filter {
+                    let filter = prefill?.run?.filter
+                    var vanilla = false
+                    if includeVanilla || filter == nil {
+                        vanilla = PasskeyPrompts.answer(in: try answer(prompt, filter: nil, steps: steps)) == key
+                        vanillaHits += vanilla ? 1 : 0
+                        prompts += 1
+                    }
+                    if let filter {
                         // A fresh counter per prompt: the filter is the same, the counts are this prompt's.
                         let run = LongMambaFilterRun(filter: filter)
                         longMambaHits += PasskeyPrompts.answer(in: try answer(prompt, filter: run.deltaFilter, steps: steps)) == key ? 1 : 0
@@ -224,7 +231,8 @@ public struct PasskeyEvaluation {
                         longMambaHits += vanilla ? 1 : 0  // below the filter start LongMamba is vanilla: one prefill serves both
                     }
                 }
-                var point = PasskeyPoint(length: S, depth: depth, trials: trials, vanillaAccuracy: Double(vanillaHits) / Double(trials))
+                let vanillaMeasured = includeVanilla || prefill?.run == nil
+                var point = PasskeyPoint(length: S, depth: depth, trials: trials, vanillaAccuracy: vanillaMeasured ? Double(vanillaHits) / Double(trials) : .nan)
                 if table != nil {
                     point.longMambaAccuracy = Double(longMambaHits) / Double(trials)
                     point.keptShare = filtered > 0 ? kept / Double(filtered) : 1

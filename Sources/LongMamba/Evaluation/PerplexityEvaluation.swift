@@ -95,6 +95,8 @@ public struct PerplexityEvaluation {
     public var chunk = 1024
     /// Also report perplexity in buckets of this many positions (nil: only the whole window).
     public var bucketSize: Int?
+    /// false: skip the vanilla pass (`tune` stores vanilla once); vanilla figures are then NaN.
+    public var includeVanilla = true
 
     public init(model: MambaModel, table: (any ThresholdTableSource)? = nil) { self.model = model; self.table = table }
 
@@ -149,8 +151,10 @@ public struct PerplexityEvaluation {
             for (w, offset) in offsets.enumerated() {
                 progress("length \(S): window \(w + 1)/\(offsets.count)")
                 let window = Array(tokens[offset..<(offset + S)])
-                let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: $0.baseAddress) }
-                vanilla.sum += v.sum; vanilla.count += v.count
+                if includeVanilla || filter == nil {  // below the filter start LongMamba is this same pass
+                    let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: $0.baseAddress) }
+                    vanilla.sum += v.sum; vanilla.count += v.count
+                }
                 if let filter {
                     let run = LongMambaFilterRun(filter: filter)
                     let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: $0.baseAddress) }
@@ -158,7 +162,7 @@ public struct PerplexityEvaluation {
                     kept += run.keptShare; runs += 1
                 }
             }
-            var point = PerplexityPoint(length: S, windows: offsets.count, vanillaPerplexity: Foundation.exp(vanilla.sum / Double(vanilla.count)))
+            var point = PerplexityPoint(length: S, windows: offsets.count, vanillaPerplexity: includeVanilla || filter == nil ? Foundation.exp(vanilla.sum / Double(vanilla.count)) : .nan)
             if table != nil {
                 // Below the filtering start LongMamba is vanilla.
                 point.longMambaPerplexity = filter != nil ? Foundation.exp(filtered.sum / Double(filtered.count)) : point.vanillaPerplexity

@@ -43,11 +43,17 @@ public enum ExportError: Error, CustomStringConvertible, Sendable, Equatable {
 }
 
 public enum TableExport {
-    /// Writes table `id` of `store` to `path` in `format`.
-    public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String) throws {
+    /// Writes table `id` of `store` to `path` in `format`. `theta`: the channel threshold chosen
+    /// for this table (e.g. by `tune`), recorded with the global-channel count of each layer so a
+    /// backend gets the table and θ together.
+    public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil) throws {
         let info = try store.table(id)
-        let metadata = try store.tableMetadata(id)
+        var metadata = try store.tableMetadata(id)
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+        if let theta {
+            metadata["theta"] = "\(theta)"
+            metadata["global_channels_at_theta"] = "[" + layers.map { String(GlobalChannels.count(cumulativeDecay: $0.cumulativeDecay, theta: theta)) }.joined(separator: ",") + "]"
+        }
         switch format {
         case .safetensors: try writeSafetensors(layers: layers, metadata: metadata, to: path)
         case .json: try writeJSON(layers: layers, metadata: metadata, to: path)

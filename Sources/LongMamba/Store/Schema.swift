@@ -6,12 +6,14 @@
 //   v2  the run's identity in columns: calibration_runs.calibration_key (UNIQUE) and description,
 //       sampled token ids in run_samples, training_length → sample_length, status only
 //       'recording' | 'complete', the unused recorded_quantity column dropped
+//   v3  evaluations: one row per evaluated point (table or vanilla, θ, task, length, metric),
+//       so `tune` reuses finished points and resumes after a kill
 import Foundation
 import GRDB
 
 extension CalibrationStore {
     /// Schema version this tool writes and understands.
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -149,6 +151,27 @@ extension CalibrationStore {
                 DROP TABLE calibration_runs;
                 ALTER TABLE calibration_runs_v2 RENAME TO calibration_runs;
                 PRAGMA user_version = 2;
+                """)
+        }
+        m.registerMigration("v3: evaluations") { db in
+            try db.execute(sql: """
+                CREATE TABLE evaluations (
+                    id INTEGER PRIMARY KEY,
+                    point_key TEXT NOT NULL UNIQUE,
+                    evaluation_key TEXT NOT NULL,
+                    table_id INTEGER REFERENCES threshold_tables(id),
+                    theta REAL,
+                    task TEXT NOT NULL,
+                    length INTEGER NOT NULL,
+                    metric TEXT NOT NULL,
+                    value REAL NOT NULL,
+                    detail_json TEXT NOT NULL DEFAULT '{}',
+                    text_hash TEXT NOT NULL,
+                    tool_version TEXT NOT NULL,
+                    created_at TEXT NOT NULL
+                );
+                CREATE INDEX evaluations_by_key ON evaluations(evaluation_key);
+                PRAGMA user_version = 3;
                 """)
         }
         return m

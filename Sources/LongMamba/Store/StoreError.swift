@@ -27,6 +27,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case incompleteRecordings(path: String, run: Int64, stored: Int, expected: Int)
     case missingSamples(path: String, run: Int64, layer: Int, stored: Int, expected: Int)
     case recordingDiffers(source: String, target: String, sample: Int, layer: Int)
+    // Evaluations.
+    case unknownEvaluation(path: String, id: Int64, task: String, metric: String, toolVersion: String)
 
     public var description: String {
         switch self {
@@ -61,6 +63,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): run \(run) has \(stored) of \(expected) (sample, layer) recordings; cannot mark it complete"
         case let .missingSamples(path, run, layer, stored, expected):
             return "\(path): run \(run) layer \(layer) has \(stored) stored samples, expected \(expected)"
+        case let .unknownEvaluation(path, id, task, metric, toolVersion):
+            return "\(path): evaluation row \(id) has task '\(task)' and metric '\(metric)', written by longmamba \(toolVersion), which this tool does not know; upgrade longmamba (nothing was changed)"
         case let .recordingDiffers(source, target, sample, layer):
             return "\(source): sample \(sample) layer \(layer) differs from the one already in \(target) (different model build or inputs?)"
         }

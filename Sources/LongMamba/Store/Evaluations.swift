@@ -1,0 +1,78 @@
+// Stored evaluation points (`tune`): one row per (evaluation, table or vanilla, θ, length,
+// metric). `evaluation_key` identifies what was evaluated (task, model, text, options); the
+// point key adds the table, θ, length and metric, so a rerun finds finished points.
+import Crypto
+import Foundation
+import GRDB
+
+/// `evaluations`: one evaluated point.
+public struct EvaluationRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "evaluations"
+    /// Tasks and metrics this tool writes (a row with others comes from a newer tool).
+    public static let knownTasks: Set<String> = ["perplexity", "passkey"]
+    public static let knownMetrics: Set<String> = ["perplexity", "accuracy"]
+
+    public var id: Int64?
+    public var pointKey: String
+    public var evaluationKey: String
+    /// nil: vanilla (no table).
+    public var tableID: Int64?
+    public var theta: Double?
+    public var task: String
+    public var length: Int
+    public var metric: String
+    public var value: Double
+    public var detailJSON: String
+    /// SHA-256 of the evaluation text's token ids (or of the passkey prompt options).
+    public var textHash: String
+    public var toolVersion: String
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, pointKey = "point_key", evaluationKey = "evaluation_key", tableID = "table_id", theta, task, length, metric, value
+        case detailJSON = "detail_json", textHash = "text_hash", toolVersion = "tool_version", createdAt = "created_at"
+    }
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+
+    public init(evaluationKey: String, tableID: Int64?, theta: Double?, task: String, length: Int, metric: String, value: Double,
+                detailJSON: String = "{}", textHash: String) {
+        self.evaluationKey = evaluationKey; self.tableID = tableID; self.theta = theta; self.task = task; self.length = length
+        self.metric = metric; self.value = value; self.detailJSON = detailJSON; self.textHash = textHash
+        pointKey = Self.pointKey(evaluationKey: evaluationKey, tableID: tableID, theta: theta, length: length, metric: metric)
+        toolVersion = ToolInfo.version; createdAt = CalibrationStore.now()
+    }
+
+    public static func pointKey(evaluationKey: String, tableID: Int64?, theta: Double?, length: Int, metric: String) -> String {
+        let text = "\(evaluationKey)|\(tableID.map(String.init) ?? "vanilla")|\(theta.map { "\($0)" } ?? "-")|\(length)|\(metric)"
+        return SHA256.hash(data: Data(text.utf8)).hexString
+    }
+}
+
+extension CalibrationStore {
+    /// Stores one point (a point already stored is left as it is).
+    public func saveEvaluation(_ record: EvaluationRecord) throws {
+        var r = record
+        try write { db in
+            if try EvaluationRecord.filter(Column("point_key") == r.pointKey).fetchCount(db) > 0 { return }
+            try r.insert(db)
+        }
+    }
+
+    /// The stored point with this key, if any.
+    public func evaluation(pointKey: String) throws -> EvaluationRecord? {
+        try read { db in try EvaluationRecord.filter(Column("point_key") == pointKey).fetchOne(db) }
+    }
+
+    /// Every stored point, oldest first; refuses rows of tasks or metrics this tool does not know.
+    public func evaluations(evaluationKey: String? = nil) throws -> [EvaluationRecord] {
+        let rows = try read { db in
+            var q = EvaluationRecord.order(Column("id"))
+            if let evaluationKey { q = q.filter(Column("evaluation_key") == evaluationKey) }
+            return try q.fetchAll(db)
+        }
+        for r in rows where !EvaluationRecord.knownTasks.contains(r.task) || !EvaluationRecord.knownMetrics.contains(r.metric) {
+            throw StoreError.unknownEvaluation(path: path, id: r.id ?? 0, task: r.task, metric: r.metric, toolVersion: r.toolVersion)
+        }
+        return rows
+    }
+}
