@@ -104,3 +104,58 @@ import Testing
         #expect(throws: EvaluationError.badBucketSize(0)) { try evaluation.run(tokens: tokens, lengths: [512]) }
     }
 }
+
+@Suite struct TuneTests {
+    static let model = ModelFixtures.model("mamba2-tiny-calib")
+
+    func calibrated() throws -> (db: String, run: Int64) {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-tune-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: Self.model, corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path],
+                                   databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        return (db, try CalibrationJob(options: o).run().runID)
+    }
+
+    func options(_ db: String, _ run: Int64, thetas: [Double], clamps: [Double]) -> TuneOptions {
+        let tokens = FileManager.default.temporaryDirectory.appendingPathComponent("lm-tune-\(UUID().uuidString).txt").path
+        try? (0..<1200).map { String(($0 * 37 + 11) % 1500) }.joined(separator: " ").write(toFile: tokens, atomically: true, encoding: .utf8)
+        var o = TuneOptions(databasePath: db, runID: run, modelDirectory: Self.model, thetas: thetas, clampFractions: clamps,
+                            aggregations: [.max], lengths: [300, 600], task: .perplexity(text: .tokens(path: tokens), windows: 1))
+        o.interval = 256; o.maxLength = 2048
+        return o
+    }
+
+    @Test func tuneSolvesMissingTablesStoresEveryPointAndReusesThem() throws {
+        let (db, run) = try calibrated()
+        let first = try TuneJob(options: options(db, run, thetas: [0.01, 0.05], clamps: [0.05])).run()
+        // vanilla + 1 table × 2 θ, at 2 lengths; the p = 0.05 table came from calibrate.
+        #expect(first.pointsEvaluated == 6 && first.pointsReused == 0 && first.tablesSolved == 0)
+        #expect(first.ranked.count == 3 && first.ranked.contains { $0.table == nil })
+        let vanilla = try #require(first.ranked.first { $0.table == nil })
+        // At 300 < 1.5 L no filtering: every row equals vanilla there.
+        for r in first.ranked { #expect(r.values[0] == vanilla.values[0]) }
+        // Ranked by the geometric mean, lowest first.
+        #expect(first.ranked.map(\.score) == first.ranked.map(\.score).sorted())
+        // An overlapping grid reuses the stored points and solves only the new table.
+        let second = try TuneJob(options: options(db, run, thetas: [0.05, 0.1], clamps: [0.05, 0.2])).run()
+        #expect(second.tablesSolved == 1)
+        #expect(second.pointsReused == 2 + 2)              // vanilla and (p 0.05, θ 0.05)
+        #expect(second.pointsEvaluated == 2 * 2 * 2 - 2)   // the other three (table, θ) pairs at 2 lengths
+        let store = try CalibrationStore(path: db, readOnly: true)
+        #expect(try store.evaluations().count == first.pointsEvaluated + second.pointsEvaluated)
+        #expect(try store.tables().count == 2)
+        #expect(second.best?.table != nil)
+    }
+
+    @Test func tuneRefusesEmptyGridsBadThetaAndUnknownRows() throws {
+        let (db, run) = try calibrated()
+        #expect(throws: TuneError.emptyGrid(what: "--theta")) { try TuneJob(options: options(db, run, thetas: [], clamps: [0.05])).run() }
+        #expect(throws: TuneError.nonPositiveTheta(0)) { try TuneJob(options: options(db, run, thetas: [0], clamps: [0.05])).run() }
+        #expect(throws: StoreError.unknownRun(path: db, id: 9)) { try TuneJob(options: options(db, 9, thetas: [0.05], clamps: [0.05])).run() }
+        // A row written by a newer tool (a task this one does not know) is refused, and kept.
+        let store = try CalibrationStore(path: db)
+        try store.saveEvaluation(EvaluationRecord(evaluationKey: "k", tableID: nil, theta: nil, task: "ruler", length: 1, metric: "score", value: 1, textHash: "h"))
+        #expect(throws: StoreError.unknownEvaluation(path: db, id: 1, task: "ruler", metric: "score", toolVersion: ToolInfo.version)) { try store.evaluations() }
+        #expect(try store.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM evaluations") } == 1)
+    }
+}

@@ -99,18 +99,18 @@ enum SyntheticRecordings {
         _ = try CalibrationStore(path: path)
         let q = try DatabaseQueue(path: path)
         try q.write { db in
-            try db.execute(sql: "PRAGMA user_version = 3")
-            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v3: from the future')")
+            try db.execute(sql: "PRAGMA user_version = 9")
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v9: from the future')")
         }
         try q.close()
         do {
             _ = try CalibrationStore(path: path)
             Issue.record("newer schema accepted")
         } catch let e as StoreError {
-            #expect(e == .newerSchema(path: path, found: 3, supported: 2))
+            #expect(e == .newerSchema(path: path, found: 9, supported: CalibrationStore.schemaVersion))
             #expect("\(e)".contains("newer longmamba"))
         }
-        #expect(throws: StoreError.newerSchema(path: path, found: 3, supported: 2)) { try CalibrationStore(path: path, readOnly: true) }
+        #expect(throws: StoreError.newerSchema(path: path, found: 9, supported: CalibrationStore.schemaVersion)) { try CalibrationStore(path: path, readOnly: true) }
     }
 
     @Test func unknownTableAndRunAreClearErrors() throws {
@@ -232,7 +232,7 @@ enum SyntheticRecordings {
 
     @Test func aVersionOneDatabaseOpensReadOnlyWithoutBeingMigrated() throws {
         let path = try migratedCopy()
-        #expect(throws: StoreError.olderSchema(path: path, found: 1, current: 2)) { try CalibrationStore(path: path, readOnly: true) }
+        #expect(throws: StoreError.olderSchema(path: path, found: 1, current: CalibrationStore.schemaVersion)) { try CalibrationStore(path: path, readOnly: true) }
         let q = try DatabaseQueue(path: path)
         #expect(try q.read { try Int.fetchOne($0, sql: "PRAGMA user_version") } == 1)
     }
@@ -250,7 +250,7 @@ enum SyntheticRecordings {
         let oldSequences = try #require(old["sequences"] as? [[Int]])
 
         let store = try CalibrationStore(path: path)
-        #expect(try store.read { try Int.fetchOne($0, sql: "PRAGMA user_version") } == 2)
+        #expect(try store.read { try Int.fetchOne($0, sql: "PRAGMA user_version") } == CalibrationStore.schemaVersion)
         let runs = try store.runs()
         #expect(runs.map(\.id) == [1, 2])
         // The calibrate run: identity in columns, tokens in run_samples, the JSON without them.
