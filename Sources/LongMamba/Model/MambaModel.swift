@@ -74,9 +74,7 @@ public final class MambaModel: @unchecked Sendable {
         var mixed = [Float](repeating: 0, count: L * dModel)                               // mixer out: [L, D]
         for layer in 0..<config.layerCount {
             let norm = try checkpoint.floats("backbone.layers.\(layer).norm.weight")
-            hidden.withUnsafeBufferPointer { h in
-                normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: $0.baseAddress!) }
-            }
+            rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
             let mixer = try mixer(layer)
             let filter: ((inout [Float]) -> Void)? = deltaFilter.map { f in
                 { delta in f(layer, &delta, L, self.config.channelCount) }
@@ -85,10 +83,10 @@ public final class MambaModel: @unchecked Sendable {
             let A: [Float], aShape: [Int]
             switch mixer {
             case .mamba1(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = m.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan)
                 A = m.weights.A; aShape = [config.dInner, config.dState]
             case .mamba2(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
+                delta = m.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan)
                 A = m.weights.A; aShape = [config.headCount]
             }
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
@@ -96,15 +94,11 @@ public final class MambaModel: @unchecked Sendable {
         }
         guard computeLogits else { return [] }
         let normF = try checkpoint.floats("backbone.norm_f.weight")
-        hidden.withUnsafeBufferPointer { h in
-            normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: normF, epsilon: config.normEpsilon, into: $0.baseAddress!) }
-        }
+        rmsNorm(hidden, rows: L, width: dModel, weight: normF, epsilon: config.normEpsilon, into: &normed)
         let head = try lmHeadWeights()
         let V = config.paddedVocabSize
         var logits = [Float](repeating: 0, count: L * V)                                     // logits: [L, V]
-        normed.withUnsafeBufferPointer { n in
-            head.withUnsafeBufferPointer { linear(n.baseAddress!, rows: L, inFeatures: dModel, weight: $0.baseAddress!, outFeatures: V, into: &logits) }
-        }
+        linear(normed, rows: L, inFeatures: dModel, weight: head, outFeatures: V, into: &logits)
         return logits
     }
 

@@ -91,6 +91,19 @@ func siluInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
     while i < n { p[i] = p[i] / (1 + Foundation.exp(-p[i])); i += 1 }
 }
 
+/// y ← y ⊙ SiLU(z) for y: [rows, width] and the first `width` columns of a row-major
+/// [rows, zStride] z, which is left holding SiLU(z). On all cores.
+func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutablePointer<Float>, rows: Int, width: Int, zStride: Int) {
+    nonisolated(unsafe) let (y, z) = (y, z)
+    parallelRanges(rows) { tokens in
+        for t in tokens {
+            let gate = z + t * zStride, row = y + t * width
+            siluInPlace(gate, count: width)
+            for c in 0..<width { row[c] *= gate[c] }
+        }
+    }
+}
+
 /// softplus(x) = log(1 + eˣ), and x itself above 20 (torch's threshold).
 @inline(__always)
 func softplus(_ x: Float) -> Float { x > 20 ? x : Foundation.log1p(Foundation.exp(x)) }
