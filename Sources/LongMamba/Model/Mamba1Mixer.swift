@@ -67,8 +67,8 @@ struct Mamba1Mixer {
         let xz = workspace.buffer(.xz, count: L * 2 * dInner)              // xz: [L, 2·d_inner] (x | z)
         let x = workspace.buffer(.x, count: L * dInner)                    // x: [L, d_inner]
         let xDbl = workspace.buffer(.xDbl, count: L * projWidth)           // dt_low|B|C: [L, R+2N]
+        let dt = workspace.buffer(.dt, count: L * dInner)                  // dt_low · W_dtᵀ: [L, d_inner]
         let y = workspace.buffer(.y, count: L * dInner)                    // y: [L, d_inner]
-        var delta = [Float](repeating: 0, count: L * dInner)               // Δ: [L, d_inner] (handed to the recorder)
 
         linear(u, rows: L, inFeatures: D, weight: w.inProj, outFeatures: 2 * dInner, into: xz, bias: w.inProjBias)
         causalConvSiLU(input: xz, length: L, stride: 2 * dInner, channels: dInner, weight: w.convWeight, bias: w.convBias, kernel: K, history: &state.conv, into: x)
@@ -85,9 +85,8 @@ struct Mamba1Mixer {
                 }
             }
         }
-        // Δ = softplus(dt_low · W_dtᵀ + b_dt)
-        linear(xDbl, rows: L, inFeatures: R, xStride: projWidth, weight: w.dtProj, outFeatures: dInner, into: &delta, bias: w.dtProjBias)
-        delta.withUnsafeMutableBufferPointer { softplusInPlace($0.baseAddress!, count: $0.count) }
+        linear(xDbl, rows: L, inFeatures: R, xStride: projWidth, weight: w.dtProj, outFeatures: dInner, into: dt)
+        var delta = softplusDelta(dt, rows: L, channels: dInner, stride: dInner, bias: w.dtProjBias)   // Δ: [L, d_inner] = softplus(dt + b_dt)
         deltaFilter?(&delta)
 
         if useReferenceScan || dInner % 16 != 0 || N % 2 != 0 {

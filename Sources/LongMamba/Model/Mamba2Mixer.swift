@@ -64,17 +64,11 @@ struct Mamba2Mixer {
         let zxbcdt = workspace.buffer(.zxbcdt, count: L * projWidth)      // z|xBC|dt: [L, projWidth]
         let xBC = workspace.buffer(.xBC, count: L * convDim)              // xBC: [L, d_inner + 2GN]
         let y = workspace.buffer(.y, count: L * dInner)                   // y: [L, d_inner]
-        var delta = [Float](repeating: 0, count: L * H)                   // Δ: [L, H] (handed to the recorder)
 
         linear(u, rows: L, inFeatures: D, weight: w.inProj, outFeatures: projWidth, into: zxbcdt, bias: w.inProjBias)
         causalConvSiLU(input: zxbcdt + dInner, length: L, stride: projWidth, channels: convDim, weight: w.convWeight, bias: w.convBias, kernel: K, history: &state.conv, into: xBC)
-        // Δ = clamp(softplus(dt + dt_bias), lower, upper)
-        for t in 0..<L {
-            for h in 0..<H {
-                let v = softplus(zxbcdt[t * projWidth + dInner + convDim + h] + w.dtBias[h])
-                delta[t * H + h] = min(max(v, c.dtLimitLower), c.dtLimitUpper)
-            }
-        }
+        var delta = softplusDelta(zxbcdt + dInner + convDim, rows: L, channels: H, stride: projWidth, bias: w.dtBias,
+                                  limit: (c.dtLimitLower, c.dtLimitUpper))   // Δ: [L, H] = clamp(softplus(dt + dt_bias), dt_limit)
         deltaFilter?(&delta)
 
         if useReferenceScan || c.headDim % 16 != 0 || c.dState % 2 != 0 {
