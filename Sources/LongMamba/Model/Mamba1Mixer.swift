@@ -19,37 +19,6 @@
 import Dispatch
 import Foundation
 
-/// One layer's Mamba-1 weights in f32.
-struct Mamba1Weights {
-    var inProj: WeightMatrix        // [2·d_inner, D]
-    var inProjBias: [Float]?   // [2·d_inner]
-    var convWeight: [Float]    // [d_inner, K]
-    var convBias: [Float]?     // [d_inner]
-    var xProj: WeightMatrix         // [R + 2N, d_inner]
-    var dtProj: WeightMatrix        // [d_inner, R]
-    var dtProjBias: [Float]    // [d_inner]
-    var A: [Float]             // [d_inner, N] = −exp(A_log)
-    var D: [Float]             // [d_inner]
-    var outProj: WeightMatrix       // [D, d_inner]
-    var outProjBias: [Float]?  // [D]
-
-    init(checkpoint: ModelCheckpoint, layer: Int) throws {
-        let m = "backbone.layers.\(layer).mixer."
-        let c = checkpoint.config
-        inProj = try checkpoint.matrix(m + "in_proj.weight")
-        inProjBias = try checkpoint.floats(m + "in_proj.bias", if: c.projectionBias)
-        convWeight = try checkpoint.floats(m + "conv1d.weight")
-        convBias = try checkpoint.floats(m + "conv1d.bias", if: c.convBias)
-        xProj = try checkpoint.matrix(m + "x_proj.weight")
-        dtProj = try checkpoint.matrix(m + "dt_proj.weight")
-        dtProjBias = try checkpoint.floats(m + "dt_proj.bias")
-        A = try checkpoint.decayRates(m + "A_log")
-        D = try checkpoint.floats(m + "D")
-        outProj = try checkpoint.matrix(m + "out_proj.weight")
-        outProjBias = try checkpoint.floats(m + "out_proj.bias", if: c.projectionBias)
-    }
-}
-
 /// The Mamba-1 mixer of one layer.
 struct Mamba1Mixer {
     let config: ModelConfig
@@ -175,13 +144,4 @@ struct Mamba1Mixer {
             }
         }
     }
-}
-
-
-extension ModelCheckpoint {
-    /// A = −exp(A_log): the SSM's (negative) decay rates.
-    func decayRates(_ name: String) throws -> [Float] { try floats(name).map { -Foundation.exp($0) } }
-
-    /// A tensor the config says is present (a bias), or nil.
-    func floats(_ name: String, if present: Bool) throws -> [Float]? { present ? try floats(name) : nil }
 }

@@ -18,35 +18,6 @@
 import Dispatch
 import Foundation
 
-/// One layer's Mamba-2 weights in f32.
-struct Mamba2Weights {
-    var inProj: WeightMatrix        // [d_inner + (d_inner + 2GN) + H, D]
-    var inProjBias: [Float]?
-    var convWeight: [Float]    // [d_inner + 2GN, K]
-    var convBias: [Float]?     // [d_inner + 2GN]
-    var dtBias: [Float]        // [H]
-    var A: [Float]             // [H] = −exp(A_log)
-    var D: [Float]             // [H]
-    var normWeight: [Float]    // [d_inner]
-    var outProj: WeightMatrix       // [D, d_inner]
-    var outProjBias: [Float]?
-
-    init(checkpoint: ModelCheckpoint, layer: Int) throws {
-        let m = "backbone.layers.\(layer).mixer."
-        let c = checkpoint.config
-        inProj = try checkpoint.matrix(m + "in_proj.weight")
-        inProjBias = try checkpoint.floats(m + "in_proj.bias", if: c.projectionBias)
-        convWeight = try checkpoint.floats(m + "conv1d.weight")
-        convBias = try checkpoint.floats(m + "conv1d.bias", if: c.convBias)
-        dtBias = try checkpoint.floats(m + "dt_bias")
-        A = try checkpoint.decayRates(m + "A_log")
-        D = try checkpoint.floats(m + "D")
-        normWeight = try checkpoint.floats(m + "norm.weight")
-        outProj = try checkpoint.matrix(m + "out_proj.weight")
-        outProjBias = try checkpoint.floats(m + "out_proj.bias", if: c.projectionBias)
-    }
-}
-
 /// The Mamba-2 mixer of one layer.
 struct Mamba2Mixer {
     let config: ModelConfig
