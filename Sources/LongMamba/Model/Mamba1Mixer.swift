@@ -20,15 +20,18 @@ import Dispatch
 import Foundation
 
 /// The Mamba-1 mixer of one layer.
-struct Mamba1Mixer {
+struct Mamba1Mixer: Mixer {
     let config: ModelConfig
     let weights: Mamba1Weights
+
+    var decayRates: [Float] { weights.A }
+    var decayShape: [Int] { [config.dInner, config.dState] }
 
     /// out: [L, D] = mixer(u: [L, D]); Δ: [L, d_inner] is returned for recording.
     /// `deltaFilter` may rewrite Δ before the scan (LongMamba inference).
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
-                 useReferenceScan: Bool = false) -> [Float] {
+                 state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
+                 useReferenceScan: Bool) -> [Float] {
         let D = config.dModel, dInner = config.dInner, N = config.dState, R = config.dtRank, K = config.dConv
         if state.ssm.count != dInner * N { state.ssm = [Float](repeating: 0, count: dInner * N) }
         let w = weights

@@ -19,14 +19,17 @@ import Dispatch
 import Foundation
 
 /// The Mamba-2 mixer of one layer.
-struct Mamba2Mixer {
+struct Mamba2Mixer: Mixer {
     let config: ModelConfig
     let weights: Mamba2Weights
 
+    var decayRates: [Float] { weights.A }
+    var decayShape: [Int] { [config.headCount] }
+
     /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
-                 useReferenceScan: Bool = false) -> [Float] {
+                 state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
+                 useReferenceScan: Bool) -> [Float] {
         let c = config, w = weights
         if state.ssm.count != c.headCount * c.headDim * c.dState { state.ssm = [Float](repeating: 0, count: c.headCount * c.headDim * c.dState) }
         let D = c.dModel, dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState, K = c.dConv
