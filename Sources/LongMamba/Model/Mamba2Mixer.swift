@@ -50,19 +50,18 @@ struct Mamba2Mixer: Mixer {
         } else {
             fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: y, workspace: workspace)
         }
-        gatedNorm(y, z: zxbcdt, zStride: projWidth, length: L)           // y: RMSNorm_G(y ⊙ SiLU(z)) · w
+        gatedNorm(y, z: zxbcdt, zStride: projWidth, weight: w.normWeight, length: L)   // y: RMSNorm_G(y ⊙ SiLU(z)) · w
         linear(y, rows: L, inFeatures: dInner, weight: w.outProj, outFeatures: D, into: out, bias: w.outProjBias)
         return delta
     }
 
     /// y ← RMSNorm over groups of d_inner/G of (y ⊙ SiLU(z)) · w   (norm_before_gate = false),
     /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true). z: the first d_inner columns of a
-    /// row-major [L, zStride] matrix.
-    func gatedNorm(_ y: UnsafeMutablePointer<Float>, z: UnsafePointer<Float>, zStride: Int, length L: Int) {
+    /// row-major [L, zStride] matrix; w: [d_inner].
+    func gatedNorm(_ y: UnsafeMutablePointer<Float>, z: UnsafePointer<Float>, zStride: Int, weight: UnsafePointer<Float>, length L: Int) {
         let dInner = config.dInner, groups = config.groupCount, groupSize = dInner / groups
         let epsilon = config.normEpsilon, normBeforeGate = config.normBeforeGate
-        nonisolated(unsafe) let (ys, zs) = (y, z)
-        let w = weights.normWeight
+        nonisolated(unsafe) let (ys, zs, w) = (y, z, weight)
         parallelRanges(L) { tokens in
             let gate = UnsafeMutablePointer<Float>.allocate(capacity: dInner)         // SiLU(z) of one token
             defer { gate.deallocate() }
@@ -144,7 +143,7 @@ struct Mamba2Mixer: Mixer {
         let (As, Ds) = (weights.A, weights.D)
         DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
             let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
-            let g = h / headsPerGroup
+            let g = h / headsPerGroup, Ah = As[h], Dh = Ds[h]
             let sp = UnsafeMutablePointer<Vec16>.allocate(capacity: N)       // h[:, p0..<p0+16]: [N] × 16
             sp.initialize(repeating: Vec16(), count: N)
             defer { sp.deallocate() }
@@ -156,13 +155,13 @@ struct Mamba2Mixer: Mixer {
             var t = 0
             while t + 1 < L {
                 let dtA = ds[h * L + t], dtB = ds[h * L + t + 1]
-                let decayA = Vec16(repeating: Foundation.exp(dtA * As[h]))    // e^{Δ_t A_h}
-                let decayB = Vec16(repeating: Foundation.exp(dtB * As[h]))    // e^{Δ_{t+1} A_h}
+                let decayA = Vec16(repeating: Foundation.exp(dtA * Ah))    // e^{Δ_t A_h}
+                let decayB = Vec16(repeating: Foundation.exp(dtB * Ah))    // e^{Δ_{t+1} A_h}
                 let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
                 let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: Vec16.self)
                 let dtxA = xA * dtA, dtxB = xB * dtB
                 let BA = bcs + (g * L + t) * 2 * N, CA = BA + N, BB = CA + N, CB = BB + N
-                var a0 = xA * Ds[h], a1 = Vec16(), b0 = xB * Ds[h], b1 = Vec16()   // D_h x
+                var a0 = xA * Dh, a1 = Vec16(), b0 = xB * Dh, b1 = Vec16()   // D_h x
                 var n = 0
                 while n < N {
                     let s0 = (decayA * sp[n]).addingProduct(dtxA, Vec16(repeating: BA[n]))         // h_t
@@ -182,11 +181,11 @@ struct Mamba2Mixer: Mixer {
             }
             if t < L {                                                         // last token of an odd length
                 let dt = ds[h * L + t]
-                let decay = Vec16(repeating: Foundation.exp(dt * As[h]))
+                let decay = Vec16(repeating: Foundation.exp(dt * Ah))
                 let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
                 let dtx = xv * dt
                 let B = bcs + (g * L + t) * 2 * N, C = B + N
-                var acc0 = xv * Ds[h], acc1 = Vec16()
+                var acc0 = xv * Dh, acc1 = Vec16()
                 var n = 0
                 while n < N {
                     let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))
