@@ -18,6 +18,18 @@ func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, xStride: Int?
     }
 }
 
+/// The same product with W a checkpoint matrix, so that a projection is one line:
+///   linear(u, rows: L, inFeatures: D, weight: w.inProj, outFeatures: 2 · d_inner, into: xz, bias: w.inProjBias)
+func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, xStride: Int? = nil,
+            weight: WeightMatrix, outFeatures: Int,
+            into y: UnsafeMutablePointer<Float>, yStride: Int? = nil, bias: [Float]? = nil) {
+    precondition(weight.count == outFeatures * inFeatures, "weight has \(weight.count) values, not \(outFeatures) × \(inFeatures)")
+    weight.withUnsafeBufferPointer { w in
+        linear(x, rows: rows, inFeatures: inFeatures, xStride: xStride, weight: w.baseAddress!, outFeatures: outFeatures,
+               into: y, yStride: yStride, bias: bias)
+    }
+}
+
 /// Number of threads OpenBLAS uses (set once per process by the CLI).
 public enum BLASThreads {
     public static func set(_ n: Int) { openblas_set_num_threads(Int32(n)) }

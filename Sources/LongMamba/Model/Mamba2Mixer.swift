@@ -18,120 +18,74 @@
 import Dispatch
 import Foundation
 
-/// One layer's Mamba-2 weights in f32.
-struct Mamba2Weights {
-    var inProj: WeightMatrix        // [d_inner + (d_inner + 2GN) + H, D]
-    var inProjBias: [Float]?
-    var convWeight: [Float]    // [d_inner + 2GN, K]
-    var convBias: [Float]?     // [d_inner + 2GN]
-    var dtBias: [Float]        // [H]
-    var A: [Float]             // [H] = −exp(A_log)
-    var D: [Float]             // [H]
-    var normWeight: [Float]    // [d_inner]
-    var outProj: WeightMatrix       // [D, d_inner]
-    var outProjBias: [Float]?
-
-    init(checkpoint: ModelCheckpoint, layer: Int) throws {
-        let m = "backbone.layers.\(layer).mixer."
-        let c = checkpoint.config
-        inProj = try checkpoint.matrix(m + "in_proj.weight")
-        inProjBias = try checkpoint.floats(m + "in_proj.bias", if: c.projectionBias)
-        convWeight = try checkpoint.floats(m + "conv1d.weight")
-        convBias = try checkpoint.floats(m + "conv1d.bias", if: c.convBias)
-        dtBias = try checkpoint.floats(m + "dt_bias")
-        A = try checkpoint.decayRates(m + "A_log")
-        D = try checkpoint.floats(m + "D")
-        normWeight = try checkpoint.floats(m + "norm.weight")
-        outProj = try checkpoint.matrix(m + "out_proj.weight")
-        outProjBias = try checkpoint.floats(m + "out_proj.bias", if: c.projectionBias)
-    }
-}
-
 /// The Mamba-2 mixer of one layer.
-struct Mamba2Mixer {
+struct Mamba2Mixer: Mixer {
     let config: ModelConfig
     let weights: Mamba2Weights
 
+    var decayRates: [Float] { weights.A }
+    var decayShape: [Int] { [config.headCount] }
+
     /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
-                 state: inout LayerState, workspace: Workspace, deltaFilter: ((inout [Float]) -> Void)? = nil,
-                 useReferenceScan: Bool = false) -> [Float] {
+                 state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
+                 useReferenceScan: Bool) -> [Float] {
         let c = config, w = weights
         if state.ssm.count != c.headCount * c.headDim * c.dState { state.ssm = [Float](repeating: 0, count: c.headCount * c.headDim * c.dState) }
-        let dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState
+        let D = c.dModel, dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState, K = c.dConv
         let convDim = dInner + 2 * GN
         let projWidth = dInner + convDim + H
-        var zxbcdt = workspace.take(0, count: L * projWidth)        // z|xBC|dt: [L, projWidth]
-        var xBC = workspace.take(1, count: L * convDim)             // xBC: [L, d_inner + 2GN]
-        var y = workspace.take(3, count: L * dInner)                // y: [L, d_inner]
-        var delta = [Float](repeating: 0, count: L * H)              // Δ: [L, H] (handed to the recorder)
-        defer { workspace.give(0, zxbcdt); workspace.give(1, xBC); workspace.give(3, y) }
+        let zxbcdt = workspace.buffer(.zxbcdt, count: L * projWidth)      // z|xBC|dt: [L, projWidth]
+        let xBC = workspace.buffer(.xBC, count: L * convDim)              // xBC: [L, d_inner + 2GN]
+        let y = workspace.buffer(.y, count: L * dInner)                   // y: [L, d_inner]
 
-        w.inProj.withUnsafeBufferPointer { wIn in
-            linear(u, rows: L, inFeatures: c.dModel, weight: wIn.baseAddress!, outFeatures: projWidth, into: &zxbcdt, bias: w.inProjBias)
-        }
-        zxbcdt.withUnsafeBufferPointer { p in
-            xBC.withUnsafeMutableBufferPointer { xp in
-                causalConvSiLU(input: p.baseAddress! + dInner, length: L, stride: projWidth, channels: convDim,
-                               weight: w.convWeight, bias: w.convBias, kernel: c.dConv, history: &state.conv, into: xp.baseAddress!)
-            }
-        }
-        // Δ = clamp(softplus(dt + dt_bias), lower, upper)
-        for t in 0..<L {
-            for h in 0..<H {
-                let v = softplus(zxbcdt[t * projWidth + dInner + convDim + h] + w.dtBias[h])
-                delta[t * H + h] = min(max(v, c.dtLimitLower), c.dtLimitUpper)
-            }
-        }
+        linear(u, rows: L, inFeatures: D, weight: w.inProj, outFeatures: projWidth, into: zxbcdt, bias: w.inProjBias)
+        causalConvSiLU(input: zxbcdt + dInner, length: L, stride: projWidth, channels: convDim, weight: w.convWeight, bias: w.convBias, kernel: K, history: &state.conv, into: xBC)
+        var delta = softplusDelta(zxbcdt + dInner + convDim, rows: L, channels: H, stride: projWidth, bias: w.dtBias,
+                                  limit: (c.dtLimitLower, c.dtLimitUpper))   // Δ: [L, H] = clamp(softplus(dt + dt_bias), dt_limit)
         deltaFilter?(&delta)
 
         if useReferenceScan || c.headDim % 16 != 0 || c.dState % 2 != 0 {
-            referenceScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y)
+            referenceScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: y)
         } else {
-            fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: &y, workspace: workspace)
+            fastScan(xBC: xBC, delta: delta, length: L, ssm: &state.ssm, into: y, workspace: workspace)
         }
-        gatedNorm(&y, zxbcdt: zxbcdt, length: L, projWidth: projWidth)
-        y.withUnsafeBufferPointer { yp in
-            w.outProj.withUnsafeBufferPointer { wo in
-                linear(yp.baseAddress!, rows: L, inFeatures: dInner, weight: wo.baseAddress!, outFeatures: c.dModel, into: out, bias: w.outProjBias)
-            }
-        }
+        gatedNorm(y, z: zxbcdt, zStride: projWidth, weight: w.normWeight, length: L)   // y: RMSNorm_G(y ⊙ SiLU(z)) · w
+        linear(y, rows: L, inFeatures: dInner, weight: w.outProj, outFeatures: D, into: out, bias: w.outProjBias)
         return delta
     }
 
     /// y ← RMSNorm over groups of d_inner/G of (y ⊙ SiLU(z)) · w   (norm_before_gate = false),
-    /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true).
-    func gatedNorm(_ y: inout [Float], zxbcdt: [Float], length L: Int, projWidth: Int) {
+    /// or RMSNorm(y) · w ⊙ SiLU(z) (norm_before_gate = true). z: the first d_inner columns of a
+    /// row-major [L, zStride] matrix; w: [d_inner].
+    func gatedNorm(_ y: UnsafeMutablePointer<Float>, z: UnsafePointer<Float>, zStride: Int, weight: UnsafePointer<Float>, length L: Int) {
         let dInner = config.dInner, groups = config.groupCount, groupSize = dInner / groups
         let epsilon = config.normEpsilon, normBeforeGate = config.normBeforeGate
-        y.withUnsafeMutableBufferPointer { yp in
-        zxbcdt.withUnsafeBufferPointer { zp in
-        weights.normWeight.withUnsafeBufferPointer { wp in
-            nonisolated(unsafe) let (ys, zs, w) = (yp.baseAddress!, zp.baseAddress!, wp.baseAddress!)
-            parallelRanges(L) { tokens in
-                var gate = [Float](repeating: 0, count: dInner)
-                for t in tokens {
-                    let row = ys + t * dInner
-                    for j in 0..<dInner { gate[j] = zs[t * projWidth + j] }                       // z
-                    gate.withUnsafeMutableBufferPointer { siluInPlace($0.baseAddress!, count: dInner) }
-                    if !normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }              // y ⊙ SiLU(z)
-                    for g in 0..<groups {
-                        let group = row + g * groupSize
-                        var sumSquares: Float = 0
-                        for j in 0..<groupSize { sumSquares += group[j] * group[j] }
-                        let scale = 1 / (sumSquares / Float(groupSize) + epsilon).squareRoot()   // 1/RMS
-                        for j in 0..<groupSize { group[j] = w[g * groupSize + j] * (group[j] * scale) }
-                    }
-                    if normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }
+        nonisolated(unsafe) let (ys, zs, w) = (y, z, weight)
+        parallelRanges(L) { tokens in
+            let gate = UnsafeMutablePointer<Float>.allocate(capacity: dInner)         // SiLU(z) of one token
+            defer { gate.deallocate() }
+            for t in tokens {
+                let row = ys + t * dInner
+                gate.update(from: zs + t * zStride, count: dInner)                           // z
+                siluInPlace(gate, count: dInner)
+                if !normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }              // y ⊙ SiLU(z)
+                for g in 0..<groups {
+                    let group = row + g * groupSize
+                    var sumSquares: Float = 0
+                    for j in 0..<groupSize { sumSquares += group[j] * group[j] }
+                    let scale = 1 / (sumSquares / Float(groupSize) + epsilon).squareRoot()   // 1/RMS
+                    for j in 0..<groupSize { group[j] = w[g * groupSize + j] * (group[j] * scale) }
                 }
+                if normBeforeGate { for j in 0..<dInner { row[j] *= gate[j] } }
             }
-        }}}
+        }
     }
 
     /// The plain recurrence, element by element:
     ///   h[p,n] ← exp(Δ[t,h]·A_h)·h[p,n] + Δ[t,h]·x[t,h,p]·B[t,g,n];  y[t,h,p] = Σ_n h[p,n]·C[t,g,n] + D_h·x[t,h,p]
     /// `ssm` ([H, P, N]) is the state before the first token and is left as the state after the last.
-    func referenceScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float]) {
+    func referenceScan(xBC: UnsafePointer<Float>, delta: UnsafePointer<Float>, length L: Int, ssm: inout [Float], into y: UnsafeMutablePointer<Float>) {
         let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
         let GN = c.groupCount * N, convDim = dInner + 2 * GN, headsPerGroup = H / c.groupCount
         var state = [Float](repeating: 0, count: P * N)
@@ -161,16 +115,16 @@ struct Mamba2Mixer {
     /// horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
     ///   h[n] ← e^{Δ A_h} h[n] + (Δ x) · B[n];   y += h[n] · C[n]   (B[n], C[n] broadcast).
     /// Heads are spread over the cores.
-    func fastScan(xBC: [Float], delta: [Float], length L: Int, ssm: inout [Float], into y: inout [Float], workspace: Workspace) {
+    func fastScan(xBC: UnsafePointer<Float>, delta: UnsafePointer<Float>, length L: Int, ssm: UnsafeMutablePointer<Float>,
+                  into y: UnsafeMutablePointer<Float>, workspace: Workspace) {
         let c = config, P = c.headDim, N = c.dState, H = c.headCount, dInner = c.dInner
         let G = c.groupCount, GN = G * N, convDim = dInner + 2 * GN, headsPerGroup = H / G
         let rowBlocks = P / 16
         // Gather each head's x and each group's B|C into contiguous time series so every worker
         // streams through memory (rows of xBC are too far apart for the hardware prefetcher).
-        var xHeads = workspace.take(10, count: H * L * P)               // x: [H, L, P]
-        var bcGroups = workspace.take(11, count: G * L * 2 * N)         // B|C: [G, L, 2N]
-        var deltaHeads = workspace.take(12, count: H * L)               // Δ: [H, L]
-        defer { workspace.give(10, xHeads); workspace.give(11, bcGroups); workspace.give(12, deltaHeads) }
+        let xHeads = workspace.buffer(.xHeads, count: H * L * P)              // x: [H, L, P]
+        let bcGroups = workspace.buffer(.bcGroups, count: G * L * 2 * N)      // B|C: [G, L, 2N]
+        let deltaHeads = workspace.buffer(.deltaHeads, count: H * L)          // Δ: [H, L]
         for t in 0..<L {
             let row = t * convDim
             for h in 0..<H {
@@ -184,73 +138,65 @@ struct Mamba2Mixer {
                 }
             }
         }
-        xHeads.withUnsafeBufferPointer { xp in
-        bcGroups.withUnsafeBufferPointer { bcp in
-        deltaHeads.withUnsafeBufferPointer { dp in
-        weights.A.withUnsafeBufferPointer { ap in
-        weights.D.withUnsafeBufferPointer { Dp in
-        ssm.withUnsafeMutableBufferPointer { ssmp in
-        y.withUnsafeMutableBufferPointer { yp in
-            // Workers read shared inputs and write disjoint (head, row block) parts of y and the state.
-            nonisolated(unsafe) let (xs, ds, As, Ds, bcs) = (xp.baseAddress!, dp.baseAddress!, ap.baseAddress!, Dp.baseAddress!, bcp.baseAddress!)
-            nonisolated(unsafe) let (ys, states) = (yp.baseAddress!, ssmp.baseAddress!)
-            DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
-                let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
-                let g = h / headsPerGroup
-                var state = [Vec16](repeating: Vec16(), count: N)              // h[:, p0..<p0+16]: [N] × 16
-                let base = h * P * N                                           // ssm: [H, P, N]
-                for n in 0..<N { for lane in 0..<16 { state[n][lane] = states[base + (p0 + lane) * N + n] } }
-                defer { for n in 0..<N { for lane in 0..<16 { states[base + (p0 + lane) * N + n] = state[n][lane] } } }
-                state.withUnsafeMutableBufferPointer { sp in
-                    // Two tokens per pass over the state: h is loaded and stored once for both
-                    // (the scan is bound by state traffic, not arithmetic).
-                    var t = 0
-                    while t + 1 < L {
-                        let dtA = ds[h * L + t], dtB = ds[h * L + t + 1]
-                        let decayA = Vec16(repeating: Foundation.exp(dtA * As[h]))    // e^{Δ_t A_h}
-                        let decayB = Vec16(repeating: Foundation.exp(dtB * As[h]))    // e^{Δ_{t+1} A_h}
-                        let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
-                        let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: Vec16.self)
-                        let dtxA = xA * dtA, dtxB = xB * dtB
-                        let BA = bcs + (g * L + t) * 2 * N, CA = BA + N, BB = CA + N, CB = BB + N
-                        var a0 = xA * Ds[h], a1 = Vec16(), b0 = xB * Ds[h], b1 = Vec16()   // D_h x
-                        var n = 0
-                        while n < N {
-                            let s0 = (decayA * sp[n]).addingProduct(dtxA, Vec16(repeating: BA[n]))         // h_t
-                            let s1 = (decayA * sp[n + 1]).addingProduct(dtxA, Vec16(repeating: BA[n + 1]))
-                            let u0 = (decayB * s0).addingProduct(dtxB, Vec16(repeating: BB[n]))             // h_{t+1}
-                            let u1 = (decayB * s1).addingProduct(dtxB, Vec16(repeating: BB[n + 1]))
-                            sp[n] = u0; sp[n + 1] = u1
-                            a0 = a0.addingProduct(s0, Vec16(repeating: CA[n]))                            // y_t += h_t C_t
-                            a1 = a1.addingProduct(s1, Vec16(repeating: CA[n + 1]))
-                            b0 = b0.addingProduct(u0, Vec16(repeating: CB[n]))                            // y_{t+1} += h_{t+1} C_{t+1}
-                            b1 = b1.addingProduct(u1, Vec16(repeating: CB[n + 1]))
-                            n += 2
-                        }
-                        UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
-                        UnsafeMutableRawPointer(ys + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
-                        t += 2
-                    }
-                    if t < L {                                                     // last token of an odd length
-                        let dt = ds[h * L + t]
-                        let decay = Vec16(repeating: Foundation.exp(dt * As[h]))
-                        let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
-                        let dtx = xv * dt
-                        let B = bcs + (g * L + t) * 2 * N, C = B + N
-                        var acc0 = xv * Ds[h], acc1 = Vec16()
-                        var n = 0
-                        while n < N {
-                            let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))
-                            let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
-                            sp[n] = h0; sp[n + 1] = h1
-                            acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))
-                            acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
-                            n += 2
-                        }
-                        UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
-                    }
+        // Workers read shared inputs and write disjoint (head, row block) parts of y and the state.
+        nonisolated(unsafe) let (xs, ds, bcs, ys, states) = (UnsafePointer(xHeads), UnsafePointer(deltaHeads), UnsafePointer(bcGroups), y, ssm)
+        let (As, Ds) = (weights.A, weights.D)
+        DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
+            let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
+            let g = h / headsPerGroup, Ah = As[h], Dh = Ds[h]
+            let sp = UnsafeMutablePointer<Vec16>.allocate(capacity: N)       // h[:, p0..<p0+16]: [N] × 16
+            sp.initialize(repeating: Vec16(), count: N)
+            defer { sp.deallocate() }
+            let base = h * P * N                                              // ssm: [H, P, N]
+            for n in 0..<N { for lane in 0..<16 { sp[n][lane] = states[base + (p0 + lane) * N + n] } }
+            defer { for n in 0..<N { for lane in 0..<16 { states[base + (p0 + lane) * N + n] = sp[n][lane] } } }
+            // Two tokens per pass over the state: h is loaded and stored once for both
+            // (the scan is bound by state traffic, not arithmetic).
+            var t = 0
+            while t + 1 < L {
+                let dtA = ds[h * L + t], dtB = ds[h * L + t + 1]
+                let decayA = Vec16(repeating: Foundation.exp(dtA * Ah))    // e^{Δ_t A_h}
+                let decayB = Vec16(repeating: Foundation.exp(dtB * Ah))    // e^{Δ_{t+1} A_h}
+                let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: Vec16.self)
+                let dtxA = xA * dtA, dtxB = xB * dtB
+                let BA = bcs + (g * L + t) * 2 * N, CA = BA + N, BB = CA + N, CB = BB + N
+                var a0 = xA * Dh, a1 = Vec16(), b0 = xB * Dh, b1 = Vec16()   // D_h x
+                var n = 0
+                while n < N {
+                    let s0 = (decayA * sp[n]).addingProduct(dtxA, Vec16(repeating: BA[n]))         // h_t
+                    let s1 = (decayA * sp[n + 1]).addingProduct(dtxA, Vec16(repeating: BA[n + 1]))
+                    let u0 = (decayB * s0).addingProduct(dtxB, Vec16(repeating: BB[n]))             // h_{t+1}
+                    let u1 = (decayB * s1).addingProduct(dtxB, Vec16(repeating: BB[n + 1]))
+                    sp[n] = u0; sp[n + 1] = u1
+                    a0 = a0.addingProduct(s0, Vec16(repeating: CA[n]))                            // y_t += h_t C_t
+                    a1 = a1.addingProduct(s1, Vec16(repeating: CA[n + 1]))
+                    b0 = b0.addingProduct(u0, Vec16(repeating: CB[n]))                            // y_{t+1} += h_{t+1} C_{t+1}
+                    b1 = b1.addingProduct(u1, Vec16(repeating: CB[n + 1]))
+                    n += 2
                 }
+                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
+                UnsafeMutableRawPointer(ys + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
+                t += 2
             }
-        }}}}}}}
+            if t < L {                                                         // last token of an odd length
+                let dt = ds[h * L + t]
+                let decay = Vec16(repeating: Foundation.exp(dt * Ah))
+                let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                let dtx = xv * dt
+                let B = bcs + (g * L + t) * 2 * N, C = B + N
+                var acc0 = xv * Dh, acc1 = Vec16()
+                var n = 0
+                while n < N {
+                    let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))
+                    let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
+                    sp[n] = h0; sp[n + 1] = h1
+                    acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))
+                    acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
+                    n += 2
+                }
+                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
+            }
+        }
     }
 }

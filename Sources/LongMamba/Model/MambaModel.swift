@@ -35,7 +35,7 @@ public final class MambaModel: @unchecked Sendable {
     public var config: ModelConfig { checkpoint.config }
     /// Use the plain scans instead of the vectorised ones (tests compare the two).
     public var useReferenceScan = false
-    private var residentMixers: [Int: LayerMixer] = [:]
+    private var residentMixers: [Int: any Mixer] = [:]
     private let keepWeightsResident: Bool
     private var lmHead: WeightMatrix?
     private let workspace = Workspace()
@@ -86,37 +86,23 @@ public final class MambaModel: @unchecked Sendable {
         var mixed = [Float](repeating: 0, count: L * dModel)                               // mixer out: [L, D]
         for layer in 0..<config.layerCount {
             let norm = try checkpoint.floats("backbone.layers.\(layer).norm.weight")
-            hidden.withUnsafeBufferPointer { h in
-                normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: $0.baseAddress!) }
-            }
+            rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
             let mixer = try mixer(layer)
-            let filter: ((inout [Float]) -> Void)? = deltaFilter.map { f in
+            let filter: LayerDeltaFilter? = deltaFilter.map { f in
                 { delta in f(layer, &delta, L, self.config.channelCount) }
             }
-            let delta: [Float]
-            let A: [Float], aShape: [Int]
-            switch mixer {
-            case .mamba1(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
-                A = m.weights.A; aShape = [config.dInner, config.dState]
-            case .mamba2(let m):
-                delta = normed.withUnsafeBufferPointer { n in mixed.withUnsafeMutableBufferPointer { m.forward(n.baseAddress!, length: L, into: $0.baseAddress!, state: &state.layers[layer], workspace: workspace, deltaFilter: filter, useReferenceScan: useReferenceScan) } }
-                A = m.weights.A; aShape = [config.headCount]
-            }
+            let delta = mixer.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace,
+                                      deltaFilter: filter, useReferenceScan: useReferenceScan)
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
-            try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: A, aShape: aShape))
+            try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: mixer.decayRates, aShape: mixer.decayShape))
         }
         guard computeLogits else { return [] }
         let normF = try checkpoint.floats("backbone.norm_f.weight")
-        hidden.withUnsafeBufferPointer { h in
-            normed.withUnsafeMutableBufferPointer { rmsNorm(h.baseAddress!, rows: L, width: dModel, weight: normF, epsilon: config.normEpsilon, into: $0.baseAddress!) }
-        }
+        rmsNorm(hidden, rows: L, width: dModel, weight: normF, epsilon: config.normEpsilon, into: &normed)
         let head = try lmHeadWeights()
         let V = config.paddedVocabSize
         var logits = [Float](repeating: 0, count: L * V)                                     // logits: [L, V]
-        normed.withUnsafeBufferPointer { n in
-            head.withUnsafeBufferPointer { linear(n.baseAddress!, rows: L, inFeatures: dModel, weight: $0.baseAddress!, outFeatures: V, into: &logits) }
-        }
+        linear(normed, rows: L, inFeatures: dModel, weight: head, outFeatures: V, into: &logits)
         return logits
     }
 
@@ -133,21 +119,12 @@ public final class MambaModel: @unchecked Sendable {
         return head
     }
 
-    private func mixer(_ layer: Int) throws -> LayerMixer {
+    private func mixer(_ layer: Int) throws -> any Mixer {
         if let m = residentMixers[layer] { return m }
-        let m: LayerMixer
-        switch config.architecture {
-        case .mamba, .falconMamba: m = .mamba1(Mamba1Mixer(config: config, weights: try Mamba1Weights(checkpoint: checkpoint, layer: layer)))
-        case .mamba2: m = .mamba2(Mamba2Mixer(config: config, weights: try Mamba2Weights(checkpoint: checkpoint, layer: layer)))
-        }
+        let m = try checkpoint.mixer(layer: layer)
         if keepWeightsResident { residentMixers[layer] = m }
         return m
     }
-}
-
-enum LayerMixer {
-    case mamba1(Mamba1Mixer)
-    case mamba2(Mamba2Mixer)
 }
 
 /// A recorder that keeps nothing.

@@ -67,16 +67,60 @@ func softplus16(_ x: Vec16) -> Vec16 {
     return log1p.replacing(with: x, where: x .> 20)
 }
 
-/// softplus over a buffer, in place, on all cores.
-func softplusInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
-    nonisolated(unsafe) let p = p
-    parallelRanges(n / 16, minimumPerPart: 256) { blocks in
-        for b in blocks {
-            let x = UnsafeRawPointer(p + 16 * b).loadUnaligned(as: Vec16.self)
-            UnsafeMutableRawPointer(p + 16 * b).storeBytes(of: softplus16(x), as: Vec16.self)
+/// Δ[t, c] = softplus(dt[t, c] + bias[c]), clamped to `limit` when given: the step size of every
+/// mixer (Mamba-1: dt = dt_low · W_dtᵀ, Mamba-2: the dt columns of in_proj). dt: the first
+/// `channels` columns of a row-major [rows, stride] matrix; returns Δ: [rows, channels].
+/// 16 channels at a time (a short last block through the same lanes), tokens spread over the cores.
+func softplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
+                   limit: (lower: Float, upper: Float)? = nil) -> [Float] {
+    precondition(bias.count == channels && stride >= channels)
+    guard rows > 0, channels > 0 else { return [] }
+    return [Float](unsafeUninitializedCapacity: rows * channels) { buffer, initialized in
+        defer { initialized = rows * channels }
+        bias.withUnsafeBufferPointer { b in
+            nonisolated(unsafe) let (delta, dt, bias) = (buffer.baseAddress!, dt, b.baseAddress!)
+            parallelRanges(rows, minimumPerPart: max(1, 4096 / channels)) { tokens in
+                for t in tokens {
+                    let source = dt + t * stride, row = delta + t * channels
+                    var c = 0
+                    while c < channels {
+                        let width = min(16, channels - c)
+                        var v = Vec16()                                                          // dt + bias
+                        if width == 16 {
+                            v = UnsafeRawPointer(source + c).loadUnaligned(as: Vec16.self) + UnsafeRawPointer(bias + c).loadUnaligned(as: Vec16.self)
+                        } else {
+                            for lane in 0..<width { v[lane] = source[c + lane] + bias[c + lane] }
+                        }
+                        // NaN stays NaN (exp16's input clamp would make it ≈1e-38), so that a broken dt
+                        // path reaches the solver's check instead of passing for a tiny step.
+                        var d = softplus16(v).replacing(with: v, where: v .!= v)
+                        if let limit {
+                            d = d.replacing(with: limit.lower, where: d .< limit.lower).replacing(with: limit.upper, where: d .> limit.upper)
+                        }
+                        if width == 16 {
+                            UnsafeMutableRawPointer(row + c).storeBytes(of: d, as: Vec16.self)
+                        } else {
+                            for lane in 0..<width { row[c + lane] = d[lane] }
+                        }
+                        c += 16
+                    }
+                }
+            }
         }
     }
-    for i in (n / 16 * 16)..<n { p[i] = softplus(p[i]) }
+}
+
+/// `softplusDelta` element by element with the scalar softplus: the oracle the tests hold it to.
+func referenceSoftplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
+                            limit: (lower: Float, upper: Float)? = nil) -> [Float] {
+    var delta = [Float](repeating: 0, count: rows * channels)
+    for t in 0..<rows {
+        for c in 0..<channels {
+            let v = softplus(dt[t * stride + c] + bias[c])
+            delta[t * channels + c] = limit.map { min(max(v, $0.lower), $0.upper) } ?? v
+        }
+    }
+    return delta
 }
 
 /// SiLU(x) = x · σ(x) = x / (1 + e^{-x}), in place over `count` floats at `p`.
@@ -89,6 +133,19 @@ func siluInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
         i += 16
     }
     while i < n { p[i] = p[i] / (1 + Foundation.exp(-p[i])); i += 1 }
+}
+
+/// y ← y ⊙ SiLU(z) for y: [rows, width] and the first `width` columns of a row-major
+/// [rows, zStride] z, which is left holding SiLU(z). On all cores.
+func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutablePointer<Float>, rows: Int, width: Int, zStride: Int) {
+    nonisolated(unsafe) let (y, z) = (y, z)
+    parallelRanges(rows) { tokens in
+        for t in tokens {
+            let gate = z + t * zStride, row = y + t * width
+            siluInPlace(gate, count: width)
+            for c in 0..<width { row[c] *= gate[c] }
+        }
+    }
 }
 
 /// softplus(x) = log(1 + eˣ), and x itself above 20 (torch's threshold).

@@ -1,0 +1,38 @@
+// Scratch buffers the mixers reuse from layer to layer, one per named slot.
+//
+// Glossary (shapes for L tokens; see each mixer's glossary for the symbols)
+//   Mamba-1: xz [L, 2·d_inner], x [L, d_inner], xDbl = dt_low|B|C [L, R + 2N],
+//            dt [L, d_inner], y [L, d_inner]; its fast scan's gathers xBlocks, deltaBlocks [d_inner/16, L, 16]
+//   Mamba-2: zxbcdt [L, d_inner + (d_inner + 2GN) + H], xBC [L, d_inner + 2GN], y [L, d_inner];
+//            its fast scan's gathers xHeads [H, L, P], bcGroups [G, L, 2N], deltaHeads [H, L]
+
+/// What a workspace buffer holds (the tensor of that name in the mixer using it).
+enum WorkspaceSlot: Hashable, CaseIterable {
+    // Mamba-1
+    case xz, x, xDbl, dt, xBlocks, deltaBlocks
+    // Mamba-2
+    case zxbcdt, xBC, xHeads, bcGroups, deltaHeads
+    // both
+    case y
+}
+
+/// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would
+/// otherwise be fresh allocations whose page faults cost as much as a small matrix product.
+/// `buffer` hands out room for at least `count` floats whose contents are unspecified (every user
+/// overwrites what it reads); the pointer stays valid until the same slot is asked for again, so a
+/// layer asks for each of its slots once, at the top of its forward pass.
+final class Workspace {
+    private var buffers: [WorkspaceSlot: (pointer: UnsafeMutablePointer<Float>, capacity: Int)] = [:]
+
+    func buffer(_ slot: WorkspaceSlot, count: Int) -> UnsafeMutablePointer<Float> {
+        if let b = buffers[slot], b.capacity >= count { return b.pointer }
+        buffers[slot]?.pointer.deallocate()
+        let capacity = max(count, 1)
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
+        p.initialize(repeating: 0, count: capacity)
+        buffers[slot] = (p, capacity)
+        return p
+    }
+
+    deinit { for b in buffers.values { b.pointer.deallocate() } }
+}
