@@ -62,6 +62,11 @@ extension CalibrationStore {
         return run.id!
     }
 
+    /// The one place a run's status changes (recording → complete; nothing goes back).
+    private func markComplete(_ db: Database, run id: Int64) throws {
+        try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
+    }
+
     /// Creates a run in status 'recording' with its sampled sequences (one transaction).
     public func beginRun(_ new: NewRun, sequences: [[Int32]]) throws -> Int64 {
         guard sequences.count == new.sampleCount else {
@@ -99,7 +104,7 @@ extension CalibrationStore {
             guard stored == info.sampleCount * info.layerCount else {
                 throw StoreError.incompleteRecordings(path: path, run: id, stored: stored, expected: info.sampleCount * info.layerCount)
             }
-            try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
+            try markComplete(db, run: id)
         }
     }
 
@@ -137,7 +142,7 @@ extension CalibrationStore {
                     written += 1
                 }
             }
-            try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
+            try markComplete(db, run: id)
             return id
         }
     }
