@@ -34,6 +34,10 @@ INTERVAL ?= 64
 MAX_LENGTH ?= 4096
 EVAL_LENGTHS ?= 128,256,512,1024,2048,4096
 THETA ?= 0.05
+TUNE_LENGTHS ?= 256,1024,4096
+TUNE_THETAS ?= 0.01,0.05,0.1
+TUNE_CLAMPS ?= 0.05,0.1,0.2
+PASSKEY_LENGTHS ?= 128,256,512,1024
 NAME := $(notdir $(MODEL))
 LM := .build/release/longmamba
 run: release
@@ -41,10 +45,19 @@ run: release
 	rm -f tables/$(NAME).sqlite tables/$(NAME).sqlite-wal tables/$(NAME).sqlite-shm
 	$(LM) calibrate --model $(MODEL) --corpus $(CORPUS) --db tables/$(NAME).sqlite \
 	  --samples 5 --interval $(INTERVAL) --max-length $(MAX_LENGTH) --clamp 0.05 --aggregate max
-	$(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table 1 --theta $(THETA) \
-	  --lengths $(EVAL_LENGTHS) --windows 3 --json tables/$(NAME).eval.json --csv tables/$(NAME).eval.csv --svg tables/$(NAME).eval.svg
-	$(LM) report --db tables/$(NAME).sqlite --table 1 --theta $(THETA) --eval tables/$(NAME).eval.json --out tables/$(NAME).html
-	@echo "table: tables/$(NAME).sqlite (id 1) · evaluation: tables/$(NAME).eval.{json,csv,svg} · report: tables/$(NAME).html"
+	$(LM) tune --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --text $(EVAL_TEXT) --lengths $(TUNE_LENGTHS) \
+	  --theta $(TUNE_THETAS) --clamp $(TUNE_CLAMPS) --aggregate max --interval $(INTERVAL) --max-length $(MAX_LENGTH)
+	best="$$($(LM) tune --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --text $(EVAL_TEXT) --lengths $(TUNE_LENGTHS) \
+	  --theta $(TUNE_THETAS) --clamp $(TUNE_CLAMPS) --aggregate max --interval $(INTERVAL) --max-length $(MAX_LENGTH) --best 2>/dev/null)"; \
+	table="$${best% *}"; theta="$${best#* }"; echo "tuned: table $$table, θ = $$theta"; \
+	$(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table $$table --theta $$theta \
+	  --lengths $(EVAL_LENGTHS) --windows 3 --json tables/$(NAME).eval.json --csv tables/$(NAME).eval.csv --svg tables/$(NAME).eval.svg && \
+	$(LM) eval --task passkey --model $(MODEL) --db tables/$(NAME).sqlite --table $$table --theta $$theta \
+	  --lengths $(PASSKEY_LENGTHS) --depths 0,0.5,1 --trials 5 --json tables/$(NAME).passkey.json --svg tables/$(NAME).passkey.svg && \
+	$(LM) report --db tables/$(NAME).sqlite --table $$table --theta $$theta --eval tables/$(NAME).eval.json \
+	  --passkey tables/$(NAME).passkey.json --out tables/$(NAME).html && \
+	$(LM) export --db tables/$(NAME).sqlite --table $$table --theta $$theta --format safetensors --out tables/$(NAME).table.safetensors
+	@echo "tables/$(NAME).sqlite · evaluation: tables/$(NAME).{eval,passkey}.{json,svg} · report: tables/$(NAME).html · export: tables/$(NAME).table.safetensors"
 
 # Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm,
 # and the solver on a Mamba-1-1.4B-shaped recording.

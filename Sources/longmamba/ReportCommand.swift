@@ -16,6 +16,8 @@ struct ReportCommand: ParsableCommand {
     var theta: Double = GlobalChannels.defaultTheta
     @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot.")
     var eval: String?
+    @Option(help: "JSON written by `longmamba eval --task passkey --json` to add the passkey heatmap.")
+    var passkey: String?
     @Option(help: "Output .html file.")
     var out: String
 
@@ -23,7 +25,8 @@ struct ReportCommand: ParsableCommand {
         let store = try CalibrationStore(path: db, readOnly: true)
         var curve: CalibrationReport.PerplexityCurve?
         if let eval { curve = try PerplexityResults.load(eval).curve }
-        let html = try CalibrationReport.html(store: store, table: table, theta: theta, perplexity: curve)
+        let html = try CalibrationReport.html(store: store, table: table, theta: theta, perplexity: curve,
+                                              passkey: try passkey.map { try PasskeyResults.load($0) })
         try Data(html.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
         FileHandle.standardError.write(Data("wrote \(out) (\(html.utf8.count / 1024) KiB)\n".utf8))
     }

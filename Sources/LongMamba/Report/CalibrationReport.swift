@@ -45,7 +45,7 @@ public enum CalibrationReport {
     }
 
     public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta,
-                            perplexity: PerplexityCurve? = nil) throws -> String {
+                            perplexity: PerplexityCurve? = nil, passkey: PasskeyResults? = nil) throws -> String {
         let info = try store.table(id)
         let metadata = try store.tableMetadata(id)
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
@@ -107,6 +107,13 @@ public enum CalibrationReport {
             body += "<h2>Perplexity against length</h2>\n"
             let chart = perplexityChart(perplexity)
             body += chart.svg() + "\n"
+        }
+        if let passkey {
+            body += "<h2>Passkey retrieval</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
+        }
+        let grids = try TuneHeatmap.svgs(store: store, run: info.runID)
+        if !grids.isEmpty {
+            body += "<h2>Tuning θ and p (stored evaluations)</h2>\n" + grids.joined(separator: "\n") + "\n"
         }
 
         body += "<h2>Table metadata</h2>\n<table>\n"
