@@ -145,6 +145,12 @@ import Testing
         #expect(try store.evaluations().count == first.pointsEvaluated + second.pointsEvaluated)
         #expect(try store.tables().count == 2)
         #expect(second.best?.table != nil)
+        // The report shows the stored grid: one heatmap for this evaluation, 2 tables × 3 θ.
+        let grids = try TuneHeatmap.svgs(store: store, run: run)
+        #expect(grids.count == 1)
+        #expect(grids[0].components(separatedBy: "<rect x=").count - 1 == 2 * 3)
+        #expect(XMLParser(data: Data(grids[0].utf8)).parse())
+        #expect(try CalibrationReport.html(store: store, table: second.best!.table!).contains("Tuning θ and p"))
     }
 
     @Test func tuneRefusesEmptyGridsBadThetaAndUnknownRows() throws {
