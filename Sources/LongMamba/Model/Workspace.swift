@@ -7,7 +7,7 @@
 //            its fast scan's gathers xHeads [H, L, P], bcGroups [G, L, 2N], deltaHeads [H, L]
 
 /// What a workspace buffer holds (the tensor of that name in the mixer using it).
-enum WorkspaceSlot: Hashable, CaseIterable {
+enum WorkspaceSlot: Hashable {
     // Mamba-1
     case xz, x, xDbl, dt, xBlocks, deltaBlocks
     // Mamba-2
