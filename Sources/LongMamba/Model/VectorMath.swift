@@ -1,4 +1,5 @@
-// Element-wise kernels shared by the mixers: exp, SiLU, softplus, RMSNorm, causal depthwise conv.
+// Element-wise kernels shared by the mixers: exp, log, softplus and the step size Δ = softplus(dt + bias),
+// SiLU and the gate y ⊙ SiLU(z), RMSNorm, causal depthwise conv.
 // Vectorised with SIMD16<Float> (one AVX-512 register, two AVX2 registers); each has the plain
 // formula next to it.
 import Foundation

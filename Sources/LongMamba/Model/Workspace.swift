@@ -7,7 +7,7 @@
 //            its fast scan's gathers xHeads [H, L, P], bcGroups [G, L, 2N], deltaHeads [H, L]
 
 /// What a workspace buffer holds (the tensor of that name in the mixer using it).
-enum WorkspaceSlot: Hashable, CaseIterable {
+enum WorkspaceSlot: Hashable {
     // Mamba-1
     case xz, x, xDbl, dt, xBlocks, deltaBlocks
     // Mamba-2
@@ -26,13 +26,14 @@ final class Workspace {
 
     func buffer(_ slot: WorkspaceSlot, count: Int) -> UnsafeMutablePointer<Float> {
         if let b = buffers[slot], b.capacity >= count { return b.pointer }
-        buffers[slot]?.pointer.deallocate()
+        if let old = buffers[slot] { UnsafeMutableRawPointer(old.pointer).deallocate() }
         let capacity = max(count, 1)
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
-        p.initialize(repeating: 0, count: capacity)
+        // Cache-line aligned, so that 16-float rows (one AVX-512 register) at multiples of 16 are one line each.
+        let p = UnsafeMutableRawPointer.allocate(byteCount: capacity * MemoryLayout<Float>.stride, alignment: 64)
+            .initializeMemory(as: Float.self, repeating: 0, count: capacity)
         buffers[slot] = (p, capacity)
         return p
     }
 
-    deinit { for b in buffers.values { b.pointer.deallocate() } }
+    deinit { for b in buffers.values { UnsafeMutableRawPointer(b.pointer).deallocate() } }
 }
