@@ -74,14 +74,20 @@ public struct EvaluationJob {
         }
     }
 
+    /// Opens the chosen table and applies the fingerprint policy once (refused unless `force`).
+    func openTable(for model: MambaModel) throws -> (opened: (table: any ThresholdTableSource, name: String)?, fingerprint: String) {
+        let opened = try options.table?.open()
+        let fingerprint = model.checkpoint.fingerprint()
+        try opened?.table.checkModel(fingerprint: fingerprint, name: options.modelDirectory, force: options.force)
+        return (opened, fingerprint)
+    }
+
     public func run(progress: (String) -> Void = { _ in }) throws -> PerplexityResults {
         let o = options
         let model = try MambaModel(directory: o.modelDirectory)
         guard let text = o.text else { throw EvaluationError.noText }
         let (ids, source) = try Self.tokens(text, modelDirectory: o.modelDirectory)
-        let opened = try o.table?.open()
-        let fingerprint = model.checkpoint.fingerprint()
-        try opened?.table.checkModel(fingerprint: fingerprint, name: o.modelDirectory, force: o.force)
+        let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PerplexityEvaluation(model: model, table: opened?.table)
         evaluation.theta = o.theta
         evaluation.filterFromLength = o.filterFrom
@@ -102,18 +108,8 @@ extension EvaluationJob {
     public func runPasskey(progress: (String) -> Void = { _ in }) throws -> PasskeyResults {
         let o = options
         let model = try MambaModel(directory: o.modelDirectory)
-        let tokenizerPath = o.tokenizer ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
-        guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw EvaluationError.noTokenizer(modelDirectory: o.modelDirectory) }
-        let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
-        var haystack: [Int]?
-        if let path = o.haystack {
-            guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError.unreadableText(path: path) }
-            haystack = try tokenizer.encode(utf8: [UInt8](data), source: path)
-        }
-        let prompts = try PasskeyPrompts(tokenizer: tokenizer, haystack: haystack)
-        let opened = try o.table?.open()
-        let fingerprint = model.checkpoint.fingerprint()
-        try opened?.table.checkModel(fingerprint: fingerprint, name: o.modelDirectory, force: o.force)
+        let prompts = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: o.haystack)
+        let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PasskeyEvaluation(model: model, prompts: prompts, table: opened?.table)
         evaluation.theta = o.theta
         evaluation.filterFromLength = o.filterFrom

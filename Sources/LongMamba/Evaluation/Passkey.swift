@@ -61,6 +61,20 @@ public struct PasskeyPrompts {
         return (tokens, instructionTokens.count + insertion)
     }
 
+    /// The prompts for a model directory: its tokenizer.json (or `tokenizer`) and the filler, or
+    /// the text of `haystack`.
+    public init(modelDirectory: String, tokenizer path: String?, haystack: String?) throws {
+        let tokenizerPath = path ?? BPETokenizer.defaultPath(modelDirectory: modelDirectory)
+        guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw EvaluationError.noTokenizer(modelDirectory: modelDirectory) }
+        let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
+        var tokens: [Int]?
+        if let haystack {
+            guard let data = FileManager.default.contents(atPath: haystack) else { throw EvaluationError.unreadableText(path: haystack) }
+            tokens = try tokenizer.encode(utf8: [UInt8](data), source: haystack)
+        }
+        try self.init(tokenizer: tokenizer, haystack: tokens)
+    }
+
     /// Whether the haystack unit had to be repeated to fill `length`.
     public func repeatsHaystack(length S: Int) -> Bool { customHaystack && S > instructionTokens.count + questionTokens.count + haystackUnit.count }
 

@@ -167,18 +167,11 @@ private struct Evaluator {
             textHash = SHA256.hash(data: tokens.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString
             settings = "windows \(windows)"
         case let .passkey(depths, trials, seed, haystack):
-            let tokenizerPath = o.tokenizer ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
-            guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw EvaluationError.noTokenizer(modelDirectory: o.modelDirectory) }
-            let tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
-            var haystackTokens: [Int]?
-            if let haystack {
-                guard let data = FileManager.default.contents(atPath: haystack) else { throw EvaluationError.unreadableText(path: haystack) }
-                haystackTokens = try tokenizer.encode(utf8: [UInt8](data), source: haystack)
-            }
-            prompts = try PasskeyPrompts(tokenizer: tokenizer, haystack: haystackTokens)
-            tokens = haystackTokens ?? []
-            let haystackHash = haystackTokens.map { SHA256.hash(data: $0.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString } ?? "filler"
-            textHash = SHA256.hash(data: Data("\(tokenizer.sha256)|\(haystackHash)".utf8)).hexString
+            let p = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: haystack)
+            prompts = p
+            tokens = p.customHaystack ? p.haystackUnit : []
+            let haystackHash = p.customHaystack ? SHA256.hash(data: p.haystackUnit.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString : "filler"
+            textHash = SHA256.hash(data: Data("\(p.tokenizer.sha256)|\(haystackHash)".utf8)).hexString
             settings = "depths \(depths) trials \(trials) seed \(seed)"
         }
     }
