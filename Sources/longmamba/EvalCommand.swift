@@ -101,7 +101,6 @@ struct EvalCommand: ParsableCommand {
             if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
             if let svg { try Data(PasskeyHeatmap.svg(results).utf8).write(to: URL(fileURLWithPath: svg)) }
         case .perplexity:
-            guard input != nil else { throw ValidationError("give --text FILE or --tokens FILE") }
             let results = try job.run(progress: log)
             print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
             for p in results.points {
@@ -115,15 +114,10 @@ struct EvalCommand: ParsableCommand {
             if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
             if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
             if let svg {
-                let chart = p0ByPosition(results) ?? CalibrationReport.perplexityChart(results.curve, theta: results.theta)
+                let chart = results.points.contains { $0.byPosition != nil } ? CalibrationReport.positionChart(results)
+                    : CalibrationReport.perplexityChart(results.curve, theta: results.theta)
                 try Data(chart.svg().utf8).write(to: URL(fileURLWithPath: svg))
             }
         }
-    }
-
-    /// With --by-position: perplexity against position, one line per length and method.
-    func p0ByPosition(_ results: PerplexityResults) -> SVGChart? {
-        guard results.points.contains(where: { $0.byPosition != nil }) else { return nil }
-        return CalibrationReport.positionChart(results)
     }
 }

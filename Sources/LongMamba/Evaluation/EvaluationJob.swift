@@ -82,6 +82,11 @@ public struct EvaluationJob {
         return (opened, fingerprint)
     }
 
+    /// The filter start the results report: --filter-from, else the table's default; nil without a table.
+    func filterStart(_ table: (any ThresholdTableSource)?) -> Int? {
+        table.map { options.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.trainingLength) }
+    }
+
     public func run(progress: (String) -> Void = { _ in }) throws -> PerplexityResults {
         let o = options
         let model = try MambaModel(directory: o.modelDirectory)
@@ -89,17 +94,13 @@ public struct EvaluationJob {
         let (ids, source) = try Self.tokens(text, modelDirectory: o.modelDirectory)
         let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PerplexityEvaluation(model: model, table: opened?.table)
-        evaluation.theta = o.theta
-        evaluation.filterFromLength = o.filterFrom
-        evaluation.allowBeyondTable = o.allowBeyondTable
+        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk)
         evaluation.windows = o.windows
-        evaluation.chunk = o.chunk
         evaluation.bucketSize = o.bucketSize
         let points = try evaluation.run(tokens: ids, lengths: o.lengths, progress: progress)
         return PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
                                  theta: opened == nil ? nil : o.theta, table: opened?.name,
-                                 filterFromLength: opened.map { o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.table.trainingLength) },
-                                 points: points)
+                                 filterFromLength: filterStart(opened?.table), points: points)
     }
 }
 
@@ -111,17 +112,14 @@ extension EvaluationJob {
         let prompts = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: o.haystack)
         let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PasskeyEvaluation(model: model, prompts: prompts, table: opened?.table)
-        evaluation.theta = o.theta
-        evaluation.filterFromLength = o.filterFrom
-        evaluation.allowBeyondTable = o.allowBeyondTable
+        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk)
         evaluation.trials = o.trials
         evaluation.seed = o.seed
-        evaluation.chunk = o.chunk
         let (points, rate) = try evaluation.run(lengths: o.lengths, depths: o.depths, progress: progress)
         return PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
                               haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,
                               theta: opened == nil ? nil : o.theta, table: opened?.name,
-                              filterFromLength: opened.map { o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.table.trainingLength) },
+                              filterFromLength: filterStart(opened?.table),
                               promptsPerSecond: rate, points: points)
     }
 }

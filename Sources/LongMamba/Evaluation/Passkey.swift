@@ -76,7 +76,10 @@ public struct PasskeyPrompts {
     }
 
     /// Whether the haystack unit had to be repeated to fill `length`.
-    public func repeatsHaystack(length S: Int) -> Bool { customHaystack && S > instructionTokens.count + questionTokens.count + haystackUnit.count }
+    public func repeatsHaystack(length S: Int) -> Bool {
+        let needle = tokenizer.encode(Self.needle("12345")).count  // every key is five digits
+        return customHaystack && S - instructionTokens.count - needle - questionTokens.count > haystackUnit.count
+    }
 
     /// The key a trial uses: five digits from the seed, the length, the depth and the trial.
     public static func key(seed: UInt64, length: Int, depth: Double, trial: Int) -> String {
@@ -165,13 +168,13 @@ public struct PasskeyResults: Sendable, Codable {
 }
 
 /// Runs passkey trials with and without a table.
-public struct PasskeyEvaluation {
+public struct PasskeyEvaluation: TableEvaluationSettings {
     public var model: MambaModel
     public var prompts: PasskeyPrompts
     public var table: (any ThresholdTableSource)?
     public var theta = GlobalChannels.defaultTheta
     public var filterFromLength: Int?
-    public var allowBeyondTable = true
+    public var allowBeyondTable = false
     public var trials = 10
     public var seed: UInt64 = 0
     /// Tokens per prefill chunk.

@@ -80,7 +80,7 @@ public struct PerplexityResults: Sendable, Codable {
     }
 }
 
-public struct PerplexityEvaluation {
+public struct PerplexityEvaluation: TableEvaluationSettings {
     public var model: MambaModel
     public var table: (any ThresholdTableSource)?
     public var theta: Double = GlobalChannels.defaultTheta
@@ -146,18 +146,19 @@ public struct PerplexityEvaluation {
             let offsets = windows <= 1 || tokens.count == S ? [0] : (0..<windows).map { $0 * (tokens.count - S) / (windows - 1) }
             var vanilla = (sum: 0.0, count: 0), filtered = (sum: 0.0, count: 0)
             var kept = 0.0, runs = 0
-            // Σ over windows of −log p at each position: [S − 1]
-            var vanillaAt = [Double](repeating: 0, count: S - 1), filteredAt = [Double](repeating: 0, count: S - 1)
+            // Σ over windows of −log p at each position: [S − 1] (only when bucketing)
+            let positions = bucketSize == nil ? 0 : S - 1
+            var vanillaAt = [Double](repeating: 0, count: positions), filteredAt = [Double](repeating: 0, count: positions)
             for (w, offset) in offsets.enumerated() {
                 progress("length \(S): window \(w + 1)/\(offsets.count)")
                 let window = Array(tokens[offset..<(offset + S)])
                 if includeVanilla || filter == nil {  // below the filter start LongMamba is this same pass
-                    let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: $0.baseAddress) }
+                    let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: positions > 0 ? $0.baseAddress : nil) }
                     vanilla.sum += v.sum; vanilla.count += v.count
                 }
                 if let filter {
                     let run = LongMambaFilterRun(filter: filter)
-                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: $0.baseAddress) }
+                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: positions > 0 ? $0.baseAddress : nil) }
                     filtered.sum += f.sum; filtered.count += f.count
                     kept += run.keptShare; runs += 1
                 }

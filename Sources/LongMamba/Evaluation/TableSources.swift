@@ -76,6 +76,23 @@ extension ThresholdTableSource {
     }
 }
 
+/// The settings every evaluation with a table shares (perplexity, passkey).
+public protocol TableEvaluationSettings {
+    var theta: Double { get set }
+    /// Filter only sequences of at least this many tokens (nil: 1.5 × the table's L).
+    var filterFromLength: Int? { get set }
+    /// Past the table's largest length use its last row instead of refusing.
+    var allowBeyondTable: Bool { get set }
+    /// Tokens per forward chunk.
+    var chunk: Int { get set }
+}
+
+extension TableEvaluationSettings {
+    public mutating func configure(theta: Double, filterFrom: Int?, allowBeyondTable: Bool, chunk: Int) {
+        self.theta = theta; filterFromLength = filterFrom; self.allowBeyondTable = allowBeyondTable; self.chunk = chunk
+    }
+}
+
 /// One LongMamba prefill of `length` tokens with a table: decides whether filtering applies
 /// (sequences of at least `filterFrom` tokens), and builds the filter for the table row nearest
 /// `length`, checked against the model's layers and channels. (The fingerprint check is

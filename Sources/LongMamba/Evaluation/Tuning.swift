@@ -51,6 +51,12 @@ public struct TuneRow: Sendable, Equatable {
     public var values: [Double]
     /// Perplexity: geometric mean over lengths; passkey: mean accuracy.
     public var score: Double
+
+    /// The ranking score of a row's values (the `tune` table and the report's grid).
+    public static func score(_ values: [Double], higherIsBetter: Bool) -> Double {
+        higherIsBetter ? values.reduce(0, +) / Double(values.count)
+                       : Foundation.exp(values.map { Foundation.log($0) }.reduce(0, +) / Double(values.count))
+    }
 }
 
 public struct TuneResult: Sendable {
@@ -97,8 +103,9 @@ public struct TuneJob {
         guard run.status == .complete else { throw StoreError.runNotComplete(path: o.databasePath, run: o.runID, status: run.status) }
         let model = try MambaModel(directory: o.modelDirectory)
         let fingerprint = model.checkpoint.fingerprint()
-        if try store.model(run.modelID).fingerprint != fingerprint, !o.force {
-            throw EvaluationError.tableForAnotherModel(table: try store.model(run.modelID).fingerprint, model: o.modelDirectory, modelFingerprint: fingerprint)
+        let runFingerprint = try store.model(run.modelID).fingerprint
+        if runFingerprint != fingerprint, !o.force {
+            throw EvaluationError.tableForAnotherModel(table: runFingerprint, model: o.modelDirectory, modelFingerprint: fingerprint)
         }
         var result = TuneResult(metric: o.task.metric, higherIsBetter: o.task.higherIsBetter, lengths: o.lengths, ranked: [])
 
@@ -115,23 +122,33 @@ public struct TuneJob {
         let evaluator = try Evaluator(options: o, model: model)
         let evaluationKey = SHA256.hash(data: Data("\(o.task.name)|\(fingerprint)|\(evaluator.textHash)|\(evaluator.settings)|\(o.filterFrom.map(String.init) ?? "default")".utf8)).hexString
 
+        // Every table of the run has the run's L, so one filter start holds for the whole grid;
+        // below it LongMamba is vanilla and the vanilla point is reused instead of rerun.
+        let filterStart = o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: run.sampleLength)
+        var vanillaAt: [Int: Double] = [:]
+        var sources: [Int64: StoredTableSource] = [:]
         func point(table: Int64?, theta: Double?, length: Int) throws -> Double {
             let key = EvaluationRecord.pointKey(evaluationKey: evaluationKey, tableID: table, theta: theta, length: length, metric: o.task.metric)
             if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return stored.value }
-            progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla") at \(length) tokens")
-            let (value, detail) = try evaluator.evaluate(table: table.map { try StoredTableSource(store: store, table: $0) }, theta: theta, length: length)
+            let value: Double, detail: String
+            if table != nil, length < filterStart, let vanilla = vanillaAt[length] {
+                (value, detail) = (vanilla, "{\"filtered\":false}")
+            } else {
+                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla") at \(length) tokens")
+                let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
+                if let table, let source { sources[table] = source }
+                (value, detail) = try evaluator.evaluate(table: source, theta: theta, length: length)
+            }
             try store.saveEvaluation(EvaluationRecord(evaluationKey: evaluationKey, tableID: table, theta: theta, task: o.task.name, length: length,
                                                       metric: o.task.metric, value: value, detailJSON: detail, textHash: evaluator.textHash))
             result.pointsEvaluated += 1
             return value
         }
-        func score(_ values: [Double]) -> Double {
-            o.task.higherIsBetter ? values.reduce(0, +) / Double(values.count)
-                                  : Foundation.exp(values.map { Foundation.log($0) }.reduce(0, +) / Double(values.count))
-        }
+        func score(_ values: [Double]) -> Double { TuneRow.score(values, higherIsBetter: o.task.higherIsBetter) }
 
         var rows: [TuneRow] = []
         let vanilla = try o.lengths.map { try point(table: nil, theta: nil, length: $0) }
+        vanillaAt = Dictionary(zip(o.lengths, vanilla)) { a, _ in a }
         rows.append(TuneRow(values: vanilla, score: score(vanilla)))
         for (parameters, table) in zip(grid, tables) {
             for theta in o.thetas {
@@ -153,6 +170,7 @@ public struct TuneJob {
 private struct Evaluator {
     let options: TuneOptions
     let model: MambaModel
+    /// The perplexity text's token ids (empty for passkey).
     let tokens: [Int]
     let prompts: PasskeyPrompts?
     let textHash: String
@@ -169,7 +187,7 @@ private struct Evaluator {
         case let .passkey(depths, trials, seed, haystack):
             let p = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: haystack)
             prompts = p
-            tokens = p.customHaystack ? p.haystackUnit : []
+            tokens = []
             let haystackHash = p.customHaystack ? SHA256.hash(data: p.haystackUnit.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString : "filler"
             textHash = SHA256.hash(data: Data("\(p.tokenizer.sha256)|\(haystackHash)".utf8)).hexString
             settings = "depths \(depths) trials \(trials) seed \(seed)"
@@ -181,21 +199,17 @@ private struct Evaluator {
         switch o.task {
         case let .perplexity(_, windows):
             var e = PerplexityEvaluation(model: model, table: table)
-            e.theta = theta ?? GlobalChannels.defaultTheta
-            e.filterFromLength = o.filterFrom
+            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
             e.windows = windows
-            e.chunk = o.chunk
             e.includeVanilla = table == nil
             let p = try e.run(tokens: tokens, lengths: [length])[0]
             let value = table == nil ? p.vanillaPerplexity : (p.longMambaPerplexity ?? p.vanillaPerplexity)
             return (value, "{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}")
         case let .passkey(depths, trials, seed, _):
             var e = PasskeyEvaluation(model: model, prompts: prompts!, table: table)
-            e.theta = theta ?? GlobalChannels.defaultTheta
-            e.filterFromLength = o.filterFrom
+            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
             e.trials = trials
             e.seed = seed
-            e.chunk = o.chunk
             e.includeVanilla = table == nil
             let points = try e.run(lengths: [length], depths: depths).points
             let accuracies = points.map { table == nil ? $0.vanillaAccuracy : ($0.longMambaAccuracy ?? $0.vanillaAccuracy) }

@@ -21,8 +21,7 @@ public enum GlobalChannels {
 
     /// How many channels are global.
     public static func count(cumulativeDecay: [Float], theta: Double) -> Int {
-        let t = Float(theta)
-        return cumulativeDecay.reduce(0) { $0 + ($1 > t ? 1 : 0) }
+        mask(cumulativeDecay: cumulativeDecay, theta: theta).lazy.filter { $0 }.count
     }
 }
 

@@ -94,7 +94,7 @@ public enum TuneHeatmap {
             func score(_ ps: [EvaluationRecord]) -> Double? {
                 let values = lengths.compactMap { S in ps.first { $0.length == S }?.value }
                 guard values.count == lengths.count, !values.isEmpty else { return nil }
-                return higher ? values.reduce(0, +) / Double(values.count) : Foundation.exp(values.map { Foundation.log($0) }.reduce(0, +) / Double(values.count))
+                return TuneRow.score(values, higherIsBetter: higher)
             }
             let vanilla = score(points.filter { $0.tableID == nil })
             let thetas = Array(Set(mine.compactMap(\.theta))).sorted()

@@ -14,7 +14,6 @@
 // in one transaction, so an interrupted write leaves no partial run or table. The store only
 // persists: solving is `TableService`, the θ rule is `GlobalChannels`, evaluation is `Evaluation/`.
 // Schema and migrations: Schema.swift; one record type per table: Records.swift.
-import Crypto
 import Foundation
 import GRDB
 

@@ -52,10 +52,7 @@ extension CalibrationStore {
     /// Stores one point (a point already stored is left as it is).
     public func saveEvaluation(_ record: EvaluationRecord) throws {
         var r = record
-        try write { db in
-            if try EvaluationRecord.filter(Column("point_key") == r.pointKey).fetchCount(db) > 0 { return }
-            try r.insert(db)
-        }
+        try write { db in try r.insert(db, onConflict: .ignore) }  // point_key is UNIQUE
     }
 
     /// The stored point with this key, if any.
