@@ -13,7 +13,8 @@ deps:
 
 # One optimised build serves both commands: `make run` builds the tool in release (the library has
 # testability enabled there, see Package.swift), and `make test` then compiles only the tests on
-# top of it and runs them against the same -Ounchecked code that users run.
+# top of it and runs them against the same release code that users run (only the kernels target
+# is -Ounchecked; the parsers of untrusted files keep Swift's bounds and overflow checks).
 RELEASE := $(SWIFT) build -c release
 release: deps
 	$(RELEASE)

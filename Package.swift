@@ -21,13 +21,24 @@ func simdTargetCPU() -> String? {
     return nil
 }
 
-/// One optimised build serves `make run` and `make test`: the library is compiled with testability in
-/// release too, so the tests (`@testable import`) run against the code users run and only the test
+/// One optimised build serves `make run` and `make test`: both targets are compiled with testability
+/// in release too, so the tests (`@testable import`) run against the code users run and only the test
 /// target is compiled on top of the `make run` build.
-var librarySettings: [SwiftSetting] = [
+///
+/// Only the kernels (scans, element-wise math) drop Swift's bounds, overflow and exclusivity checks:
+/// they read buffers whose sizes the library has checked. Everything that reads files (safetensors,
+/// torch zip and pickle, tokenizer.json, config.json, JSONL, zstd, the store) keeps the checks, so a
+/// missed check on a malicious file traps instead of reading outside the mapping.
+var kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked", "-enable-testing"], .when(configuration: .release)),
 ]
-if let cpu = simdTargetCPU() { librarySettings.append(.unsafeFlags(["-target-cpu", cpu])) }
+var librarySettings: [SwiftSetting] = [
+    .unsafeFlags(["-enable-testing"], .when(configuration: .release)),
+]
+if let cpu = simdTargetCPU() {
+    kernelSettings.append(.unsafeFlags(["-target-cpu", cpu]))
+    librarySettings.append(.unsafeFlags(["-target-cpu", cpu]))
+}
 
 let package = Package(
     name: "LongMambaCalibration",
@@ -48,11 +59,13 @@ let package = Package(
         // System libraries (Debian: libzstd-dev, libopenblas-dev).
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        // The hot loops, built unchecked (see kernelSettings).
+        .target(name: "LongMambaKernels", swiftSettings: kernelSettings),
         // The toolkit: one folder per stage of the data flow.
         .target(
             name: "LongMamba",
             dependencies: [
-                "CZstd", "COpenBLAS",
+                "LongMambaKernels", "CZstd", "COpenBLAS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "Collections", package: "swift-collections"),
@@ -72,7 +85,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LongMambaTests",
-            dependencies: ["LongMamba"]
+            dependencies: ["LongMamba", "LongMambaKernels"]
         ),
     ]
 )

@@ -68,6 +68,16 @@ def book_text(chapters):
     return "\n".join(chapters)  # chapters end with "\n": blank line between chapters
 
 
+# The passkey prompt of `longmamba eval --task passkey` (Sources/LongMamba/Evaluation/Passkey.swift).
+PK_INSTRUCTION = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there."
+PK_FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+PK_QUESTION = " What is the pass key? The pass key is"
+
+
+def pk_needle(key):
+    return f" The pass key is {key}. Remember it. {key} is the pass key."
+
+
 def train_tokenizer(texts, vocab_size, out_path):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -96,10 +106,56 @@ def train_tokenizer(texts, vocab_size, out_path):
     return Tokenizer.from_file(out_path)
 
 
+class PasskeyExamples:
+    """Training examples in the format of `eval --task passkey`: instruction, haystack with the
+    needle at a random depth, question, then the answer " NNNNN." (weighted in the loss). The
+    haystack is the eval filler or, for a share of examples, KJV text with its digits removed
+    (so the key is the only number, as in the eval). Each example starts a window at position 0,
+    as an eval prompt does; the rest of the window continues with <|endoftext|> and KJV text."""
+
+    def __init__(self, tok, train_texts, rng):
+        self.tok, self.rng = tok, rng
+        self.instr = tok.encode(PK_INSTRUCTION).ids
+        self.question = tok.encode(PK_QUESTION).ids
+        self.filler = tok.encode(PK_FILLER).ids
+        plain = re.sub(r"[0-9]+ ?", "", "\n".join(train_texts[:20]))
+        self.prose = tok.encode(plain).ids
+
+    def key(self):
+        return str(self.rng.randint(10_000, 99_999))
+
+    def haystack(self, n, prose):
+        if prose:
+            s = self.rng.randint(0, len(self.prose) - n - 1)
+            return self.prose[s : s + n]
+        out = []
+        while len(out) < n:
+            out.extend(self.filler)
+        return out[:n]
+
+    def make(self, length, depth=None, prose=False, key=None):
+        """(tokens, answer_start, answer_len) of a prompt+answer of exactly `length` tokens."""
+        key = key or self.key()
+        needle = self.tok.encode(pk_needle(key)).ids
+        answer = self.tok.encode(" " + key + ".").ids
+        H = length - len(self.instr) - len(needle) - len(self.question) - len(answer)
+        assert H >= 0, (length, H)
+        hay = self.haystack(H, prose)
+        d = self.rng.random() if depth is None else depth
+        i = int(round(d * H / len(self.filler))) * len(self.filler) if not prose else int(d * H)
+        i = min(H, i)
+        toks = self.instr + hay[:i] + needle + hay[i:] + self.question + answer
+        return toks, len(toks) - len(answer), len(answer) - 1  # the final "." is not scored as answer
+
+    def fixed(self):
+        return len(self.instr) + len(self.tok.encode(pk_needle("12345")).ids) + len(self.question) + 6
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="Fixtures/demo-model")
     ap.add_argument("--corpus-out", default="Fixtures/demo-corpus")
+    ap.add_argument("--arch", default="mamba2", choices=["mamba", "mamba2"])
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--hidden", type=int, default=128)
@@ -115,6 +171,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--dt-min", type=float, default=0.0001)
     ap.add_argument("--dt-max", type=float, default=0.01)
+    ap.add_argument("--passkey-fraction", type=float, default=0.0, help="share of training windows that are passkey examples")
+    ap.add_argument("--prose-haystack", type=float, default=0.3, help="share of passkey examples with a KJV haystack")
+    ap.add_argument("--answer-weight", type=float, default=5.0, help="loss weight of the passkey answer tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=0, help="stop early after this many seconds (0: none)")
     ap.add_argument("--bench", action="store_true", help="only time a few steps")
@@ -136,7 +195,15 @@ def main():
     os.makedirs(args.corpus_out, exist_ok=True)
 
     tok_path = os.path.join(args.out, "tokenizer.json")
-    tok = train_tokenizer(train_texts, args.vocab, tok_path)
+    # With passkey training the tokenizer also sees the template sentences (a few hundred
+    # prompts), so the instruction is a few dozen tokens, not 60 byte pieces.
+    tok_texts = list(train_texts)
+    if args.passkey_fraction > 0:
+        r = random.Random(args.seed + 1)
+        for _ in range(300):
+            k = str(r.randint(10_000, 99_999))
+            tok_texts.append(PK_INSTRUCTION + PK_FILLER * 3 + pk_needle(k) + PK_FILLER + PK_QUESTION + " " + k + ".")
+    tok = train_tokenizer(tok_texts, args.vocab, tok_path)
     ids = []
     for t in train_texts:
         ids.extend(tok.encode(t).ids)
@@ -144,6 +211,9 @@ def main():
     data = torch.tensor(ids, dtype=torch.long)
     eval_ids = torch.tensor(tok.encode(eval_text).ids, dtype=torch.long)
     print(f"train tokens {len(data)}, eval tokens {len(eval_ids)}, chars/token {sum(map(len, train_texts)) / len(data):.2f}", flush=True)
+    pk = PasskeyExamples(tok, train_texts, random.Random(args.seed + 2))
+    if args.passkey_fraction > 0:
+        print(f"passkey prompt: {pk.fixed()} fixed tokens (instruction {len(pk.instr)}, question {len(pk.question)}, filler unit {len(pk.filler)})", flush=True)
 
     if not args.bench:
         # Eval text and Pile-style calibration corpus (training chapters, >= 1500 characters each).
@@ -165,34 +235,24 @@ def main():
         with open(os.path.join(args.corpus_out, "train-sample.jsonl.zst"), "wb") as f:
             f.write(cctx.compress(buf.getvalue().encode("utf-8")))
 
-    from transformers import Mamba2Config, Mamba2ForCausalLM
-
     vocab_padded = ((tok.get_vocab_size() + 15) // 16) * 16
     d_inner = 2 * args.hidden
-    cfg = Mamba2Config(
-        vocab_size=vocab_padded,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        state_size=args.state,
-        head_dim=args.head_dim,
-        num_heads=d_inner // args.head_dim,
-        n_groups=1,
-        expand=2,
-        conv_kernel=4,
-        chunk_size=args.chunk,
-        tie_word_embeddings=True,
-        use_bias=False,
-        use_conv_bias=True,
-        time_step_min=args.dt_min,
-        time_step_max=args.dt_max,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=1,
-        residual_in_fp32=True,
-    )
-    model = Mamba2ForCausalLM(cfg)
+    common = dict(vocab_size=vocab_padded, hidden_size=args.hidden, num_hidden_layers=args.layers, state_size=args.state,
+                  expand=2, conv_kernel=4, tie_word_embeddings=True, use_bias=False, use_conv_bias=True,
+                  time_step_min=args.dt_min, time_step_max=args.dt_max, bos_token_id=0, eos_token_id=0, pad_token_id=1,
+                  residual_in_fp32=True)
+    if args.arch == "mamba2":
+        from transformers import Mamba2Config, Mamba2ForCausalLM
+
+        cfg = Mamba2Config(head_dim=args.head_dim, num_heads=d_inner // args.head_dim, n_groups=1, chunk_size=args.chunk, **common)
+        model = Mamba2ForCausalLM(cfg)
+    else:
+        from transformers import MambaConfig, MambaForCausalLM
+
+        cfg = MambaConfig(time_step_rank=max(1, args.hidden // 16), **common)
+        model = MambaForCausalLM(cfg)
     nparams = sum(p.numel() for p in model.parameters())
-    print(f"params {nparams} ({nparams * 4 / 1e6:.2f} MB f32)", flush=True)
+    print(f"{args.arch}: params {nparams} ({nparams * 4 / 1e6:.2f} MB f32)", flush=True)
 
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -210,10 +270,31 @@ def main():
 
     g = torch.Generator().manual_seed(args.seed)
     n_windows = len(data) - args.seq - 1
+    brng = random.Random(args.seed + 3)
 
     def batch():
-        starts = torch.randint(0, n_windows, (args.batch,), generator=g)
-        return torch.stack([data[s : s + args.seq] for s in starts.tolist()])
+        """(tokens [B, L+1], loss weights [B, L]) — next-token targets are tokens[:, 1:]."""
+        L = args.seq
+        starts = torch.randint(0, n_windows, (args.batch,), generator=g).tolist()
+        xs, ws = [], []
+        for s in starts:
+            x = data[s : s + L + 1].clone()
+            w = torch.ones(L)
+            if brng.random() < args.passkey_fraction:
+                n = brng.randint(pk.fixed() + 8, L + 1)
+                toks, a0, alen = pk.make(n, prose=brng.random() < args.prose_haystack)
+                x[:n] = torch.tensor(toks)
+                if n < L + 1:
+                    x[n] = 0  # <|endoftext|>, then the KJV window continues
+                w[a0 - 1 : a0 - 1 + alen] = args.answer_weight  # targets at positions a0-1.. predict the answer
+            xs.append(x)
+            ws.append(w)
+        return torch.stack(xs), torch.stack(ws)
+
+    def weighted_loss(x, w):
+        logits = model(input_ids=x[:, :-1]).logits.float()
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
+        return (ce * w.reshape(-1)).sum() / w.sum(), ce.mean()
 
     @torch.no_grad()
     def eval_loss(n=16):
@@ -224,6 +305,21 @@ def main():
         model.train()
         return out.loss.item()
 
+    @torch.no_grad()
+    def passkey_accuracy(length, n=16):
+        """Teacher-forced greedy check: every answer digit token is the argmax (= greedy decoding
+        of the answer), filler haystack, depths evenly spread."""
+        model.eval()
+        r = random.Random(99)
+        hits = 0
+        for t in range(n):
+            toks, a0, alen = pk.make(length, depth=t / max(1, n - 1), key=str(r.randint(10_000, 99_999)))
+            x = torch.tensor([toks])
+            pred = model(input_ids=x[:, :-1]).logits[0].argmax(-1)
+            hits += int(torch.equal(pred[a0 - 1 : a0 - 1 + alen], x[0, a0 : a0 + alen]))
+        model.train()
+        return hits / n
+
     model.train()
     t0 = time.time()
     log = []
@@ -231,20 +327,23 @@ def main():
     for step in range(args.steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step)
-        x = batch()
-        out = model(input_ids=x, labels=x)
+        x, w = batch()
+        loss, lm_loss = weighted_loss(x, w)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         steps_done = step + 1
         el = time.time() - t0
         if step % 25 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {out.loss.item():.4f} lr {lr_at(step):.2e} {el:.0f}s {steps_done / el:.2f} step/s", flush=True)
+            print(f"step {step} loss {loss.item():.4f} (unweighted {lm_loss.item():.4f}) lr {lr_at(step):.2e} {el:.0f}s {steps_done / el:.2f} step/s", flush=True)
         if step % 200 == 0 or step == args.steps - 1:
             ev = eval_loss()
-            log.append({"step": step, "train_loss": out.loss.item(), "eval_loss_train_length": ev, "elapsed_s": round(el, 1)})
-            print(f"  eval loss (16 x L held-out) {ev:.4f}", flush=True)
+            entry = {"step": step, "train_loss": lm_loss.item(), "eval_loss_train_length": ev, "elapsed_s": round(el, 1)}
+            if args.passkey_fraction > 0:
+                entry["passkey"] = {str(m): passkey_accuracy(m * args.seq) for m in (1, 2, 4, 8)}
+            log.append(entry)
+            print(f"  eval loss (16 x L held-out) {ev:.4f}" + (f"; passkey by ×L {entry['passkey']}" if "passkey" in entry else ""), flush=True)
         if args.bench and step >= 9:
             print(f"bench: {steps_done / el:.3f} step/s, {steps_done * args.batch * args.seq / el:.0f} tok/s")
             return
@@ -253,7 +352,8 @@ def main():
             break
     wall = time.time() - t0
     ev = eval_loss()
-    print(f"done: {steps_done} steps in {wall:.0f}s; final eval loss {ev:.4f}", flush=True)
+    final_pk = {str(m): passkey_accuracy(m * args.seq, n=32) for m in (1, 2, 4, 8, 16)} if args.passkey_fraction > 0 else None
+    print(f"done: {steps_done} steps in {wall:.0f}s; final eval loss {ev:.4f}; passkey {final_pk}", flush=True)
 
     dtype = args.dtype
     if dtype == "auto":
@@ -274,7 +374,7 @@ def main():
     with open(os.path.join(args.out, "training-log.json"), "w") as f:
         json.dump({"args": vars(args), "params": nparams, "steps": steps_done, "wall_seconds": round(wall, 1),
                    "train_tokens": len(data), "eval_tokens": len(eval_ids), "final_eval_loss_train_length": ev,
-                   "torch": torch.__version__, "log": log}, f, indent=2)
+                   "final_passkey_teacher_forced": final_pk, "torch": torch.__version__, "log": log}, f, indent=2)
         f.write("\n")
 
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMamba
+@testable import LongMambaKernels
 
 @Suite struct VectorMathTests {
     @Test func vectorExpLogAndSoftplusMatchLibm() {

@@ -7,6 +7,7 @@
 // The sequence goes through one layer at a time, so beyond the weights memory is O(L × width of
 // the widest projection). Weights are converted from the mapped checkpoint layer by layer.
 import Foundation
+import LongMambaKernels
 
 /// Why a forward pass was refused (evaluation refusals are `EvaluationError`).
 public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {

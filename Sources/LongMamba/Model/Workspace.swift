@@ -2,18 +2,18 @@
 //
 // Glossary (shapes for L tokens; see each mixer's glossary for the symbols)
 //   Mamba-1: xz [L, 2·d_inner], x [L, d_inner], xDbl = dt_low|B|C [L, R + 2N],
-//            dt [L, d_inner], y [L, d_inner]; its fast scan's gathers xBlocks, deltaBlocks [d_inner/16, L, 16]
+//            dt [L, d_inner], y [L, d_inner]; scanScratch: the fast scan's gathers x, Δ [d_inner/16, L, 16]
 //   Mamba-2: zxbcdt [L, d_inner + (d_inner + 2GN) + H], xBC [L, d_inner + 2GN], y [L, d_inner];
-//            its fast scan's gathers xHeads [H, L, P], bcGroups [G, L, 2N], deltaHeads [H, L]
+//            scanScratch: the fast scan's gathers x [H, L, P], B|C [G, L, 2N], Δ [H, L]
 
 /// What a workspace buffer holds (the tensor of that name in the mixer using it).
 enum WorkspaceSlot: Hashable {
     // Mamba-1
-    case xz, x, xDbl, dt, xBlocks, deltaBlocks
+    case xz, x, xDbl, dt
     // Mamba-2
-    case zxbcdt, xBC, xHeads, bcGroups, deltaHeads
-    // both
-    case y
+    case zxbcdt, xBC
+    // both: y, and the fast scan's gathered inputs
+    case y, scanScratch
 }
 
 /// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would

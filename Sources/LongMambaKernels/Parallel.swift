@@ -6,7 +6,7 @@ import Foundation
 
 /// Runs `body` on disjoint slices of 0..<count, one per core (the element-wise steps between the
 /// matrix products would otherwise leave a core idle). Small counts run inline.
-func parallelRanges(_ count: Int, minimumPerPart: Int = 16, _ body: @Sendable (Range<Int>) -> Void) {
+public func parallelRanges(_ count: Int, minimumPerPart: Int = 16, _ body: @Sendable (Range<Int>) -> Void) {
     let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, count / minimumPerPart))
     if parts <= 1 { body(0..<count); return }
     DispatchQueue.concurrentPerform(iterations: parts) { p in

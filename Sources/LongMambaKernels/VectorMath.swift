@@ -1,5 +1,7 @@
 // Element-wise kernels shared by the mixers: exp, log, softplus and the step size Δ = softplus(dt + bias),
 // SiLU and the gate y ⊙ SiLU(z), RMSNorm, causal depthwise conv.
+// This target alone is built with -Ounchecked: it only reads buffers whose sizes the library
+// has already checked (the parsers of untrusted files keep Swift's bounds and overflow checks).
 // Vectorised with SIMD16<Float> (one AVX-512 register, two AVX2 registers); each has the plain
 // formula next to it.
 import Foundation
@@ -72,7 +74,7 @@ func softplus16(_ x: Vec16) -> Vec16 {
 /// mixer (Mamba-1: dt = dt_low · W_dtᵀ, Mamba-2: the dt columns of in_proj). dt: the first
 /// `channels` columns of a row-major [rows, stride] matrix; returns Δ: [rows, channels].
 /// 16 channels at a time (a short last block through the same lanes), tokens spread over the cores.
-func softplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
+public func softplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
                    limit: (lower: Float, upper: Float)? = nil) -> [Float] {
     precondition(bias.count == channels && stride >= channels)
     guard rows > 0, channels > 0 else { return [] }
@@ -112,7 +114,7 @@ func softplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride:
 }
 
 /// `softplusDelta` element by element with the scalar softplus: the oracle the tests hold it to.
-func referenceSoftplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
+public func referenceSoftplusDelta(_ dt: UnsafePointer<Float>, rows: Int, channels: Int, stride: Int, bias: [Float],
                             limit: (lower: Float, upper: Float)? = nil) -> [Float] {
     var delta = [Float](repeating: 0, count: rows * channels)
     for t in 0..<rows {
@@ -138,7 +140,7 @@ func siluInPlace(_ p: UnsafeMutablePointer<Float>, count n: Int) {
 
 /// y ← y ⊙ SiLU(z) for y: [rows, width] and the first `width` columns of a row-major
 /// [rows, zStride] z, which is left holding SiLU(z). On all cores.
-func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutablePointer<Float>, rows: Int, width: Int, zStride: Int) {
+public func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutablePointer<Float>, rows: Int, width: Int, zStride: Int) {
     nonisolated(unsafe) let (y, z) = (y, z)
     parallelRanges(rows) { tokens in
         for t in tokens {
@@ -154,7 +156,7 @@ func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutablePoint
 func softplus(_ x: Float) -> Float { x > 20 ? x : Foundation.log1p(Foundation.exp(x)) }
 
 /// RMSNorm of each row of x: [rows, width] → out = x / sqrt(mean(x²) + eps) · weight.
-func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float, into out: UnsafeMutablePointer<Float>) {
+public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float, into out: UnsafeMutablePointer<Float>) {
     weight.withUnsafeBufferPointer { w in
         for r in 0..<rows {
             let row = x + r * width, o = out + r * width
@@ -172,7 +174,7 @@ func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], 
 /// `weight`: [channels, K], output [L, channels] dense. `history` ([K−1, channels], the inputs
 /// of the previous chunk's last K−1 tokens) replaces the zero padding when a sequence is
 /// processed in chunks; it is updated to this chunk's last K−1 inputs.
-func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, channels: Int,
+public func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int, channels: Int,
                     weight: [Float], bias: [Float]?, kernel: Int, history: inout [Float],
                     into out: UnsafeMutablePointer<Float>) {
     let past = kernel - 1
