@@ -89,3 +89,14 @@ let package = Package(
         ),
     ]
 )
+
+// The libFuzzer harnesses (Fuzz/Harnesses, `make fuzz`): only with LONGMAMBA_FUZZ=1 and
+// `--sanitize=fuzzer --sanitize=address`, since libFuzzer provides their `main`.
+if ProcessInfo.processInfo.environment["LONGMAMBA_FUZZ"] == "1" {
+    package.targets.append(.executableTarget(
+        name: "longmamba-fuzz",
+        dependencies: ["LongMamba"],
+        path: "Fuzz/Harnesses",
+        swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+    ))
+}

@@ -63,6 +63,8 @@ public enum DeltaBlobError: Error, CustomStringConvertible, Sendable, Equatable 
     case truncated(byte: Int)
     /// A Rice quotient that cannot come from the encoder.
     case corruptRiceCode(bit: Int)
+    /// A decoded value that is not a step size (negative, NaN or infinite): a damaged blob.
+    case invalidDelta(layer: Int, channel: Int, position: Int, value: Float)
 
     public var description: String {
         switch self {
@@ -78,6 +80,8 @@ public enum DeltaBlobError: Error, CustomStringConvertible, Sendable, Equatable 
             return "stored Δ blob: sketch blob ends early at byte \(byte) (truncated?)"
         case let .corruptRiceCode(bit):
             return "stored Δ blob: corrupt Rice code at bit \(bit)"
+        case let .invalidDelta(layer, channel, position, value):
+            return "stored Δ blob: layer \(layer), channel \(channel), position \(position): Δ = \(value) is not a step size (finite, ≥ 0); the blob is damaged"
         }
     }
 }
@@ -117,6 +121,9 @@ public enum DeltaBlob {
             }
             var tokenOrder = [Float](repeating: 0, count: L * C)
             _ = tokenOrder.withUnsafeMutableBytes { data.copyBytes(to: $0) }
+            if let bad = tokenOrder.firstIndex(where: { !($0 >= 0 && $0.isFinite) }) {
+                throw DeltaBlobError.invalidDelta(layer: layer, channel: bad / L, position: bad % L, value: tokenOrder[bad])
+            }
             var sorted = tokenOrder
             for c in 0..<C {
                 var row = Array(sorted[(c * L)..<((c + 1) * L)])
@@ -129,6 +136,9 @@ public enum DeltaBlob {
             var reader = BitReader(data)
             for c in 0..<C {
                 let row = try DeltaSketch.decode(&reader, length: L)
+                if let bad = row.firstIndex(where: { !$0.isFinite }) {
+                    throw DeltaBlobError.invalidDelta(layer: layer, channel: c, position: bad, value: row[bad])
+                }
                 sorted.replaceSubrange((c * L)..<((c + 1) * L), with: row)
             }
             return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape)
@@ -218,7 +228,11 @@ public enum DeltaSketch {
             let end = min(count, i + blockSize)
             let k = Int(try r.read(bits: 5))
             for j in i..<end {
-                code -= Int64(try r.readRice(k: k))
+                // Gaps are ≥ 0 and codes fit Int64 when the encoder wrote them; anything else is damage.
+                let gap = try r.readRice(k: k)
+                let (next, overflow) = code.subtractingReportingOverflow(Int64(truncatingIfNeeded: gap))
+                guard gap <= UInt64(Int64.max), !overflow else { throw DeltaBlobError.corruptRiceCode(bit: r.bitPosition) }
+                code = next
                 out[start + j] = Float(Foundation.exp(Double(code) * q))
             }
             i = end
@@ -285,7 +299,7 @@ struct BitWriter {
 
 struct BitReader {
     let data: Data
-    private var bitPosition = 0
+    private(set) var bitPosition = 0
 
     init(_ data: Data) { self.data = data }
 

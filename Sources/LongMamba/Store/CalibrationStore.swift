@@ -37,7 +37,10 @@ public final class CalibrationStore: Sendable {
             config.readonly = true
             do { writer = try DatabaseQueue(path: path, configuration: config) } catch { throw CalibrationStore.map(error, path: path) }
             let version = try CalibrationStore.checkSchema(writer, path: path)
-            if version >= 1 && version < CalibrationStore.schemaVersion {
+            if version == 0 {
+                throw StoreError.noLongMambaSchema(path: path, foreignTables: try CalibrationStore.foreignTables(writer, path: path))
+            }
+            if version < CalibrationStore.schemaVersion {
                 throw StoreError.olderSchema(path: path, found: version, current: CalibrationStore.schemaVersion)
             }
             return
@@ -46,7 +49,11 @@ public final class CalibrationStore: Sendable {
             // Migrate on a connection of its own, closed before the pool opens, so that no pooled
             // connection ever saw the old schema.
             let migrating = try DatabaseQueue(path: path, configuration: config)
-            _ = try CalibrationStore.checkSchema(migrating, path: path)
+            if try CalibrationStore.checkSchema(migrating, path: path) == 0 {
+                // A new or empty file gets the schema; another application's database is left alone.
+                let foreign = try CalibrationStore.foreignTables(migrating, path: path)
+                if !foreign.isEmpty { throw StoreError.noLongMambaSchema(path: path, foreignTables: foreign) }
+            }
             try CalibrationStore.migrator.migrate(migrating)
             try migrating.close()
             writer = try DatabasePool(path: path, configuration: config)  // WAL
@@ -67,6 +74,15 @@ public final class CalibrationStore: Sendable {
             throw StoreError.newerSchema(path: path, found: max(version, CalibrationStore.schemaVersion + 1), supported: CalibrationStore.schemaVersion)
         }
         return version
+    }
+
+    /// Tables of a database that has no longmamba schema (sqlite_* internals excluded).
+    private static func foreignTables(_ reader: any DatabaseReader, path: String) throws -> [String] {
+        do {
+            return try reader.read { db in
+                try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            }
+        } catch { throw CalibrationStore.map(error, path: path) }
     }
 
     /// Maps SQLite failures to errors that say what to do.

@@ -10,6 +10,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case locked(path: String)
     case diskFull(path: String)
     case notADatabase(path: String, detail: String)
+    /// A valid SQLite file without longmamba's schema: empty, or another application's tables.
+    case noLongMambaSchema(path: String, foreignTables: [String])
     case database(path: String, detail: String)
     // Rows that do not exist.
     case unknownTable(path: String, id: Int64)
@@ -42,6 +44,12 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .locked(path): return "\(path): the database is locked by another writer; retry when it has finished (nothing was written)"
         case let .diskFull(path): return "\(path): disk full while writing; the transaction was rolled back and the database is unchanged"
         case let .notADatabase(path, detail): return "\(path): not a longmamba SQLite database (\(detail))"
+        case let .noLongMambaSchema(path, tables):
+            if tables.isEmpty {
+                return "\(path): the file holds no longmamba schema (an empty database); check the path, or create a store with `longmamba calibrate --db \(path) …`"
+            }
+            let shown = tables.prefix(5).joined(separator: ", ") + (tables.count > 5 ? ", …" : "")
+            return "\(path): the file holds no longmamba schema but another application's tables (\(shown)); nothing was written. Use another path."
         case let .database(path, detail): return "\(path): \(detail)"
         case let .unknownTable(path, id): return "\(path): no threshold table with id \(id) (list them with `longmamba tables --db \(path)`)"
         case let .unknownRun(path, id): return "\(path): no calibration run with id \(id)"
