@@ -59,8 +59,17 @@ struct SolveCommand: ParsableCommand {
             run = try store.importRecordings(recordings, representation: chosen)
             FileHandle.standardError.write(Data("imported \(recordings.count) recordings as calibration run \(run)\n".utf8))
         }
-        let id = try TableService(store: store).solve(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval, maxLength: maxLength,
-                                 trainingLength: trainingLength, method: naive ? .naive : .fast)
+        let service = TableService(store: store)
+        let parameters = try service.parameters(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval,
+                                                maxLength: maxLength, trainingLength: trainingLength)
+        // A table of this run with exactly these parameters is reused (a rerun, or one after a
+        // kill, adds nothing); --naive always solves, as a check of the fast solver.
+        let id = naive ? try service.solve(run: run, parameters: parameters, method: .naive)
+            : try service.tables(run: run, for: [parameters]) { event in
+                if case .reused(let table) = event {
+                    FileHandle.standardError.write(Data("table \(table) already holds run \(run) with these parameters; reused\n".utf8))
+                }
+            }[0]
         print(id)
     }
 }

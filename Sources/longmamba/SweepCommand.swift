@@ -24,26 +24,28 @@ struct SweepCommand: ParsableCommand {
         let store = try CalibrationStore(path: db)
         let service = TableService(store: store)
         var rows: [[String]] = []
-        for p in ps {
-            for agg in aggs {
-                let id = try service.solve(run: runID, clampFraction: p, aggregation: agg, interval: interval, maxLength: maxLength)
-                print("table \(id): p = \(p), aggregation = \(agg.rawValue)")
-                let info = try store.table(id)
-                let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
-                let channels = layers.reduce(0) { $0 + $1.channels }
-                var row = [String(id), String(p), agg.rawValue]
-                for th in thetas {
-                    let global = layers.reduce(0) { $0 + GlobalChannels.count(cumulativeDecay: $1.cumulativeDecay, theta: th) }
-                    row.append("\(global)/\(channels)")
-                }
-                for S in lengths {
-                    guard let t = LengthRounding.nearestIndex(of: S, in: info.lengths) else { row.append("-"); continue }
-                    var sum = 0.0, n = 0
-                    for l in layers { for c in 0..<l.channels { sum += Double(l.deltaThreshold[t * l.channels + c]); n += 1 } }
-                    row.append(String(format: "%.4g", sum / Double(max(n, 1))))
-                }
-                rows.append(row)
+        // Tables already solved with the same parameters are reused, so a rerun (or one after a
+        // kill) only solves what is missing.
+        let grid = try ps.flatMap { p in try aggs.map { try service.parameters(run: runID, clampFraction: p, aggregation: $0, interval: interval, maxLength: maxLength) } }
+        let ids = try service.tables(run: runID, for: grid)
+        for (parameters, id) in zip(grid, ids) {
+            let p = parameters.clampFraction, agg = parameters.aggregation
+            print("table \(id): p = \(p), aggregation = \(agg.rawValue)")
+            let info = try store.table(id)
+            let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+            let channels = layers.reduce(0) { $0 + $1.channels }
+            var row = [String(id), String(p), agg.rawValue]
+            for th in thetas {
+                let global = layers.reduce(0) { $0 + GlobalChannels.count(cumulativeDecay: $1.cumulativeDecay, theta: th) }
+                row.append("\(global)/\(channels)")
             }
+            for S in lengths {
+                guard let t = LengthRounding.nearestIndex(of: S, in: info.lengths) else { row.append("-"); continue }
+                var sum = 0.0, n = 0
+                for l in layers { for c in 0..<l.channels { sum += Double(l.deltaThreshold[t * l.channels + c]); n += 1 } }
+                row.append(String(format: "%.4g", sum / Double(max(n, 1))))
+            }
+            rows.append(row)
         }
         let header = ["table", "p", "agg"] + thetas.map { "global@θ=\($0)" } + lengths.map { "mean τ@\($0)" }
         print("")

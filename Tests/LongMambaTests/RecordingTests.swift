@@ -97,7 +97,7 @@ import Testing
         let (L, C) = (40, 3)
         let sequences = (0..<2).map { k in (0..<L).map { Int32(k * L + $0) } }
         let run = try store.beginRun(NewRun(fingerprint: "runner-test", architecture: "mamba2", sampleCount: 2, sampleLength: L, layerCount: 2),
-                                     sequences: sequences)
+                                     sequences: sequences).run
         #expect(try store.sequences(run: run) == sequences)
         var rng = SolverRNG(4)
         var direct: [[SortedDeltaLayer]] = [[], []]
@@ -128,7 +128,11 @@ import Testing
             try store.commitSample(run: run, sample: 2, layers: [short])
         }
         try store.finishRun(run)
-        #expect(throws: StoreError.runNotRecording(path: path, run: run, status: .complete)) { try store.commitSample(run: run, sample: 0, layers: []) }
+        // Committing again what is stored is a no-op (a second process of the same calibration);
+        // a different Δ for a stored sample is refused, and nothing is added to a complete run.
+        try store.commitSample(run: run, sample: 0, layers: [])
+        let other = try EncodedLayer(try SortedDeltaLayer(layerDelta: LayerDelta(layer: 1, delta: rng.delta(L * C), length: L, channels: C, A: [-1, -2, -3], aShape: [C])), as: .exact)
+        #expect(throws: StoreError.recordingDiffers(source: "this process", target: path, sample: 0, layer: 1)) { try store.commitSample(run: run, sample: 0, layers: [other]) }
         let id = try TableService(store: store).solve(run: run, clampFraction: 0.1, aggregation: .max, interval: 100, maxLength: 300)
         let params = try store.table(id).parameters
         for i in 0..<2 {

@@ -176,7 +176,14 @@ public struct CalibrationJob {
             "dt_limit": "[\(config.dtLimitLower), \(config.dtLimitUpper)]", "tool_version": ToolInfo.version,
             "model_directory": o.modelDirectory, "tokenizer": inputs.tokenizerPath,
         ])
-        return CalibrationResult(runID: try store.beginRun(new, sequences: sample.sequences))
+        do {
+            let begun = try store.beginRun(new, sequences: sample.sequences, soleCalibration: true)
+            // Another process of the same calibration may have created the run meanwhile: join it.
+            if !begun.created { progress(.resumed(run: begun.run, recorded: try store.recordedSamples(run: begun.run).count, total: o.sampleCount)) }
+            return CalibrationResult(runID: begun.run)
+        } catch StoreError.otherCalibration(_, let run, let existing) {
+            throw CalibrationError.otherCalibration(database: o.databasePath, run: run, existing: existing, this: inputs.description)
+        }
     }
 
     /// Step 3: records this shard's samples that are not committed yet, one transaction each.

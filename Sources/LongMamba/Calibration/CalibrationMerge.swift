@@ -47,7 +47,7 @@ public enum CalibrationMerge {
                     new.provenance.tokenizerHash = info.tokenizerHash
                     new.provenance.seed = info.seed
                     new.provenance.recordingMetadataJSON = info.recordingMetadataJSON
-                    targetRun = try target.beginRun(new, sequences: try source.sequences(run: sourceRun))
+                    targetRun = try target.beginRun(new, sequences: try source.sequences(run: sourceRun)).run
                 }
             }
             _ = try target.mergeRecordings(from: source, run: sourceRun, into: targetRun!)

@@ -67,22 +67,33 @@ extension CalibrationStore {
         try db.execute(sql: "UPDATE calibration_runs SET status = ? WHERE id = ?", arguments: [RunStatus.complete, id])
     }
 
-    /// Creates a run in status 'recording' with its sampled sequences (one transaction).
-    public func beginRun(_ new: NewRun, sequences: [[Int32]]) throws -> Int64 {
+    /// Creates a run in status 'recording' with its sampled sequences (one transaction), or
+    /// returns the run another process created first with the same calibration key (`created`
+    /// false). `soleCalibration` refuses, inside the same transaction, a database that already
+    /// holds a run with another key, so two processes starting different calibrations cannot
+    /// both succeed.
+    public func beginRun(_ new: NewRun, sequences: [[Int32]], soleCalibration: Bool = false) throws -> (run: Int64, created: Bool) {
         guard sequences.count == new.sampleCount else {
             throw StoreError.sampleCountMismatch(path: path, sequences: sequences.count, sampleCount: new.sampleCount)
         }
         return try write { db in
+            if let key = new.calibrationKey, let existing = try CalibrationRunInfo.filter(Column("calibration_key") == key).fetchOne(db), let id = existing.id {
+                return (id, false)
+            }
+            if soleCalibration, let other = try CalibrationRunInfo.order(Column("id")).fetchOne(db) {
+                throw StoreError.otherCalibration(path: path, run: other.id ?? 0, existing: other.description)
+            }
             let run = try insertRun(db, new, status: .recording)
             for (k, s) in sequences.enumerated() { try RunSampleRecord(run: run, sample: k, tokens: s).insert(db) }
-            return run
+            return (run, true)
         }
     }
 
     /// Commits every layer of one sample of a recording run in one transaction (all or nothing).
+    /// A layer another process already committed is skipped when its content hash is the same
+    /// (two processes of one calibration), and refused when it differs.
     public func commitSample(run id: Int64, sample: Int, layers: [EncodedLayer]) throws {
         let info = try run(id)
-        guard info.status == .recording else { throw StoreError.runNotRecording(path: path, run: id, status: info.status) }
         for l in layers {
             guard sample >= 0, sample < info.sampleCount, l.layer >= 0, l.layer < info.layerCount else {
                 throw StoreError.sampleOutOfRange(path: path, run: id, sample: sample, layer: l.layer, sampleCount: info.sampleCount, layerCount: info.layerCount)
@@ -92,7 +103,18 @@ extension CalibrationStore {
             }
         }
         try write { db in
-            for l in layers { try RecordingRecord(run: id, sample: sample, layer: l).insert(db) }
+            let status = try RunStatus.fetchOne(db, sql: "SELECT status FROM calibration_runs WHERE id = ?", arguments: [id]) ?? info.status
+            for l in layers {
+                let record = RecordingRecord(run: id, sample: sample, layer: l)
+                let stored = try String.fetchOne(db, sql: "SELECT content_hash FROM recordings WHERE run_id = ? AND sample_index = ? AND layer_index = ?",
+                                                 arguments: [id, sample, l.layer])
+                if let stored {
+                    guard stored == record.contentHash else { throw StoreError.recordingDiffers(source: "this process", target: path, sample: sample, layer: l.layer) }
+                    continue
+                }
+                guard status == .recording else { throw StoreError.runNotRecording(path: path, run: id, status: status) }
+                try record.insert(db)
+            }
         }
     }
 

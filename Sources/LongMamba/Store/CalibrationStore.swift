@@ -36,10 +36,8 @@ public final class CalibrationStore: Sendable {
             }
             config.readonly = true
             do { writer = try DatabaseQueue(path: path, configuration: config) } catch { throw CalibrationStore.map(error, path: path) }
-            let version = try CalibrationStore.checkSchema(writer, path: path)
-            if version == 0 {
-                throw StoreError.noLongMambaSchema(path: path, foreignTables: try CalibrationStore.foreignTables(writer, path: path))
-            }
+            let (version, foreign) = try CalibrationStore.checkSchema(writer, path: path)
+            if version == 0 { throw StoreError.noLongMambaSchema(path: path, foreignTables: foreign) }
             if version < CalibrationStore.schemaVersion {
                 throw StoreError.olderSchema(path: path, found: version, current: CalibrationStore.schemaVersion)
             }
@@ -49,40 +47,40 @@ public final class CalibrationStore: Sendable {
             // Migrate on a connection of its own, closed before the pool opens, so that no pooled
             // connection ever saw the old schema.
             let migrating = try DatabaseQueue(path: path, configuration: config)
-            if try CalibrationStore.checkSchema(migrating, path: path) == 0 {
-                // A new or empty file gets the schema; another application's database is left alone.
-                let foreign = try CalibrationStore.foreignTables(migrating, path: path)
-                if !foreign.isEmpty { throw StoreError.noLongMambaSchema(path: path, foreignTables: foreign) }
+            // A new or empty file gets the schema; another application's database is left alone.
+            let (version, foreign) = try CalibrationStore.checkSchema(migrating, path: path)
+            if version == 0 && !foreign.isEmpty { throw StoreError.noLongMambaSchema(path: path, foreignTables: foreign) }
+            do { try CalibrationStore.migrator.migrate(migrating) } catch {
+                // Two processes opening a new file may migrate at once; the loser's CREATE fails.
+                // That is fine when the schema is now current.
+                guard try CalibrationStore.checkSchema(migrating, path: path).version == CalibrationStore.schemaVersion else { throw error }
             }
-            try CalibrationStore.migrator.migrate(migrating)
             try migrating.close()
             writer = try DatabasePool(path: path, configuration: config)  // WAL
         } catch { throw CalibrationStore.map(error, path: path) }
     }
 
-    /// Refuses a database whose schema is newer than this tool's; returns its version.
-    private static func checkSchema(_ reader: any DatabaseReader, path: String) throws -> Int {
-        let (version, superseded): (Int, Bool)
+    /// Refuses a database whose schema is newer than this tool's; returns its version and, for
+    /// a database without longmamba's schema (version 0), the tables it holds — both read in one
+    /// transaction, so a concurrent migration is seen either before or after, never half-way.
+    /// sqlite_* internals and GRDB's bookkeeping table (left by a migration killed before its
+    /// first step) do not count as foreign.
+    private static func checkSchema(_ reader: any DatabaseReader, path: String) throws -> (version: Int, foreignTables: [String]) {
+        let (version, superseded, tables): (Int, Bool, [String])
         do {
-            (version, superseded) = try reader.read { db in
+            (version, superseded, tables) = try reader.read { db in
                 let v = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
                 let s = try db.tableExists("grdb_migrations") ? try CalibrationStore.migrator.hasBeenSuperseded(db) : false
-                return (v, s)
+                let t = v > 0 ? [] : try String.fetchAll(db, sql: """
+                    SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'grdb_migrations' ORDER BY name
+                    """)
+                return (v, s, t)
             }
         } catch { throw CalibrationStore.map(error, path: path) }
         if version > CalibrationStore.schemaVersion || superseded {
             throw StoreError.newerSchema(path: path, found: max(version, CalibrationStore.schemaVersion + 1), supported: CalibrationStore.schemaVersion)
         }
-        return version
-    }
-
-    /// Tables of a database that has no longmamba schema (sqlite_* internals excluded).
-    private static func foreignTables(_ reader: any DatabaseReader, path: String) throws -> [String] {
-        do {
-            return try reader.read { db in
-                try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            }
-        } catch { throw CalibrationStore.map(error, path: path) }
+        return (version, tables)
     }
 
     /// Maps SQLite failures to errors that say what to do.

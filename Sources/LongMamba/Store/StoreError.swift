@@ -29,6 +29,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case incompleteRecordings(path: String, run: Int64, stored: Int, expected: Int)
     case missingSamples(path: String, run: Int64, layer: Int, stored: Int, expected: Int)
     case recordingDiffers(source: String, target: String, sample: Int, layer: Int)
+    /// The database already holds a run of another calibration (refused atomically).
+    case otherCalibration(path: String, run: Int64, existing: String?)
     // Evaluations.
     case unknownEvaluation(path: String, id: Int64, task: String, metric: String, toolVersion: String)
 
@@ -73,6 +75,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): run \(run) layer \(layer) has \(stored) stored samples, expected \(expected)"
         case let .unknownEvaluation(path, id, task, metric, toolVersion):
             return "\(path): evaluation row \(id) has task '\(task)' and metric '\(metric)', written by longmamba \(toolVersion), which this tool does not know; upgrade longmamba (nothing was changed)"
+        case let .otherCalibration(path, run, existing):
+            return "\(path) already holds calibration run \(run) with other inputs (\(existing ?? "imported recordings"))"
         case let .recordingDiffers(source, target, sample, layer):
             return "\(source): sample \(sample) layer \(layer) differs from the one already in \(target) (different model build or inputs?)"
         }

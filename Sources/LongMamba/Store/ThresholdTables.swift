@@ -50,7 +50,9 @@ extension CalibrationStore {
         return h.finalize().hexString
     }
 
-    /// Adds a table and its layers in one transaction.
+    /// Adds a table and its layers in one transaction, or returns the table of this run with the
+    /// same method, parameters and content hash when one exists (checked in the same
+    /// transaction, so two processes solving the same table store it once).
     public func saveTable(run runID: Int64, method: String = CalibrationStore.longMambaMethod, parameters: SolverParameters, layers: [LayerTable]) throws -> Int64 {
         try saveTable(run: runID, method: method, parameters: parameters, layers: layers, failAfterLayers: nil)
     }
@@ -65,6 +67,11 @@ extension CalibrationStore {
             contentHash: CalibrationStore.contentHash(method: method, parameters: parameters, modelFingerprint: model.fingerprint, layers: layers),
             toolVersion: ToolInfo.version, schemaVersion: CalibrationStore.schemaVersion, createdAt: CalibrationStore.now())
         return try write { db in
+            if let existing = try Int64.fetchOne(db, sql: """
+                SELECT id FROM threshold_tables WHERE run_id = ? AND method = ? AND parameters_json = ? AND content_hash = ? ORDER BY id LIMIT 1
+                """, arguments: [runID, method, record.parametersJSON, record.contentHash]) {
+                return existing
+            }
             try record.insert(db)
             let table = record.id!
             for (n, l) in layers.enumerated() {
