@@ -11,7 +11,11 @@ SWIFT=${SWIFT:-swift}
 HARNESSES=${*:-"safetensors torch-zip pickle tokenizer-json tokenizer-encode config pile-line zstd delta-blob token-file store"}
 BIN=.build-fuzz/release/longmamba-fuzz
 
-LONGMAMBA_FUZZ=1 $SWIFT build -c release --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address --product longmamba-fuzz
+# The coverage kinds are spelled out: with -sanitize=fuzzer alone, swiftc's whole-module release
+# build left the library uninstrumented (libFuzzer then saw no coverage in the parsers).
+
+LONGMAMBA_FUZZ=1 $SWIFT build -c release --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
+    -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product longmamba-fuzz
 if [ ! -d Fuzz/seeds/delta-blob ]; then LONGMAMBA_FUZZ_MAKE_SEEDS=Fuzz/seeds/delta-blob "$BIN"; fi
 
 status=0
@@ -21,7 +25,7 @@ for h in $HARNESSES; do
     log=".build-fuzz/logs/$h.log"
     echo "== $h: ${SECONDS_EACH} s"
     # -timeout: one input over 10 s is a hang; -rss_limit_mb: 2 GiB is an out-of-memory bug here.
-    if LONGMAMBA_FUZZ_TARGET="$h" ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=Fuzz/lsan.supp "$BIN" -max_total_time="$SECONDS_EACH" -timeout=10 \
+    if LONGMAMBA_FUZZ_TARGET="$h" ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=Fuzz/lsan.supp SWIFT_BACKTRACE=enable=no "$BIN" -max_total_time="$SECONDS_EACH" -timeout=10 \
         -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 -artifact_prefix=".build-fuzz/artifacts/$h/" \
         ".build-fuzz/corpus/$h" "Fuzz/seeds/$h" >"$log" 2>&1; then
         result=ok

@@ -139,7 +139,7 @@ public func fuzzerInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeM
     let name = ProcessInfo.processInfo.environment["LONGMAMBA_FUZZ_TARGET"] ?? ""
     guard let chosen = harnesses[name] else {
         FileHandle.standardError.write(Data("set LONGMAMBA_FUZZ_TARGET to one of: \(harnesses.keys.sorted().joined(separator: ", "))\n".utf8))
-        return 1
+        exit(2)   // libFuzzer ignores this function's return value
     }
     harness = chosen
     scratchDirectory = "/dev/shm/longmamba-fuzz-\(getpid())"
@@ -150,7 +150,7 @@ public func fuzzerInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeM
         fixtureTokenizer = try? BPETokenizer(contentsOf: path)
         guard fixtureTokenizer != nil else {
             FileHandle.standardError.write(Data("tokenizer-encode: cannot load \(path) (LONGMAMBA_FUZZ_TOKENIZER)\n".utf8))
-            return 1
+            exit(2)
         }
     }
     return 0
