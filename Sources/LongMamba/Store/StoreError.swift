@@ -44,7 +44,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): schema version \(found), older than this tool's \(current); a read-only open does not migrate. Run `longmamba migrate --db \(path)` once (the data is kept)."
         case let .readOnly(path): return "\(path): the database is read-only (file permissions or a read-only mount); nothing was written"
         case let .locked(path): return "\(path): the database is locked by another writer; retry when it has finished (nothing was written)"
-        case let .diskFull(path): return "\(path): disk full while writing; the transaction was rolled back and the database is unchanged"
+        case let .diskFull(path): return "\(path): disk full while writing; this write was rolled back and everything committed before it is kept. Free space and rerun the same command to continue."
         case let .notADatabase(path, detail): return "\(path): not a longmamba SQLite database (\(detail))"
         case let .noLongMambaSchema(path, tables):
             if tables.isEmpty {
