@@ -61,6 +61,18 @@ import Testing
         }
     }
 
+    /// A v1 store whose run metadata is NULL (the fuzzer's find: the v2 migration trapped in
+    /// GRDB's row subscript). Migrating it now fails as a typed error and leaves the file as it was.
+    @Test func damagedStoresFailToMigrateWithAStoreErrorAndStayUnchanged() throws {
+        for path in try Self.regressionInputs("store") {
+            let copy = SyntheticRecordings.tempDir() + "/damaged.sqlite"
+            try FileManager.default.copyItem(atPath: path, toPath: copy)
+            let before = try Data(contentsOf: URL(fileURLWithPath: copy))
+            #expect(throws: StoreError.self, "\(path)") { _ = try CalibrationStore(path: copy) }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: copy)) == before, "\(path) was modified")
+        }
+    }
+
     @Test func emptyTokenFileIsRefusedAsEmpty() throws {
         for path in try Self.regressionInputs("token-file") {
             #expect(throws: TokenFileError.self) { try TokenFile.read(path) }

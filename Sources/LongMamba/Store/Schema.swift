@@ -111,8 +111,11 @@ extension CalibrationStore {
                 """)
             let runs = try Row.fetchAll(db, sql: "SELECT id, recording_metadata_json FROM calibration_runs")
             for row in runs {
-                let id: Int64 = row["id"], json: String = row["recording_metadata_json"]
-                guard let metadata = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+                // A damaged v1 file may hold NULL or another type here: skip the row rather than
+                // trap (GRDB's plain subscript crashes on a value it cannot convert).
+                guard let id = Int64.fromDatabaseValue(row["id"] as DatabaseValue),
+                      let json = String.fromDatabaseValue(row["recording_metadata_json"] as DatabaseValue),
+                      let metadata = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
                       let sequences = metadata["sequences"] as? [[NSNumber]] else { continue }
                 for (k, s) in sequences.enumerated() {
                     try RunSampleRecord(run: id, sample: k, tokens: s.map { Int32(truncating: $0) }).insert(db)
