@@ -6,7 +6,7 @@ import Testing
 @testable import LongMamba
 
 /// The calibration fixture: a tiny Mamba-2 with the fixture tokenizer, and the fixture corpus.
-private enum CalibrationFixture {
+enum CalibrationFixture {
     static let model = ModelFixtures.model("mamba2-tiny-calib")
     static let corpus = ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path
 
@@ -28,11 +28,7 @@ private enum CalibrationFixture {
     }
 
     /// The `longmamba` executable built next to the test bundle.
-    static var executable: URL? {
-        let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
-            + [ModelFixtures.root.appendingPathComponent(".build/debug")]
-        return candidates.map { $0.appendingPathComponent("longmamba") }.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-    }
+    static var executable: URL? { Tool.executable }
 }
 
 private extension CalibrationOptions {

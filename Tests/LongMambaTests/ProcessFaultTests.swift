@@ -11,8 +11,8 @@ import Testing
 @testable import LongMamba
 
 enum Tool {
-    static let model = ModelFixtures.model("mamba2-tiny-calib")
-    static let corpus = ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path
+    static let model = CalibrationFixture.model
+    static let corpus = CalibrationFixture.corpus
 
     static var executable: URL? {
         let candidates = [Bundle.main.bundleURL, Bundle.main.bundleURL.deletingLastPathComponent()]
