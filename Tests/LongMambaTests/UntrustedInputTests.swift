@@ -73,6 +73,30 @@ import Testing
         }
     }
 
+    /// config.json with hidden_size ≈ 6.4e35 trapped on `expand × hidden_size` overflow.
+    @Test func configCrashersAreRefusedAsConfigErrors() throws {
+        for path in try Self.regressionInputs("config") {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            #expect(throws: ConfigError.self, "\(path)") { _ = try ModelConfig.parse(data, path: path) }
+        }
+        let huge = Data(#"{"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 8, "expand": 9999999}"#.utf8)
+        #expect(throws: ConfigError.valueOutOfRange(path: "c.json", key: "expand × hidden_size", value: "639999936", limit: 1 << 24)) {
+            _ = try ModelConfig.parse(huge, path: "c.json")
+        }
+        let fractional = Data(#"{"model_type": "mamba", "hidden_size": 64.5, "num_hidden_layers": 2, "vocab_size": 8}"#.utf8)
+        #expect(throws: ConfigError.valueOutOfRange(path: "c.json", key: "hidden_size", value: "64.5", limit: 1 << 24)) {
+            _ = try ModelConfig.parse(fractional, path: "c.json")
+        }
+    }
+
+    /// tokenizer.json with one token id near 6e8 made the loader allocate a 4.8 GB id table.
+    @Test func tokenizerWithASparseHugeIdIsMalformedNotAnAllocation() throws {
+        for path in try Self.regressionInputs("tokenizer-json") {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            #expect(throws: TokenizerError.self, "\(path)") { _ = try BPETokenizer(data: data, source: path) }
+        }
+    }
+
     @Test func emptyTokenFileIsRefusedAsEmpty() throws {
         for path in try Self.regressionInputs("token-file") {
             #expect(throws: TokenFileError.self) { try TokenFile.read(path) }

@@ -42,12 +42,15 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
     case headsNotMultipleOfGroups(path: String, heads: Int, groups: Int)
     /// `value`: time_step_limit as written in the config.
     case invalidTimeStepLimit(path: String, value: String)
+    /// A shape value that is not a whole number in 0...limit.
+    case valueOutOfRange(path: String, key: String, value: String, limit: Int)
 
     public var path: String {
         switch self {
         case let .notJSON(path, _), let .notAnObject(path), let .missingValue(path, _), let .unknownArchitecture(path),
              let .unsupportedLayer(path, _), let .hybridAttention(path, _), let .gatedMLP(path, _), let .unsupportedModelType(path, _),
-             let .headShapeMismatch(path, _, _, _), let .headsNotMultipleOfGroups(path, _, _), let .invalidTimeStepLimit(path, _):
+             let .headShapeMismatch(path, _, _, _), let .headsNotMultipleOfGroups(path, _, _), let .invalidTimeStepLimit(path, _),
+             let .valueOutOfRange(path, _, _, _):
             return path
         }
     }
@@ -76,6 +79,8 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): num_heads \(heads) is not a multiple of n_groups \(groups)"
         case let .invalidTimeStepLimit(path, value):
             return "\(path): time_step_limit must be [lower, upper], got \(value)"
+        case let .valueOutOfRange(path, key, value, limit):
+            return "\(path): \(key) = \(value) is not a whole number in 0…\(limit) (damaged or not a model config?)"
         }
     }
 }
@@ -131,9 +136,22 @@ extension ModelConfig {
         return try parse(json, path: path)
     }
 
+    /// The largest value a shape entry may hold (2²⁴: far above any real model's widths and
+    /// vocabularies, small enough that the product of two never overflows).
+    static let maxDimension = 1 << 24
+
     static func parse(_ json: [String: Any], path: String) throws -> ModelConfig {
-        func int(_ keys: [String], in dict: [String: Any] = json) -> Int? {
-            for k in keys { if let v = dict[k] as? NSNumber { return v.intValue } }
+        // Every integer a shape is computed from: a whole number in 0...maxDimension, so that
+        // products of two of them cannot overflow (a damaged file then gets an error, not a trap).
+        func int(_ keys: [String], in dict: [String: Any] = json) throws -> Int? {
+            for k in keys {
+                guard let v = dict[k] as? NSNumber else { continue }
+                let d = v.doubleValue
+                guard d.isFinite, d == d.rounded(), d >= 0, d <= Double(ModelConfig.maxDimension) else {
+                    throw ConfigError.valueOutOfRange(path: path, key: k, value: "\(v)", limit: ModelConfig.maxDimension)
+                }
+                return Int(d)
+            }
             return nil
         }
         func double(_ keys: [String], in dict: [String: Any] = json) -> Double? {
@@ -169,38 +187,42 @@ extension ModelConfig {
             if let attn = json["attn_layer_idx"] as? [Any], !attn.isEmpty {
                 throw ConfigError.hybridAttention(path: path, attentionLayers: "\(attn)")
             }
-            if let dInt = int(["d_intermediate"]), dInt != 0 {
+            if let dInt = try int(["d_intermediate"]), dInt != 0 {
                 throw ConfigError.gatedMLP(path: path, dIntermediate: dInt)
             }
         case let other?:
             throw ConfigError.unsupportedModelType(path: path, modelType: other)
         }
 
-        let dModel = try require(int(["hidden_size", "d_model"]), "hidden_size/d_model")
-        let layers = try require(int(["num_hidden_layers", "n_layer"]), "num_hidden_layers/n_layer")
-        let vocab = try require(int(["vocab_size"]), "vocab_size")
-        let multiple = int(["pad_vocab_size_multiple"]) ?? 1
+        let dModel = try require(try int(["hidden_size", "d_model"]), "hidden_size/d_model")
+        let layers = try require(try int(["num_hidden_layers", "n_layer"]), "num_hidden_layers/n_layer")
+        let vocab = try require(try int(["vocab_size"]), "vocab_size")
+        let multiple = try int(["pad_vocab_size_multiple"]) ?? 1
         // transformers configs already hold the padded size; state-spaces pads at load time.
         let padded = isStateSpaces && multiple > 1 ? (vocab + multiple - 1) / multiple * multiple : vocab
-        let dState = int(["state_size"]) ?? int(["d_state"], in: ssmCfg) ?? (architecture == .mamba2 ? 128 : 16)
-        let dConv = int(["conv_kernel"]) ?? int(["d_conv"], in: ssmCfg) ?? 4
-        let expand = int(["expand"]) ?? int(["expand"], in: ssmCfg) ?? 2
+        let dState = try require(try int(["state_size"]) ?? int(["d_state"], in: ssmCfg) ?? (architecture == .mamba2 ? 128 : 16), "state_size/d_state")
+        let dConv = try require(try int(["conv_kernel"]) ?? int(["d_conv"], in: ssmCfg) ?? 4, "conv_kernel/d_conv")
+        let expand = try require(try int(["expand"]) ?? int(["expand"], in: ssmCfg) ?? 2, "expand")
         // Falcon-Mamba's config says expand 16 but intermediate_size 8192 = 2·D: trust intermediate_size.
-        let dInner = int(["intermediate_size"]) ?? expand * dModel
+        let dInner = try require(try int(["intermediate_size"]) ?? expand * dModel, "intermediate_size")
+        guard dInner <= ModelConfig.maxDimension else {
+            throw ConfigError.valueOutOfRange(path: path, key: "expand × hidden_size", value: "\(dInner)", limit: ModelConfig.maxDimension)
+        }
         var dtRank = 0
         var headDim = 0, heads = 0, groups = 1
         if architecture == .mamba2 {
-            headDim = int(["head_dim"]) ?? int(["headdim"], in: ssmCfg) ?? 64
-            groups = int(["n_groups"]) ?? int(["ngroups"], in: ssmCfg) ?? 1
-            heads = int(["num_heads"]) ?? (dInner / max(headDim, 1))
+            headDim = try int(["head_dim"]) ?? int(["headdim"], in: ssmCfg) ?? 64
+            groups = try int(["n_groups"]) ?? int(["ngroups"], in: ssmCfg) ?? 1
+            heads = try int(["num_heads"]) ?? (dInner / max(headDim, 1))
             guard headDim > 0, heads * headDim == dInner else {
                 throw ConfigError.headShapeMismatch(path: path, heads: heads, headDim: headDim, dInner: dInner)
             }
             guard groups > 0, heads % groups == 0 else { throw ConfigError.headsNotMultipleOfGroups(path: path, heads: heads, groups: groups) }
         } else {
-            if let r = int(["time_step_rank"]) { dtRank = r }
-            else if let r = int(["dt_rank"], in: ssmCfg) { dtRank = r }
+            if let r = try int(["time_step_rank"]) { dtRank = r }
+            else if let r = try int(["dt_rank"], in: ssmCfg) { dtRank = r }
             else { dtRank = (dModel + 15) / 16 }  // "auto" = ceil(D / 16)
+            dtRank = try require(dtRank, "time_step_rank/dt_rank")
         }
         var lower = 0.0, upper = Double.infinity
         if let limit = (json["time_step_limit"] ?? ssmCfg["dt_limit"]) as? [Any] {
@@ -223,7 +245,7 @@ extension ModelConfig {
             projectionBias: bool(["use_bias"]) ?? bool(["bias"], in: ssmCfg) ?? false,
             dtLimitLower: Float(lower), dtLimitUpper: Float(upper),
             normBeforeGate: bool(["norm_before_gate"], in: ssmCfg) ?? false,
-            trainingLength: int(["training_length", "max_position_embeddings"]) ?? (isStateSpaces ? 2048 : nil)
+            trainingLength: try int(["training_length", "max_position_embeddings"]) ?? (isStateSpaces ? 2048 : nil)
         )
     }
 }

@@ -199,6 +199,12 @@ public struct BPETokenizer: Sendable {
         specialIds = special
         vocabularySize = allTokens.count
 
+        // Ids index a dense table: a file claiming an id far beyond its token count is damaged
+        // (a table that large would exhaust memory before any error could be shown).
+        let idLimit = max(1 << 20, 4 * allTokens.count)
+        guard maxId < idLimit else {
+            throw malformed("token id \(maxId) is far beyond the \(allTokens.count) tokens the file defines (ids must be dense)")
+        }
         var tokens = [String?](repeating: nil, count: maxId + 1)
         for (token, id) in vocab { tokens[Int(id)] = token }
         for entry in added {
