@@ -148,6 +148,7 @@ public struct CalibrationJob {
             progress(.resumed(run: id, recorded: try store.recordedSamples(run: id).count, total: o.sampleCount))
             return CalibrationResult(runID: id)
         }
+        // Checked here too (before sampling, which is the slow part); beginRun repeats it atomically.
         if let other = try store.runs().first {
             throw CalibrationError.otherCalibration(database: o.databasePath, run: other.id ?? 0, existing: other.description, this: inputs.description)
         }

@@ -1,5 +1,6 @@
 // Tables from stored recordings (docs/method.md §3-5): the solver reads a complete run's
-// samples layer by layer from the store and the result is saved as a new immutable table.
+// samples layer by layer from the store and the result is saved as an immutable table (an equal
+// table of the same run is reused, see `CalibrationStore.saveTable`).
 // `calibrate`, `merge`, `solve` and `sweep` all come through here.
 import Foundation
 
@@ -18,8 +19,9 @@ public struct TableService {
         return p
     }
 
-    /// Solves a complete stored run into a new table and returns its id (always a new row:
-    /// tables are immutable, and equal inputs give an equal content hash).
+    /// Solves a complete stored run and returns the id of its table: a new row, or the stored
+    /// table with the same parameters and content hash (tables are immutable; a rerun or a
+    /// second process adds nothing).
     public func solve(run runID: Int64, parameters: SolverParameters, method: SolverMethod = .fast) throws -> Int64 {
         let run = try store.run(runID)
         guard run.status == .complete else { throw StoreError.runNotComplete(path: store.path, run: runID, status: run.status) }
