@@ -72,6 +72,17 @@ struct BenchSolverCommand: ParsableCommand {
                         for t in lengths.indices where agg.deltaThreshold[t] != table.deltaThreshold[t * C + c] || agg.keptFraction[t] != table.keptFraction[t * C + c] { equal = false }
                     }
                     let naive = Date().timeIntervalSince(tn)
+                    // How the fast search proved its crossings on this subset.
+                    var proofs = [String: Int]()
+                    for c in 0..<n {
+                        for sl in sampleLayers {
+                            let k = DeltaThresholdSolver.clampCount(length: L, clampFraction: clamp)
+                            let curve = DeltaThresholdSolver.clamped(sortedDescending: sl.sortedDelta[(c * L)..<((c + 1) * L)], clampCount: k)
+                            let D = DeltaThresholdSolver.decayBudget(curve)
+                            for S in lengths where S > L { proofs[DeltaThresholdSolver.crossingProof(curve: curve, budget: D, length: S), default: 0] += 1 }
+                        }
+                    }
+                    print("fast search proofs on the subset: " + proofs.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                     let perChannel = naive / Double(n)
                     let fastPerChannel = t2.timeIntervalSince(t1) / Double(C) * Double(ProcessInfo.processInfo.activeProcessorCount)
                     print(String(format: "naive on %d channels × %d samples (1 core): %.2f s = %.3f s per channel; fast: %.5f s per channel per core; speed-up ≈ %.0f×; naive == fast on the subset: %@",

@@ -160,7 +160,7 @@ func solverFixturePath(_ name: String) -> String {
             let (curve, D) = clampedCase(rng.delta(2048), p: 0.2)
             curve.withUnsafeBufferPointer { x in
                 for S in stride(from: 3000, through: 256_000, by: 1000) {
-                    if DeltaThresholdSolver.fastCrossing(x: x, budget: D, length: S).usedFallback { fallbacks += 1 }
+                    if DeltaThresholdSolver.fastCrossing(x: x, budget: D, length: S).proof != .closedForm { fallbacks += 1 }
                     total += 1
                 }
             }
@@ -231,6 +231,17 @@ func solverFixturePath(_ name: String) -> String {
             let x = rng.delta(n)
             let cascade = DeltaThresholdSolver.decayBudget(x), plain = DeltaThresholdSolver.decayBudgetInDouble(x)
             #expect(abs(cascade - plain) <= 1e-6 * plain, "n \(n): \(cascade) vs \(plain)")
+        }
+    }
+
+    @Test func vectorisedTorchSumIsBitIdenticalToTheLaneByLaneOrder() {
+        var rng = SolverRNG(31)
+        for n in [32, 33, 39, 40, 63, 64, 100, 511, 512, 513, 2048, 4095, 4096, 65_537, 300_001] {
+            let x = rng.delta(n, mu: rng.uniform() * 8 - 6, sigma: 3)
+            x.withUnsafeBufferPointer { x in
+                let fast = TorchSum.vectorSum(x), reference = TorchSum.referenceSum(x)
+                #expect(fast.bitPattern == reference.bitPattern, "n \(n): \(fast) vs \(reference)")
+            }
         }
     }
 

@@ -17,7 +17,9 @@ public enum Aggregation: String, Sendable, Codable, CaseIterable {
 public enum SolverMethod: String, Sendable, Codable, CaseIterable {
     /// Materialise the stretched curve and its running sum for every S (what the authors' code does).
     case naive
-    /// Closed-form running sum of the piecewise-linear stretched curve, with an exact fallback near ties.
+    /// One pass per channel, then a closed form per length (the running sum as a midpoint-rule
+    /// integral of the curve, with a proven error bound), and exact fallbacks where the bound is
+    /// too wide to decide (CurveIntegral.swift).
     case fast
 }
 
@@ -139,7 +141,7 @@ public enum DeltaThresholdSolver {
     }
 
     /// a = mean_n exp(A_n · D) over the channel's N values of A (one for Mamba-2).
-    public static func cumulativeDecay(budget D: Float, A: ArraySlice<Float>) -> Float {
+    public static func cumulativeDecay<Values: Collection<Float>>(budget D: Float, A: Values) -> Float {
         var sum = 0.0
         for a in A { sum += Foundation.exp(Double(a) * Double(D)) }
         return Float(sum / Double(A.count))
@@ -169,18 +171,35 @@ public enum DeltaThresholdSolver {
         return nil
     }
 
-    /// Fast search. Between knots i and i+1 the stretched curve is linear in j, so the running sum
+    /// Fast search: `CurveIntegral`'s closed form, built for this one length (the solver builds it
+    /// once per channel for all lengths). Equals `naiveCrossing` (tested).
+    public static func fastCrossing(curve x: [Float], budget D: Float, length S: Int) -> Int? {
+        x.withUnsafeBufferPointer { fastCrossing(x: $0, budget: D, length: S).index }
+    }
+
+    /// How `fastCrossing` settles this length: "closed form", "segment walk" or "exact scan" (for `bench-solver`).
+    public static func crossingProof(curve x: [Float], budget D: Float, length S: Int) -> String {
+        switch x.withUnsafeBufferPointer({ fastCrossing(x: $0, budget: D, length: S).proof }) {
+        case .closedForm: return "closed form"
+        case .segmentWalk: return "segment walk"
+        case .exactScan: return "exact scan"
+        }
+    }
+
+    /// The index and how it was proven (for tests and the benchmark).
+    static func fastCrossing(x: UnsafeBufferPointer<Float>, budget D: Float, length S: Int) -> (index: Int?, proof: CrossingProof) {
+        var scratch = [Double](repeating: 0, count: 2 * x.count)
+        return scratch.withUnsafeMutableBufferPointer { CurveIntegral(x: x, scratch: $0).crossing(budget: D, length: S) }
+    }
+
+    /// Exact segment walk (the fallback of `fastCrossing`). Between knots i and i+1 the stretched curve is linear in j, so the running sum
     /// over a knot segment has a closed form (an arithmetic series). Walking segments gives the
     /// crossing segment in O(segments before it); a binary search inside the segment gives the index.
     /// The closed form is exact arithmetic while torch rounds every y_j to f32, so each decision
     /// carries a proven error bound E; when the exact sum could lie within E of the decision point,
     /// the index is settled by the exact scan instead. The result therefore equals `naiveCrossing`.
-    public static func fastCrossing(curve x: [Float], budget D: Float, length S: Int) -> Int? {
-        x.withUnsafeBufferPointer { fastCrossing(x: $0, budget: D, length: S).index }
-    }
-
-    /// The index and whether the exact fallback was needed (for tests and the benchmark).
-    static func fastCrossing(x: UnsafeBufferPointer<Float>, budget D: Float, length S: Int) -> (index: Int?, usedFallback: Bool) {
+    /// Cost: O(knot segments before the crossing) per length.
+    static func segmentWalkCrossing(x: UnsafeBufferPointer<Float>, budget D: Float, length S: Int) -> (index: Int?, usedFallback: Bool) {
         let L = x.count
         let s = Double(Float(L) / Float(S))
         // Float(cum) > D  ⇔  cum > mid (ties at mid excluded by the margin below).
@@ -256,6 +275,18 @@ public enum DeltaThresholdSolver {
         case .naive: crossing = naiveCrossing(curve: Array(x), budget: D, length: S)
         case .fast: crossing = fastCrossing(x: x, budget: D, length: S).index
         }
+        return threshold(x: x, crossing: crossing, length: S)
+    }
+
+    /// τ(S) and α(S) from the crossing index (fast path: the curve's integral is built once).
+    @inline(__always)
+    static func threshold(integral: CurveIntegral, budget D: Float, length S: Int, trainingLength: Int) -> (deltaThreshold: Float, keptFraction: Float) {
+        if S <= trainingLength || S <= integral.x.count { return (0, 1) }
+        return threshold(x: integral.x, crossing: integral.crossing(budget: D, length: S).index, length: S)
+    }
+
+    @inline(__always)
+    static func threshold(x: UnsafeBufferPointer<Float>, crossing: Int?, length S: Int) -> (deltaThreshold: Float, keptFraction: Float) {
         // argmax of an all-false vector is 0 in the authors' code, so "never exceeds D" gives k* = 1.
         let kStar = (crossing ?? 0) + 1
         // τ = y[k*], one past the count. k* = S would fall off the end (torch.gather fails): clamp to S−1.
@@ -268,22 +299,19 @@ public enum DeltaThresholdSolver {
     /// Steps 3 for one channel of one sample: clamp, budget, decay, thresholds at every length.
     /// `tokenOrder`, when given, is the same Δ in token order: D is then summed in that order, like torch.
     public static func solveChannel(sortedDescending: ArraySlice<Float>, tokenOrder: ArraySlice<Float>? = nil, A: ArraySlice<Float>, lengths: [Int], clampFraction p: Double, trainingLength: Int, method: SolverMethod) -> ChannelThresholds {
-        let L = sortedDescending.count
-        let k = clampCount(length: L, clampFraction: p)
-        let curve = clamped(sortedDescending: sortedDescending, clampCount: k)
-        let D: Float
-        if let tokenOrder {
-            let c = curve[0]
-            D = TorchSum.sum(tokenOrder.map { Swift.min($0, c) }[...])
-        } else {
-            D = decayBudget(curve)
-        }
-        let a = cumulativeDecay(budget: D, A: A)
+        var scratch = ChannelScratch(length: sortedDescending.count)
         var tau = [Float](repeating: 0, count: lengths.count)
         var alpha = [Float](repeating: 1, count: lengths.count)
-        curve.withUnsafeBufferPointer { x in
-            for (li, S) in lengths.enumerated() {
-                (tau[li], alpha[li]) = threshold(x: x, budget: D, length: S, trainingLength: trainingLength, method: method)
+        let (D, a) = sortedDescending.withUnsafeBufferPointer { sorted in
+            A.withUnsafeBufferPointer { A in
+                tau.withUnsafeMutableBufferPointer { tau in
+                    alpha.withUnsafeMutableBufferPointer { alpha in
+                        if let tokenOrder {
+                            return tokenOrder.withUnsafeBufferPointer { scratch.solve(sorted: sorted, tokenOrder: $0, A: A, lengths: lengths, clampFraction: p, trainingLength: trainingLength, method: method, tau: tau, alpha: alpha) }
+                        }
+                        return scratch.solve(sorted: sorted, tokenOrder: nil, A: A, lengths: lengths, clampFraction: p, trainingLength: trainingLength, method: method, tau: tau, alpha: alpha)
+                    }
+                }
             }
         }
         return ChannelThresholds(deltaThreshold: tau, keptFraction: alpha, decayBudget: D, cumulativeDecay: a)
@@ -323,6 +351,7 @@ public enum DeltaThresholdSolver {
         var budget = [Float](repeating: 0, count: C)
         var decay = [Float](repeating: 0, count: C)
         let K = samples.count
+        let aggregation = parameters.aggregation
         let chunk = 16
         let chunks = (C + chunk - 1) / chunk
         tau.withUnsafeMutableBufferPointer { tauOut in
@@ -332,24 +361,55 @@ public enum DeltaThresholdSolver {
             // Each chunk writes a disjoint set of channels.
             nonisolated(unsafe) let (tauP, alphaP, budgetP, decayP) = (tauOut, alphaOut, budgetOut, decayOut)
             DispatchQueue.concurrentPerform(iterations: chunks) { ch in
+                var scratch = ChannelScratch(length: L)
+                // One sample's τ, α, and the running aggregate over samples (double sums for the mean).
+                var sampleTau = [Float](repeating: 0, count: T), sampleAlpha = [Float](repeating: 0, count: T)
+                var aggTau = [Double](repeating: 0, count: T), aggAlpha = [Double](repeating: 0, count: T)
                 for c in (ch * chunk)..<min(C, (ch + 1) * chunk) {
-                    var results: [ChannelThresholds] = []
-                    results.reserveCapacity(K)
-                    for sample in samples {
-                        results.append(solveChannel(
-                            sortedDescending: sample.sortedDelta[(c * L)..<((c + 1) * L)],
-                            tokenOrder: sample.tokenOrderDelta?[(c * L)..<((c + 1) * L)],
-                            A: sample.A[(c * N)..<((c + 1) * N)],
-                            lengths: lengths, clampFraction: parameters.clampFraction,
-                            trainingLength: parameters.trainingLength, method: method))
+                    var aggD = 0.0, aggA = 0.0
+                    for (k, sample) in samples.enumerated() {
+                        let (D, a) = sample.sortedDelta.withUnsafeBufferPointer { sorted in
+                            sample.A.withUnsafeBufferPointer { A in
+                                sampleTau.withUnsafeMutableBufferPointer { tauS in
+                                    sampleAlpha.withUnsafeMutableBufferPointer { alphaS in
+                                        let row = UnsafeBufferPointer(rebasing: sorted[(c * L)..<((c + 1) * L)])
+                                        let a = UnsafeBufferPointer(rebasing: A[(c * N)..<((c + 1) * N)])
+                                        guard let token = sample.tokenOrderDelta else {
+                                            return scratch.solve(sorted: row, tokenOrder: nil, A: a, lengths: lengths, clampFraction: parameters.clampFraction,
+                                                                 trainingLength: parameters.trainingLength, method: method, tau: tauS, alpha: alphaS)
+                                        }
+                                        return token.withUnsafeBufferPointer { token in
+                                            scratch.solve(sorted: row, tokenOrder: UnsafeBufferPointer(rebasing: token[(c * L)..<((c + 1) * L)]), A: a, lengths: lengths,
+                                                          clampFraction: parameters.clampFraction, trainingLength: parameters.trainingLength, method: method, tau: tauS, alpha: alphaS)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        // Step 4, streamed in sample order: the same values as `aggregate`.
+                        switch aggregation {
+                        case .max:
+                            for li in 0..<T {
+                                aggTau[li] = k == 0 ? Double(sampleTau[li]) : Swift.max(aggTau[li], Double(sampleTau[li]))
+                                aggAlpha[li] = k == 0 ? Double(sampleAlpha[li]) : Swift.max(aggAlpha[li], Double(sampleAlpha[li]))
+                            }
+                            aggD = k == 0 ? Double(D) : Swift.max(aggD, Double(D))
+                            aggA = k == 0 ? Double(a) : Swift.max(aggA, Double(a))
+                        case .mean:
+                            for li in 0..<T {
+                                aggTau[li] = (k == 0 ? 0 : aggTau[li]) + Double(sampleTau[li])
+                                aggAlpha[li] = (k == 0 ? 0 : aggAlpha[li]) + Double(sampleAlpha[li])
+                            }
+                            aggD += Double(D); aggA += Double(a)
+                        }
                     }
-                    let agg = aggregate(results, parameters.aggregation)
+                    let divisor = aggregation == .mean ? Double(K) : 1
                     for li in 0..<T {
-                        tauP[li * C + c] = agg.deltaThreshold[li]
-                        alphaP[li * C + c] = agg.keptFraction[li]
+                        tauP[li * C + c] = Float(aggTau[li] / divisor)
+                        alphaP[li * C + c] = Float(aggAlpha[li] / divisor)
                     }
-                    budgetP[c] = agg.decayBudget
-                    decayP[c] = agg.cumulativeDecay
+                    budgetP[c] = Float(aggD / divisor)
+                    decayP[c] = Float(aggA / divisor)
                 }
             }
         }}}}
@@ -405,5 +465,57 @@ public struct LayerTable: Sendable, Equatable {
         self.layer = layer; self.channels = channels; self.lengths = lengths
         self.deltaThreshold = deltaThreshold; self.keptFraction = keptFraction
         self.decayBudget = decayBudget; self.cumulativeDecay = cumulativeDecay; self.A = A; self.aShape = aShape
+    }
+}
+
+/// The per-channel solve with its buffers, reused across channels (one per thread).
+struct ChannelScratch {
+    /// The clamped curve x: [L].
+    private var curve: [Float]
+    /// min(Δ_t, c) in token order, for torch's order of D: [L].
+    private var clampedTokens: [Float]
+    /// T and V of `CurveIntegral`: [2L].
+    private var integral: [Double]
+
+    init(length L: Int) {
+        curve = [Float](repeating: 0, count: L)
+        clampedTokens = [Float](repeating: 0, count: L)
+        integral = [Double](repeating: 0, count: 2 * L)
+    }
+
+    /// Step 3 for one channel of one sample: writes τ(S), α(S) for every length; returns (D, a).
+    mutating func solve(sorted: UnsafeBufferPointer<Float>, tokenOrder: UnsafeBufferPointer<Float>?, A: UnsafeBufferPointer<Float>,
+                        lengths: [Int], clampFraction p: Double, trainingLength: Int, method: SolverMethod,
+                        tau: UnsafeMutableBufferPointer<Float>, alpha: UnsafeMutableBufferPointer<Float>) -> (D: Float, a: Float) {
+        let L = sorted.count
+        if curve.count != L { self = ChannelScratch(length: L) }
+        let k = DeltaThresholdSolver.clampCount(length: L, clampFraction: p)
+        let c = sorted[k - 1]
+        // Δ̃ = min(Δ, c): the top k become c.
+        for i in 0..<L { curve[i] = i < k ? c : sorted[i] }
+        let D: Float
+        if let tokenOrder {
+            for i in 0..<L { clampedTokens[i] = Swift.min(tokenOrder[i], c) }
+            D = clampedTokens.withUnsafeBufferPointer { TorchSum.sum($0) }
+        } else {
+            D = curve.withUnsafeBufferPointer { TorchSum.sum($0) }
+        }
+        let a = DeltaThresholdSolver.cumulativeDecay(budget: D, A: A)
+        curve.withUnsafeBufferPointer { x in
+            switch method {
+            case .naive:
+                for (li, S) in lengths.enumerated() {
+                    (tau[li], alpha[li]) = DeltaThresholdSolver.threshold(x: x, budget: D, length: S, trainingLength: trainingLength, method: .naive)
+                }
+            case .fast:
+                integral.withUnsafeMutableBufferPointer { scratch in
+                    let curveIntegral = CurveIntegral(x: x, scratch: scratch)
+                    for (li, S) in lengths.enumerated() {
+                        (tau[li], alpha[li]) = DeltaThresholdSolver.threshold(integral: curveIntegral, budget: D, length: S, trainingLength: trainingLength)
+                    }
+                }
+            }
+        }
+        return (D, a)
     }
 }

@@ -17,6 +17,55 @@ public enum TorchSum {
     }
 
     public static func sum(_ x: UnsafeBufferPointer<Float>) -> Float {
+        x.count >= 32 ? vectorSum(x) : referenceSum(x)
+    }
+
+    /// The same order with the 8 lanes × 4 interleaved accumulators as one SIMD32 per cascade
+    /// level: row i of every lane's multi_row_sum is the 32 consecutive floats x[32i ..< 32i + 32]
+    /// (accumulator k, lane l ↔ element 8k + l). Each element still sees torch's sequence of
+    /// float additions, so the result is bit-identical to `referenceSum` (tested).
+    static func vectorSum(_ x: UnsafeBufferPointer<Float>) -> Float {
+        let n = x.count, width = 8, ilp = 4
+        let vectors = n / width
+        let rows = vectors / ilp
+        let levels = 4
+        let levelPower = max(4, ceilLog2(rows) / levels)
+        let levelStep = 1 << levelPower
+        let levelMask = levelStep - 1
+        let base = x.baseAddress!
+        // acc[level][32]: element-wise loops over 32 floats, which LLVM turns into vector adds.
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * 32) { acc in
+            let acc = acc.baseAddress!
+            acc.initialize(repeating: 0, count: 4 * 32)
+            @inline(__always) func addRow(_ i: Int) { let r = base + 32 * i; for e in 0..<32 { acc[e] += r[e] } }
+            @inline(__always) func fold(_ j: Int) {
+                let lower = acc + 32 * (j - 1), upper = acc + 32 * j
+                for e in 0..<32 { upper[e] += lower[e]; lower[e] = 0 }
+            }
+            var i = 0
+            while i + levelStep <= rows {
+                for _ in 0..<levelStep { addRow(i); i += 1 }
+                // Fold level j−1 into level j; stop at the first j whose bits of i are not all zero (as torch).
+                fold(1)
+                if i & (levelMask << levelPower) != 0 { continue }
+                fold(2)
+                if i & (levelMask << (2 * levelPower)) != 0 { continue }
+                fold(3)
+            }
+            while i < rows { addRow(i); i += 1 }
+            for j in 1..<levels { for e in 0..<32 { acc[e] += acc[32 * j + e] } }
+            // rowSum: leftover vectors go to accumulator 0 of their lane, then accumulators 1…3 are added.
+            for v in (rows * ilp)..<vectors { for l in 0..<width { acc[l] += base[v * width + l] } }
+            for k in 1..<ilp { for l in 0..<width { acc[l] += acc[k * width + l] } }
+            var total: Float = 0
+            for k in (vectors * width)..<n { total += base[k] }
+            for lane in 0..<width { total += acc[lane] }
+            return total
+        }
+    }
+
+    /// torch's order written out lane by lane (the plain version `vectorSum` is tested against).
+    static func referenceSum(_ x: UnsafeBufferPointer<Float>) -> Float {
         let n = x.count
         let width = n >= 8 ? 8 : 1
         let vectors = n / width
