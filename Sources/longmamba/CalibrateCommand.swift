@@ -110,6 +110,11 @@ final class ProgressDisplay {
             emit(String(format: "sample %d committed (%d/%d) · %.0f tokens/s", sample, done, total, rate), transient: false)
         case .solving(let p, let aggregation):
             emit("solving p = \(p), aggregate \(aggregation.rawValue)", transient: true)
+        case .solvedLayer(let done, let layers, let seconds):
+            guard terminal || Date().timeIntervalSince(lastPlain) > 5 || done == layers else { return }
+            lastPlain = Date()
+            let eta = seconds / Double(done) * Double(layers - done)
+            emit("solving " + bar(Double(done) / Double(layers)) + String(format: " layer %d/%d · %.1f s · ETA %.0f s", done, layers, seconds, eta), transient: done < layers)
         case .solved(let table):
             emit("table \(table) stored", transient: false)
         case .reused(let table):

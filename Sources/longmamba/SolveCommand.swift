@@ -64,10 +64,13 @@ struct SolveCommand: ParsableCommand {
                                                 maxLength: maxLength, trainingLength: trainingLength)
         // A table of this run with exactly these parameters is reused (a rerun, or one after a
         // kill, adds nothing); --naive always solves, as a check of the fast solver.
-        let id = naive ? try service.solve(run: run, parameters: parameters, method: .naive)
+        let display = ProgressDisplay(enabled: true)
+        let id = naive ? try service.solve(run: run, parameters: parameters, method: .naive, progress: display.show)
             : try service.tables(run: run, for: [parameters]) { event in
                 if case .reused(let table) = event {
                     FileHandle.standardError.write(Data("table \(table) already holds run \(run) with these parameters; reused\n".utf8))
+                } else if case .solvedLayer = event {
+                    display.show(event)
                 }
             }[0]
         print(id)

@@ -27,7 +27,10 @@ struct SweepCommand: ParsableCommand {
         // Tables already solved with the same parameters are reused, so a rerun (or one after a
         // kill) only solves what is missing.
         let grid = try ps.flatMap { p in try aggs.map { try service.parameters(run: runID, clampFraction: p, aggregation: $0, interval: interval, maxLength: maxLength) } }
-        let ids = try service.tables(run: runID, for: grid)
+        let display = ProgressDisplay(enabled: true)
+        let ids = try service.tables(run: runID, for: grid) { event in
+            if case .solvedLayer = event { display.show(event) }
+        }
         for (parameters, id) in zip(grid, ids) {
             let p = parameters.clampFraction, agg = parameters.aggregation
             print("table \(id): p = \(p), aggregation = \(agg.rawValue)")

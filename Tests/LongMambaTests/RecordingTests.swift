@@ -53,6 +53,57 @@ import Testing
         }
     }
 
+    @Test func sketchSizeIsCountedExactlyAndTheFinestFittingStepIsChosen() throws {
+        var rng = SolverRNG(12)
+        for trial in 0..<12 {
+            let L = [7, 300, 2048][trial % 3]
+            var row = rng.delta(L, mu: rng.uniform() * 6 - 5, sigma: rng.uniform() * 3)
+            if trial % 4 == 0 { for i in 0..<(L / 5) { row[i] = 0 } }
+            row.sort(by: >)
+            let positives = row.prefix { $0 > 0 }.map { log(Double($0)) }[...]
+            for e in 0...DeltaSketch.finestExponent {
+                let written = DeltaSketch.encode(positives: positives, length: L, exponent: e).count
+                #expect(DeltaSketch.encodedBytes(positives: positives, length: L, exponent: e) == written, "L \(L) e \(e)")
+            }
+            let budget = 200
+            let record = DeltaSketch.encode(sortedDescending: row[...], budget: budget)
+            var reader = BitReader(record)
+            let e = Int(try reader.read(bits: 5))
+            #expect(record.count <= budget || e == 0)
+            if e < DeltaSketch.finestExponent {
+                #expect(DeltaSketch.encodedBytes(positives: positives, length: L, exponent: e + 1) > budget, "L \(L): e \(e) is not the finest step that fits")
+            }
+        }
+    }
+
+    @Test func bitReaderReadsBackWhatTheWriterWrote() throws {
+        var rng = SolverRNG(13)
+        var writer = BitWriter()
+        var written: [(value: UInt64, bits: Int, rice: Int?)] = []
+        for _ in 0..<5000 {
+            if rng.int(0...1) == 0 {
+                let bits = rng.int(1...64)
+                let value = bits == 64 ? rng.next() : rng.next() & ((1 << UInt64(bits)) - 1)
+                writer.write(value, bits: bits); written.append((value, bits, nil))
+            } else {
+                let k = rng.int(0...12)
+                let value = rng.next() % (rng.int(0...1) == 0 ? 40 : 1 << 20)
+                writer.writeRice(value, k: k); written.append((value, 0, k))
+            }
+        }
+        var reader = BitReader(writer.finish())
+        for (i, w) in written.enumerated() {
+            let back = try w.rice.map { try reader.readRice(k: $0) } ?? reader.read(bits: w.bits)
+            #expect(back == w.value, "item \(i)")
+        }
+        // Past the end: truncated at the byte after the last one.
+        var short = BitReader(Data([0xFF, 0xFF]))
+        #expect(throws: DeltaBlobError.truncated(byte: 2)) { try short.readRice(k: 0) }
+        var exact = BitReader(Data([0xA5]))
+        #expect(try exact.read(bits: 8) == 0xA5)
+        #expect(throws: DeltaBlobError.truncated(byte: 1)) { try exact.read(bits: 1) }
+    }
+
     /// 1.4B Mamba-1 (48 layers × 4096 channels × 5 samples × 2048 tokens) fits in 512 MB by construction;
     /// the thresholds re-solved from the sketch stay close to the exact ones (measured, see the report).
     @Test func sketchSizeBoundAndThresholdErrorOnMambaOneShapedData() throws {

@@ -42,6 +42,8 @@ public enum CalibrationEvent: Sendable {
     case layer(sample: Int, layer: Int, layers: Int)
     case sampleCommitted(sample: Int, done: Int, total: Int, tokensPerSecond: Double)
     case solving(clampFraction: Double, aggregation: Aggregation)
+    /// `done` of `layers` layers of the table being solved, after `seconds`.
+    case solvedLayer(done: Int, layers: Int, seconds: Double)
     case solved(table: Int64)
     /// A table with exactly the requested parameters already existed and is returned again.
     case reused(table: Int64)

@@ -162,16 +162,25 @@ public enum DeltaSketch {
     public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
         // ln Δ once per channel; every exponent tried below quantises the same logarithms.
         let positives = row.prefix { $0 > 0 }.map { Foundation.log(Double($0)) }[...]
-        // Size grows with e: binary search for the largest e that fits, then make sure it fits.
+        // Size grows with e: binary search for the largest e that fits (sizes are counted, not
+        // written), then make sure it fits.
         var lo = 0, hi = finestExponent
         while lo < hi {
             let mid = (lo + hi + 1) / 2
-            if encode(positives: positives, length: row.count, exponent: mid).count <= budget { lo = mid } else { hi = mid - 1 }
+            if encodedBytes(positives: positives, length: row.count, exponent: mid) <= budget { lo = mid } else { hi = mid - 1 }
         }
         var e = lo
-        var chosen = encode(positives: positives, length: row.count, exponent: e)
-        while chosen.count > budget && e > 0 { e -= 1; chosen = encode(positives: positives, length: row.count, exponent: e) }
-        return chosen
+        while encodedBytes(positives: positives, length: row.count, exponent: e) > budget && e > 0 { e -= 1 }
+        return encode(positives: positives, length: row.count, exponent: e)
+    }
+
+    /// The size `encode(positives:length:exponent:)` would return, without writing it.
+    static func encodedBytes(positives: ArraySlice<Double>, length L: Int, exponent e: Int) -> Int {
+        let cut = split(length: L, positives: positives.count)
+        let (e1, e2) = exponents(e)
+        let base = positives.startIndex
+        let bits = 5 + 32 + zoneBits(positives[base..<(base + cut)], exponent: e1) + zoneBits(positives[(base + cut)...], exponent: e2)
+        return (bits + 7) / 8
     }
 
     /// The quantisation exponents (top zone, bottom zone) for a top-zone exponent e.
@@ -193,27 +202,50 @@ public enum DeltaSketch {
         return w.finish()
     }
 
-    /// code_i = round(ln Δ_(i) / q), non-increasing; first code, then Rice-coded gaps per block.
-    static func writeZone(_ logValues: ArraySlice<Double>, exponent e: Int, to w: inout BitWriter) {
-        guard !logValues.isEmpty else { return }
+    /// code_i = round(ln Δ_(i) / q), non-increasing (equal values may round apart: kept equal).
+    static func codes(_ logValues: ArraySlice<Double>, exponent e: Int) -> [Int64] {
         let q = Foundation.exp2(-Double(e))
         var codes = logValues.map { Int64(($0 / q).rounded()) }
-        for i in 1..<codes.count where codes[i] > codes[i - 1] { codes[i] = codes[i - 1] }  // guards rounding of equal values
+        for i in 1..<codes.count where codes[i] > codes[i - 1] { codes[i] = codes[i - 1] }
+        return codes
+    }
+
+    /// Best Rice parameter k for the gaps codes[i−1] − codes[i], i in `block`, and its bit count
+    /// Σ (1 + k + (g >> k)). The cost falls then rises with k (Σ g>>k shrinks, n·k grows): stop once it rises.
+    static func riceParameter(_ codes: [Int64], block: Range<Int>) -> (k: Int, bits: Int) {
+        var bestK = 0, bestBits = UInt64.max
+        for k in 0..<24 {
+            var bits = UInt64(block.count) * UInt64(1 + k)
+            for i in block { bits += UInt64(codes[i - 1] - codes[i]) >> UInt64(k) }
+            if bits < bestBits { bestBits = bits; bestK = k } else if k > bestK + 1 { break }
+        }
+        return (bestK, Int(bestBits))
+    }
+
+    /// Bits `writeZone` writes for these values.
+    static func zoneBits(_ logValues: ArraySlice<Double>, exponent e: Int) -> Int {
+        guard !logValues.isEmpty else { return 0 }
+        let codes = codes(logValues, exponent: e)
+        var bits = 64, i = 1
+        while i < codes.count {
+            let end = min(codes.count, i + blockSize)
+            bits += 5 + riceParameter(codes, block: i..<end).bits
+            i = end
+        }
+        return bits
+    }
+
+    /// First code, then the Rice-coded gaps per block of 128 with the block's best parameter.
+    static func writeZone(_ logValues: ArraySlice<Double>, exponent e: Int, to w: inout BitWriter) {
+        guard !logValues.isEmpty else { return }
+        let codes = codes(logValues, exponent: e)
         w.write(UInt64(bitPattern: codes[0]), bits: 64)
         var i = 1
         while i < codes.count {
             let end = min(codes.count, i + blockSize)
-            let gaps = (i..<end).map { UInt64(codes[$0 - 1] - codes[$0]) }
-            // Best Rice parameter k for this block: bits = Σ (1 + k + (g >> k)).
-            // The cost falls then rises with k (Σ g>>k shrinks, n·k grows): stop once it rises.
-            var bestK = 0, bestBits = UInt64.max
-            for k in 0..<24 {
-                var bits = UInt64(gaps.count) * UInt64(1 + k)
-                for g in gaps { bits += g >> UInt64(k) }
-                if bits < bestBits { bestBits = bits; bestK = k } else if k > bestK + 1 { break }
-            }
-            w.write(UInt64(bestK), bits: 5)
-            for g in gaps { w.writeRice(g, k: bestK) }
+            let k = riceParameter(codes, block: i..<end).k
+            w.write(UInt64(k), bits: 5)
+            for j in i..<end { w.writeRice(UInt64(codes[j - 1] - codes[j]), k: k) }
             i = end
         }
     }
@@ -233,7 +265,8 @@ public enum DeltaSketch {
                 let (next, overflow) = code.subtractingReportingOverflow(Int64(truncatingIfNeeded: gap))
                 guard gap <= UInt64(Int64.max), !overflow else { throw DeltaBlobError.corruptRiceCode(bit: r.bitPosition) }
                 code = next
-                out[start + j] = Float(Foundation.exp(Double(code) * q))
+                // A zero gap repeats the value (no exp needed).
+                out[start + j] = gap == 0 ? out[start + j - 1] : Float(Foundation.exp(Double(code) * q))
             }
             i = end
         }
@@ -298,30 +331,53 @@ struct BitWriter {
 }
 
 struct BitReader {
-    let data: Data
+    private let bytes: [UInt8]
     private(set) var bitPosition = 0
 
-    init(_ data: Data) { self.data = data }
+    init(_ data: Data) { bytes = [UInt8](data) }
 
-    mutating func readBit() throws -> Bool {
+    /// Bits left to read.
+    private var remaining: Int { bytes.count * 8 - bitPosition }
+
+    /// The next 57 or more bits, most significant first (zeros past the end: callers check `remaining`).
+    @inline(__always) private func peek() -> UInt64 {
         let byte = bitPosition >> 3
-        guard byte < data.count else { throw DeltaBlobError.truncated(byte: byte) }
-        let bit = data[data.startIndex + byte] & (0x80 >> UInt8(bitPosition & 7)) != 0
-        bitPosition += 1
-        return bit
+        var w: UInt64 = 0
+        if byte + 8 <= bytes.count {
+            w = bytes.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: byte, as: UInt64.self)) }
+        } else {
+            for i in 0..<8 { w = (w << 8) | UInt64(byte + i < bytes.count ? bytes[byte + i] : 0) }
+        }
+        return w << UInt64(bitPosition & 7)
     }
 
+    mutating func readBit() throws -> Bool { try read(bits: 1) == 1 }
+
+    /// The next `bits` (≤ 64) bits as an integer, most significant first.
     mutating func read(bits: Int) throws -> UInt64 {
-        var v: UInt64 = 0
-        for _ in 0..<bits { v = (v << 1) | (try readBit() ? 1 : 0) }
+        if bits == 0 { return 0 }
+        if bits > 56 {
+            let high = try read(bits: bits - 32)
+            return (high << 32) | (try read(bits: 32))
+        }
+        // The reader fails at the first bit past the end, which lies in byte `bytes.count`.
+        guard bits <= remaining else { throw DeltaBlobError.truncated(byte: bytes.count) }
+        let v = peek() >> UInt64(64 - bits)
+        bitPosition += bits
         return v
     }
 
+    /// Rice code: ones (the quotient) up to a zero, then k bits of remainder.
     mutating func readRice(k: Int) throws -> UInt64 {
         var quotient: UInt64 = 0
-        while try readBit() {
-            quotient += 1
-            guard quotient < 1 << 40 else { throw DeltaBlobError.corruptRiceCode(bit: bitPosition) }
+        while true {
+            let left = remaining
+            let ones = min((~peek()).leadingZeroBitCount, 56)
+            guard ones < left else { throw DeltaBlobError.truncated(byte: bytes.count) }  // no terminating zero
+            quotient += UInt64(ones)
+            guard quotient < 1 << 40 else { throw DeltaBlobError.corruptRiceCode(bit: bitPosition + ones) }
+            if ones < 56 { bitPosition += ones + 1; break }
+            bitPosition += ones
         }
         let remainder = k > 0 ? try read(bits: k) : 0
         return (quotient << UInt64(k)) | remainder

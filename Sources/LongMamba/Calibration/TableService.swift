@@ -22,10 +22,14 @@ public struct TableService {
     /// Solves a complete stored run and returns the id of its table: a new row, or the stored
     /// table with the same parameters and content hash (tables are immutable; a rerun or a
     /// second process adds nothing).
-    public func solve(run runID: Int64, parameters: SolverParameters, method: SolverMethod = .fast) throws -> Int64 {
+    /// Each stored sample is decoded once per solve (not once per length) and reports
+    /// `.solvedLayer` after every layer.
+    public func solve(run runID: Int64, parameters: SolverParameters, method: SolverMethod = .fast,
+                      progress: (CalibrationEvent) -> Void = { _ in }) throws -> Int64 {
         let run = try store.run(runID)
         guard run.status == .complete else { throw StoreError.runNotComplete(path: store.path, run: runID, status: run.status) }
         try parameters.validate()
+        let start = Date()
         var layers: [LayerTable] = []
         for i in 0..<run.layerCount {
             let samples = try store.layerSamples(run: runID, layer: i)
@@ -33,6 +37,7 @@ public struct TableService {
                 throw StoreError.missingSamples(path: store.path, run: runID, layer: i, stored: samples.count, expected: run.sampleCount)
             }
             layers.append(try DeltaThresholdSolver.solveLayer(samples: samples, parameters: parameters, method: method))
+            progress(.solvedLayer(done: i + 1, layers: run.layerCount, seconds: Date().timeIntervalSince(start)))
         }
         return try store.saveTable(run: runID, parameters: parameters, layers: layers)
     }
@@ -57,7 +62,7 @@ public struct TableService {
                 continue
             }
             progress(.solving(clampFraction: parameters.clampFraction, aggregation: parameters.aggregation))
-            let id = try solve(run: runID, parameters: parameters)
+            let id = try solve(run: runID, parameters: parameters, progress: progress)
             ids.append(id)
             progress(.solved(table: id))
         }

@@ -238,11 +238,19 @@ extension CalibrationStore {
 
     /// The K samples of one layer of a run, decoded from their stored representation.
     public func layerSamples(run: Int64, layer: Int) throws -> [SortedDeltaLayer] {
-        try read { db in
-            try RecordingRecord.filter(Column("run_id") == run && Column("layer_index") == layer).order(Column("sample_index")).fetchAll(db).map { r in
-                try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape)
+        let records = try read { db in
+            try RecordingRecord.filter(Column("run_id") == run && Column("layer_index") == layer).order(Column("sample_index")).fetchAll(db)
+        }
+        // Samples decode independently (a sketch decode is an exp per value): one per core.
+        var decoded = [Result<SortedDeltaLayer, Error>?](repeating: nil, count: records.count)
+        decoded.withUnsafeMutableBufferPointer { buf in
+            nonisolated(unsafe) let out = buf
+            DispatchQueue.concurrentPerform(iterations: records.count) { i in
+                let r = records[i]
+                out[i] = Result { try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape) }
             }
         }
+        return try decoded.compactMap { try $0?.get() }
     }
 
     /// The encodings used by a run's recordings (for table metadata).
