@@ -15,6 +15,8 @@ struct BenchCommand: ParsableCommand {
     var tokens: Int = 2048
     @Option(help: "Timed repetitions (best is reported).")
     var repeats: Int = 3
+    @Flag(inversion: .prefixedNo, help: "Also time calibrate's recording (forward + sort + encode of Δ), inline and pipelined, against the prefill.")
+    var recording = true
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -44,6 +46,13 @@ struct BenchCommand: ParsableCommand {
         print(String(format: "achieved         %.1f GFLOP/s in matrix products over the whole pass", r.achievedGFLOPS))
         print(String(format: "sgemm, same run  %.1f GFLOP/s on the model's shapes; %.1f GFLOP/s on 2048×768·768×3072", r.sgemmModelShapesGFLOPS, r.sgemmReferenceGFLOPS))
         print(String(format: "roofline         %.0f tokens/s at the sgemm rate → %.0f%% of roofline", r.rooflineTokensPerSecond, 100 * r.tokensPerSecond / r.rooflineTokensPerSecond))
+        if recording {
+            let rec = try RecordingBenchmark.run(model: runner, tokens: tokens, repeats: repeats)
+            let tps = { (seconds: Double) in Double(tokens) / seconds }
+            print(String(format: "recording        %@: pipelined %.1f tokens/s = %.0f%% of prefill; inline %.1f tokens/s = %.0f%%",
+                         rec.representation, tps(rec.pipelinedSeconds), 100 * tps(rec.pipelinedSeconds) / r.tokensPerSecond,
+                         tps(rec.inlineSeconds), 100 * tps(rec.inlineSeconds) / r.tokensPerSecond))
+        }
         print(String(format: "peak memory      %.0f MiB (max RSS)", PeakMemory.megabytes))
     }
 }

@@ -16,6 +16,8 @@ struct BenchSolverCommand: ParsableCommand {
     @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
     @Option(help: "Clamp fraction p.") var clamp: Double = 0.2
     @Option(name: .customLong("naive-channels"), help: "Channels of layer 0 also solved with the naive method.") var naiveChannels: Int = 4
+    @Flag(help: "Also time the path users take: encode the samples as calibrate stores them (sketch), write a store, and solve the stored run (decode + solve + save).")
+    var stored = false
 
     /// Synthetic Δ = softplus(μ_c + σ_c·z) with per-channel μ, σ; deterministic per (layer, sample, channel).
     static func syntheticRow(layer: Int, sample: Int, channel: Int, tokens L: Int) -> [Float] {
@@ -92,5 +94,52 @@ struct BenchSolverCommand: ParsableCommand {
             }
         }
         print(String(format: "total: synthetic Δ + sort %.1f s, fast solve %.1f s (%.2f s per layer)", prepTime, solveTime, solveTime / Double(layers)))
+        if stored { try storedRun(params) }
+    }
+
+    /// calibrate's representation and store, then `TableService.solve` as `calibrate`/`solve --run` run it.
+    func storedRun(_ params: SolverParameters) throws {
+        let (L, C) = (tokens, channels)
+        let representation = DeltaRepresentation.automatic(architecture: "mamba", channels: C)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-solver-\(ProcessInfo.processInfo.processIdentifier)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try CalibrationStore(path: directory.appendingPathComponent("bench.sqlite").path)
+        var new = NewRun(fingerprint: "bench-solver", architecture: "mamba", sampleCount: samples, sampleLength: L, layerCount: layers)
+        new.description = "bench-solver synthetic"
+        let run = try store.beginRun(new, sequences: Array(repeating: Array(repeating: Int32(0), count: L), count: samples)).run
+        var encodeTime = 0.0, commitTime = 0.0
+        var encoded = [[EncodedLayer]](repeating: [], count: samples)
+        for layer in 0..<layers {
+            for s in 0..<samples {
+                var sorted = [Float](repeating: 0, count: L * C)
+                sorted.withUnsafeMutableBufferPointer { buf in
+                    nonisolated(unsafe) let out = buf
+                    DispatchQueue.concurrentPerform(iterations: C) { c in
+                        var row = BenchSolverCommand.syntheticRow(layer: layer, sample: s, channel: c, tokens: L)
+                        DeltaSort.sortDescending(&row)
+                        for t in 0..<L { out[c * L + t] = row[t] }
+                    }
+                }
+                let t0 = Date()
+                let sample = SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: (0..<(C * 16)).map { -Float($0 % 16 + 1) }, aShape: [C, 16])
+                encoded[s].append(try EncodedLayer(sample, as: representation))
+                encodeTime += Date().timeIntervalSince(t0)
+            }
+        }
+        let t0 = Date()
+        for s in 0..<samples { try store.commitSample(run: run, sample: s, layers: encoded[s]) }
+        try store.finishRun(run)
+        commitTime = Date().timeIntervalSince(t0)
+        encoded = []
+        let bytes = try store.recordingBytes(run: run)
+        let t1 = Date()
+        for layer in 0..<layers { _ = try store.layerSamples(run: run, layer: layer) }
+        let decodeTime = Date().timeIntervalSince(t1)
+        let t2 = Date()
+        _ = try TableService(store: store).solve(run: run, parameters: params)
+        let solveTime = Date().timeIntervalSince(t2)
+        print(String(format: "stored run (%@, %.0f MB): encode %.1f s (%.3f s per layer and sample), commit %.1f s; decode alone %.1f s; stored-run solve (decode + solve + save) %.1f s (%.2f s per layer)",
+                     representation.encodingName, Double(bytes) / 1e6, encodeTime, encodeTime / Double(layers * samples), commitTime, decodeTime, solveTime, solveTime / Double(layers)))
     }
 }

@@ -39,6 +39,8 @@ struct CalibrateCommand: ParsableCommand {
     var shard: String = "0/1"
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(name: .customLong("measure-prefill"), help: "Also time one plain forward of sample 0 and print the recording speed against it.")
+    var measurePrefill = false
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
@@ -60,6 +62,7 @@ struct CalibrateCommand: ParsableCommand {
         guard parts.count == 2 else { throw ValidationError("--shard must look like i/n, e.g. 0/4") }
         options.shardIndex = parts[0]
         options.shardCount = parts[1]
+        options.measurePrefill = measurePrefill
 
         let display = ProgressDisplay(enabled: !quiet)
         let started = Date()
@@ -72,6 +75,10 @@ struct CalibrateCommand: ParsableCommand {
         let wall = Date().timeIntervalSince(started)
         var lines = ["run \(result.runID): recorded \(result.samplesRecorded) samples, \(result.samplesResumed) already committed"
                      + String(format: " · %.1f tokens/s · wall %.1f s · peak memory %.0f MiB", result.tokensPerSecond, wall, PeakMemory.megabytes)]
+        if let prefill = result.prefillTokensPerSecond, result.tokensRecorded > 0 {
+            lines.append(String(format: "recording %.1f tokens/s against a plain prefill of %.1f tokens/s in this run: %.0f %%",
+                                result.tokensPerSecond, prefill, 100 * result.tokensPerSecond / prefill))
+        }
         if !result.complete {
             lines.append("shard \(shard) done; the run still lacks other shards' samples (join them with `longmamba merge`)")
         }

@@ -28,6 +28,8 @@ public struct CalibrationOptions: Sendable {
     /// Record only samples k with k % count == index (for spreading a run over machines).
     public var shardIndex = 0
     public var shardCount = 1
+    /// Also time one plain forward (no recording) so the recording speed can be read against it.
+    public var measurePrefill = false
 
     public init(modelDirectory: String, corpusPaths: [String], databasePath: String) {
         self.modelDirectory = modelDirectory; self.corpusPaths = corpusPaths; self.databasePath = databasePath
@@ -61,6 +63,8 @@ public struct CalibrationResult: Sendable {
     public var recordingSeconds = 0.0
     public var tokensRecorded = 0
     public var tokensPerSecond: Double { recordingSeconds > 0 ? Double(tokensRecorded) / recordingSeconds : 0 }
+    /// Plain forward speed on sample 0 in this run (`measurePrefill`), else nil.
+    public var prefillTokensPerSecond: Double?
 }
 
 /// Everything that fixes a calibration's recordings, checked and loaded (step 1 of `calibrate`).
@@ -133,6 +137,14 @@ public struct CalibrationJob {
         let inputs = try CalibrationInputs(o)
         let store = try CalibrationStore(path: o.databasePath)
         var result = try openRun(inputs, in: store, progress: progress)
+        if o.measurePrefill {
+            // One plain forward of sample 0 (nothing recorded): the prefill speed of this model in this run.
+            let tokens = try store.sequences(run: result.runID)[0].map(Int.init)
+            var none = DiscardingRecorder()
+            let start = Date()
+            try inputs.model.forward(tokens: tokens, recorder: &none)
+            result.prefillTokensPerSecond = Double(tokens.count) / Date().timeIntervalSince(start)
+        }
         try recordMissingSamples(inputs, run: result.runID, in: store, result: &result, progress: progress)
         guard try Self.finishIfComplete(run: result.runID, in: store) else { return result }  // other shards still to come
         result.complete = true
@@ -200,10 +212,11 @@ public struct CalibrationJob {
         result.samplesResumed = mine.filter { recorded.contains($0) }.count
         var done = result.samplesResumed
         for k in mine where !recorded.contains(k) {
-            var recorder = EncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
+            // Layer i is sorted and encoded on another thread while the runner computes layer i + 1.
+            var recorder = PipelinedEncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
             let start = Date()
             try inputs.model.forward(tokens: sequences[k].map(Int.init), recorder: &recorder)
-            try store.commitSample(run: run, sample: k, layers: recorder.layers)
+            try store.commitSample(run: run, sample: k, layers: try recorder.finish())
             let seconds = Date().timeIntervalSince(start)
             result.samplesRecorded += 1
             result.recordingSeconds += seconds

@@ -162,15 +162,16 @@ public enum DeltaSketch {
     public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
         // ln Δ once per channel; every exponent tried below quantises the same logarithms.
         let positives = row.prefix { $0 > 0 }.map { Foundation.log(Double($0)) }[...]
-        // Size grows with e: binary search for the largest e that fits (sizes are counted, not
-        // written), then make sure it fits.
-        var lo = 0, hi = finestExponent
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if encodedBytes(positives: positives, length: row.count, exponent: mid) <= budget { lo = mid } else { hi = mid - 1 }
-        }
-        var e = lo
-        while encodedBytes(positives: positives, length: row.count, exponent: e) > budget && e > 0 { e -= 1 }
+        // The largest e (finest step) that fits. The size grows with e by about one bit per value
+        // per step (codes double, so do the gaps and the Rice remainders), so start from that
+        // estimate and walk to the exact answer; sizes are counted, not written.
+        let n = max(positives.count, 1)
+        var e = 8
+        let size8 = encodedBytes(positives: positives, length: row.count, exponent: e)
+        e = min(finestExponent, max(0, e + Int((Double(budget - size8) * 8 / Double(n)).rounded(.down))))
+        var size = encodedBytes(positives: positives, length: row.count, exponent: e)
+        while size > budget && e > 0 { e -= 1; size = encodedBytes(positives: positives, length: row.count, exponent: e) }
+        while e < finestExponent, encodedBytes(positives: positives, length: row.count, exponent: e + 1) <= budget { e += 1 }
         return encode(positives: positives, length: row.count, exponent: e)
     }
 
@@ -204,22 +205,28 @@ public enum DeltaSketch {
 
     /// code_i = round(ln Δ_(i) / q), non-increasing (equal values may round apart: kept equal).
     static func codes(_ logValues: ArraySlice<Double>, exponent e: Int) -> [Int64] {
-        let q = Foundation.exp2(-Double(e))
-        var codes = logValues.map { Int64(($0 / q).rounded()) }
+        let scale = Foundation.exp2(Double(e))   // 1/q, exact: x/q == x·2^e
+        var codes = logValues.map { Int64(($0 * scale).rounded()) }
         for i in 1..<codes.count where codes[i] > codes[i - 1] { codes[i] = codes[i - 1] }
         return codes
     }
 
     /// Best Rice parameter k for the gaps codes[i−1] − codes[i], i in `block`, and its bit count
-    /// Σ (1 + k + (g >> k)). The cost falls then rises with k (Σ g>>k shrinks, n·k grows): stop once it rises.
+    /// bits(k) = Σ (1 + k + (g >> k)). bits falls then rises with k (Σ g>>k shrinks, n·k grows), so
+    /// a local search from k ≈ log2(mean gap) finds the smallest k of least cost.
     static func riceParameter(_ codes: [Int64], block: Range<Int>) -> (k: Int, bits: Int) {
-        var bestK = 0, bestBits = UInt64.max
-        for k in 0..<24 {
-            var bits = UInt64(block.count) * UInt64(1 + k)
-            for i in block { bits += UInt64(codes[i - 1] - codes[i]) >> UInt64(k) }
-            if bits < bestBits { bestBits = bits; bestK = k } else if k > bestK + 1 { break }
+        @inline(__always) func bits(_ k: Int) -> Int {
+            var total = block.count * (1 + k)
+            for i in block { total += Int((codes[i - 1] - codes[i]) >> Int64(k)) }
+            return total
         }
-        return (bestK, Int(bestBits))
+        let span = codes[block.lowerBound - 1] - codes[block.upperBound - 1]   // Σ gaps
+        let mean = span / Int64(block.count)
+        var k = mean > 0 ? min(23, Int64.bitWidth - 1 - mean.leadingZeroBitCount) : 0
+        var best = bits(k)
+        while k > 0 { let b = bits(k - 1); if b <= best { best = b; k -= 1 } else { break } }
+        while k < 23 { let b = bits(k + 1); if b < best { best = b; k += 1 } else { break } }
+        return (k, best)
     }
 
     /// Bits `writeZone` writes for these values.
