@@ -11,6 +11,12 @@ struct BenchCommand: ParsableCommand {
     var model: String?
     @Option(help: "Instead of --model: a random-weight checkpoint of a published shape (\(ModelShape.allCases.map(\.rawValue).joined(separator: ", "))).")
     var shape: String?
+    @Option(help: "Weights dtype of the --shape checkpoint: f32, bf16 or f16 (default: as published: bf16 for the 7B shapes, else f32).")
+    var dtype: String?
+    @Option(help: "Keep only the first N layers of the --shape checkpoint (quick runs of big shapes).")
+    var layers: Int?
+    @Option(name: .customLong("checkpoint-dir"), help: "Where the --shape checkpoint is written (default: a folder in the temporary directory, reused).")
+    var checkpointDirectory: String?
     @Option(help: "Prefill length.")
     var tokens: Int = 2048
     @Option(help: "Timed repetitions (best is reported).")
@@ -26,11 +32,19 @@ struct BenchCommand: ParsableCommand {
         if let model {
             directory = model
         } else if let shape {
-            guard let s = ModelShape(rawValue: shape) else { throw ValidationError("unknown shape '\(shape)'") }
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("longmamba-bench-\(shape)").path
-            if !FileManager.default.fileExists(atPath: directory + "/model.safetensors") {
-                FileHandle.standardError.write(Data("writing random-weight \(shape) checkpoint to \(directory)\n".utf8))
-                try SyntheticCheckpoint.write(s, to: directory)
+            guard let s = ModelShape(rawValue: shape) else { throw ValidationError("unknown shape '\(shape)' (known: \(ModelShape.allCases.map(\.rawValue).joined(separator: ", ")))") }
+            let type = try dtype.map { name -> DType in
+                guard let t = ["f32": DType.f32, "bf16": .bf16, "f16": .f16][name.lowercased()] else { throw ValidationError("--dtype must be f32, bf16 or f16") }
+                return t
+            } ?? s.publishedDType
+            if let layers, layers < 1 { throw ValidationError("--layers must be at least 1") }
+            let name = "longmamba-bench-\(shape)-\(type.rawValue.lowercased())" + (layers.map { "-L\($0)" } ?? "")
+            directory = checkpointDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+            if !FileManager.default.fileExists(atPath: directory + "/config.json") {
+                FileHandle.standardError.write(Data("writing random-weight \(shape) checkpoint (\(type.rawValue)\(layers.map { ", \($0) layers" } ?? "")) to \(directory)\n".utf8))
+                let start = Date()
+                try SyntheticCheckpoint.write(s, to: directory, dtype: type, layers: layers)
+                FileHandle.standardError.write(Data(String(format: "written in %.1f s\n", Date().timeIntervalSince(start)).utf8))
             }
         } else {
             throw ValidationError("give --model DIR or --shape NAME")
@@ -38,7 +52,7 @@ struct BenchCommand: ParsableCommand {
         let runner = try MambaModel(directory: directory)
         let r = try PrefillBenchmark.run(model: runner, tokens: tokens, repeats: repeats)
         let c = runner.config
-        print("model            \(directory) (\(c.architecture.rawValue), d_model \(c.dModel), \(c.layerCount) layers, \(c.channelCount) channels/layer)")
+        print("model            \(directory) (\(c.architecture.rawValue), d_model \(c.dModel), \(c.layerCount) layers, \(c.channelCount) channels/layer, weights \(runner.checkpoint.weightDTypes.map(\.rawValue).joined(separator: "+")))")
         print("threads          \(threads)")
         print(String(format: "prefill          %d tokens: best %.3f s of %@", r.tokens, r.bestSeconds, r.seconds.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
         print(String(format: "throughput       %.1f tokens/s", r.tokensPerSecond))
@@ -53,6 +67,7 @@ struct BenchCommand: ParsableCommand {
                          rec.representation, tps(rec.pipelinedSeconds), 100 * tps(rec.pipelinedSeconds) / r.tokensPerSecond,
                          tps(rec.inlineSeconds), 100 * tps(rec.inlineSeconds) / r.tokensPerSecond))
         }
-        print(String(format: "peak memory      %.0f MiB (max RSS)", PeakMemory.megabytes))
+        let estimate = MemoryEstimate.recordingBytes(config: c, tokens: tokens, residentWeights: runner.keepWeightsResident)
+        print(String(format: "peak memory      %.0f MiB (max RSS); calibrate's estimate for recording %d tokens: %.0f MiB", PeakMemory.megabytes, tokens, Double(estimate) / 1048576))
     }
 }

@@ -39,6 +39,8 @@ struct CalibrateCommand: ParsableCommand {
     var shard: String = "0/1"
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("resident-weights"), help: "Keep every layer's f32 weights in memory: auto (when they take ≤ 4 GiB), always or never.")
+    var residentWeights: String = "auto"
     @Flag(name: .customLong("measure-prefill"), help: "Also time one plain forward of sample 0 and print the recording speed against it.")
     var measurePrefill = false
     @Flag(help: "No progress on stderr.")
@@ -63,6 +65,12 @@ struct CalibrateCommand: ParsableCommand {
         options.shardIndex = parts[0]
         options.shardCount = parts[1]
         options.measurePrefill = measurePrefill
+        switch residentWeights {
+        case "auto": options.residentWeights = nil
+        case "always": options.residentWeights = true
+        case "never": options.residentWeights = false
+        default: throw ValidationError("--resident-weights must be auto, always or never")
+        }
 
         let display = ProgressDisplay(enabled: !quiet)
         let started = Date()

@@ -8,6 +8,8 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
     case otherCalibration(database: String, run: Int64, existing: String?, this: String)
     case corpusTooShort(sequences: Int, expected: Int, length: Int)
     case tokenOutsideVocabulary(sample: Int, token: Int, id: Int, vocabulary: Int, tokenizer: String)
+    /// The job's estimated memory exceeds what the machine has available (bytes).
+    case insufficientMemory(modelDirectory: String, needed: Int, available: Int, residentWeights: Bool)
     // merge
     case noInputDatabases
     case notOneRun(input: String, runs: Int)
@@ -27,6 +29,8 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
             return "\(db) already holds calibration run \(run) with other inputs (\(existing ?? "imported recordings")); this one is \(this)"
         case let .corpusTooShort(n, K, L): return "the corpus gave \(n) sequences, expected \(K) of \(L) tokens"
         case let .tokenOutsideVocabulary(k, t, id, V, _): return "sample \(k) token \(t) has id \(id) but the model's vocabulary has \(V) rows"
+        case let .insufficientMemory(dir, needed, available, _):
+            return String(format: "%@: recording needs about %.1f GiB but %.1f GiB are available", dir, Double(needed) / 1073741824, Double(available) / 1073741824)
         case .noInputDatabases: return "no input databases given"
         case let .notOneRun(input, n): return "\(input) holds \(n) calibration runs; expected exactly one made by `calibrate`"
         case let .modelMismatch(input, found, others):
@@ -44,6 +48,8 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
         case .noTrainingLength: return "pass --length L (2048 for state-spaces Mamba/Mamba-2, 4096 for Zamba2)"
         case .noTokenizer: return "state-spaces checkpoints ship without one; pass --tokenizer with the GPT-NeoX-20B tokenizer.json"
         case .otherCalibration: return "use another --db for another model, corpus, seed, K or L"
+        case let .insufficientMemory(_, _, _, resident):
+            return resident ? "pass --resident-weights never (weights converted one layer at a time), or free memory" : "lower --length, or free memory"
         case let .tokenOutsideVocabulary(_, _, _, _, tokenizer): return "the tokenizer \(tokenizer) does not belong to this model"
         default: return nil
         }

@@ -30,6 +30,8 @@ public struct CalibrationOptions: Sendable {
     public var shardCount = 1
     /// Also time one plain forward (no recording) so the recording speed can be read against it.
     public var measurePrefill = false
+    /// Keep every layer's f32 weights in memory (faster with several samples); nil: when they take ≤ 4 GiB.
+    public var residentWeights: Bool?
 
     public init(modelDirectory: String, corpusPaths: [String], databasePath: String) {
         self.modelDirectory = modelDirectory; self.corpusPaths = corpusPaths; self.databasePath = databasePath
@@ -88,9 +90,14 @@ public struct CalibrationInputs {
         guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else {
             throw CalibrationError.badShard(index: o.shardIndex, count: o.shardCount)
         }
-        model = try MambaModel(directory: o.modelDirectory)
+        model = MambaModel(checkpoint: try ModelCheckpoint(directory: o.modelDirectory), keepWeightsResident: o.residentWeights)
         let config = model.config
         sampleLength = try CalibrationJob.trainingLength(o, config)
+        // Refuse up front what would end in an out-of-memory kill.
+        let needed = MemoryEstimate.recordingBytes(config: config, tokens: sampleLength, residentWeights: model.keepWeightsResident)
+        if let available = MemoryEstimate.availableBytes(), needed > available {
+            throw CalibrationError.insufficientMemory(modelDirectory: o.modelDirectory, needed: needed, available: available, residentWeights: model.keepWeightsResident)
+        }
         tokenizerPath = o.tokenizerPath ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
         guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw CalibrationError.noTokenizer(modelDirectory: o.modelDirectory) }
         tokenizer = try BPETokenizer(contentsOf: tokenizerPath)

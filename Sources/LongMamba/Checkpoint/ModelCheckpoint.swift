@@ -29,6 +29,9 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
     /// A tensor whose shape is not the one the config implies (`expected`).
     case shapeMismatch(path: String, tensor: String, shape: [Int], expected: [Int])
     case notFloatingPoint(path: String, tensor: String, dtype: DType)
+    /// Weight matrices stored in different dtypes (`other` in `otherPath` is `otherDType`), e.g. shards
+    /// from two different exports mixed in one directory.
+    case mixedDTypes(path: String, tensor: String, dtype: DType, otherPath: String, other: String, otherDType: DType)
     case notMatrix(directory: String, tensor: String)
     case rowOutOfRange(directory: String, tensor: String, row: Int, rows: Int)
 
@@ -37,7 +40,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
         case let .missingConfig(path), let .invalidIndex(path), let .shardOutsideDirectory(path, _), let .noWeights(path),
              let .duplicateTensor(path, _, _, _), let .missingEmbedding(path, _), let .embeddingShape(path, _, _, _, _),
              let .unexpectedTensor(path, _, _, _, _), let .missingTensor(path, _), let .shapeMismatch(path, _, _, _),
-             let .notFloatingPoint(path, _, _), let .notMatrix(path, _), let .rowOutOfRange(path, _, _, _):
+             let .notFloatingPoint(path, _, _), let .notMatrix(path, _), let .rowOutOfRange(path, _, _, _),
+             let .mixedDTypes(path, _, _, _, _, _):
             return path
         }
     }
@@ -51,7 +55,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
             return "backbone.embedding.weight"
         case let .duplicateTensor(_, tensor, _, _), let .embeddingShape(_, tensor, _, _, _), let .unexpectedTensor(_, tensor, _, _, _),
              let .missingTensor(_, tensor), let .shapeMismatch(_, tensor, _, _), let .notFloatingPoint(_, tensor, _),
-             let .notMatrix(_, tensor), let .rowOutOfRange(_, tensor, _, _):
+             let .notMatrix(_, tensor), let .rowOutOfRange(_, tensor, _, _), let .mixedDTypes(_, tensor, _, _, _, _):
             return tensor
         }
     }
@@ -61,6 +65,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
         switch self {
         case .missingConfig:
             return "pass a model directory holding config.json and the weights"
+        case .mixedDTypes:
+            return "re-export the checkpoint in one dtype, or check that every shard comes from the same export"
         case .noWeights:
             return "expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json"
         case let .missingEmbedding(_, found):
@@ -95,6 +101,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
             return "shape \(shape) but the config implies \(expected)"
         case let .notFloatingPoint(_, _, dtype):
             return "dtype \(dtype.rawValue) is not a floating-point type"
+        case let .mixedDTypes(_, _, dtype, otherPath, other, otherDType):
+            return "stored as \(dtype.rawValue), but '\(other)' in \(otherPath) is \(otherDType.rawValue)"
         case .notMatrix:
             return "missing or not 2-D"
         case let .rowOutOfRange(_, _, row, rows):
@@ -219,6 +227,15 @@ public struct ModelCheckpoint: Sendable {
                 throw CheckpointError.notFloatingPoint(path: files[e.source], tensor: e.info.name, dtype: e.info.dtype)
             }
         }
+        // Weight matrices share one dtype (vectors such as A_log or norms may be kept in f32).
+        let matrices = expected.filter { $0.value.count == 2 && !$0.key.hasSuffix("conv1d.weight") }.keys.sorted()
+        if let first = matrices.first.flatMap({ entries[$0] }) {
+            for name in matrices.dropFirst() {
+                guard let e = entries[name], e.info.dtype != first.info.dtype else { continue }
+                throw CheckpointError.mixedDTypes(path: files[e.source], tensor: e.info.name, dtype: e.info.dtype,
+                                                  otherPath: files[first.source], other: first.info.name, otherDType: first.info.dtype)
+            }
+        }
         return entries
     }
 
@@ -267,11 +284,17 @@ public struct ModelCheckpoint: Sendable {
         return e.info
     }
 
-    /// A tensor converted to f32 (a fresh copy; the mapping is untouched).
+    /// The distinct dtypes of the stored tensors, sorted by name.
+    public var weightDTypes: [DType] { Set(entries.values.map(\.info.dtype)).sorted { $0.rawValue < $1.rawValue } }
+
+    /// A tensor converted to f32 (a fresh copy). The tensor's pages are then dropped from this
+    /// process (they stay in the page cache), so converting a 7B checkpoint layer by layer keeps
+    /// the resident set at one layer instead of growing to the whole file.
     public func floats(_ name: String) throws -> [Float] {
         guard let e = entries[name] else { throw CheckpointError.missingTensor(directory: directory, tensor: name) }
         var out = [Float](repeating: 0, count: e.info.elementCount)
         out.withUnsafeMutableBufferPointer { _ = convertToFloat32(sources[e.source].bytes(of: e.info), dtype: e.info.dtype, into: $0) }
+        sources[e.source].release(e.info)
         return out
     }
 
@@ -318,6 +341,9 @@ public struct ModelCheckpoint: Sendable {
             let e = entries[name]!
             hasher.update(data: Data("\n\(name)|\(e.info.dtype.rawValue)|\(e.info.shape)".utf8))
             hasher.update(bufferPointer: sources[e.source].bytes(of: e.info))
+            // Hashing reads every page of the file: drop them again, or the resident set of a
+            // 7B checkpoint would grow to the whole checkpoint.
+            sources[e.source].release(e.info)
         }
         return hasher.finalize().hexString
     }

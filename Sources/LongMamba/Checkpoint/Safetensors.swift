@@ -302,3 +302,48 @@ public struct SafetensorsWriter {
         try serialized().write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }
+
+/// Writes a safetensors file whose tensors are known up front but produced one at a time
+/// (multi-GB checkpoints without holding them in memory). The header is written first; `append`
+/// must follow the declared order and sizes; `finish` closes the file.
+public struct SafetensorsStreamWriter {
+    private let handle: FileHandle
+    private let path: String
+    private let tensors: [(name: String, dtype: DType, shape: [Int])]
+    private var next = 0
+
+    public init(path: String, tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]) throws {
+        self.path = path; self.tensors = tensors
+        var header: [String: Any] = [:]
+        var offset = 0
+        for t in tensors {
+            let bytes = t.shape.reduce(1, *) * t.dtype.byteSize
+            header[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            offset += bytes
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes])
+        while json.count % 8 != 0 { json.append(0x20) }
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw FileAccessError.cannotOpen(path: path, reason: "cannot create")
+        }
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        var n = UInt64(json.count).littleEndian
+        try handle.write(contentsOf: withUnsafeBytes(of: &n) { Data($0) })
+        try handle.write(contentsOf: json)
+    }
+
+    /// The next tensor's bytes, in the declared order.
+    public mutating func append(_ name: String, data: Data) throws {
+        precondition(next < tensors.count && tensors[next].name == name, "\(path): tensor \(name) out of the declared order")
+        let t = tensors[next]
+        precondition(t.shape.reduce(1, *) * t.dtype.byteSize == data.count, "\(name): shape \(t.shape) does not match \(data.count) bytes")
+        try handle.write(contentsOf: data)
+        next += 1
+    }
+
+    public func finish() throws {
+        precondition(next == tensors.count, "\(path): \(tensors.count - next) declared tensors were not written")
+        try handle.close()
+    }
+}

@@ -9,6 +9,10 @@ public protocol TensorSource: Sendable {
     var tensors: [TensorInfo] { get }
     /// Raw little-endian, row-major, contiguous bytes of one tensor (a view into the mapping).
     func bytes(of info: TensorInfo) -> UnsafeRawBufferPointer
+    /// Drops the tensor's mapped pages from the process (a later read pages them in again).
+    func release(_ info: TensorInfo)
 }
 
-extension SafetensorsFile: TensorSource {}
+extension SafetensorsFile: TensorSource {
+    public func release(_ info: TensorInfo) { file.release(info.byteRange) }
+}

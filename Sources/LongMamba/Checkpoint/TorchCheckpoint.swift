@@ -285,6 +285,7 @@ public struct TorchCheckpoint: TensorSource {
 
     /// Raw bytes of a tensor (a view into the mapping).
     public func bytes(of info: TensorInfo) -> UnsafeRawBufferPointer { file.slice(info.byteRange) }
+    public func release(_ info: TensorInfo) { file.release(info.byteRange) }
 
     /// A tensor converted to f32 (f32, f16, bf16, f64 accepted).
     public func floats(_ name: String) throws -> [Float] {

@@ -37,7 +37,8 @@ public final class MambaModel: @unchecked Sendable {
     /// Use the plain scans instead of the vectorised ones (tests compare the two).
     public var useReferenceScan = false
     private var residentMixers: [Int: any Mixer] = [:]
-    private let keepWeightsResident: Bool
+    /// Whether every layer's f32 weights are kept after first use.
+    public let keepWeightsResident: Bool
     private var lmHead: WeightMatrix?
     private let workspace = Workspace()
 

@@ -9,9 +9,38 @@ import Foundation
 public enum ModelShape: String, CaseIterable, Sendable {
     case mamba130m = "mamba-130m", mamba370m = "mamba-370m", mamba790m = "mamba-790m", mamba1_4b = "mamba-1.4b"
     case mamba2_130m = "mamba2-130m", mamba2_370m = "mamba2-370m", mamba2_1_3b = "mamba2-1.3b"
+    /// tiiuae/falcon-mamba-7b (its published config.json, docs/checkpoints.md) and
+    /// mistralai/Mamba-Codestral-7B-v0.1 (64 × 4096, 128 heads of 64, 8 groups, vocab 32768, untied).
+    case falconMamba7b = "falcon-mamba-7b", codestralMamba7b = "codestral-mamba-7b"
+
+    /// The dtype the checkpoint is published in (the 7B models ship bf16 shards).
+    public var publishedDType: DType {
+        switch self {
+        case .falconMamba7b, .codestralMamba7b: return .bf16
+        default: return .f32
+        }
+    }
 
     /// transformers-layout config.json contents.
     public var configJSON: [String: Any] {
+        switch self {
+        case .falconMamba7b:
+            // The published config's values ("expand": 16 is what the file says; intermediate_size decides).
+            return ["model_type": "falcon_mamba", "hidden_size": 4096, "num_hidden_layers": 64, "intermediate_size": 8192,
+                    "expand": 16, "state_size": 16, "time_step_rank": 256, "conv_kernel": 4, "vocab_size": 65024,
+                    "layer_norm_epsilon": 1e-5, "residual_in_fp32": true, "tie_word_embeddings": false,
+                    "use_bias": false, "use_conv_bias": true, "torch_dtype": "bfloat16"]
+        case .codestralMamba7b:
+            return ["model_type": "mamba2", "hidden_size": 4096, "num_hidden_layers": 64, "expand": 2, "state_size": 128,
+                    "head_dim": 64, "num_heads": 128, "n_groups": 8, "chunk_size": 256, "conv_kernel": 4, "vocab_size": 32768,
+                    "layer_norm_epsilon": 1e-5, "residual_in_fp32": true, "tie_word_embeddings": false,
+                    "use_bias": false, "use_conv_bias": true, "torch_dtype": "bfloat16"]
+        default:
+            return smallShapeConfig
+        }
+    }
+
+    private var smallShapeConfig: [String: Any] {
         let (arch, d, layers): (String, Int, Int) = {
             switch self {
             case .mamba130m: return ("mamba", 768, 24)
@@ -21,6 +50,7 @@ public enum ModelShape: String, CaseIterable, Sendable {
             case .mamba2_130m: return ("mamba2", 768, 24)
             case .mamba2_370m: return ("mamba2", 1024, 48)
             case .mamba2_1_3b: return ("mamba2", 2048, 48)
+            case .falconMamba7b, .codestralMamba7b: return ("mamba", 4096, 64)   // configJSON spells these out
             }
         }()
         var c: [String: Any] = ["model_type": arch, "hidden_size": d, "num_hidden_layers": layers, "expand": 2,
@@ -37,39 +67,85 @@ public enum ModelShape: String, CaseIterable, Sendable {
 }
 
 public enum SyntheticCheckpoint {
-    /// Writes config.json + model.safetensors for `shape` into `directory` (created if needed).
-    public static func write(_ shape: ModelShape, to directory: String, seed: UInt64 = 0) throws {
-        let configData = try JSONSerialization.data(withJSONObject: shape.configJSON, options: [.sortedKeys, .prettyPrinted])
+    /// Writes config.json and the weights for `shape` into `directory` (created if needed).
+    /// - dtype: f32, bf16 or f16 (bf16 values are the f32 ones rounded to nearest even).
+    /// - layers: keep only the first N layers (quick runs of big shapes).
+    /// - shardBytes: above this size the weights are split into model-0000i-of-0000n.safetensors
+    ///   shards with model.safetensors.index.json, as published checkpoints are. Tensors are
+    ///   generated and written one at a time, so memory stays at the largest tensor.
+    public static func write(_ shape: ModelShape, to directory: String, seed: UInt64 = 0, dtype: DType = .f32,
+                             layers: Int? = nil, shardBytes: Int = 5_000_000_000) throws {
+        var json = shape.configJSON
+        if let layers { json["num_hidden_layers"] = layers }
+        json["torch_dtype"] = dtype == .bf16 ? "bfloat16" : (dtype == .f16 ? "float16" : "float32")
+        let configData = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
         let config = try ModelConfig.parse(configData, path: "\(shape.rawValue) config")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try configData.write(to: URL(fileURLWithPath: directory).appendingPathComponent("config.json"))
         var rng = SplitMix64(seed: seed)
-        var writer = SafetensorsWriter(metadata: ["format": "pt", "generator": "longmamba synthetic \(shape.rawValue)"])
-        for (name, dims) in ModelCheckpoint.expectedShapes(config).sorted(by: { $0.key < $1.key }) {
-            let count = dims.reduce(1, *)
-            let values: [Float]
-            let leaf = name.split(separator: ".").suffix(2).joined(separator: ".")
-            switch leaf {
-            case "mixer.A_log":
-                let n = dims.count == 2 ? dims[1] : dims[0]
-                values = (0..<count).map { Float(Foundation.log(Double($0 % n + 1))) }
-            case "mixer.D", "norm.weight", "norm_f.weight":
-                values = [Float](repeating: 1, count: count)
-            case "dt_proj.bias", "mixer.dt_bias":
-                values = (0..<count).map { _ in
-                    let dt = Foundation.exp(rng.nextUnit() * (Foundation.log(0.1) - Foundation.log(0.001)) + Foundation.log(0.001))
-                    return Float(dt + Foundation.log(-Foundation.expm1(-dt)))           // softplus⁻¹(dt)
-                }
-            case "conv1d.bias":
-                values = [Float](repeating: 0, count: count)
-            default:
-                let fanIn = Double(dims.last ?? 1)
-                let scale = name.hasSuffix("embedding.weight") ? 0.02 : 1 / fanIn.squareRoot()
-                values = (0..<count).map { _ in Float((rng.nextUnit() * 2 - 1) * scale * 1.732) }
-            }
-            writer.add(name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name, shape: dims, floats: values)
+        let tensors = ModelCheckpoint.expectedShapes(config).sorted(by: { $0.key < $1.key }).map { (name: $0.key, shape: $0.value) }
+        // Shards: consecutive tensors up to shardBytes each.
+        var shards: [[(name: String, shape: [Int])]] = [[]]
+        var shardSize = 0
+        for t in tensors {
+            let bytes = t.shape.reduce(1, *) * dtype.byteSize
+            if shardSize > 0 && shardSize + bytes > shardBytes { shards.append([]); shardSize = 0 }
+            shards[shards.count - 1].append(t); shardSize += bytes
         }
-        try writer.write(to: URL(fileURLWithPath: directory).appendingPathComponent("model.safetensors").path)
+        let stored = { (name: String) in name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name }
+        var weightMap: [String: String] = [:]
+        var total = 0
+        for (i, shard) in shards.enumerated() {
+            let file = shards.count == 1 ? "model.safetensors" : String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
+            var writer = try SafetensorsStreamWriter(path: URL(fileURLWithPath: directory).appendingPathComponent(file).path,
+                                                     tensors: shard.map { (stored($0.name), dtype, $0.shape) },
+                                                     metadata: ["format": "pt", "generator": "longmamba synthetic \(shape.rawValue)"])
+            for t in shard {
+                let values = initialValues(t.name, t.shape, &rng)
+                try writer.append(stored(t.name), data: encode(values, as: dtype))
+                weightMap[stored(t.name)] = file
+                total += values.count * dtype.byteSize
+            }
+            try writer.finish()
+        }
+        if shards.count > 1 {
+            let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
+            try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys, .prettyPrinted])
+                .write(to: URL(fileURLWithPath: directory).appendingPathComponent("model.safetensors.index.json"))
+        }
+        // config.json last: a directory with a config is a finished checkpoint.
+        try configData.write(to: URL(fileURLWithPath: directory).appendingPathComponent("config.json"))
+    }
+
+    /// Mamba's own initialisation for the SSM parameters, uniform ±√3/√fan-in for matrices.
+    static func initialValues(_ name: String, _ dims: [Int], _ rng: inout SplitMix64) -> [Float] {
+        let count = dims.reduce(1, *)
+        let leaf = name.split(separator: ".").suffix(2).joined(separator: ".")
+        switch leaf {
+        case "mixer.A_log":
+            let n = dims.count == 2 ? dims[1] : dims[0]
+            return (0..<count).map { Float(Foundation.log(Double($0 % n + 1))) }
+        case "mixer.D", "norm.weight", "norm_f.weight":
+            return [Float](repeating: 1, count: count)
+        case "dt_proj.bias", "mixer.dt_bias":
+            return (0..<count).map { _ in
+                let dt = Foundation.exp(rng.nextUnit() * (Foundation.log(0.1) - Foundation.log(0.001)) + Foundation.log(0.001))
+                return Float(dt + Foundation.log(-Foundation.expm1(-dt)))           // softplus⁻¹(dt)
+            }
+        case "conv1d.bias":
+            return [Float](repeating: 0, count: count)
+        default:
+            let fanIn = Double(dims.last ?? 1)
+            let scale = Float((name.hasSuffix("embedding.weight") || name == "lm_head.weight" ? 0.02 : 1 / fanIn.squareRoot()) * 1.732)
+            return (0..<count).map { _ in (Float(rng.next() >> 40) * 0x1p-24 * 2 - 1) * scale }
+        }
+    }
+
+    static func encode(_ values: [Float], as dtype: DType) -> Data {
+        switch dtype {
+        case .bf16: return values.map { HalfConversion.floatToBF16($0) }.withUnsafeBytes { Data($0) }
+        case .f16: return values.map { Float16($0).bitPattern }.withUnsafeBytes { Data($0) }
+        default: return values.withUnsafeBytes { Data($0) }
+        }
     }
 }
 

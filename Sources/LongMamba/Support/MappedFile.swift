@@ -71,6 +71,16 @@ public final class MappedFile: @unchecked Sendable {
     /// All bytes of the file.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
+    /// Drops the whole pages inside `range` from this process's resident set (MADV_DONTNEED on a
+    /// read-only private mapping: the next read pages the file in again, unchanged).
+    public func release(_ range: Range<Int>) {
+        guard let base, range.lowerBound >= 0, range.upperBound <= count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page, end = range.upperBound / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
+    }
+
     /// A sub-range of the file; the caller has checked the bounds.
     public func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         precondition(range.lowerBound >= 0 && range.upperBound <= count)
