@@ -64,13 +64,26 @@ run: release
 	$(LM) export --db tables/$(NAME).sqlite --table $$table --theta $$theta --format safetensors --out tables/$(NAME).table.safetensors
 	@echo "tables/$(NAME).sqlite · evaluation: tables/$(NAME).{passkey,eval}.{json,svg} · report: tables/$(NAME).html · export: tables/$(NAME).table.safetensors"
 
-# Prefill throughput of 130m/370m-shaped random-weight models next to this machine's sgemm,
-# and the solver on a Mamba-1-1.4B-shaped recording.
+# For each shape: prefill tokens/s next to this machine's sgemm (f32 and bf16 weights), peak RSS,
+# and calibrate's recording throughput next to the prefill, all measured in the same run; the
+# 7B shapes as bf16 shards cut to BENCH_7B_LAYERS layers (the cost per layer is flat,
+# docs/performance.md); the solver on a Mamba-1-1.4B-shaped recording, in memory and through
+# the store; the sampler against `zstd -dc | wc -l` when BENCH_CORPUS names a big .jsonl.zst.
+BENCH_7B_LAYERS ?= 2
+BENCH_CORPUS ?=
+BENCH_TOKENIZER ?= $(or $(LONGMAMBA_SHARED_DATA),../shared/data)/gpt-neox-20b-tokenizer.json
 bench: release
 	.build/release/longmamba bench --shape mamba-130m
+	.build/release/longmamba bench --shape mamba-130m --dtype bf16
 	.build/release/longmamba bench --shape mamba2-130m
+	.build/release/longmamba bench --shape mamba2-130m --dtype bf16
 	.build/release/longmamba bench --shape mamba-370m
-	.build/release/longmamba bench-solver --layers 4
+	.build/release/longmamba bench --shape falcon-mamba-7b --layers $(BENCH_7B_LAYERS) --repeats 1
+	.build/release/longmamba bench --shape codestral-mamba-7b --layers $(BENCH_7B_LAYERS) --repeats 1
+	.build/release/longmamba bench-solver --layers 4 --stored
+	@if [ -n "$(BENCH_CORPUS)" ]; then .build/release/longmamba bench-corpus --corpus $(BENCH_CORPUS) \
+	  --tokenizer $(BENCH_TOKENIZER) --tokenizer-mb 0; \
+	else echo "bench-corpus skipped: set BENCH_CORPUS=FILE.jsonl.zst (scripts/make_bench_corpus.py makes one)"; fi
 
 # libFuzzer + AddressSanitizer on every parser of untrusted input (Fuzz/README.md): each harness
 # runs FUZZ_SECONDS (default 60); fails on a crash, leak, timeout or out-of-memory.

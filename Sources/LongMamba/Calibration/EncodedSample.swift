@@ -24,7 +24,7 @@ struct EncodingRecorder: DeltaRecorder {
     }
 
     mutating func record(_ layerDelta: LayerDelta) throws {
-        let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)")
+        let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)", keepTokenOrder: representation == .exact)
         layers.append(try EncodedLayer(sorted, as: representation))
         progress(.layer(sample: sample, layer: layerDelta.layer, layers: layerCount))
     }
@@ -58,7 +58,7 @@ final class PipelinedEncodingRecorder: DeltaRecorder, @unchecked Sendable {
         queue.async { [self] in
             defer { slots.signal() }
             do {
-                let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)")
+                let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)", keepTokenOrder: representation == .exact)
                 let layer = try EncodedLayer(sorted, as: representation)
                 lock.withLock { encoded.append(layer) }
             } catch {

@@ -10,8 +10,147 @@ import Glibc
 import Darwin
 #endif
 
-/// Reads the decompressed bytes of one file in chunks.
+/// Reads the decompressed bytes of one file in chunks. For .zst files a background thread
+/// decompresses ahead into a few fixed buffers while the caller splits and parses lines, so the
+/// two run on two cores; the caller sees the same bytes, errors and offsets in the same order.
 final class CorpusByteReader {
+    let path: String
+    let isZstd: Bool
+    let fileSize: Int64
+    private let direct: StreamDecoder?
+    private let ahead: DecodeAhead?
+
+    init(path: String, isZstd: Bool, hashing: Bool = false, decodeAhead: Bool = true) throws {
+        self.path = path
+        self.isZstd = isZstd
+        let decoder = try StreamDecoder(path: path, isZstd: isZstd, hashing: hashing)
+        fileSize = decoder.fileSize
+        if isZstd && decodeAhead {
+            ahead = DecodeAhead(decoder)
+            direct = nil
+        } else {
+            ahead = nil
+            direct = decoder
+        }
+    }
+
+    /// File bytes consumed so far, as of the bytes handed out (compressed bytes for .zst).
+    var fileBytesRead: Int64 { direct?.fileBytesRead ?? ahead?.fileBytesRead ?? 0 }
+
+    /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
+    func finishHash() -> String? { direct?.finishHash() ?? ahead?.finishHash() }
+
+    /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.
+    func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let direct { return try direct.read(into: out, count: count) }
+        return try ahead?.read(into: out, count: count) ?? 0
+    }
+}
+
+/// The producer side of `CorpusByteReader`: a thread that fills `slots` buffers ahead of the reader.
+final class DecodeAhead: @unchecked Sendable {
+    private struct Filled { let buffer: UnsafeMutableRawPointer; let count: Int; let fileBytesRead: Int64 }
+    private static let bufferBytes = 1 << 20
+    private static let slots = 4
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var free: [UnsafeMutableRawPointer] = []
+    private var filled: [Filled] = []
+    private var finished = false
+    private var failure: Error?
+    private var cancelled = false
+    private var producerDone = false
+    private var hash: String?
+    // Reader side only.
+    private var current: Filled?
+    private var position = 0
+    private var consumedFileBytes: Int64 = 0
+    private let all: [UnsafeMutableRawPointer]
+
+    init(_ decoder: StreamDecoder) {
+        all = (0..<Self.slots).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
+        free = all
+        let thread = Thread { [self] in produce(decoder) }
+        thread.name = "longmamba.decode"
+        thread.start()
+    }
+
+    deinit {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        while !producerDone { condition.wait() }
+        condition.unlock()
+        for b in all { b.deallocate() }
+    }
+
+    private func produce(_ decoder: StreamDecoder) {
+        defer { condition.lock(); producerDone = true; condition.broadcast(); condition.unlock() }
+        while true {
+            condition.lock()
+            while free.isEmpty && !cancelled { condition.wait() }
+            if cancelled { condition.unlock(); return }
+            let buffer = free.removeLast()
+            condition.unlock()
+            do {
+                let n = try decoder.read(into: buffer, count: Self.bufferBytes)
+                condition.lock()
+                if n == 0 {
+                    free.append(buffer); finished = true; hash = decoder.finishHash()
+                } else {
+                    filled.append(Filled(buffer: buffer, count: n, fileBytesRead: decoder.fileBytesRead))
+                }
+                condition.broadcast()
+                condition.unlock()
+                if n == 0 { return }
+            } catch {
+                condition.lock()
+                free.append(buffer); failure = error
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+        }
+    }
+
+    var fileBytesRead: Int64 { consumedFileBytes }
+
+    func finishHash() -> String? {
+        condition.lock(); defer { condition.unlock() }
+        return hash
+    }
+
+    func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if current == nil {
+            condition.lock()
+            while filled.isEmpty && !finished && failure == nil { condition.wait() }
+            if !filled.isEmpty {
+                current = filled.removeFirst(); position = 0
+            }
+            let error = failure
+            condition.unlock()
+            // Bytes decoded before a failure are handed out first, as the plain reader would.
+            guard current != nil else {
+                if let error { throw error }
+                return 0
+            }
+        }
+        guard let chunk = current else { return 0 }
+        let n = min(count, chunk.count - position)
+        out.copyMemory(from: chunk.buffer + position, byteCount: n)
+        position += n
+        consumedFileBytes = chunk.fileBytesRead
+        if position == chunk.count {
+            current = nil
+            condition.lock(); free.append(chunk.buffer); condition.broadcast(); condition.unlock()
+        }
+        return n
+    }
+}
+
+/// Decompresses (or reads) one file in chunks, on the calling thread.
+/// Used by one thread at a time (the reader, or the decode-ahead thread it was handed to).
+final class StreamDecoder: @unchecked Sendable {
     let path: String
     let isZstd: Bool
     private let fd: Int32

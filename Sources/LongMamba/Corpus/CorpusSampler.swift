@@ -47,6 +47,9 @@ public struct CorpusSampler {
     public let files: [CorpusFile]
     public let tokenizer: BPETokenizer
     public let options: SamplerOptions
+    /// Decompress .zst files on a second thread while this one splits, parses and samples (the
+    /// sample is the same either way; not part of the options, so not of a run's identity).
+    public var decodeAhead = true
 
     public init(files: [CorpusFile], tokenizer: BPETokenizer, options: SamplerOptions) throws {
         guard options.count >= 1 else { throw CorpusError.invalidOption("--count must be at least 1") }
@@ -115,7 +118,7 @@ public struct CorpusSampler {
                 if options.hashFiles { state.fileHashes[fileIndex] = try Self.sha256(ofFile: file.path) }
                 report(fileIndex, file.sizeBytes)
             case .jsonl, .jsonlZstd:
-                let reader = try CorpusByteReader(path: file.path, isZstd: file.format == .jsonlZstd, hashing: options.hashFiles)
+                let reader = try CorpusByteReader(path: file.path, isZstd: file.format == .jsonlZstd, hashing: options.hashFiles, decodeAhead: decodeAhead)
                 let splitter = LineSplitter(maxLineBytes: options.maxLineBytes)
                 var checkEvery = 0
                 try splitter.forEachLine(

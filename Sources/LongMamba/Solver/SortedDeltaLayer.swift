@@ -26,11 +26,14 @@ public struct SortedDeltaLayer: Sendable, Equatable {
     }
 
     /// Sorts a token-major [L, C] Δ (as the model produces it) per channel, checking every value.
-    public init(layerDelta d: LayerDelta, source: String = "recording") throws {
-        try self.init(layer: d.layer, tokenMajorDelta: d.delta, length: d.length, channels: d.channels, A: d.A, aShape: d.aShape, source: source)
+    /// - keepTokenOrder: also keep Δ in token order (the exact representation stores it; a sketch does not need it).
+    public init(layerDelta d: LayerDelta, source: String = "recording", keepTokenOrder: Bool = true) throws {
+        try self.init(layer: d.layer, tokenMajorDelta: d.delta, length: d.length, channels: d.channels, A: d.A, aShape: d.aShape,
+                      source: source, keepTokenOrder: keepTokenOrder)
     }
 
-    public init(layer: Int, tokenMajorDelta delta: [Float], length L: Int, channels C: Int, A: [Float], aShape: [Int], source: String = "recording") throws {
+    public init(layer: Int, tokenMajorDelta delta: [Float], length L: Int, channels C: Int, A: [Float], aShape: [Int], source: String = "recording",
+                keepTokenOrder: Bool = true) throws {
         guard L > 0, C > 0, delta.count == L * C else {
             throw SolverError.invalidDelta("\(source): layer \(layer): Δ has \(delta.count) values, expected L·C = \(L)·\(C)")
         }
@@ -45,19 +48,32 @@ public struct SortedDeltaLayer: Sendable, Equatable {
             throw SolverError.invalidDelta("\(source): layer \(layer): Δ[token \(bad / C), channel \(bad % C)] = \(delta[bad]); Δ = softplus(·) must be finite and ≥ 0 (check the runner's dt path)")
         }
         var sorted = [Float](repeating: 0, count: L * C)
-        var tokenOrder = [Float](repeating: 0, count: L * C)
+        var tokenOrder = [Float](repeating: 0, count: keepTokenOrder ? L * C : 0)
         sorted.withUnsafeMutableBufferPointer { sortedBuf in
         tokenOrder.withUnsafeMutableBufferPointer { tokenBuf in
             nonisolated(unsafe) let (sortedOut, tokenOut) = (sortedBuf, tokenBuf)
-            // Channels are independent and write disjoint rows.
-            DispatchQueue.concurrentPerform(iterations: C) { c in
-                var row = (0..<L).map { delta[$0 * C + c] }
-                for t in 0..<L { tokenOut[c * L + t] = row[t] }
-                DeltaSort.sortDescending(&row)
-                for t in 0..<L { sortedOut[c * L + t] = row[t] }
+            // Groups of 16 channels are independent and write disjoint rows; a group reads Δ
+            // one 64-byte run per token (a strided read per channel would touch a cache line per value).
+            let group = 16
+            delta.withUnsafeBufferPointer { delta in
+                nonisolated(unsafe) let delta = delta
+                DispatchQueue.concurrentPerform(iterations: (C + group - 1) / group) { g in
+                    let c0 = g * group, width = min(group, C - c0)
+                    for t in 0..<L {
+                        let from = t * C + c0
+                        for j in 0..<width { sortedOut[(c0 + j) * L + t] = delta[from + j] }
+                    }
+                    var row = [Float](repeating: 0, count: L)
+                    for c in c0..<(c0 + width) {
+                        for t in 0..<L { row[t] = sortedOut[c * L + t] }
+                        if keepTokenOrder { for t in 0..<L { tokenOut[c * L + t] = row[t] } }
+                        DeltaSort.sortDescending(&row)
+                        for t in 0..<L { sortedOut[c * L + t] = row[t] }
+                    }
+                }
             }
         }}
-        self.init(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape, tokenOrderDelta: tokenOrder)
+        self.init(layer: layer, length: L, channels: C, sortedDelta: sorted, A: A, aShape: aShape, tokenOrderDelta: keepTokenOrder ? tokenOrder : nil)
     }
 }
 
