@@ -76,6 +76,19 @@ import Testing
         }
     }
 
+    @Test func sketchLogarithmAgreesWithTheSystemLogarithm() {
+        var rng = SolverRNG(14)
+        var worst = 0.0
+        for _ in 0..<200_000 {
+            let x = Float(exp(rng.uniform() * 60 - 40))   // 4e-18 … 2e8
+            worst = max(worst, abs(DeltaSketch.logarithm(x) - log(Double(x))))
+        }
+        for x: Float in [1, 2, 0.5, .leastNormalMagnitude, .leastNonzeroMagnitude, 1.4142135, 1.4142137, .greatestFiniteMagnitude] {
+            worst = max(worst, abs(DeltaSketch.logarithm(x) - log(Double(x))))
+        }
+        #expect(worst < 1e-13, "worst difference \(worst)")
+    }
+
     @Test func bitReaderReadsBackWhatTheWriterWrote() throws {
         var rng = SolverRNG(13)
         var writer = BitWriter()

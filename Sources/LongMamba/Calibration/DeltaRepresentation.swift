@@ -89,7 +89,7 @@ public enum DeltaBlobError: Error, CustomStringConvertible, Sendable, Equatable 
 /// Encodes and decodes one layer of one sample.
 public enum DeltaBlob {
     /// Encodes a layer (from its sorted and, for exact, token-order Δ).
-    public static func encode(_ layer: SortedDeltaLayer, as representation: DeltaRepresentation) throws -> Data {
+    public static func encode(_ layer: SortedDeltaLayer, as representation: DeltaRepresentation, parallel: Bool = true) throws -> Data {
         let L = layer.length, C = layer.channels
         switch representation {
         case .exact:
@@ -102,7 +102,7 @@ public enum DeltaBlob {
             var records = [Data](repeating: Data(), count: C)
             records.withUnsafeMutableBufferPointer { buf in
                 nonisolated(unsafe) let out = buf
-                DispatchQueue.concurrentPerform(iterations: C) { c in
+                forEachIndex(C, parallel: parallel) { c in
                     out[c] = DeltaSketch.encode(sortedDescending: layer.sortedDelta[(c * L)..<((c + 1) * L)], budget: budget)
                 }
             }
@@ -161,7 +161,7 @@ public enum DeltaSketch {
     /// Encodes a descending row with the finest steps that fit `budget` bytes (byte-aligned record).
     public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
         // ln Δ once per channel; every exponent tried below quantises the same logarithms.
-        let positives = row.prefix { $0 > 0 }.map { Foundation.log(Double($0)) }[...]
+        let positives = row.prefix { $0 > 0 }.map { DeltaSketch.logarithm($0) }[...]
         // The largest e (finest step) that fits. The size grows with e by about one bit per value
         // per step (codes double, so do the gaps and the Rice remainders), so start from that
         // estimate and walk to the exact answer; sizes are counted, not written.
@@ -182,6 +182,25 @@ public enum DeltaSketch {
         let base = positives.startIndex
         let bits = 5 + 32 + zoneBits(positives[base..<(base + cut)], exponent: e1) + zoneBits(positives[(base + cut)...], exponent: e2)
         return (bits + 7) / 8
+    }
+
+    /// ln x for a positive finite float, within 1e-13 of `Foundation.log` (tested) at a fraction
+    /// of its cost: x = m·2^k with m in [√½, √2), ln x = k·ln 2 + 2·atanh(s), s = (m−1)/(m+1),
+    /// |s| ≤ 0.1716, the series to s^17 (next term < 3e-16). The sketch's codes round ln x / q
+    /// with q ≥ 2^-20, so the difference can only move a value that sits on a rounding boundary.
+    @inline(__always)
+    static func logarithm(_ x: Float) -> Double {
+        let bits = x.bitPattern
+        var k = Int((bits >> 23) & 0xff) - 127
+        var m = Double(Float(bitPattern: (bits & 0x007f_ffff) | 0x3f80_0000))   // [1, 2)
+        if (bits >> 23) & 0xff == 0 { return Foundation.log(Double(x)) }           // subnormal
+        if m > 1.4142135623730951 { m /= 2; k += 1 }
+        let s = (m - 1) / (m + 1), s2 = s * s
+        // 2·(s + s³/3 + s⁵/5 + … + s¹⁷/17), Horner in s².
+        var p = 2.0 / 17
+        p = p * s2 + 2.0 / 15; p = p * s2 + 2.0 / 13; p = p * s2 + 2.0 / 11; p = p * s2 + 2.0 / 9
+        p = p * s2 + 2.0 / 7; p = p * s2 + 2.0 / 5; p = p * s2 + 2.0 / 3; p = p * s2 + 2
+        return Double(k) * 0.6931471805599453 + s * p
     }
 
     /// The quantisation exponents (top zone, bottom zone) for a top-zone exponent e.

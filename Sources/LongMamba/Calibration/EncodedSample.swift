@@ -5,9 +5,9 @@ import Foundation
 
 extension EncodedLayer {
     /// Encodes one layer's Δ (sorted per channel) as `representation`.
-    public init(_ layer: SortedDeltaLayer, as representation: DeltaRepresentation) throws {
+    public init(_ layer: SortedDeltaLayer, as representation: DeltaRepresentation, parallel: Bool = true) throws {
         self.init(layer: layer.layer, length: layer.length, channels: layer.channels, encoding: representation.encodingName,
-                  blob: try DeltaBlob.encode(layer, as: representation), A: layer.A, aShape: layer.aShape)
+                  blob: try DeltaBlob.encode(layer, as: representation, parallel: parallel), A: layer.A, aShape: layer.aShape)
     }
 }
 
@@ -58,8 +58,9 @@ final class PipelinedEncodingRecorder: DeltaRecorder, @unchecked Sendable {
         queue.async { [self] in
             defer { slots.signal() }
             do {
-                let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)", keepTokenOrder: representation == .exact)
-                let layer = try EncodedLayer(sorted, as: representation)
+                // One thread: the runner keeps both cores busy; this queue fills the gaps.
+                let sorted = try SortedDeltaLayer(layerDelta: layerDelta, source: "sample \(sample)", keepTokenOrder: representation == .exact, parallel: false)
+                let layer = try EncodedLayer(sorted, as: representation, parallel: false)
                 lock.withLock { encoded.append(layer) }
             } catch {
                 lock.withLock { if failure == nil { failure = error } }

@@ -27,13 +27,15 @@ public struct SortedDeltaLayer: Sendable, Equatable {
 
     /// Sorts a token-major [L, C] Δ (as the model produces it) per channel, checking every value.
     /// - keepTokenOrder: also keep Δ in token order (the exact representation stores it; a sketch does not need it).
-    public init(layerDelta d: LayerDelta, source: String = "recording", keepTokenOrder: Bool = true) throws {
+    /// - parallel: spread the channels over the cores (false on the recording's background queue,
+    ///   which shares the cores with the runner).
+    public init(layerDelta d: LayerDelta, source: String = "recording", keepTokenOrder: Bool = true, parallel: Bool = true) throws {
         try self.init(layer: d.layer, tokenMajorDelta: d.delta, length: d.length, channels: d.channels, A: d.A, aShape: d.aShape,
-                      source: source, keepTokenOrder: keepTokenOrder)
+                      source: source, keepTokenOrder: keepTokenOrder, parallel: parallel)
     }
 
     public init(layer: Int, tokenMajorDelta delta: [Float], length L: Int, channels C: Int, A: [Float], aShape: [Int], source: String = "recording",
-                keepTokenOrder: Bool = true) throws {
+                keepTokenOrder: Bool = true, parallel: Bool = true) throws {
         guard L > 0, C > 0, delta.count == L * C else {
             throw SolverError.invalidDelta("\(source): layer \(layer): Δ has \(delta.count) values, expected L·C = \(L)·\(C)")
         }
@@ -57,7 +59,7 @@ public struct SortedDeltaLayer: Sendable, Equatable {
             let group = 16
             delta.withUnsafeBufferPointer { delta in
                 nonisolated(unsafe) let delta = delta
-                DispatchQueue.concurrentPerform(iterations: (C + group - 1) / group) { g in
+                forEachIndex((C + group - 1) / group, parallel: parallel) { g in
                     let c0 = g * group, width = min(group, C - c0)
                     for t in 0..<L {
                         let from = t * C + c0
@@ -77,3 +79,8 @@ public struct SortedDeltaLayer: Sendable, Equatable {
     }
 }
 
+
+/// body(0 ..< n), on every core or on this thread.
+func forEachIndex(_ n: Int, parallel: Bool, _ body: @Sendable (Int) -> Void) {
+    if parallel { DispatchQueue.concurrentPerform(iterations: n, execute: body) } else { for i in 0..<n { body(i) } }
+}

@@ -77,25 +77,37 @@ public enum SolverError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Sorting of non-negative floats (their IEEE bit patterns order like the values).
 public enum DeltaSort {
-    /// Descending sort of finite non-negative values; LSD radix on the bit patterns (plain `sort(by: >)` gives the same).
+    /// Descending sort of finite non-negative values; LSD radix on the bit patterns, 8 bits per
+    /// pass, skipping a pass where every key has the same digit (Δ values share their top bits);
+    /// plain `sort(by: >)` gives the same.
     public static func sortDescending(_ v: inout [Float]) {
         let n = v.count
         if n < 64 { v = v.map { $0 + 0 }; v.sort(by: >); return }
         // complement: ascending keys = descending values; `+ 0` turns -0.0 into +0.0 (its sign bit would sort it first)
         var keys = v.map { ~($0 + 0).bitPattern }
         var tmp = [UInt32](repeating: 0, count: n)
-        var counts = [Int](repeating: 0, count: 1 << 11)
-        for pass in 0..<3 {
-            let shift = UInt32(11 * pass)
-            for i in counts.indices { counts[i] = 0 }
-            for k in keys { counts[Int((k >> shift) & 0x7ff)] += 1 }
-            var total = 0
-            for i in counts.indices { let c = counts[i]; counts[i] = total; total += c }
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 4 * 256) { counts in
+            counts.initialize(repeating: 0)
+            // All four histograms in one read of the keys.
             for k in keys {
-                let b = Int((k >> shift) & 0x7ff)
-                tmp[counts[b]] = k; counts[b] += 1
+                counts[Int(k & 0xff)] += 1; counts[256 + Int((k >> 8) & 0xff)] += 1
+                counts[512 + Int((k >> 16) & 0xff)] += 1; counts[768 + Int(k >> 24)] += 1
             }
-            swap(&keys, &tmp)
+            for pass in 0..<4 {
+                let shift = UInt32(8 * pass), base = 256 * pass
+                if counts[base + Int((keys[0] >> shift) & 0xff)] == n { continue }   // one digit: order unchanged
+                var total = 0
+                for i in 0..<256 { let c = counts[base + i]; counts[base + i] = total; total += c }
+                keys.withUnsafeBufferPointer { src in
+                    tmp.withUnsafeMutableBufferPointer { dst in
+                        for k in src {
+                            let b = base + Int((k >> shift) & 0xff)
+                            dst[counts[b]] = k; counts[b] += 1
+                        }
+                    }
+                }
+                swap(&keys, &tmp)
+            }
         }
         for i in 0..<n { v[i] = Float(bitPattern: ~keys[i]) }
     }
