@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+@testable import LongMamba
+import LongMambaKernels
+
+/// The Zamba2 fixtures scripts/make_zamba2_golden.py writes (Fixtures/models/zamba2-*, Fixtures/golden/zamba2-*).
+enum Zamba2Fixtures {
+    static let configs = ["one-block", "two-blocks-gqa", "two-blocks-adapters"]
+    /// The schedule each configuration was built with (hybrid layer indices), as transformers reports it.
+    static let hybridLayers = ["one-block": [1, 4], "two-blocks-gqa": [0, 2, 3, 5], "two-blocks-adapters": [1, 2, 4]]
+}
+
+/// Copies a fixture model into a temporary directory so a test can change it.
+private func scratchCopy(of fixture: String) throws -> URL {
+    let dst = FileManager.default.temporaryDirectory.appendingPathComponent("lm-zamba2-\(UUID().uuidString)")
+    try FileManager.default.copyItem(at: URL(fileURLWithPath: ModelFixtures.model(fixture)), to: dst)
+    return dst
+}
+
+/// Rewrites the copy's config.json through `edit`.
+private func editConfig(_ dir: URL, _ edit: (inout [String: Any]) -> Void) throws {
+    let path = dir.appendingPathComponent("config.json")
+    var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: path)) as? [String: Any])
+    edit(&json)
+    try JSONSerialization.data(withJSONObject: json).write(to: path)
+}
+
+/// Drops tensors from the copy's model.safetensors.
+private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
+    let path = dir.appendingPathComponent("model.safetensors")
+    let file = try SafetensorsFile(path: path.path)
+    var writer = SafetensorsWriter(metadata: file.metadata)
+    for t in file.tensors where !drop(t.name) { writer.add(t.name, dtype: t.dtype, shape: t.shape, data: Data(file.bytes(of: t))) }
+    try writer.serialized().write(to: path)
+}
+
+@Suite struct Zamba2ParityTests {
+    @Test(arguments: Zamba2Fixtures.configs)
+    func deltaOfEveryMambaLayerAndLogitsMatchTransformers(config: String) throws {
+        let golden = try ModelFixtures.goldenFile("zamba2-\(config)-f32")
+        let tokens = try golden.integers("tokens")
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-\(config)"))
+        #expect(model.config.architecture == .zamba2)
+        #expect(model.config.sharedBlocks?.hybridLayers == Zamba2Fixtures.hybridLayers[config])
+        for reference in [false, true] {
+            model.useReferenceScan = reference
+            var recorder = CollectingRecorder()
+            let logits = try model.forward(tokens: tokens, recorder: &recorder, computeLogits: true)
+            // One Δ per layer, hybrid layers included, under the model's layer index.
+            #expect(recorder.layers.map(\.layer) == Array(0..<model.config.layerCount))
+            for layer in recorder.layers {
+                let error = relativeError(layer.delta, try golden.floats("layer.\(layer.layer).delta"))
+                #expect(error <= 1e-4, "\(config) layer \(layer.layer) Δ relative error \(error)")
+                #expect(layer.channels == model.config.headCount)
+                #expect(relativeError(layer.A, try golden.floats("layer.\(layer.layer).A")) <= 1e-6)
+            }
+            let error = relativeError(logits, try golden.floats("logits"))
+            #expect(error <= 1e-4, "\(config) logits relative error \(error) (reference kernels: \(reference))")
+            print("zamba2 parity \(config) reference=\(reference): logits \(error), Δ max \(recorder.layers.map { relativeError($0.delta, (try? golden.floats("layer.\($0.layer).delta")) ?? []) }.max() ?? -1)")
+        }
+    }
+
+    @Test func bf16CheckpointMatchesFp32OnTheSameRoundedWeights() throws {
+        let golden = try ModelFixtures.goldenFile("zamba2-one-block-bf16")
+        let tokens = try golden.integers("tokens")
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-one-block-bf16"))
+        #expect(try model.checkpoint.info("backbone.embedding.weight").dtype == .bf16)
+        var recorder = CollectingRecorder()
+        let logits = try model.forward(tokens: tokens, recorder: &recorder, computeLogits: true)
+        for layer in recorder.layers {
+            let error = relativeError(layer.delta, try golden.floats("layer.\(layer.layer).delta"))
+            #expect(error <= 1e-4, "bf16 layer \(layer.layer) Δ relative error \(error)")
+        }
+        let error = relativeError(logits, try golden.floats("logits"))
+        #expect(error <= 1e-4, "bf16 logits relative error \(error)")
+        // The rounding is real: the f32 model's logits differ from the rounded model's.
+        #expect(relativeError(try ModelFixtures.goldenFile("zamba2-one-block-f32").floats("logits"), try golden.floats("logits")) > 1e-4)
+        print("zamba2 bf16: logits \(error)")
+    }
+
+    @Test(arguments: Zamba2Fixtures.configs)
+    func chunksWithCarriedStateAndKeyValueCacheGiveTheSameDeltaAndLogits(config: String) throws {
+        let tokens = try ModelFixtures.goldenFile("zamba2-\(config)-f32").integers("tokens")
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-\(config)"))
+        var whole = CollectingRecorder()
+        let wholeLogits = try model.forward(tokens: tokens, recorder: &whole, computeLogits: true)
+        var state = SequenceState(layerCount: model.config.layerCount)
+        var chunkLogits: [Float] = []
+        var chunkDeltas = [[Float]](repeating: [], count: model.config.layerCount)
+        // Uneven chunks, single tokens (decode steps) and one shorter than the conv kernel.
+        for range in [0..<2, 2..<3, 3..<17, 17..<18, 18..<40] {
+            var part = CollectingRecorder()
+            chunkLogits += try model.forward(tokens: Array(tokens[range]), continuing: &state, recorder: &part, computeLogits: true)
+            for l in part.layers { chunkDeltas[l.layer] += l.delta }
+        }
+        #expect(state.position == tokens.count)
+        let kv = try #require(model.config.sharedBlocks).keyValueHeads * (try #require(model.config.sharedBlocks)).attentionHeadDim
+        for layer in try #require(model.config.sharedBlocks).hybridLayers {
+            #expect(state.layers[layer].keys.count == tokens.count * kv, "layer \(layer) caches every token's key")
+        }
+        // f32 summation order only (sgemm over other row counts, attention over other key blocks);
+        // a wrong position, cache or state gives errors of order 1e-1.
+        #expect(relativeError(chunkLogits, wholeLogits) <= 5e-5, "\(config)")
+        for l in whole.layers { #expect(relativeError(chunkDeltas[l.layer], l.delta) <= 5e-5, "\(config) layer \(l.layer)") }
+    }
+
+    @Test(arguments: Zamba2Fixtures.configs)
+    func longMambaFilterInTheMambaLayersMatchesTransformersPatchedDelta(config: String) throws {
+        let golden = try ModelFixtures.goldenFile("zamba2-\(config)-longmamba")
+        let tokens = try golden.integers("tokens")
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-\(config)"))
+        let layers = model.config.layerCount
+        let filter = try LongMambaFilter(
+            deltaThresholds: try (0..<layers).map { try golden.floats("layer.\($0).threshold") },
+            cumulativeDecays: try (0..<layers).map { try golden.floats("layer.\($0).cumulative_decay") },
+            theta: Double(try golden.floats("theta")[0]))
+        try filter.validate(for: model.config)
+        let run = LongMambaFilterRun(filter: filter)
+        var none = DiscardingRecorder()
+        let logits = try model.forward(tokens: tokens, recorder: &none, computeLogits: true, deltaFilter: run.deltaFilter)
+        let error = relativeError(logits, try golden.floats("logits"))
+        #expect(error <= 1e-4, "\(config) filtered logits relative error \(error)")
+        #expect(relativeError(try golden.floats("vanilla_logits"), try golden.floats("logits")) > 1e-3, "the filter must matter")
+        for l in 0..<layers { #expect(Float(run.kept[l]) == (try golden.floats("layer.\(l).kept")[0]), "\(config) layer \(l)") }
+        print("zamba2 filter parity \(config): logits \(error)")
+    }
+
+    @Test func blockedAttentionMatchesThePlainFormulaAcrossBlocksAndACache() {
+        // 300 queries after 400 cached keys: several query and key blocks, GQA 4 → 2.
+        let shape = AttentionShape(heads: 4, keyValueHeads: 2, headDim: 8)
+        let past = 400, L = 300, T = past + L
+        var rng = SplitMix64(seed: 7)
+        let q = (0..<(L * 32)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+        let k = (0..<(T * 16)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+        let v = (0..<(T * 16)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        var plain = [Float](repeating: 0, count: L * 32), blocked = plain
+        var scratch = [Float](repeating: 0, count: CausalAttention.scratchCount(shape))
+        CausalAttention.reference(q: q, k: k, v: v, length: L, past: past, shape: shape, scale: 0.5, into: &plain)
+        CausalAttention.blocked(q: q, k: k, v: v, length: L, past: past, shape: shape, scale: 0.5, into: &blocked, scratch: &scratch)
+        #expect(relativeError(blocked, plain) <= 1e-5)
+        #expect(Set(plain).count > 100, "a real spread of outputs")
+    }
+}
+
+@Suite struct Zamba2BadInputTests {
+    @Test func scheduleThatDisagreesWithTheTensorsNamesTheLayerAndTensor() throws {
+        let dir = try scratchCopy(of: "zamba2-one-block")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0["layers_block_type"] = ["mamba", "mamba", "hybrid", "mamba", "hybrid"]; $0.removeValue(forKey: "hybrid_layer_ids") }
+        let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        guard case let .layerScheduleMismatch(path, tensor, layer, tensorsSayHybrid)? = error else {
+            Issue.record("expected layerScheduleMismatch, got \(String(describing: error))"); return
+        }
+        #expect(path.hasSuffix("model.safetensors"))
+        #expect(layer == 1 || layer == 2)
+        #expect(tensor.hasPrefix("model.layers.\(layer)."))
+        #expect(tensorsSayHybrid == (layer == 1))
+        #expect(error?.description.contains("layer \(layer) has the tensors of a") == true)
+    }
+
+    @Test func scheduleLongerThanTheLayerCountIsRefused() throws {
+        let text = #"{"model_type":"zamba2","hidden_size":16,"num_hidden_layers":2,"vocab_size":8,"n_mamba_heads":4,"layers_block_type":["mamba","hybrid","mamba"]}"#
+        let error = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "z/config.json") }
+        #expect(error == .invalidLayerSchedule(path: "z/config.json", reason: "layers_block_type has 3 entries but num_hidden_layers is 2"))
+        #expect(error?.description == "z/config.json: layer schedule: layers_block_type has 3 entries but num_hidden_layers is 2")
+    }
+
+    @Test func declaredAdaptersThatAreMissingAreNamed() throws {
+        let dir = try scratchCopy(of: "zamba2-one-block")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try dropTensors(dir) { $0.contains("linear_q_adapter_list.1.") }
+        let error = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: dir.path) }
+        #expect(error?.tensor == "model.layers.1.shared_transformer.self_attn.linear_q_adapter_list.1.0.weight")
+        #expect(error?.description.contains("the config declares adapters") == true, "\(String(describing: error))")
+        // Adapters present but not declared are unexpected tensors, named too.
+        let other = try scratchCopy(of: "zamba2-one-block")
+        defer { try? FileManager.default.removeItem(at: other) }
+        try editConfig(other) { $0["use_shared_attention_adapter"] = false }
+        let unexpected = #expect(throws: CheckpointError.self) { try ModelCheckpoint(directory: other.path) }
+        #expect(unexpected?.tensor?.contains("_adapter_list.") == true, "\(String(describing: unexpected))")
+    }
+
+    @Test func headCountsThatDoNotDivideAreRefused() throws {
+        let base = #"{"model_type":"zamba2","hidden_size":16,"num_hidden_layers":2,"vocab_size":8,"layers_block_type":["mamba","hybrid"],"#
+        let mamba = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data((base + #""n_mamba_heads":5}"#).utf8), path: "c.json") }
+        #expect(mamba?.description == "c.json: n_mamba_heads: 5 Mamba heads into d_inner 32 = mamba_expand × hidden_size does not divide evenly")
+        let attention = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data((base + #""n_mamba_heads":4,"num_attention_heads":3}"#).utf8), path: "c.json") }
+        #expect(attention?.description == "c.json: num_attention_heads: 3 attention heads into the attention width 32 = 2 × hidden_size does not divide evenly")
+        let kv = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data((base + #""n_mamba_heads":4,"num_attention_heads":4,"num_key_value_heads":3}"#).utf8), path: "c.json") }
+        #expect(kv == .notDivisible(path: "c.json", key: "num_key_value_heads", what: "3 key/value heads into 4 attention heads"))
+    }
+
+    @Test func aMamba2TableOnAZamba2ModelIsRefusedNamingTheLayers() throws {
+        let mamba2 = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
+        let zamba2 = try MambaModel(directory: ModelFixtures.model("zamba2-one-block"))
+        let c = mamba2.config
+        let table = try LongMambaFilter(deltaThresholds: Array(repeating: Array(repeating: 0.1, count: c.channelCount), count: c.layerCount),
+                                        cumulativeDecays: Array(repeating: Array(repeating: 0.9, count: c.channelCount), count: c.layerCount), theta: 0.5)
+        let error = #expect(throws: LongMambaFilterError.self) { try table.validate(for: zamba2.config) }
+        #expect(error != nil)
+        #expect(error?.description.contains("the model") == true, "\(String(describing: error))")
+    }
+}
