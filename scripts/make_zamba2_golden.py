@@ -14,6 +14,7 @@ attention, B/C groups, and layer schedules that start with, end with and repeat 
 
 Writes:
   Fixtures/models/zamba2-<name>/          config.json + model.safetensors (f32; `-bf16`: bf16)
+  Fixtures/models/zamba2-tiny-calib/      the fixture tokenizer's vocabulary, for calibrate / eval tests
   Fixtures/golden/zamba2-<name>-f32.safetensors
         tokens (i64 [L]), layer.{i}.delta f32 [L, H] (Δ of layer i's Mamba mixer, i = the model's
         layer index, hybrid layers included), layer.{i}.A f32 [H], logits f32 [L, V]
@@ -164,8 +165,27 @@ def synthetic_table(golden, layers, seed):
     return table
 
 
+def calibration_fixture():
+    """Fixtures/models/zamba2-tiny-calib: the fixture tokenizer's vocabulary, max_position_embeddings
+    256 (what `calibrate` takes as L), for the calibrate / record / eval tests."""
+    with open(os.path.join(ROOT, "Fixtures", "tokenizer", "fixture-tokenizer.json")) as f:
+        tok = json.load(f)
+    vocab = len(tok["model"]["vocab"]) + len([t for t in tok["added_tokens"] if t["content"] not in tok["model"]["vocab"]])
+    torch.manual_seed(11)
+    cfg = Zamba2Config(vocab_size=vocab, hidden_size=16, num_hidden_layers=4, layers_block_type=[M, H, M, H],
+                       mamba_d_state=8, n_mamba_heads=4, chunk_size=64, intermediate_size=32, adapter_rank=4,
+                       num_attention_heads=4, use_shared_attention_adapter=True, use_mem_rope=True,
+                       max_position_embeddings=256, initializer_range=0.25, tie_word_embeddings=True,
+                       pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    model = Zamba2ForCausalLM(cfg).eval()
+    save_model(model, "zamba2-tiny-calib", torch.float32)
+    shutil.copy(os.path.join(ROOT, "Fixtures", "tokenizer", "fixture-tokenizer.json"),
+                os.path.join(MODELS, "zamba2-tiny-calib", "tokenizer.json"))
+
+
 def main():
     patch()
+    calibration_fixture()
     os.makedirs(GOLDEN, exist_ok=True)
     g = torch.Generator().manual_seed(2025)
     tokens = torch.randint(3, VOCAB, (SEQ_LEN,), generator=g).tolist()

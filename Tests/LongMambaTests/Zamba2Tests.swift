@@ -189,15 +189,85 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         let kv = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data((base + #""n_mamba_heads":4,"num_attention_heads":4,"num_key_value_heads":3}"#).utf8), path: "c.json") }
         #expect(kv == .notDivisible(path: "c.json", key: "num_key_value_heads", what: "3 key/value heads into 4 attention heads"))
     }
+}
 
-    @Test func aMamba2TableOnAZamba2ModelIsRefusedNamingTheLayers() throws {
-        let mamba2 = try MambaModel(directory: ModelFixtures.model("mamba2-tiny-hf"))
-        let zamba2 = try MambaModel(directory: ModelFixtures.model("zamba2-one-block"))
-        let c = mamba2.config
-        let table = try LongMambaFilter(deltaThresholds: Array(repeating: Array(repeating: 0.1, count: c.channelCount), count: c.layerCount),
-                                        cumulativeDecays: Array(repeating: Array(repeating: 0.9, count: c.channelCount), count: c.layerCount), theta: 0.5)
-        let error = #expect(throws: LongMambaFilterError.self) { try table.validate(for: zamba2.config) }
-        #expect(error != nil)
-        #expect(error?.description.contains("the model") == true, "\(String(describing: error))")
+/// calibrate → table → export → eval on a Zamba2 model (Fixtures/models/zamba2-tiny-calib: the
+/// fixture tokenizer's vocabulary, max_position_embeddings 256, hybrid layers 1 and 3).
+@Suite struct Zamba2PipelineTests {
+    static let model = ModelFixtures.model("zamba2-tiny-calib")
+    static let corpus = ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path
+
+    static func calibrate(_ model: String = Self.model) throws -> (db: String, result: CalibrationResult) {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-z2-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: model, corpusPaths: [corpus], databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        return (db, try CalibrationJob(options: o).run())
+    }
+
+    @Test func theRealZamba2ConfigDefaultsToTheFourThousandTokenTrainingLengthAndFivePercent() throws {
+        // Zyphra/Zamba2-1.2B's shape (FACTS.md §2.1), as transformers writes its config.
+        let text = #"{"model_type":"zamba2","hidden_size":2048,"num_hidden_layers":38,"vocab_size":32000,"mamba_d_state":128,"n_mamba_heads":64,"num_attention_heads":32,"num_mem_blocks":1,"adapter_rank":128,"use_shared_attention_adapter":true,"use_mem_rope":true,"max_position_embeddings":4096,"hybrid_layer_ids":[5,11,17,23,29,35]}"#
+        let c = try ModelConfig.parse(Data(text.utf8), path: "config.json")
+        #expect(c.trainingLength == 4096)
+        #expect(CalibrationJob.defaultClampFraction(c.architecture) == 0.05)
+        #expect(c.layerCount == 38 && c.channelCount == 64 && c.headDim == 64)
+        #expect(c.sharedBlocks?.hybridLayers == [5, 11, 17, 23, 29, 35])
+        #expect(c.sharedBlocks?.attentionHeadDim == 128 && c.sharedBlocks?.mlpWidth == 8192)
+        #expect(c.dtLimitLower == 0.001)
+    }
+
+    @Test func calibrateRecordsEveryMambaLayerWithTheConfigsLengthAndExportsSaySo() throws {
+        let (db, result) = try Self.calibrate()
+        #expect(result.complete && result.samplesRecorded == 2)
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let table = try store.table(result.tableIDs[0])
+        #expect(table.parameters.trainingLength == 256)        // max_position_embeddings
+        #expect(table.parameters.clampFraction == 0.05)        // Zamba2 default, as Mamba-2
+        #expect(table.architecture == "zamba2")
+        let lookup = try TableLookup(store: store).lookup(table: result.tableIDs[0], length: 1024)
+        #expect(lookup.layers.count == 4)                       // layers 0…3, the hybrid layers 1 and 3 included
+        #expect(lookup.layers.allSatisfy { $0.deltaThreshold.count == 4 })
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-z2-\(UUID().uuidString).safetensors").path
+        try TableExport.export(store: store, table: result.tableIDs[0], format: .safetensors, to: path)
+        let exported = try SafetensorsFile(path: path)
+        #expect(exported.metadata["hybrid_layers"] == "[1, 3]")
+        #expect(exported.metadata["mamba_layers"] == "0..<4")
+        #expect(exported.metadata["layer_index"]?.hasPrefix("model layer index") == true)
+        #expect(exported.info("layer.3.threshold") != nil && exported.info("layer.4.threshold") == nil)
+    }
+
+    @Test func evalPerplexityAndPasskeyRunOnZamba2WithTheFilterAboveTheStart() throws {
+        let (db, result) = try Self.calibrate()
+        let tokens = FileManager.default.temporaryDirectory.appendingPathComponent("lm-z2-\(UUID().uuidString).txt").path
+        try (0..<1200).map { String(($0 * 37 + 11) % 1500) }.joined(separator: " ").write(toFile: tokens, atomically: true, encoding: .utf8)
+        var options = EvaluationOptions(modelDirectory: Self.model, text: .tokens(path: tokens), lengths: [300, 600])
+        options.table = .stored(database: db, table: result.tableIDs[0])
+        options.theta = 0.01
+        options.chunk = 256                                     // long windows in chunks: the KV cache carries over
+        let perplexity = try EvaluationJob(options: options).run()
+        #expect(perplexity.filterFromLength == 384)
+        let short = try #require(perplexity.points.first { $0.length == 300 }), long = try #require(perplexity.points.first { $0.length == 600 })
+        #expect(short.longMambaPerplexity == short.vanillaPerplexity && short.tabulatedLength == nil)
+        #expect(long.tabulatedLength == 512 && (long.keptShare ?? 1) < 1)
+        #expect(long.vanillaPerplexity.isFinite && long.vanillaPerplexity > 1)
+        #expect(long.longMambaPerplexity != long.vanillaPerplexity)
+        options.text = nil
+        options.depths = [0, 1]
+        options.trials = 1
+        let passkey = try EvaluationJob(options: options).runPasskey()
+        #expect(passkey.points.map(\.length) == [300, 300, 600, 600])
+        for p in passkey.points where p.length == 600 { #expect(p.tabulatedLength == 512 && (p.keptShare ?? 1) < 1) }
+    }
+
+    @Test func aMamba2TableIsRefusedOnTheZamba2ModelAndForcedItNamesTheLayerCounts() throws {
+        let (db, result) = try Self.calibrate(ModelFixtures.model("mamba2-tiny-calib"))
+        var options = EvaluationOptions(modelDirectory: Self.model, text: nil, lengths: [600])
+        options.table = .stored(database: db, table: result.tableIDs[0])
+        options.depths = [0]; options.trials = 1
+        let refused = #expect(throws: EvaluationError.self) { try EvaluationJob(options: options).runPasskey() }
+        #expect(refused?.description.contains("not on \(Self.model)") == true, "\(String(describing: refused))")
+        options.force = true
+        let forced = #expect(throws: LongMambaFilterError.self) { try EvaluationJob(options: options).runPasskey() }
+        #expect(forced == .modelLayerMismatch(tableLayers: 2, modelLayers: 4))
     }
 }
