@@ -271,3 +271,29 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         #expect(forced == .modelLayerMismatch(tableLayers: 2, modelLayers: 4))
     }
 }
+
+@Suite struct Zamba2ShapeTests {
+    @Test func theZamba2BenchShapeHasTheRealDimensionsAndItsTensorNamesRoundTrip() throws {
+        let data = try JSONSerialization.data(withJSONObject: ModelShape.zamba2_1_2b.configJSON)
+        let c = try ModelConfig.parse(data, path: "zamba2-1.2b")
+        let shared = try #require(c.sharedBlocks)
+        #expect(c.layerCount == 38 && c.dModel == 2048 && c.headCount == 64 && c.headDim == 64 && c.dState == 128)
+        #expect(shared.hybridLayers == [5, 11, 17, 23, 29, 35] && shared.blockCount == 1 && shared.adapterRank == 128 && shared.attentionAdapters)
+        let shapes = ModelCheckpoint.expectedShapes(c)
+        let parameters = shapes.values.reduce(0) { $0 + $1.reduce(1, *) }
+        #expect(parameters > 1_150_000_000 && parameters < 1_300_000_000, "\(parameters) parameters")
+        // What the synthetic writer names a tensor, sanitize maps back to the same canonical name.
+        for name in shapes.keys {
+            let stored = zamba2Name(name, shared)
+            #expect(try ModelCheckpoint.zamba2CanonicalName(stored, config: c, path: "model.safetensors") == name, "\(name) → \(stored)")
+        }
+        #expect(zamba2Name("backbone.layers.5.mixer.A_log", shared) == "model.layers.5.mamba_decoder.mamba.A_log")
+        #expect(zamba2Name("backbone.layers.4.norm.weight", shared) == "model.layers.4.input_layernorm.weight")
+        // The benchmark counts the shared block's products on the hybrid layers only.
+        let perToken = PrefillBenchmark.matmulFlopsPerToken(c)
+        let mamba = 38.0 * 2 * Double((2 * 4096 + 256 + 64) * 2048 + 2048 * 4096)
+        let sharedMACs = 3 * 4096 * 4096 + 2048 * 4096 + 16384 * 2048 + 2048 * 8192 + 2048 * 2048   // q k v, o, gate_up, down, linear
+            + 128 * 2048 + 16384 * 128 + 3 * (128 * 4096 + 4096 * 128)                                 // the adapters
+        #expect(perToken == mamba + 6 * 2 * Double(sharedMACs))
+    }
+}

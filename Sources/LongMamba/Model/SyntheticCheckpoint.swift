@@ -9,9 +9,26 @@ import Foundation
 public enum ModelShape: String, CaseIterable, Sendable {
     case mamba130m = "mamba-130m", mamba370m = "mamba-370m", mamba790m = "mamba-790m", mamba1_4b = "mamba-1.4b"
     case mamba2_130m = "mamba2-130m", mamba2_370m = "mamba2-370m", mamba2_1_3b = "mamba2-1.3b"
+    /// Zyphra/Zamba2-1.2B: 38 layers (hybrid at 5, 11, …, 35), hidden 2048, 64 Mamba heads of 64,
+    /// state 128, one shared block (32 heads of 128, MLP 8192, RoPE) with rank-128 adapters; bf16.
+    case zamba2_1_2b = "zamba2-1.2b"
+
+    /// How the weights are stored: Zamba2 ships bf16 (and 1.2B parameters in f32 would be 4.8 GB).
+    public var dtype: DType { self == .zamba2_1_2b ? .bf16 : .f32 }
 
     /// transformers-layout config.json contents.
     public var configJSON: [String: Any] {
+        if self == .zamba2_1_2b {
+            let hybrid = [5, 11, 17, 23, 29, 35]
+            return ["model_type": "zamba2", "hidden_size": 2048, "num_hidden_layers": 38, "vocab_size": 32000,
+                    "layers_block_type": (0..<38).map { hybrid.contains($0) ? "hybrid" : "mamba" }, "hybrid_layer_ids": hybrid,
+                    "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2, "n_mamba_heads": 64, "mamba_ngroups": 1,
+                    "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 8192, "hidden_act": "gelu",
+                    "num_mem_blocks": 1, "adapter_rank": 128, "use_shared_attention_adapter": true, "use_mem_rope": true,
+                    "rope_parameters": ["rope_theta": 10000.0, "rope_type": "default"], "max_position_embeddings": 4096,
+                    "rms_norm_eps": 1e-5, "time_step_min": 0.001, "chunk_size": 256, "use_conv_bias": true,
+                    "add_bias_linear": false, "tie_word_embeddings": true]
+        }
         let (arch, d, layers): (String, Int, Int) = {
             switch self {
             case .mamba130m: return ("mamba", 768, 24)
@@ -20,7 +37,7 @@ public enum ModelShape: String, CaseIterable, Sendable {
             case .mamba1_4b: return ("mamba", 2048, 48)
             case .mamba2_130m: return ("mamba2", 768, 24)
             case .mamba2_370m: return ("mamba2", 1024, 48)
-            case .mamba2_1_3b: return ("mamba2", 2048, 48)
+            case .mamba2_1_3b, .zamba2_1_2b: return ("mamba2", 2048, 48)
             }
         }()
         var c: [String: Any] = ["model_type": arch, "hidden_size": d, "num_hidden_layers": layers, "expand": 2,
@@ -53,7 +70,7 @@ public enum SyntheticCheckpoint {
             case "mixer.A_log":
                 let n = dims.count == 2 ? dims[1] : dims[0]
                 values = (0..<count).map { Float(Foundation.log(Double($0 % n + 1))) }
-            case "mixer.D", "norm.weight", "norm_f.weight":
+            case "mixer.D", "norm.weight", "norm_f.weight", "input_layernorm.weight", "pre_ff_layernorm.weight":
                 values = [Float](repeating: 1, count: count)
             case "dt_proj.bias", "mixer.dt_bias":
                 values = (0..<count).map { _ in
@@ -67,10 +84,31 @@ public enum SyntheticCheckpoint {
                 let scale = name.hasSuffix("embedding.weight") ? 0.02 : 1 / fanIn.squareRoot()
                 values = (0..<count).map { _ in Float((rng.nextUnit() * 2 - 1) * scale * 1.732) }
             }
-            writer.add(name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name, shape: dims, floats: values)
+            let stored = config.sharedBlocks.map { zamba2Name(name, $0) } ?? (name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name)
+            if shape.dtype == .bf16 {
+                writer.add(stored, dtype: .bf16, shape: dims, data: values.map(HalfConversion.floatToBF16).withUnsafeBytes { Data($0) })
+            } else {
+                writer.add(stored, shape: dims, floats: values)
+            }
         }
         try writer.write(to: URL(fileURLWithPath: directory).appendingPathComponent("model.safetensors").path)
     }
+}
+
+/// The transformers Zamba2ForCausalLM name of a canonical tensor name (the inverse of
+/// ModelCheckpoint.zamba2CanonicalName).
+func zamba2Name(_ canonical: String, _ shared: SharedBlockConfig) -> String {
+    switch canonical {
+    case "backbone.embedding.weight": return "model.embed_tokens.weight"
+    case "backbone.norm_f.weight": return "model.final_layernorm.weight"
+    default: break
+    }
+    let parts = canonical.split(separator: ".", maxSplits: 3)
+    guard parts.count == 4, parts[0] == "backbone", parts[1] == "layers", let layer = Int(parts[2]) else { return canonical }
+    let decoder = shared.hybridLayers.contains(layer) ? "mamba_decoder." : ""
+    if parts[3] == "norm.weight" { return "model.layers.\(layer).\(decoder)input_layernorm.weight" }
+    if parts[3].hasPrefix("mixer.") { return "model.layers.\(layer).\(decoder)mamba." + parts[3].dropFirst("mixer.".count) }
+    return canonical
 }
 
 extension SplitMix64 {
