@@ -75,7 +75,7 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         #expect(error <= 1e-4, "bf16 logits relative error \(error)")
         // The rounding is real: the f32 model's logits differ from the rounded model's.
         #expect(relativeError(try ModelFixtures.goldenFile("zamba2-one-block-f32").floats("logits"), try golden.floats("logits")) > 1e-4)
-        print("zamba2 bf16: logits \(error)")
+        print("zamba2 bf16: logits \(error), Δ max \(recorder.layers.map { relativeError($0.delta, (try? golden.floats("layer.\($0.layer).delta")) ?? []) }.max() ?? -1)")
     }
 
     @Test(arguments: Zamba2Fixtures.configs)
@@ -295,5 +295,25 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         let sharedMACs = 3 * 4096 * 4096 + 2048 * 4096 + 16384 * 2048 + 2048 * 8192 + 2048 * 2048   // q k v, o, gate_up, down, linear
             + 128 * 2048 + 16384 * 128 + 3 * (128 * 4096 + 4096 * 128)                                 // the adapters
         #expect(perToken == mamba + 6 * 2 * Double(sharedMACs))
+    }
+}
+
+@Suite struct Zamba2RecordingTests {
+    @Test func recordingsOfZamba2SayHowLayersAreIndexed() throws {
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-two-blocks-gqa"))
+        let tokens = try ModelFixtures.goldenFile("zamba2-two-blocks-gqa-f32").integers("tokens")
+        var recorder = CollectingRecorder()
+        _ = try model.forward(tokens: tokens, recorder: &recorder)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-z2rec-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try RecordingFile.write(layers: recorder.layers, logits: nil, tokens: tokens, checkpoint: model.checkpoint, to: path)
+        let file = try SafetensorsFile(path: path)
+        #expect(file.metadata["architecture"] == "zamba2")
+        #expect(file.metadata["hybrid_layers"] == "[0, 2, 3, 5]")
+        #expect(file.metadata["layers"] == "6" && file.metadata["channels"] == "4")
+        #expect(file.metadata["dt_limit"] == "[0.001, inf]")
+        // Layer 0 is hybrid and still has its Mamba layer's Δ, as transformers computes it.
+        let golden = try ModelFixtures.goldenFile("zamba2-two-blocks-gqa-f32")
+        #expect(relativeError(try file.floats("layer.0.delta"), try golden.floats("layer.0.delta")) <= 1e-4)
     }
 }

@@ -338,6 +338,11 @@ extension ModelConfig {
             return v
         }
         func bool(_ key: String, default value: Bool) -> Bool { json[key] as? Bool ?? value }
+        /// A JSON number that is a layer index 0..<n, else nil (checked as a double first: no trap on 1e300).
+        func layerIndex(_ value: Any, below n: Int) -> Int? {
+            guard let d = (value as? NSNumber)?.doubleValue, d.isFinite, d == d.rounded(), d >= 0, d < Double(n) else { return nil }
+            return Int(d)
+        }
         func divide(_ width: Int, by count: Int, key: String, what: String) throws -> Int {
             guard count > 0, width % count == 0 else { throw ConfigError.notDivisible(path: path, key: key, what: what) }
             return width / count
@@ -369,15 +374,15 @@ extension ModelConfig {
                 default: throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type[\(i)] = \(t) (expected \"mamba\", \"linear_attention\" or \"hybrid\")")
                 }
             }
-            if let ids = json["hybrid_layer_ids"] as? [Any], ids.compactMap({ ($0 as? NSNumber)?.intValue }) != hybrid {
+            if let ids = json["hybrid_layer_ids"] as? [Any], ids.map({ layerIndex($0, below: layers) }) != hybrid.map(Optional.some) {
                 throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(ids) disagree with layers_block_type (hybrid at \(hybrid))")
             }
         } else if let ids = json["hybrid_layer_ids"] as? [Any] {
             hybrid = try ids.map {
-                guard let n = $0 as? NSNumber, n.doubleValue == n.doubleValue.rounded(), n.intValue >= 0, n.intValue < layers else {
+                guard let i = layerIndex($0, below: layers) else {
                     throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0) is not a layer index in 0..<\(layers)")
                 }
-                return n.intValue
+                return i
             }
             guard hybrid == Array(Set(hybrid)).sorted() else {
                 throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(hybrid) are not strictly ascending")
