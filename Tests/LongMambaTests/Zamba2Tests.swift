@@ -317,3 +317,21 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         #expect(relativeError(try file.floats("layer.0.delta"), try golden.floats("layer.0.delta")) <= 1e-4)
     }
 }
+
+@Suite struct Zamba2CommandTests {
+    @Test func longmambaRecordOnAZamba2CheckpointWritesTransformersDeltaAndLogits() throws {
+        let golden = try ModelFixtures.goldenFile("zamba2-two-blocks-adapters-f32")
+        let dir = Tool.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokens = try golden.integers("tokens")
+        try (tokens.map(String.init).joined(separator: " ") + "\n").write(toFile: dir + "/t.tokens", atomically: true, encoding: .utf8)
+        let (status, log) = try Tool.run(["record", "--model", ModelFixtures.model("zamba2-two-blocks-adapters"), "--tokens", dir + "/t.tokens",
+                                          "--out", dir + "/r.safetensors", "--logits"])
+        #expect(status == 0, "\(log)")
+        #expect(log.contains("recorded 5 layers × 40 tokens × 4 channels (zamba2)"), "\(log)")
+        let file = try SafetensorsFile(path: dir + "/r.safetensors")
+        for i in 0..<5 { #expect(relativeError(try file.floats("layer.\(i).delta"), try golden.floats("layer.\(i).delta")) <= 1e-4) }
+        #expect(relativeError(try file.floats("logits"), try golden.floats("logits")) <= 1e-4)
+        #expect(file.metadata["hybrid_layers"] == "[1, 2, 4]")
+    }
+}
