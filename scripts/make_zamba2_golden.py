@@ -13,12 +13,12 @@ and two shared blocks, the shared-attention adapters on and off, RoPE on and off
 attention, B/C groups, and layer schedules that start with, end with and repeat hybrid layers.
 
 Writes:
-  Fixtures/models/zamba2-<name>/          config.json + model.safetensors (f32; `-bf16`: bf16)
+  Fixtures/models/zamba2-<name>/          config.json + model.safetensors (f32; `-bf16`, `-f16`: half precision)
   Fixtures/models/zamba2-tiny-calib/      the fixture tokenizer's vocabulary, for calibrate / eval tests
   Fixtures/golden/zamba2-<name>-f32.safetensors
         tokens (i64 [L]), layer.{i}.delta f32 [L, H] (Δ of layer i's Mamba mixer, i = the model's
         layer index, hybrid layers included), layer.{i}.A f32 [H], logits f32 [L, V]
-  Fixtures/golden/zamba2-<name>-bf16.safetensors   the same on the weights rounded to bf16
+  Fixtures/golden/zamba2-<name>-{bf16,f16}.safetensors   the same on the weights rounded to bf16 / f16
   Fixtures/golden/zamba2-<name>-longmamba.safetensors
         the LongMamba filter applied inside transformers' scan (as make_longmamba_golden.py does
         for Mamba-2): layer.{i}.threshold, layer.{i}.cumulative_decay, theta, logits, vanilla_logits
@@ -197,8 +197,9 @@ def main():
         golden = record(model, tokens)
         save_golden(f"{full}-f32", golden, model=full, precision="f32")
         if name == "one-block":
-            save_model(model, f"{full}-bf16", torch.bfloat16)
-            save_golden(f"{full}-bf16", record(rounded(model, torch.bfloat16), tokens), model=f"{full}-bf16", precision="bf16")
+            for precision, dtype in (("bf16", torch.bfloat16), ("f16", torch.float16)):
+                save_model(model, f"{full}-{precision}", dtype)
+                save_golden(f"{full}-{precision}", record(rounded(model, dtype), tokens), model=f"{full}-{precision}", precision=precision)
         layers = model.config.num_hidden_layers
         table = synthetic_table(golden, layers, seed + 7)
         logits, _, kept = run(model, tokens, table)

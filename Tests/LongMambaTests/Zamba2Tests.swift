@@ -60,22 +60,23 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         }
     }
 
-    @Test func bf16CheckpointMatchesFp32OnTheSameRoundedWeights() throws {
-        let golden = try ModelFixtures.goldenFile("zamba2-one-block-bf16")
+    @Test(arguments: [("bf16", DType.bf16), ("f16", DType.f16)])
+    func halfPrecisionCheckpointMatchesFp32OnTheSameRoundedWeights(precision: String, dtype: DType) throws {
+        let golden = try ModelFixtures.goldenFile("zamba2-one-block-\(precision)")
         let tokens = try golden.integers("tokens")
-        let model = try MambaModel(directory: ModelFixtures.model("zamba2-one-block-bf16"))
-        #expect(try model.checkpoint.info("backbone.embedding.weight").dtype == .bf16)
+        let model = try MambaModel(directory: ModelFixtures.model("zamba2-one-block-\(precision)"))
+        #expect(try model.checkpoint.info("backbone.embedding.weight").dtype == dtype)
         var recorder = CollectingRecorder()
         let logits = try model.forward(tokens: tokens, recorder: &recorder, computeLogits: true)
         for layer in recorder.layers {
             let error = relativeError(layer.delta, try golden.floats("layer.\(layer.layer).delta"))
-            #expect(error <= 1e-4, "bf16 layer \(layer.layer) Δ relative error \(error)")
+            #expect(error <= 1e-4, "\(precision) layer \(layer.layer) Δ relative error \(error)")
         }
         let error = relativeError(logits, try golden.floats("logits"))
-        #expect(error <= 1e-4, "bf16 logits relative error \(error)")
+        #expect(error <= 1e-4, "\(precision) logits relative error \(error)")
         // The rounding is real: the f32 model's logits differ from the rounded model's.
         #expect(relativeError(try ModelFixtures.goldenFile("zamba2-one-block-f32").floats("logits"), try golden.floats("logits")) > 1e-4)
-        print("zamba2 bf16: logits \(error), Δ max \(recorder.layers.map { relativeError($0.delta, (try? golden.floats("layer.\($0.layer).delta")) ?? []) }.max() ?? -1)")
+        print("zamba2 \(precision): logits \(error), Δ max \(recorder.layers.map { relativeError($0.delta, (try? golden.floats("layer.\($0.layer).delta")) ?? []) }.max() ?? -1)")
     }
 
     @Test(arguments: Zamba2Fixtures.configs)
