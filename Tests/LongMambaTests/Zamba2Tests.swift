@@ -181,6 +181,15 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         #expect(unexpected?.tensor?.contains("_adapter_list.") == true, "\(String(describing: unexpected))")
     }
 
+    @Test func oversizedWidthsAreRefusedNotTrapped() throws {
+        let text = #"{"model_type":"zamba2","hidden_size":16777216,"mamba_expand":4,"num_hidden_layers":1,"vocab_size":8,"layers_block_type":["mamba"]}"#
+        let error = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(text.utf8), path: "c.json") }
+        #expect(error == .valueOutOfRange(path: "c.json", key: "mamba_expand × hidden_size", value: "67108864", limit: ModelConfig.maxDimension))
+        let index = #"{"model_type":"zamba2","hidden_size":16,"num_hidden_layers":2,"vocab_size":8,"n_mamba_heads":4,"hybrid_layer_ids":[1e300]}"#
+        let schedule = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data(index.utf8), path: "c.json") }
+        #expect(schedule?.description.hasPrefix("c.json: layer schedule: hybrid_layer_ids entry") == true, "\(String(describing: schedule))")
+    }
+
     @Test func headCountsThatDoNotDivideAreRefused() throws {
         let base = #"{"model_type":"zamba2","hidden_size":16,"num_hidden_layers":2,"vocab_size":8,"layers_block_type":["mamba","hybrid"],"#
         let mamba = #expect(throws: ConfigError.self) { try ModelConfig.parse(Data((base + #""n_mamba_heads":5}"#).utf8), path: "c.json") }

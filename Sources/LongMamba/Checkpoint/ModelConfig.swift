@@ -355,6 +355,9 @@ extension ModelConfig {
         let dConv = try positive("mamba_d_conv", default: 4)
         let expand = try positive("mamba_expand", default: 2)
         let dInner = expand * dModel
+        guard dInner <= ModelConfig.maxDimension else {
+            throw ConfigError.valueOutOfRange(path: path, key: "mamba_expand × hidden_size", value: "\(dInner)", limit: ModelConfig.maxDimension)
+        }
         let heads = try positive("n_mamba_heads", default: 8)
         let headDim = try divide(dInner, by: heads, key: "n_mamba_heads", what: "\(heads) Mamba heads into d_inner \(dInner) = mamba_expand × hidden_size")
         let groups = try positive("mamba_ngroups", default: 1)
