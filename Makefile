@@ -103,6 +103,7 @@ fixtures:
 	$(PY) scripts/make_fixture_corpus.py
 	$(PY) scripts/make_golden.py
 	$(PY) scripts/make_longmamba_golden.py
+	$(PY) scripts/make_zamba2_golden.py
 	$(PY) scripts/make_calibration_fixture.py
 	$(PY) scripts/make_torch_fixtures.py
 	$(PY) scripts/make_solver_golden.py

@@ -60,7 +60,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
         // The hot loops, built unchecked (see kernelSettings).
-        .target(name: "LongMambaKernels", swiftSettings: kernelSettings),
+        .target(name: "LongMambaKernels", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
         // The toolkit: one folder per stage of the data flow.
         .target(
             name: "LongMamba",

@@ -53,6 +53,9 @@ struct BenchCommand: ParsableCommand {
         let r = try PrefillBenchmark.run(model: runner, tokens: tokens, repeats: repeats)
         let c = runner.config
         print("model            \(directory) (\(c.architecture.rawValue), d_model \(c.dModel), \(c.layerCount) layers, \(c.channelCount) channels/layer, weights \(runner.checkpoint.weightDTypes.map(\.rawValue).joined(separator: "+")))")
+        if let a = c.sharedBlocks {
+            print("shared blocks    \(a.blockCount) (attention \(a.attentionHeads)×\(a.attentionHeadDim), MLP \(a.mlpWidth), adapters rank \(a.adapterRank)) before layers \(a.hybridLayers); q·kᵀ and P·v are not in the FLOP count")
+        }
         print("threads          \(threads)")
         print(String(format: "prefill          %d tokens: best %.3f s of %@", r.tokens, r.bestSeconds, r.seconds.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
         print(String(format: "throughput       %.1f tokens/s", r.tokensPerSecond))

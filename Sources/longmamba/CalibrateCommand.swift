@@ -24,7 +24,7 @@ struct CalibrateCommand: ParsableCommand {
     var db: String
     @Option(help: "Number of sequences K.")
     var samples: Int = 5
-    @Option(help: "Tokens per sequence L (default: the model's training length).")
+    @Option(help: "Tokens per sequence L (default: the model's training length: training_length or max_position_embeddings in config.json, 2048 for state-spaces checkpoints, 4096 for Zamba2).")
     var length: Int?
     @Option(help: "Sampling seed.")
     var seed: UInt64 = 0
@@ -154,7 +154,7 @@ final class ProgressDisplay {
 
 /// The tables to solve once a calibration is complete (shared by `calibrate` and `merge`).
 struct TableOptions: ParsableArguments {
-    @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2, 0.2 for Mamba-1).")
+    @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2 and Zamba2, 0.2 for Mamba-1).")
     var clamps: [Double] = []
     @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
     var aggregates: [Aggregation] = []

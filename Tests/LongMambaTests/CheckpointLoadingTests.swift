@@ -50,7 +50,7 @@ private func rewrite(_ path: URL, rename: [String: String] = [:], drop: Set<Stri
         let cases: [(String, ConfigError, String)] = [
             (#"{"model_type":"llama","hidden_size":64}"#,
              .unsupportedModelType(path: "config.json", modelType: "llama"),
-             "unsupported model_type 'llama' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"),
+             "unsupported model_type 'llama' (supported: mamba, mamba2, falcon_mamba, zamba2, or a state-spaces config)"),
             (#"{"model_type":"mamba","num_hidden_layers":2,"vocab_size":10}"#,
              .missingValue(path: "config.json", key: "hidden_size/d_model"),
              "missing or non-positive hidden_size/d_model"),

@@ -128,7 +128,8 @@ public struct CalibrationJob {
         throw CalibrationError.noTrainingLength(modelDirectory: options.modelDirectory)
     }
 
-    public static func defaultClampFraction(_ architecture: Architecture) -> Double { architecture == .mamba2 ? 0.05 : 0.2 }
+    /// The paper's p: 5 % for Mamba-2 and Zamba2, 20 % for Mamba-1.
+    public static func defaultClampFraction(_ architecture: Architecture) -> Double { architecture.isMamba2Family ? 0.05 : 0.2 }
 
     /// The (p, aggregation) grid to solve: every requested p (default: the architecture's) × every aggregation.
     public static func grid(clampFractions: [Double], aggregations: [Aggregation], interval: Int, maxLength: Int,

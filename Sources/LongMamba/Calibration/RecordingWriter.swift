@@ -13,6 +13,7 @@ extension RecordingFile {
         case .mamba: return "softplus(dt_proj.weight · dt_low + dt_proj.bias)"
         case .falconMamba: return "softplus(dt_proj.weight · rmsnorm(dt_low) + dt_proj.bias)"
         case .mamba2: return "clamp(softplus(dt + dt_bias), time_step_limit)"
+        case .zamba2: return "clamp(softplus(dt + dt_bias), (time_step_min, inf)) of every layer's Mamba-2 mixer (hybrid layers included, model layer index)"
         }
     }
 
@@ -33,7 +34,8 @@ extension RecordingFile {
             "delta_path": deltaPath(c),
             "dt_limit": "[\(c.dtLimitLower), \(c.dtLimitUpper)]",
             "training_length": c.trainingLength.map(String.init) ?? "",
-        ].merging(extraMetadata) { _, extra in extra }
+        ].merging(c.layerIndexMetadata) { own, _ in own }
+        .merging(extraMetadata) { _, extra in extra }
         for l in layers {
             writer.add("layer.\(l.layer).delta", shape: [l.length, l.channels], floats: l.delta)
             writer.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)

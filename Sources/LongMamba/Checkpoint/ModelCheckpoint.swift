@@ -34,6 +34,9 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
     case mixedDTypes(path: String, tensor: String, dtype: DType, otherPath: String, other: String, otherDType: DType)
     case notMatrix(directory: String, tensor: String)
     case rowOutOfRange(directory: String, tensor: String, row: Int, rows: Int)
+    /// Zamba2: the tensors of `layer` are those of a hybrid layer (`tensorsSayHybrid`) but the
+    /// config's schedule says otherwise, or the other way round.
+    case layerScheduleMismatch(path: String, tensor: String, layer: Int, tensorsSayHybrid: Bool)
 
     public var path: String {
         switch self {
@@ -41,7 +44,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
              let .duplicateTensor(path, _, _, _), let .missingEmbedding(path, _), let .embeddingShape(path, _, _, _, _),
              let .unexpectedTensor(path, _, _, _, _), let .missingTensor(path, _), let .shapeMismatch(path, _, _, _),
              let .notFloatingPoint(path, _, _), let .notMatrix(path, _), let .rowOutOfRange(path, _, _, _),
-             let .mixedDTypes(path, _, _, _, _, _):
+             let .mixedDTypes(path, _, _, _, _, _), let .layerScheduleMismatch(path, _, _, _):
             return path
         }
     }
@@ -55,7 +58,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
             return "backbone.embedding.weight"
         case let .duplicateTensor(_, tensor, _, _), let .embeddingShape(_, tensor, _, _, _), let .unexpectedTensor(_, tensor, _, _, _),
              let .missingTensor(_, tensor), let .shapeMismatch(_, tensor, _, _), let .notFloatingPoint(_, tensor, _),
-             let .notMatrix(_, tensor), let .rowOutOfRange(_, tensor, _, _), let .mixedDTypes(_, tensor, _, _, _, _):
+             let .notMatrix(_, tensor), let .rowOutOfRange(_, tensor, _, _), let .mixedDTypes(_, tensor, _, _, _, _),
+             let .layerScheduleMismatch(_, tensor, _, _):
             return tensor
         }
     }
@@ -71,6 +75,10 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
             return "expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json"
         case let .missingEmbedding(_, found):
             return "tensor names found: \(found.joined(separator: ", "))…"
+        case .layerScheduleMismatch:
+            return "config.json's layers_block_type / hybrid_layer_ids must match the checkpoint's layers"
+        case let .missingTensor(_, tensor) where tensor.contains("_adapter_list."):
+            return "the config declares adapters (use_shared_attention_adapter / adapter_rank) that the checkpoint lacks"
         default:
             return nil
         }
@@ -107,6 +115,9 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable, Equatable
             return "missing or not 2-D"
         case let .rowOutOfRange(_, _, row, rows):
             return "row \(row) out of range 0..<\(rows)"
+        case let .layerScheduleMismatch(_, _, layer, tensorsSayHybrid):
+            return tensorsSayHybrid ? "layer \(layer) has the tensors of a hybrid layer (shared block in front), but config.json's schedule makes it a plain Mamba layer"
+                                    : "layer \(layer) has the tensors of a plain Mamba layer, but config.json's schedule makes it a hybrid layer"
         }
     }
 
@@ -186,9 +197,14 @@ public struct ModelCheckpoint: Sendable {
         var entries: [String: (source: Int, info: TensorInfo)] = [:]
         for (name, source, info) in raw {
             var canonical = name
-            if canonical.hasPrefix("model.") { canonical.removeFirst("model.".count) }          // Codestral
-            if canonical.hasPrefix("backbone.embeddings.") {                                   // transformers
-                canonical = "backbone.embedding." + canonical.dropFirst("backbone.embeddings.".count)
+            if config.architecture == .zamba2 {
+                guard let mapped = try zamba2CanonicalName(name, config: config, path: files[source]) else { continue }   // a tied copy
+                canonical = mapped
+            } else {
+                if canonical.hasPrefix("model.") { canonical.removeFirst("model.".count) }          // Codestral
+                if canonical.hasPrefix("backbone.embeddings.") {                                   // transformers
+                    canonical = "backbone.embedding." + canonical.dropFirst("backbone.embeddings.".count)
+                }
             }
             if let previous = entries[canonical] {
                 throw CheckpointError.duplicateTensor(path: files[source], tensor: name, previous: previous.info.name, previousPath: files[previous.source])
@@ -246,6 +262,9 @@ public struct ModelCheckpoint: Sendable {
             "backbone.norm_f.weight": [c.dModel],
         ]
         if !c.tieEmbeddings { s["lm_head.weight"] = [c.paddedVocabSize, c.dModel] }
+        if let shared = c.sharedBlocks {
+            for (name, shape) in zamba2SharedShapes(c, shared) { s[name] = shape }
+        }
         for i in 0..<c.layerCount {
             let p = "backbone.layers.\(i)."
             s[p + "norm.weight"] = [c.dModel]
@@ -262,7 +281,7 @@ public struct ModelCheckpoint: Sendable {
                 s[m + "out_proj.weight"] = [c.dModel, c.dInner]
                 if c.convBias { s[m + "conv1d.bias"] = [c.dInner] }
                 if c.projectionBias { s[m + "in_proj.bias"] = [2 * c.dInner]; s[m + "out_proj.bias"] = [c.dModel] }
-            case .mamba2:
+            case .mamba2, .zamba2:
                 let convDim = c.dInner + 2 * c.groupCount * c.dState
                 s[m + "in_proj.weight"] = [c.dInner + convDim + c.headCount, c.dModel]
                 s[m + "conv1d.weight"] = [convDim, c.dConv]
@@ -275,6 +294,72 @@ public struct ModelCheckpoint: Sendable {
                 if c.projectionBias { s[m + "in_proj.bias"] = [c.dInner + convDim + c.headCount]; s[m + "out_proj.bias"] = [c.dModel] }
             }
         }
+        return s
+    }
+
+    /// Zamba2 (transformers' Zamba2ForCausalLM) names onto the canonical ones: the embedding, final
+    /// norm and every layer's Mamba mixer and pre-norm (`model.layers.{i}.mamba.*` and, in hybrid
+    /// layers, `model.layers.{i}.mamba_decoder.mamba.*`) take the Mamba-2 names; the shared blocks,
+    /// their adapters and the per-layer linear keep transformers' names (block b lives under the
+    /// b-th hybrid layer). A later hybrid layer's copy of a tied block returns nil (dropped, as
+    /// transformers ties it on load). A layer whose tensors contradict the schedule is refused.
+    static func zamba2CanonicalName(_ name: String, config: ModelConfig, path: String) throws -> String? {
+        switch name {
+        case "model.embed_tokens.weight": return "backbone.embedding.weight"
+        case "model.final_layernorm.weight": return "backbone.norm_f.weight"
+        default: break
+        }
+        let parts = name.split(separator: ".", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]), layer >= 0, layer < config.layerCount,
+              let shared = config.sharedBlocks else { return name }
+        let rest = String(parts[3])
+        let hybridIndex = shared.hybridIndex(ofLayer: layer)
+        let isHybridTensor = rest.hasPrefix("mamba_decoder.") || rest.hasPrefix("shared_transformer.") || rest == "linear.weight"
+        let isPlainTensor = rest.hasPrefix("mamba.") || rest == "input_layernorm.weight"
+        if (isHybridTensor && hybridIndex == nil) || (isPlainTensor && hybridIndex != nil) {
+            throw CheckpointError.layerScheduleMismatch(path: path, tensor: name, layer: layer, tensorsSayHybrid: isHybridTensor)
+        }
+        let mixer = rest.hasPrefix("mamba_decoder.") ? String(rest.dropFirst("mamba_decoder.".count)) : rest
+        if mixer.hasPrefix("mamba.") { return "backbone.layers.\(layer).mixer." + mixer.dropFirst("mamba.".count) }
+        if mixer == "input_layernorm.weight" { return "backbone.layers.\(layer).norm.weight" }
+        if rest.hasPrefix("shared_transformer."), let j = hybridIndex, j >= shared.blockCount { return nil }   // tied copy of block j mod blocks
+        return name
+    }
+
+    /// Where shared block b's tensors live: under the b-th hybrid layer (transformers saves a tied
+    /// block once, under the first layer that runs it).
+    static func zamba2BlockPrefix(_ shared: SharedBlockConfig, block b: Int) -> String {
+        "model.layers.\(shared.hybridLayers[b]).shared_transformer."
+    }
+
+    /// The shared blocks' tensors, their adapters and the per-layer linears, with shapes.
+    static func zamba2SharedShapes(_ c: ModelConfig, _ a: SharedBlockConfig) -> [String: [Int]] {
+        let D = c.dModel, D2 = 2 * c.dModel, I = a.mlpWidth, r = a.adapterRank
+        let qWidth = a.attentionHeads * a.attentionHeadDim, kvWidth = a.keyValueHeads * a.attentionHeadDim
+        var s: [String: [Int]] = [:]
+        for b in 0..<min(a.blockCount, a.hybridLayers.count) {
+            let p = zamba2BlockPrefix(a, block: b)
+            s[p + "input_layernorm.weight"] = [D2]                              // RMSNorm over [h | h₀]
+            s[p + "self_attn.q_proj.weight"] = [qWidth, D2]
+            s[p + "self_attn.k_proj.weight"] = [kvWidth, D2]
+            s[p + "self_attn.v_proj.weight"] = [kvWidth, D2]
+            s[p + "self_attn.o_proj.weight"] = [D, qWidth]
+            s[p + "pre_ff_layernorm.weight"] = [D]
+            s[p + "feed_forward.gate_up_proj.weight"] = [2 * I, D]
+            s[p + "feed_forward.down_proj.weight"] = [D, I]
+            if a.mlpBias { s[p + "feed_forward.gate_up_proj.bias"] = [2 * I]; s[p + "feed_forward.down_proj.bias"] = [D] }
+            for j in stride(from: b, to: a.hybridLayers.count, by: a.blockCount) {
+                s[p + "feed_forward.gate_up_proj_adapter_list.\(j).0.weight"] = [r, D]
+                s[p + "feed_forward.gate_up_proj_adapter_list.\(j).1.weight"] = [2 * I, r]
+                if a.attentionAdapters {
+                    for x in ["q", "k", "v"] {
+                        s[p + "self_attn.linear_\(x)_adapter_list.\(j).0.weight"] = [r, D2]
+                        s[p + "self_attn.linear_\(x)_adapter_list.\(j).1.weight"] = [D2, r]
+                    }
+                }
+            }
+        }
+        for layer in a.hybridLayers { s["model.layers.\(layer).linear.weight"] = [D, D] }
         return s
     }
 
@@ -353,7 +438,10 @@ public struct ModelCheckpoint: Sendable {
 private struct FingerprintConfig: Encodable {
     let architecture: String, dModel: Int, layers: Int, vocab: Int, dState: Int, dConv: Int, dInner: Int
     let dtRank: Int, headDim: Int, heads: Int, groups: Int, eps: Float, dtLimit: [String]
+    /// Zamba2 only (absent, so other fingerprints are unchanged, for the other families).
+    let sharedBlocks: SharedBlockConfig?
     init(_ c: ModelConfig) {
+        sharedBlocks = c.sharedBlocks
         architecture = c.architecture.rawValue; dModel = c.dModel; layers = c.layerCount; vocab = c.paddedVocabSize
         dState = c.dState; dConv = c.dConv; dInner = c.dInner; dtRank = c.dtRank; headDim = c.headDim
         heads = c.headCount; groups = c.groupCount; eps = c.normEpsilon

@@ -3,6 +3,10 @@
 //    pad_vocab_size_multiple, tie_embeddings
 //  - transformers: model_type mamba | mamba2 | falcon_mamba, hidden_size, num_hidden_layers,
 //    state_size, expand, head_dim, num_heads, n_groups, time_step_rank, time_step_limit, ...
+//  - transformers Zamba2 (model_type zamba2): hidden_size, num_hidden_layers, mamba_d_state,
+//    mamba_expand, n_mamba_heads, mamba_ngroups, layers_block_type / hybrid_layer_ids,
+//    num_mem_blocks, num_attention_heads, num_key_value_heads, intermediate_size, adapter_rank,
+//    use_shared_attention_adapter, use_mem_rope, rope_parameters, hidden_act, time_step_min
 // Symbols: D = d_model, d_inner = expand·D, N = d_state, P = headdim, H = d_inner / P heads,
 // G = ngroups, R = dt_rank.
 import Foundation
@@ -15,6 +19,42 @@ public enum Architecture: String, Sendable, Codable, CaseIterable {
     case mamba2
     /// Mamba-1 with weightless RMS norms on dt_low, B and C (tiiuae/falcon-mamba-*).
     case falconMamba = "falcon_mamba"
+    /// Mamba-2 layers plus shared attention blocks in front of the hybrid layers (Zyphra/Zamba2-*).
+    case zamba2
+
+    /// Whether the layers' mixers are Mamba-2 (one Δ channel per head).
+    public var isMamba2Family: Bool { self == .mamba2 || self == .zamba2 }
+}
+
+/// Zamba2's shared transformer blocks (docs/zamba2.md). Symbols: D = hidden size, H_a attention
+/// heads, H_kv key/value heads, d_a = 2D / H_a head dim, I = MLP width, r = adapter rank.
+public struct SharedBlockConfig: Sendable, Codable, Equatable {
+    /// Layers with a shared block in front of their Mamba mixer (layers_block_type "hybrid"), ascending.
+    public var hybridLayers: [Int]
+    /// num_mem_blocks: hybrid layer j (counting hybrid layers only) uses block j mod blockCount.
+    public var blockCount: Int
+    public var attentionHeads: Int
+    public var keyValueHeads: Int
+    /// d_a = 2D / H_a.
+    public var attentionHeadDim: Int
+    /// I: the gated MLP's width.
+    public var mlpWidth: Int
+    /// r: rank of the per-invocation LoRA adapters (always on the MLP's gate_up_proj).
+    public var adapterRank: Int
+    /// use_shared_attention_adapter: LoRA adapters on q, k and v too.
+    public var attentionAdapters: Bool
+    /// use_mem_rope: rotary embeddings on q and k, base `ropeTheta`.
+    public var rope: Bool
+    public var ropeTheta: Double
+    /// hidden_act of the MLP: gelu (erf), gelu_pytorch_tanh or silu.
+    public var activation: String
+    /// add_bias_linear: biases on the MLP projections (and on the Mamba in/out projections).
+    public var mlpBias: Bool
+
+    /// Index j of a hybrid layer among the hybrid layers, or nil.
+    public func hybridIndex(ofLayer layer: Int) -> Int? { hybridLayers.firstIndex(of: layer) }
+    /// The shared block hybrid layer `layer` runs.
+    public func block(ofLayer layer: Int) -> Int? { hybridIndex(ofLayer: layer).map { $0 % blockCount } }
 }
 
 /// Which naming convention a checkpoint directory uses.
@@ -42,6 +82,12 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
     case headsNotMultipleOfGroups(path: String, heads: Int, groups: Int)
     /// `value`: time_step_limit as written in the config.
     case invalidTimeStepLimit(path: String, value: String)
+    /// A width that must be a multiple of a count is not (`what`: e.g. "n_mamba_heads 5 into d_inner 64").
+    case notDivisible(path: String, key: String, what: String)
+    /// Zamba2: layers_block_type / hybrid_layer_ids that do not describe num_hidden_layers layers.
+    case invalidLayerSchedule(path: String, reason: String)
+    /// A setting the runner does not implement (`key`, `value` as written, `hint`).
+    case unsupportedSetting(path: String, key: String, value: String, hint: String)
     /// A shape value that is not a whole number in 0...limit.
     case valueOutOfRange(path: String, key: String, value: String, limit: Int)
 
@@ -50,7 +96,8 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .notJSON(path, _), let .notAnObject(path), let .missingValue(path, _), let .unknownArchitecture(path),
              let .unsupportedLayer(path, _), let .hybridAttention(path, _), let .gatedMLP(path, _), let .unsupportedModelType(path, _),
              let .headShapeMismatch(path, _, _, _), let .headsNotMultipleOfGroups(path, _, _), let .invalidTimeStepLimit(path, _),
-             let .valueOutOfRange(path, _, _, _):
+             let .valueOutOfRange(path, _, _, _), let .notDivisible(path, _, _), let .invalidLayerSchedule(path, _),
+             let .unsupportedSetting(path, _, _, _):
             return path
         }
     }
@@ -72,7 +119,7 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .gatedMLP(path, dIntermediate):
             return "\(path): d_intermediate \(dIntermediate) (gated MLP blocks) is not supported"
         case let .unsupportedModelType(path, modelType):
-            return "\(path): unsupported model_type '\(modelType)' (supported: mamba, mamba2, falcon_mamba, or a state-spaces config)"
+            return "\(path): unsupported model_type '\(modelType)' (supported: mamba, mamba2, falcon_mamba, zamba2, or a state-spaces config)"
         case let .headShapeMismatch(path, heads, headDim, dInner):
             return "\(path): num_heads \(heads) × head_dim \(headDim) ≠ d_inner \(dInner)"
         case let .headsNotMultipleOfGroups(path, heads, groups):
@@ -81,6 +128,12 @@ public enum ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): time_step_limit must be [lower, upper], got \(value)"
         case let .valueOutOfRange(path, key, value, limit):
             return "\(path): \(key) = \(value) is not a whole number in 0…\(limit) (damaged or not a model config?)"
+        case let .notDivisible(path, key, what):
+            return "\(path): \(key): \(what) does not divide evenly"
+        case let .invalidLayerSchedule(path, reason):
+            return "\(path): layer schedule: \(reason)"
+        case let .unsupportedSetting(path, key, value, hint):
+            return "\(path): \(key) = \(value) is not supported (\(hint))"
         }
     }
 }
@@ -118,9 +171,13 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var normBeforeGate: Bool
     /// The model's training length in tokens when known (2048 for state-spaces checkpoints).
     public var trainingLength: Int?
+    /// Zamba2 only: the shared attention blocks and where they run.
+    public var sharedBlocks: SharedBlockConfig? = nil
 
-    /// Channels per layer in the LongMamba sense: d_inner (Mamba-1) or heads (Mamba-2).
-    public var channelCount: Int { architecture == .mamba2 ? headCount : dInner }
+    /// Channels per layer in the LongMamba sense: d_inner (Mamba-1) or heads (Mamba-2, Zamba2).
+    public var channelCount: Int { architecture.isMamba2Family ? headCount : dInner }
+    /// eps of the gated RMSNorm inside the Mamba-2 mixer (Zamba2 fixes it at 1e-5).
+    public var gatedNormEpsilon: Float { architecture == .zamba2 ? 1e-5 : normEpsilon }
 }
 
 extension ModelConfig {
@@ -175,6 +232,7 @@ extension ModelConfig {
         case "mamba": architecture = .mamba
         case "mamba2": architecture = .mamba2
         case "falcon_mamba": architecture = .falconMamba
+        case "zamba2": return try parseZamba2(json, path: path)
         case nil:
             guard isStateSpaces else {
                 throw ConfigError.unknownArchitecture(path: path)
@@ -247,6 +305,141 @@ extension ModelConfig {
             normBeforeGate: bool(["norm_before_gate"], in: ssmCfg) ?? false,
             trainingLength: try int(["training_length", "max_position_embeddings"]) ?? (isStateSpaces ? 2048 : nil)
         )
+    }
+}
+
+extension ModelConfig {
+    /// How the layers of Δ recordings and tables are indexed, for metadata: Zamba2 records every
+    /// layer's Mamba mixer (hybrid layers too) under the model's own layer index.
+    public var layerIndexMetadata: [String: String] {
+        guard let shared = sharedBlocks else { return [:] }
+        return ["layer_index": "model layer index (transformers model.layers.{i}); every layer's Mamba-2 mixer, hybrid layers included",
+                "mamba_layers": "0..<\(layerCount)",
+                "hybrid_layers": "[" + shared.hybridLayers.map(String.init).joined(separator: ", ") + "]"]
+    }
+}
+
+extension ModelConfig {
+    /// A transformers Zamba2Config (configuration_zamba2.py): Mamba-2 layers with `mamba_*` keys,
+    /// the layer schedule and the shared blocks. Derived values are recomputed as transformers
+    /// does (attention width 2D, d_a = 2D / H_a, Mamba head dim = d_inner / n_mamba_heads,
+    /// MLP width 4D unless given, Δ clamped to (time_step_min, ∞)).
+    static func parseZamba2(_ json: [String: Any], path: String) throws -> ModelConfig {
+        func int(_ key: String, in dict: [String: Any] = json) throws -> Int? {
+            guard let v = dict[key] as? NSNumber else { return nil }
+            let d = v.doubleValue
+            guard d.isFinite, d == d.rounded(), d >= 0, d <= Double(ModelConfig.maxDimension) else {
+                throw ConfigError.valueOutOfRange(path: path, key: key, value: "\(v)", limit: ModelConfig.maxDimension)
+            }
+            return Int(d)
+        }
+        func positive(_ key: String, default value: Int? = nil) throws -> Int {
+            guard let v = try int(key) ?? value, v > 0 else { throw ConfigError.missingValue(path: path, key: key) }
+            return v
+        }
+        func bool(_ key: String, default value: Bool) -> Bool { json[key] as? Bool ?? value }
+        /// A JSON number that is a layer index 0..<n, else nil (checked as a double first: no trap on 1e300).
+        func layerIndex(_ value: Any, below n: Int) -> Int? {
+            guard let d = (value as? NSNumber)?.doubleValue, d.isFinite, d == d.rounded(), d >= 0, d < Double(n) else { return nil }
+            return Int(d)
+        }
+        func divide(_ width: Int, by count: Int, key: String, what: String) throws -> Int {
+            guard count > 0, width % count == 0 else { throw ConfigError.notDivisible(path: path, key: key, what: what) }
+            return width / count
+        }
+
+        let dModel = try positive("hidden_size")
+        let layers = try positive("num_hidden_layers")
+        let vocab = try positive("vocab_size")
+        let dState = try positive("mamba_d_state", default: 64)
+        let dConv = try positive("mamba_d_conv", default: 4)
+        let expand = try positive("mamba_expand", default: 2)
+        let dInner = expand * dModel
+        guard dInner <= ModelConfig.maxDimension else {
+            throw ConfigError.valueOutOfRange(path: path, key: "mamba_expand × hidden_size", value: "\(dInner)", limit: ModelConfig.maxDimension)
+        }
+        let heads = try positive("n_mamba_heads", default: 8)
+        let headDim = try divide(dInner, by: heads, key: "n_mamba_heads", what: "\(heads) Mamba heads into d_inner \(dInner) = mamba_expand × hidden_size")
+        let groups = try positive("mamba_ngroups", default: 1)
+        guard heads % groups == 0 else { throw ConfigError.headsNotMultipleOfGroups(path: path, heads: heads, groups: groups) }
+
+        // The schedule: layers_block_type ("mamba" / "linear_attention" / "hybrid"), else hybrid_layer_ids.
+        var hybrid: [Int]
+        if let types = json["layers_block_type"] as? [Any] {
+            guard types.count == layers else {
+                throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type has \(types.count) entries but num_hidden_layers is \(layers)")
+            }
+            hybrid = []
+            for (i, t) in types.enumerated() {
+                switch t as? String {
+                case "hybrid": hybrid.append(i)
+                case "mamba", "linear_attention": break
+                default: throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type[\(i)] = \(t) (expected \"mamba\", \"linear_attention\" or \"hybrid\")")
+                }
+            }
+            if let ids = json["hybrid_layer_ids"] as? [Any], ids.map({ layerIndex($0, below: layers) }) != hybrid.map(Optional.some) {
+                throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(ids) disagree with layers_block_type (hybrid at \(hybrid))")
+            }
+        } else if let ids = json["hybrid_layer_ids"] as? [Any] {
+            hybrid = try ids.map {
+                guard let i = layerIndex($0, below: layers) else {
+                    throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0) is not a layer index in 0..<\(layers)")
+                }
+                return i
+            }
+            guard hybrid == Array(Set(hybrid)).sorted() else {
+                throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(hybrid) are not strictly ascending")
+            }
+        } else {
+            throw ConfigError.missingValue(path: path, key: "layers_block_type/hybrid_layer_ids")
+        }
+
+        let attentionHeads = try positive("num_attention_heads", default: 32)
+        let kvHeads = try int("num_key_value_heads") ?? attentionHeads
+        let attentionHeadDim = try divide(2 * dModel, by: attentionHeads, key: "num_attention_heads",
+                                          what: "\(attentionHeads) attention heads into the attention width \(2 * dModel) = 2 × hidden_size")
+        _ = try divide(attentionHeads, by: kvHeads, key: "num_key_value_heads", what: "\(kvHeads) key/value heads into \(attentionHeads) attention heads")
+        let attentionAdapters = bool("use_shared_attention_adapter", default: false)
+        if attentionAdapters && kvHeads != attentionHeads {
+            // transformers adds a [2D]-wide adapter output to k and v, which are H_kv·d_a wide.
+            throw ConfigError.unsupportedSetting(path: path, key: "use_shared_attention_adapter", value: "true",
+                                                 hint: "with num_key_value_heads \(kvHeads) ≠ num_attention_heads \(attentionHeads) the adapters' width does not fit k and v; transformers cannot run this either")
+        }
+        if bool("use_long_context", default: false) {
+            throw ConfigError.unsupportedSetting(path: path, key: "use_long_context", value: "true", hint: "the rescaled RoPE of the long-context variant is not implemented")
+        }
+        let rope = json["rope_parameters"] as? [String: Any] ?? [:]
+        if let type = rope["rope_type"] as? String, type != "default" {
+            throw ConfigError.unsupportedSetting(path: path, key: "rope_parameters.rope_type", value: type, hint: "only the default RoPE is implemented")
+        }
+        let activation = json["hidden_act"] as? String ?? "gelu"
+        guard ["gelu", "gelu_pytorch_tanh", "silu"].contains(activation) else {
+            throw ConfigError.unsupportedSetting(path: path, key: "hidden_act", value: activation, hint: "supported: gelu, gelu_pytorch_tanh, silu")
+        }
+        let blocks = try positive("num_mem_blocks", default: 1)
+        let bias = bool("add_bias_linear", default: false)
+        let shared = SharedBlockConfig(
+            hybridLayers: hybrid, blockCount: blocks, attentionHeads: attentionHeads, keyValueHeads: kvHeads,
+            attentionHeadDim: attentionHeadDim, mlpWidth: try int("intermediate_size") ?? 4 * dModel,
+            adapterRank: try positive("adapter_rank", default: 128), attentionAdapters: attentionAdapters,
+            rope: bool("use_mem_rope", default: false),
+            ropeTheta: jsonDouble(rope["rope_theta"] ?? json["rope_theta"] ?? 10000.0) ?? 10000,
+            activation: activation, mlpBias: bias)
+        guard shared.mlpWidth > 0 else { throw ConfigError.missingValue(path: path, key: "intermediate_size") }
+        let eps = jsonDouble(json["rms_norm_eps"] ?? 1e-5) ?? 1e-5
+        let lower = jsonDouble(json["time_step_min"] ?? 0.001) ?? 0.001
+        return ModelConfig(
+            architecture: .zamba2, layout: .transformers,
+            dModel: dModel, layerCount: layers, vocabSize: vocab, paddedVocabSize: vocab,
+            dState: dState, dConv: dConv, expand: expand, dInner: dInner, dtRank: 0,
+            headDim: headDim, headCount: heads, groupCount: groups,
+            normEpsilon: Float(eps), mixerNormEpsilon: 1e-5,
+            tieEmbeddings: json["tie_word_embeddings"] as? Bool ?? true,
+            convBias: bool("use_conv_bias", default: true), projectionBias: bias,
+            dtLimitLower: Float(lower), dtLimitUpper: .infinity, normBeforeGate: false,
+            // Zamba2 was trained at 4096 tokens (max_position_embeddings; the paper's L for Zamba2).
+            trainingLength: try int("training_length") ?? int("max_position_embeddings") ?? 4096,
+            sharedBlocks: shared)
     }
 }
 

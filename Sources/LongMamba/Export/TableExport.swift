@@ -49,6 +49,11 @@ public enum TableExport {
     public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil) throws {
         let info = try store.table(id)
         var metadata = try store.tableMetadata(id)
+        // Zamba2: say that layer i is the model's layer i (hybrid layers included) and which are hybrid.
+        if metadata["architecture"] == Architecture.zamba2.rawValue, let json = metadata["model_config"],
+           let config = try? ModelConfig.parse(Data(json.utf8), path: "model_config") {
+            metadata.merge(config.layerIndexMetadata) { own, _ in own }
+        }
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
         if let theta {
             metadata["theta"] = "\(theta)"

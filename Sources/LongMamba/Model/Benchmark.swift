@@ -24,14 +24,27 @@ public struct PrefillBenchmark: Sendable {
         switch c.architecture {
         case .mamba, .falconMamba:
             return [(L, 2 * c.dInner, c.dModel), (L, c.dtRank + 2 * c.dState, c.dInner), (L, c.dInner, c.dtRank), (L, c.dModel, c.dInner)]
-        case .mamba2:
+        case .mamba2, .zamba2:
             let convDim = c.dInner + 2 * c.groupCount * c.dState
             return [(L, c.dInner + convDim + c.headCount, c.dModel), (L, c.dModel, c.dInner)]
         }
     }
 
+    /// Zamba2: (rows, out, in) of the projections of one shared-block invocation (q, k, v, o, the
+    /// adapters, the MLP, the layer's linear), run once per hybrid layer. Attention's own products
+    /// (q kᵀ, P v) are not counted: they grow with the length.
+    public static func sharedBlockShapes(_ c: ModelConfig, tokens L: Int) -> [(m: Int, n: Int, k: Int)] {
+        guard let a = c.sharedBlocks else { return [] }
+        let D = c.dModel, D2 = 2 * c.dModel, q = a.attentionHeads * a.attentionHeadDim, kv = a.keyValueHeads * a.attentionHeadDim
+        var s = [(L, q, D2), (L, kv, D2), (L, kv, D2), (L, D, q), (L, 2 * a.mlpWidth, D), (L, D, a.mlpWidth), (L, D, D),
+                 (L, a.adapterRank, D), (L, 2 * a.mlpWidth, a.adapterRank)]
+        if a.attentionAdapters { for width in [q, kv, kv] { s += [(L, a.adapterRank, D2), (L, width, a.adapterRank)] } }
+        return s
+    }
+
     public static func matmulFlopsPerToken(_ c: ModelConfig) -> Double {
         Double(c.layerCount) * projectionShapes(c, tokens: 1).reduce(0) { $0 + 2.0 * Double($1.n * $1.k) }
+            + Double(c.sharedBlocks?.hybridLayers.count ?? 0) * sharedBlockShapes(c, tokens: 1).reduce(0) { $0 + 2.0 * Double($1.n * $1.k) }
     }
 
     /// GFLOP/s of cblas_sgemm for y[m, n] = x[m, k] · W[n, k]ᵀ (best of `repeats`).
@@ -58,10 +71,12 @@ public struct PrefillBenchmark: Sendable {
             try model.forward(tokens: ids, recorder: &discard)
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
-        let shapes = projectionShapes(model.config, tokens: tokens)
+        let c = model.config
+        let shapes = projectionShapes(c, tokens: tokens).map { ($0, c.layerCount) }
+            + sharedBlockShapes(c, tokens: tokens).map { ($0, c.sharedBlocks?.hybridLayers.count ?? 0) }
         var flops = 0.0, seconds = 0.0
-        for s in shapes {
-            let f = 2.0 * Double(s.m * s.n * s.k)
+        for (s, times) in shapes {
+            let f = 2.0 * Double(s.m * s.n * s.k) * Double(times)
             flops += f
             seconds += f / (sgemmGFLOPS(m: s.m, n: s.n, k: s.k) * 1e9)
         }

@@ -39,6 +39,10 @@ public struct LayerState: Sendable {
     public var conv: [Float] = []
     /// SSM state: [d_inner, N] (Mamba-1) or [H, P, N] (Mamba-2).
     public var ssm: [Float] = []
+    /// Zamba2 hybrid layers: the shared block's attention keys (after RoPE) and values of every
+    /// token so far: [T, H_kv·d] each.
+    public var keys: [Float] = []
+    public var values: [Float] = []
     public init() {}
 }
 

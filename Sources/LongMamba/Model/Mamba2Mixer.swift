@@ -62,7 +62,7 @@ struct Mamba2Mixer: Mixer {
             }
         }
         w.normWeight.withUnsafeBufferPointer { norm in   // y: RMSNorm_G(y ⊙ SiLU(z)) · w
-            StateSpaceDualScan.gatedNorm(y, z: zxbcdt, zStride: projWidth, weight: norm.baseAddress!, length: L, dInner: dInner, groups: c.groupCount, epsilon: c.normEpsilon, normBeforeGate: c.normBeforeGate)
+            StateSpaceDualScan.gatedNorm(y, z: zxbcdt, zStride: projWidth, weight: norm.baseAddress!, length: L, dInner: dInner, groups: c.groupCount, epsilon: c.gatedNormEpsilon, normBeforeGate: c.normBeforeGate)
         }
         linear(y, rows: L, inFeatures: dInner, weight: w.outProj, outFeatures: D, into: out, bias: w.outProjBias)
         return delta

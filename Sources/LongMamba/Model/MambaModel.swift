@@ -3,6 +3,8 @@
 // Glossary: L tokens, D = d_model, V = padded vocabulary, C = channels per layer.
 //   h = embedding[tokens]                      // [L, D]
 //   for each layer:  h = h + mixer(RMSNorm(h)) // residual kept in f32
+//   Zamba2 hybrid layers: h = h + mixer(RMSNorm(h + t)), t = shared block([h | h₀]) (SharedBlock.swift),
+//                         h₀ = the embeddings; every layer (hybrid or not) has a Mamba mixer and records Δ
 //   logits = RMSNorm_f(h) · Eᵀ                 // [L, V], E tied to the embedding unless untied
 // The sequence goes through one layer at a time, so beyond the weights memory is O(L × width of
 // the widest projection). Weights are converted from the mapped checkpoint layer by layer.
@@ -14,6 +16,8 @@ public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
     case emptyTokens
     case tokenOutOfVocabulary(token: Int, position: Int, vocabularySize: Int)
     case stateLayerMismatch(stateLayers: Int, modelLayers: Int)
+    /// Zamba2: a hybrid layer's weights asked for a layer the schedule does not make hybrid.
+    case notHybridLayer(layer: Int)
 
     public var description: String {
         switch self {
@@ -23,6 +27,8 @@ public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
             return "token id \(token) at position \(position) is outside the model's vocabulary 0..<\(vocabularySize)"
         case let .stateLayerMismatch(stateLayers, modelLayers):
             return "sequence state has \(stateLayers) layers, the model \(modelLayers)"
+        case let .notHybridLayer(layer):
+            return "layer \(layer) is not a hybrid layer of this Zamba2 model"
         }
     }
 }
@@ -34,11 +40,14 @@ public typealias DeltaFilter = (_ layer: Int, _ delta: inout [Float], _ length: 
 public final class MambaModel: @unchecked Sendable {
     public let checkpoint: ModelCheckpoint
     public var config: ModelConfig { checkpoint.config }
-    /// Use the plain scans instead of the vectorised ones (tests compare the two).
+    /// Use the plain scans (and plain attention) instead of the vectorised ones (tests compare the two).
     public var useReferenceScan = false
     private var residentMixers: [Int: any Mixer] = [:]
     /// Whether every layer's f32 weights are kept after first use.
     public let keepWeightsResident: Bool
+    /// Zamba2: the shared blocks (always kept: every hybrid layer reuses them) and the hybrid layers' own weights.
+    private var sharedBlocks: [Int: SharedBlockWeights] = [:]
+    private var residentHybridLayers: [Int: HybridLayerWeights] = [:]
     private var lmHead: WeightMatrix?
     private let workspace = Workspace()
 
@@ -86,9 +95,19 @@ public final class MambaModel: @unchecked Sendable {
         var hidden = try checkpoint.floatRows("backbone.embedding.weight", rows: tokens)   // h: [L, D]
         var normed = [Float](repeating: 0, count: L * dModel)                              // RMSNorm(h): [L, D]
         var mixed = [Float](repeating: 0, count: L * dModel)                               // mixer out: [L, D]
+        let embeddings = config.sharedBlocks == nil ? [] : hidden                          // h₀: [L, D] (Zamba2)
         for layer in 0..<config.layerCount {
             let norm = try checkpoint.floats("backbone.layers.\(layer).norm.weight")
-            rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
+            if let shared = config.sharedBlocks, let j = shared.hybridIndex(ofLayer: layer) {
+                let block = try sharedBlock(j % shared.blockCount, shared)
+                let own = try hybridLayer(layer, shared)
+                block.forward(hidden: hidden, embeddings: embeddings, length: L, config: config, shared: shared, layer: own,
+                              state: &state.layers[layer], workspace: workspace, useReferenceAttention: useReferenceScan, into: &mixed)   // t: [L, D]
+                for i in mixed.indices { mixed[i] += hidden[i] }                                 // h + t, the mixer's input
+                rmsNorm(mixed, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
+            } else {
+                rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
+            }
             let mixer = try mixer(layer)
             let filter: LayerDeltaFilter? = deltaFilter.map { f in
                 { delta in f(layer, &delta, L, self.config.channelCount) }
@@ -119,6 +138,20 @@ public final class MambaModel: @unchecked Sendable {
         let head = try checkpoint.matrix(config.tieEmbeddings ? "backbone.embedding.weight" : "lm_head.weight")
         if keepWeightsResident { lmHead = head }
         return head
+    }
+
+    private func sharedBlock(_ block: Int, _ shared: SharedBlockConfig) throws -> SharedBlockWeights {
+        if let b = sharedBlocks[block] { return b }
+        let b = try SharedBlockWeights(checkpoint: checkpoint, shared: shared, block: block)
+        sharedBlocks[block] = b
+        return b
+    }
+
+    private func hybridLayer(_ layer: Int, _ shared: SharedBlockConfig) throws -> HybridLayerWeights {
+        if let w = residentHybridLayers[layer] { return w }
+        let w = try HybridLayerWeights(checkpoint: checkpoint, shared: shared, layer: layer)
+        if keepWeightsResident { residentHybridLayers[layer] = w }
+        return w
     }
 
     private func mixer(_ layer: Int) throws -> any Mixer {

@@ -27,7 +27,14 @@ public enum MemoryEstimate {
         case .exact: perStoredLayer = 4 * L * c.channelCount
         case .sketch(let bytes): perStoredLayer = bytes * c.channelCount
         }
-        let total = weights + activations + delta + perStoredLayer * c.layerCount
+        var total = weights + activations + delta + perStoredLayer * c.layerCount
+        if let a = c.sharedBlocks {
+            // Zamba2: the shared blocks stay converted (every hybrid layer reuses them), each hybrid
+            // layer keeps its keys and values [L, H_kv·d_a] × 2, and attention works on
+            // [L, 2D] inputs plus [L, I] MLP activations.
+            let shared = shapes.filter { $0.key.contains("shared") || $0.key.contains("linear") }.values.reduce(0) { $0 + $1.reduce(1, *) }
+            total += 4 * (shared + a.hybridLayers.count * 2 * L * a.keyValueHeads * a.attentionHeadDim + L * (4 * c.dModel + 2 * a.mlpWidth))
+        }
         return total + total / 4 + (256 << 20)
     }
 

@@ -1,6 +1,6 @@
 // The token mixer of a pre-norm residual block: h = h + mixer(RMSNorm(h)). Every kind of layer
-// conforms (Mamba-1, Mamba-2; Zamba2's shared attention block would be a third), so the runner
-// calls a layer the same way whatever its kind.
+// conforms (Mamba-1, Mamba-2), so the runner calls a layer the same way whatever its kind. Zamba2's
+// shared attention block (SharedBlock.swift) is not a mixer: it feeds the Mamba mixer of a hybrid layer.
 //
 // Glossary: L tokens, D = d_model, C = channels of Δ (Mamba-1: d_inner; Mamba-2: heads H),
 // N = state size.
@@ -29,7 +29,7 @@ extension ModelCheckpoint {
     func mixer(layer: Int) throws -> any Mixer {
         switch config.architecture {
         case .mamba, .falconMamba: return Mamba1Mixer(config: config, weights: try Mamba1Weights(checkpoint: self, layer: layer))
-        case .mamba2: return Mamba2Mixer(config: config, weights: try Mamba2Weights(checkpoint: self, layer: layer))
+        case .mamba2, .zamba2: return Mamba2Mixer(config: config, weights: try Mamba2Weights(checkpoint: self, layer: layer))
         }
     }
 }

@@ -12,11 +12,14 @@ public enum ModelShape: String, CaseIterable, Sendable {
     /// tiiuae/falcon-mamba-7b (its published config.json, docs/checkpoints.md) and
     /// mistralai/Mamba-Codestral-7B-v0.1 (64 × 4096, 128 heads of 64, 8 groups, vocab 32768, untied).
     case falconMamba7b = "falcon-mamba-7b", codestralMamba7b = "codestral-mamba-7b"
+    /// Zyphra/Zamba2-1.2B: 38 layers (hybrid at 5, 11, …, 35), hidden 2048, 64 Mamba heads of 64,
+    /// state 128, one shared block (32 heads of 128, MLP 8192, RoPE) with rank-128 adapters; bf16.
+    case zamba2_1_2b = "zamba2-1.2b"
 
-    /// The dtype the checkpoint is published in (the 7B models ship bf16 shards).
+    /// The dtype the checkpoint is published in (the 7B models ship bf16 shards, Zamba2 bf16).
     public var publishedDType: DType {
         switch self {
-        case .falconMamba7b, .codestralMamba7b: return .bf16
+        case .falconMamba7b, .codestralMamba7b, .zamba2_1_2b: return .bf16
         default: return .f32
         }
     }
@@ -24,6 +27,16 @@ public enum ModelShape: String, CaseIterable, Sendable {
     /// transformers-layout config.json contents.
     public var configJSON: [String: Any] {
         switch self {
+        case .zamba2_1_2b:
+            let hybrid = [5, 11, 17, 23, 29, 35]
+            return ["model_type": "zamba2", "hidden_size": 2048, "num_hidden_layers": 38, "vocab_size": 32000,
+                    "layers_block_type": (0..<38).map { hybrid.contains($0) ? "hybrid" : "mamba" }, "hybrid_layer_ids": hybrid,
+                    "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2, "n_mamba_heads": 64, "mamba_ngroups": 1,
+                    "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 8192, "hidden_act": "gelu",
+                    "num_mem_blocks": 1, "adapter_rank": 128, "use_shared_attention_adapter": true, "use_mem_rope": true,
+                    "rope_parameters": ["rope_theta": 10000.0, "rope_type": "default"], "max_position_embeddings": 4096,
+                    "rms_norm_eps": 1e-5, "time_step_min": 0.001, "chunk_size": 256, "use_conv_bias": true,
+                    "add_bias_linear": false, "tie_word_embeddings": true]
         case .falconMamba7b:
             // The published config's values ("expand": 16 is what the file says; intermediate_size decides).
             return ["model_type": "falcon_mamba", "hidden_size": 4096, "num_hidden_layers": 64, "intermediate_size": 8192,
@@ -50,7 +63,7 @@ public enum ModelShape: String, CaseIterable, Sendable {
             case .mamba2_130m: return ("mamba2", 768, 24)
             case .mamba2_370m: return ("mamba2", 1024, 48)
             case .mamba2_1_3b: return ("mamba2", 2048, 48)
-            case .falconMamba7b, .codestralMamba7b: return ("mamba", 4096, 64)   // configJSON spells these out
+            case .falconMamba7b, .codestralMamba7b, .zamba2_1_2b: return ("mamba", 4096, 64)   // configJSON spells these out
             }
         }()
         var c: [String: Any] = ["model_type": arch, "hidden_size": d, "num_hidden_layers": layers, "expand": 2,
@@ -91,7 +104,10 @@ public enum SyntheticCheckpoint {
             if shardSize > 0 && shardSize + bytes > shardBytes { shards.append([]); shardSize = 0 }
             shards[shards.count - 1].append(t); shardSize += bytes
         }
-        let stored = { (name: String) in name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name }
+        // transformers' names (Zamba2: its own layout, see zamba2Name).
+        let stored = { (name: String) in
+            config.sharedBlocks.map { zamba2Name(name, $0) } ?? (name == "backbone.embedding.weight" ? "backbone.embeddings.weight" : name)
+        }
         var weightMap: [String: String] = [:]
         var total = 0
         for (i, shard) in shards.enumerated() {
@@ -124,7 +140,7 @@ public enum SyntheticCheckpoint {
         case "mixer.A_log":
             let n = dims.count == 2 ? dims[1] : dims[0]
             return (0..<count).map { Float(Foundation.log(Double($0 % n + 1))) }
-        case "mixer.D", "norm.weight", "norm_f.weight":
+        case "mixer.D", "norm.weight", "norm_f.weight", "input_layernorm.weight", "pre_ff_layernorm.weight":
             return [Float](repeating: 1, count: count)
         case "dt_proj.bias", "mixer.dt_bias":
             return (0..<count).map { _ in
@@ -147,6 +163,22 @@ public enum SyntheticCheckpoint {
         default: return values.withUnsafeBytes { Data($0) }
         }
     }
+}
+
+/// The transformers Zamba2ForCausalLM name of a canonical tensor name (the inverse of
+/// ModelCheckpoint.zamba2CanonicalName).
+func zamba2Name(_ canonical: String, _ shared: SharedBlockConfig) -> String {
+    switch canonical {
+    case "backbone.embedding.weight": return "model.embed_tokens.weight"
+    case "backbone.norm_f.weight": return "model.final_layernorm.weight"
+    default: break
+    }
+    let parts = canonical.split(separator: ".", maxSplits: 3)
+    guard parts.count == 4, parts[0] == "backbone", parts[1] == "layers", let layer = Int(parts[2]) else { return canonical }
+    let decoder = shared.hybridLayers.contains(layer) ? "mamba_decoder." : ""
+    if parts[3] == "norm.weight" { return "model.layers.\(layer).\(decoder)input_layernorm.weight" }
+    if parts[3].hasPrefix("mixer.") { return "model.layers.\(layer).\(decoder)mamba." + parts[3].dropFirst("mixer.".count) }
+    return canonical
 }
 
 extension SplitMix64 {

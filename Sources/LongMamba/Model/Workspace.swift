@@ -5,6 +5,8 @@
 //            dt [L, d_inner], y [L, d_inner]; scanScratch: the fast scan's gathers x, Δ [d_inner/16, L, 16]
 //   Mamba-2: zxbcdt [L, d_inner + (d_inner + 2GN) + H], xBC [L, d_inner + 2GN], y [L, d_inner];
 //            scanScratch: the fast scan's gathers x [H, L, P], B|C [G, L, 2N], Δ [H, L]
+//   Zamba2 shared block: blockInput, blockNormed [L, 2D], query, attention [L, H_a·d_a],
+//            gateUp [L, 2I], adapterMiddle [L, r], blockOutput [L, D], attentionScratch (CausalAttention)
 
 /// What a workspace buffer holds (the tensor of that name in the mixer using it).
 enum WorkspaceSlot: Hashable {
@@ -14,6 +16,9 @@ enum WorkspaceSlot: Hashable {
     case zxbcdt, xBC
     // both: y, and the fast scan's gathered inputs
     case y, scanScratch
+    // Zamba2's shared block: [h | h₀] and its norm [L, 2D], q / attention out [L, H·d], the MLP's
+    // gate|up [L, 2I], an adapter's low-rank middle [L, r], block out [L, D], attention scratch
+    case blockInput, blockNormed, query, attention, gateUp, adapterMiddle, blockOutput, attentionScratch
 }
 
 /// Buffers reused from layer to layer: big intermediates ([L, 2·d_inner] and the like) would
