@@ -35,9 +35,13 @@ var kernelSettings: [SwiftSetting] = [
 var librarySettings: [SwiftSetting] = [
     .unsafeFlags(["-enable-testing"], .when(configuration: .release)),
 ]
+/// The command-line target is built for the generic x86-64 so that it can say, instead of dying on
+/// an illegal instruction, that the kernels were built for vector units this CPU lacks.
+var commandSettings: [SwiftSetting] = []
 if let cpu = simdTargetCPU() {
     kernelSettings.append(.unsafeFlags(["-target-cpu", cpu]))
     librarySettings.append(.unsafeFlags(["-target-cpu", cpu]))
+    commandSettings.append(.define(cpu == "skylake-avx512" ? "LONGMAMBA_BUILT_AVX512" : (cpu == "haswell" ? "LONGMAMBA_BUILT_AVX2" : "LONGMAMBA_BUILT_OTHER")))
 }
 
 let package = Package(
@@ -81,7 +85,8 @@ let package = Package(
                 "LongMamba",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: commandSettings
         ),
         .testTarget(
             name: "LongMambaTests",

@@ -17,6 +17,8 @@ struct BenchCommand: ParsableCommand {
     var layers: Int?
     @Option(name: .customLong("checkpoint-dir"), help: "Where the --shape checkpoint is written (default: a folder in the temporary directory, reused).")
     var checkpointDirectory: String?
+    @Option(name: .customLong("resident-weights"), help: "Keep every layer's f32 weights after the warm-up: auto (when they take ≤ 4 GiB), always or never (half-precision weights are then converted on every pass, as a big model's are).")
+    var residentWeights: String = "auto"
     @Option(help: "Prefill length.")
     var tokens: Int = 2048
     @Option(help: "Timed repetitions (best is reported).")
@@ -49,14 +51,22 @@ struct BenchCommand: ParsableCommand {
         } else {
             throw ValidationError("give --model DIR or --shape NAME")
         }
-        let runner = try MambaModel(directory: directory)
+        let resident: Bool?
+        switch residentWeights {
+        case "auto": resident = nil
+        case "always": resident = true
+        case "never": resident = false
+        default: throw ValidationError("--resident-weights must be auto, always or never")
+        }
+        let runner = MambaModel(checkpoint: try ModelCheckpoint(directory: directory), keepWeightsResident: resident)
         let r = try PrefillBenchmark.run(model: runner, tokens: tokens, repeats: repeats)
         let c = runner.config
         print("model            \(directory) (\(c.architecture.rawValue), d_model \(c.dModel), \(c.layerCount) layers, \(c.channelCount) channels/layer, weights \(runner.checkpoint.weightDTypes.map(\.rawValue).joined(separator: "+")))")
         if let a = c.sharedBlocks {
             print("shared blocks    \(a.blockCount) (attention \(a.attentionHeads)×\(a.attentionHeadDim), MLP \(a.mlpWidth), adapters rank \(a.adapterRank)) before layers \(a.hybridLayers); q·kᵀ and P·v are not in the FLOP count")
         }
-        print("threads          \(threads)")
+        print("vector units     \(VectorUnits.current().summary)")
+        print("threads          \(threads); weights \(runner.keepWeightsResident ? "kept in f32 after the warm-up" : "converted (or mapped, f32) on every pass")")
         print(String(format: "prefill          %d tokens: best %.3f s of %@", r.tokens, r.bestSeconds, r.seconds.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
         print(String(format: "throughput       %.1f tokens/s", r.tokensPerSecond))
         print(String(format: "matmul FLOPs     %.1f MFLOP/token (2 × %.1fM MACs)", r.matmulFlopsPerToken / 1e6, r.matmulFlopsPerToken / 2e6))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import LongMamba
 
 @main
@@ -22,4 +23,50 @@ struct LongMambaCommand: AsyncParsableCommand {
             BenchCommand.self, BenchCorpusCommand.self, BenchSolverCommand.self,
         ]
     )
+
+    /// Refuses to start where the kernels' vector instructions would trap (a binary built on an
+    /// AVX-512 machine copied to an AVX2 one), with what to do instead.
+    static func main() async {
+        let cpu = VectorUnits.current()
+        if !cpu.missing.isEmpty {
+            FileHandle.standardError.write(Data("""
+                Error: this longmamba was built for \(VectorUnits.builtFor) and this CPU lacks \(cpu.missing.joined(separator: ", ")) \
+                (hint: rebuild on this machine with `make release`, or build a portable binary with LONGMAMBA_TARGET_CPU=haswell or generic)\n
+                """.utf8))
+            Foundation.exit(70)
+        }
+        await Self.main(nil)
+    }
+}
+
+/// The vector extensions the kernels were compiled for (Package.swift) and those this CPU has.
+struct VectorUnits {
+    #if LONGMAMBA_BUILT_AVX512
+    static let builtFor = "x86-64 with AVX-512 (skylake-avx512)"
+    static let required = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"]
+    #elseif LONGMAMBA_BUILT_AVX2
+    static let builtFor = "x86-64 with AVX2 + FMA (haswell)"
+    static let required = ["avx2", "fma"]
+    #else
+    static let builtFor = "the generic target (no required vector extensions)"
+    static let required: [String] = []
+    #endif
+    /// Flags of the running CPU (empty where /proc/cpuinfo cannot be read: nothing is then refused).
+    let flags: Set<String>
+
+    static func current() -> VectorUnits {
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return VectorUnits(flags: []) }
+        return VectorUnits(flags: Set(line.split(separator: " ").map(String.init)))
+    }
+
+    var missing: [String] { flags.isEmpty ? [] : Self.required.filter { !flags.contains($0) } }
+
+    /// One line for `bench`: what the build uses and what the CPU offers.
+    var summary: String {
+        let shown = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"].filter(flags.contains)
+        return "kernels built for \(Self.builtFor); CPU has \(shown.isEmpty ? "none of avx2/fma/avx512" : shown.joined(separator: " ")); "
+            + "bf16/f16 weights are converted to f32 for OpenBLAS sgemm (Debian's OpenBLAS exports no sbgemm"
+            + (flags.contains("avx512_bf16") ? "; AVX512-BF16 is present but unused" : "; no AVX512-BF16 here") + ")"
+    }
 }
