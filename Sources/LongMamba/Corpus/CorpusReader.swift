@@ -47,67 +47,76 @@ final class CorpusByteReader {
     }
 }
 
-/// The producer side of `CorpusByteReader`: a thread that fills `slots` buffers ahead of the reader.
+/// The producer side of `CorpusByteReader`: a thread that fills a few buffers ahead of the
+/// reader. The thread holds only the shared `Exchange`, so dropping the reader early (an error
+/// while parsing) cancels the thread and waits for it instead of leaving it blocked.
 final class DecodeAhead: @unchecked Sendable {
-    private struct Filled { let buffer: UnsafeMutableRawPointer; let count: Int; let fileBytesRead: Int64 }
+    fileprivate struct Filled { let buffer: UnsafeMutableRawPointer; let count: Int; let fileBytesRead: Int64 }
+
+    /// State shared by the reader and the decode thread, guarded by `condition`.
+    fileprivate final class Exchange: @unchecked Sendable {
+        let condition = NSCondition()
+        var free: [UnsafeMutableRawPointer] = []
+        var filled: [Filled] = []
+        var finished = false
+        var failure: Error?
+        var cancelled = false
+        var producerDone = false
+        var hash: String?
+    }
+
     private static let bufferBytes = 1 << 20
     private static let slots = 4
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var free: [UnsafeMutableRawPointer] = []
-    private var filled: [Filled] = []
-    private var finished = false
-    private var failure: Error?
-    private var cancelled = false
-    private var producerDone = false
-    private var hash: String?
+    private let exchange = Exchange()
+    private let all: [UnsafeMutableRawPointer]
     // Reader side only.
     private var current: Filled?
     private var position = 0
     private var consumedFileBytes: Int64 = 0
-    private let all: [UnsafeMutableRawPointer]
 
     init(_ decoder: StreamDecoder) {
         all = (0..<Self.slots).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
-        free = all
-        let thread = Thread { [self] in produce(decoder) }
+        exchange.free = all
+        let exchange = self.exchange, bytes = Self.bufferBytes
+        let thread = Thread { DecodeAhead.produce(decoder, exchange, bufferBytes: bytes) }
         thread.name = "longmamba.decode"
         thread.start()
     }
 
     deinit {
-        condition.lock()
-        cancelled = true
-        condition.broadcast()
-        while !producerDone { condition.wait() }
-        condition.unlock()
+        let x = exchange
+        x.condition.lock()
+        x.cancelled = true
+        x.condition.broadcast()
+        while !x.producerDone { x.condition.wait() }
+        x.condition.unlock()
         for b in all { b.deallocate() }
     }
 
-    private func produce(_ decoder: StreamDecoder) {
-        defer { condition.lock(); producerDone = true; condition.broadcast(); condition.unlock() }
+    private static func produce(_ decoder: StreamDecoder, _ x: Exchange, bufferBytes: Int) {
+        defer { x.condition.lock(); x.producerDone = true; x.condition.broadcast(); x.condition.unlock() }
         while true {
-            condition.lock()
-            while free.isEmpty && !cancelled { condition.wait() }
-            if cancelled { condition.unlock(); return }
-            let buffer = free.removeLast()
-            condition.unlock()
+            x.condition.lock()
+            while x.free.isEmpty && !x.cancelled { x.condition.wait() }
+            if x.cancelled { x.condition.unlock(); return }
+            let buffer = x.free.removeLast()
+            x.condition.unlock()
             do {
-                let n = try decoder.read(into: buffer, count: Self.bufferBytes)
-                condition.lock()
+                let n = try decoder.read(into: buffer, count: bufferBytes)
+                x.condition.lock()
                 if n == 0 {
-                    free.append(buffer); finished = true; hash = decoder.finishHash()
+                    x.free.append(buffer); x.finished = true; x.hash = decoder.finishHash()
                 } else {
-                    filled.append(Filled(buffer: buffer, count: n, fileBytesRead: decoder.fileBytesRead))
+                    x.filled.append(Filled(buffer: buffer, count: n, fileBytesRead: decoder.fileBytesRead))
                 }
-                condition.broadcast()
-                condition.unlock()
+                x.condition.broadcast()
+                x.condition.unlock()
                 if n == 0 { return }
             } catch {
-                condition.lock()
-                free.append(buffer); failure = error
-                condition.broadcast()
-                condition.unlock()
+                x.condition.lock()
+                x.free.append(buffer); x.failure = error
+                x.condition.broadcast()
+                x.condition.unlock()
                 return
             }
         }
@@ -116,19 +125,18 @@ final class DecodeAhead: @unchecked Sendable {
     var fileBytesRead: Int64 { consumedFileBytes }
 
     func finishHash() -> String? {
-        condition.lock(); defer { condition.unlock() }
-        return hash
+        exchange.condition.lock(); defer { exchange.condition.unlock() }
+        return exchange.hash
     }
 
     func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        let x = exchange
         if current == nil {
-            condition.lock()
-            while filled.isEmpty && !finished && failure == nil { condition.wait() }
-            if !filled.isEmpty {
-                current = filled.removeFirst(); position = 0
-            }
-            let error = failure
-            condition.unlock()
+            x.condition.lock()
+            while x.filled.isEmpty && !x.finished && x.failure == nil { x.condition.wait() }
+            if !x.filled.isEmpty { current = x.filled.removeFirst(); position = 0 }
+            let error = x.failure
+            x.condition.unlock()
             // Bytes decoded before a failure are handed out first, as the plain reader would.
             guard current != nil else {
                 if let error { throw error }
@@ -142,7 +150,7 @@ final class DecodeAhead: @unchecked Sendable {
         consumedFileBytes = chunk.fileBytesRead
         if position == chunk.count {
             current = nil
-            condition.lock(); free.append(chunk.buffer); condition.broadcast(); condition.unlock()
+            x.condition.lock(); x.free.append(chunk.buffer); x.condition.broadcast(); x.condition.unlock()
         }
         return n
     }
