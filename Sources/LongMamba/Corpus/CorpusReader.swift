@@ -20,9 +20,20 @@ final class CorpusByteReader {
     private let direct: StreamDecoder?
     private let ahead: DecodeAhead?
 
+    private let frames: FrameParallelDecode?
+
     init(path: String, isZstd: Bool, hashing: Bool = false, decodeAhead: Bool = true) throws {
         self.path = path
         self.isZstd = isZstd
+        // A shard of several complete frames: two threads decode alternate frames.
+        if isZstd && decodeAhead, let file = try? MappedFile(path: path), let split = FrameParallelDecode.frames(of: file), split.count >= 2 {
+            frames = FrameParallelDecode(path: path, file: file, frames: split, hashing: hashing)
+            fileSize = Int64(file.count)
+            ahead = nil
+            direct = nil
+            return
+        }
+        frames = nil
         let decoder = try StreamDecoder(path: path, isZstd: isZstd, hashing: hashing)
         fileSize = decoder.fileSize
         if isZstd && decodeAhead {
@@ -35,15 +46,184 @@ final class CorpusByteReader {
     }
 
     /// File bytes consumed so far, as of the bytes handed out (compressed bytes for .zst).
-    var fileBytesRead: Int64 { direct?.fileBytesRead ?? ahead?.fileBytesRead ?? 0 }
+    var fileBytesRead: Int64 { direct?.fileBytesRead ?? ahead?.fileBytesRead ?? frames?.fileBytesRead ?? 0 }
 
     /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
-    func finishHash() -> String? { direct?.finishHash() ?? ahead?.finishHash() }
+    func finishHash() -> String? { direct?.finishHash() ?? ahead?.finishHash() ?? frames?.finishHash() }
 
     /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.
     func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
         if let direct { return try direct.read(into: out, count: count) }
+        if let frames { return try frames.read(into: out, count: count) }
         return try ahead?.read(into: out, count: count) ?? 0
+    }
+}
+
+/// Multi-frame .zst shards: worker w of two decodes frames w, w + 2, … from the mapped file into
+/// its own few buffers; the reader takes the chunks frame by frame, in file order, so it sees
+/// the same bytes as one stream decoder. Only used when every frame parsed completely (damaged
+/// files go through the stream decoder, whose errors name the offset).
+final class FrameParallelDecode: @unchecked Sendable {
+    fileprivate struct Chunk { let buffer: UnsafeMutableRawPointer?; let count: Int; let frameEnd: Bool; let failure: Error? }
+
+    fileprivate final class Lane: @unchecked Sendable {
+        let condition = NSCondition()
+        var free: [UnsafeMutableRawPointer] = []
+        var filled: [Chunk] = []
+        var cancelled = false
+        var done = false
+    }
+
+    private static let bufferBytes = 1 << 20
+    private let path: String
+    private let file: MappedFile
+    private let frameRanges: [Range<Int>]
+    private let lanes = [Lane(), Lane()]
+    private let buffers: [UnsafeMutableRawPointer]
+    /// The file's SHA-256, set by worker 1 before it decodes.
+    fileprivate final class HashBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: String?
+        func set(_ v: String) { lock.withLock { value = v } }
+        func get() -> String? { lock.withLock { value } }
+    }
+    private let hashBox = HashBox()
+    // Reader side only.
+    private var frame = 0
+    private var current: Chunk?
+    private var position = 0
+    private(set) var fileBytesRead: Int64 = 0
+
+    /// The byte ranges of the file's frames, or nil unless they tile the whole file.
+    static func frames(of file: MappedFile) -> [Range<Int>]? {
+        guard let base = file.bytes.baseAddress else { return nil }
+        file.adviseRandomAccess()          // the walk reads a 3-byte header per block: no read-ahead
+        defer { file.adviseSequentialAccess() }
+        var ranges: [Range<Int>] = []
+        var offset = 0
+        while offset < file.count {
+            let size = ZSTD_findFrameCompressedSize(base + offset, file.count - offset)
+            guard ZSTD_isError(size) == 0, size > 0, offset + size <= file.count else { file.release(0..<file.count); return nil }
+            ranges.append(offset..<(offset + size))
+            offset += size
+        }
+        file.release(0..<file.count)   // the walk touched block headers; keep the resident set flat
+        return ranges
+    }
+
+    init(path: String, file: MappedFile, frames: [Range<Int>], hashing: Bool) {
+        self.path = path; self.file = file; frameRanges = frames
+        buffers = (0..<6).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
+        for (i, lane) in lanes.enumerated() { lane.free = Array(buffers[(3 * i)..<(3 * i + 3)]) }
+        for w in 0..<2 {
+            let lane = lanes[w], mine = stride(from: w, to: frames.count, by: 2).map { frames[$0] }
+            let hashFile = hashing && w == 1 ? file : nil
+            // The threads hold the lanes and the hash box, not `self`: dropping the reader early
+            // cancels them (deinit) instead of leaving them blocked on full lanes.
+            let box = hashBox, bytes = Self.bufferBytes
+            let thread = Thread { [path] in
+                if let f = hashFile {
+                    var h = SHA256()
+                    let step = 8 << 20
+                    for start in stride(from: 0, to: f.count, by: step) {
+                        let range = start..<min(f.count, start + step)
+                        h.update(bufferPointer: f.slice(range))
+                        f.release(range)
+                    }
+                    box.set(h.finalize().hexString)   // before this lane says done
+                }
+                FrameParallelDecode.decode(mine, of: file, path: path, into: lane, bufferBytes: bytes)
+            }
+            thread.name = "longmamba.decode.\(w)"
+            thread.start()
+        }
+    }
+
+    deinit {
+        for lane in lanes {
+            lane.condition.lock()
+            lane.cancelled = true
+            lane.condition.broadcast()
+            while !lane.done { lane.condition.wait() }
+            lane.condition.unlock()
+        }
+        for b in buffers { b.deallocate() }
+    }
+
+    private static func decode(_ frames: [Range<Int>], of file: MappedFile, path: String, into lane: Lane, bufferBytes: Int) {
+        defer { lane.condition.lock(); lane.done = true; lane.condition.broadcast(); lane.condition.unlock() }
+        guard let stream = ZSTD_createDStream() else {
+            post(Chunk(buffer: nil, count: 0, frameEnd: false, failure: CorpusError.io(path: path, reason: "cannot create a zstd decoder")), to: lane)
+            return
+        }
+        defer { ZSTD_freeDStream(stream) }
+        guard let base = file.bytes.baseAddress else { return }
+        for range in frames {
+            ZSTD_initDStream(stream)
+            var input = ZSTD_inBuffer(src: base + range.lowerBound, size: range.count, pos: 0)
+            var remainder = 1
+            while input.pos < input.size || remainder != 0 {
+                lane.condition.lock()
+                while lane.free.isEmpty && !lane.cancelled { lane.condition.wait() }
+                if lane.cancelled { lane.condition.unlock(); return }
+                let buffer = lane.free.removeLast()
+                lane.condition.unlock()
+                var output = ZSTD_outBuffer(dst: buffer, size: bufferBytes, pos: 0)
+                let before = input.pos
+                let ret = ZSTD_decompressStream(stream, &output, &input)
+                if ZSTD_isError(ret) != 0 {
+                    let reason = String(cString: ZSTD_getErrorName(ret))
+                    post(Chunk(buffer: buffer, count: 0, frameEnd: false,
+                               failure: CorpusError.corruptZstd(path: path, compressedOffset: Int64(range.lowerBound + input.pos), reason: reason)), to: lane)
+                    return
+                }
+                remainder = ret
+                let end = ret == 0 && input.pos == input.size
+                if output.pos == 0 && !end && input.pos == before {
+                    // No progress on a frame that findFrameCompressedSize called complete: damage.
+                    post(Chunk(buffer: buffer, count: 0, frameEnd: false,
+                               failure: CorpusError.truncatedZstd(path: path, compressedOffset: Int64(range.upperBound))), to: lane)
+                    return
+                }
+                post(Chunk(buffer: buffer, count: output.pos, frameEnd: end, failure: nil), to: lane)
+                if end { file.release(range); break }   // decoded: drop the frame's pages again
+            }
+        }
+    }
+
+    private static func post(_ chunk: Chunk, to lane: Lane) {
+        lane.condition.lock(); lane.filled.append(chunk); lane.condition.broadcast(); lane.condition.unlock()
+    }
+
+    func finishHash() -> String? { hashBox.get() }
+
+    func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        while true {
+            if current == nil {
+                guard frame < frameRanges.count else {
+                    // The hash is done by the time the last frame is (worker 1 hashes first).
+                    for lane in lanes { lane.condition.lock(); while !lane.done { lane.condition.wait() }; lane.condition.unlock() }
+                    return 0
+                }
+                let lane = lanes[frame % 2]
+                lane.condition.lock()
+                while lane.filled.isEmpty { lane.condition.wait() }
+                current = lane.filled.removeFirst(); position = 0
+                lane.condition.unlock()
+                if let failure = current?.failure { throw failure }
+            }
+            guard let chunk = current else { continue }
+            let n = min(count, chunk.count - position)
+            if n > 0, let buffer = chunk.buffer { out.copyMemory(from: buffer + position, byteCount: n) }
+            position += n
+            if position == chunk.count {
+                current = nil
+                let lane = lanes[frame % 2]
+                if let buffer = chunk.buffer { lane.condition.lock(); lane.free.append(buffer); lane.condition.broadcast(); lane.condition.unlock() }
+                if chunk.frameEnd { fileBytesRead = Int64(frameRanges[frame].upperBound); frame += 1 }
+            }
+            if n > 0 { return n }
+        }
     }
 }
 

@@ -81,6 +81,18 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
     }
 
+    /// MADV_RANDOM: page in only the pages touched (no read-ahead), for walks over headers.
+    public func adviseRandomAccess() {
+        guard let base else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), count, Int32(MADV_RANDOM))
+    }
+
+    /// MADV_SEQUENTIAL: read ahead aggressively (streaming a range once).
+    public func adviseSequentialAccess() {
+        guard let base else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), count, Int32(MADV_SEQUENTIAL))
+    }
+
     /// A sub-range of the file; the caller has checked the bounds.
     public func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         precondition(range.lowerBound >= 0 && range.upperBound <= count)
