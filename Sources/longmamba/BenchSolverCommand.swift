@@ -33,6 +33,21 @@ struct BenchSolverCommand: ParsableCommand {
         }
     }
 
+    /// One synthetic recorded layer, sorted per channel as the store hands it to the solver.
+    func syntheticLayer(layer: Int, sample s: Int) -> SortedDeltaLayer {
+        let (L, C) = (tokens, channels)
+        var sorted = [Float](repeating: 0, count: L * C)
+        sorted.withUnsafeMutableBufferPointer { buf in
+            nonisolated(unsafe) let out = buf
+            DispatchQueue.concurrentPerform(iterations: C) { c in
+                var row = BenchSolverCommand.syntheticRow(layer: layer, sample: s, channel: c, tokens: L)
+                DeltaSort.sortDescending(&row)
+                for t in 0..<L { out[c * L + t] = row[t] }
+            }
+        }
+        return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: (0..<(C * 16)).map { -Float($0 % 16 + 1) }, aShape: [C, 16])
+    }
+
     func run() throws {
         let params = SolverParameters(clampFraction: clamp, aggregation: .max, interval: interval, maxLength: maxLength, trainingLength: tokens)
         try params.validate()
@@ -42,18 +57,7 @@ struct BenchSolverCommand: ParsableCommand {
         for layer in 0..<layers {
             let t0 = Date()
             // Synthetic recording, already sorted per channel as the store hands it to the solver.
-            let sampleLayers: [SortedDeltaLayer] = (0..<samples).map { s in
-                var sorted = [Float](repeating: 0, count: L * C)
-                sorted.withUnsafeMutableBufferPointer { buf in
-                    nonisolated(unsafe) let out = buf
-                    DispatchQueue.concurrentPerform(iterations: C) { c in
-                        var row = BenchSolverCommand.syntheticRow(layer: layer, sample: s, channel: c, tokens: L)
-                        DeltaSort.sortDescending(&row)
-                        for t in 0..<L { out[c * L + t] = row[t] }
-                    }
-                }
-                return SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: (0..<(C * 16)).map { -Float($0 % 16 + 1) }, aShape: [C, 16])
-            }
+            let sampleLayers: [SortedDeltaLayer] = (0..<samples).map { syntheticLayer(layer: layer, sample: $0) }
             let t1 = Date()
             let table = try DeltaThresholdSolver.solveLayer(samples: sampleLayers, parameters: params, method: .fast)
             let t2 = Date()
@@ -100,7 +104,8 @@ struct BenchSolverCommand: ParsableCommand {
     /// calibrate's representation and store, then `TableService.solve` as `calibrate`/`solve --run` run it.
     func storedRun(_ params: SolverParameters) throws {
         let (L, C) = (tokens, channels)
-        let representation = DeltaRepresentation.automatic(architecture: "mamba", channels: C)
+        // calibrate's choice for Mamba-1's d_inner channels (the synthetic samples carry no token order for `exact`).
+        let representation = DeltaRepresentation.sketch(bytesPerChannel: DeltaRepresentation.defaultSketchBytes)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-solver-\(ProcessInfo.processInfo.processIdentifier)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -112,17 +117,8 @@ struct BenchSolverCommand: ParsableCommand {
         var encoded = [[EncodedLayer]](repeating: [], count: samples)
         for layer in 0..<layers {
             for s in 0..<samples {
-                var sorted = [Float](repeating: 0, count: L * C)
-                sorted.withUnsafeMutableBufferPointer { buf in
-                    nonisolated(unsafe) let out = buf
-                    DispatchQueue.concurrentPerform(iterations: C) { c in
-                        var row = BenchSolverCommand.syntheticRow(layer: layer, sample: s, channel: c, tokens: L)
-                        DeltaSort.sortDescending(&row)
-                        for t in 0..<L { out[c * L + t] = row[t] }
-                    }
-                }
+                let sample = syntheticLayer(layer: layer, sample: s)
                 let t0 = Date()
-                let sample = SortedDeltaLayer(layer: layer, length: L, channels: C, sortedDelta: sorted, A: (0..<(C * 16)).map { -Float($0 % 16 + 1) }, aShape: [C, 16])
                 encoded[s].append(try EncodedLayer(sample, as: representation))
                 encodeTime += Date().timeIntervalSince(t0)
             }
