@@ -50,10 +50,20 @@ public final class CalibrationStore: Sendable {
             // A new or empty file gets the schema; another application's database is left alone.
             let (version, foreign) = try CalibrationStore.checkSchema(migrating, path: path)
             if version == 0 && !foreign.isEmpty { throw StoreError.noLongMambaSchema(path: path, foreignTables: foreign) }
-            do { try CalibrationStore.migrator.migrate(migrating) } catch {
-                // Two processes opening a new file may migrate at once; the loser's CREATE fails.
-                // That is fine when the schema is now current.
-                guard try CalibrationStore.checkSchema(migrating, path: path).version == CalibrationStore.schemaVersion else { throw error }
+            // Two processes opening a new file may migrate at once: the loser's CREATE fails with
+            // "already exists" while the winner may still be applying later migrations. That is
+            // fine once the schema is current, so the loser waits for it (up to ~5 s) and retries
+            // the migrations still missing; any other failure is reported as it is.
+            var attempt = 0
+            while true {
+                do { try CalibrationStore.migrator.migrate(migrating); break } catch {
+                    if try CalibrationStore.checkSchema(migrating, path: path).version == CalibrationStore.schemaVersion { break }
+                    let racing = (error as? DatabaseError).map { $0.resultCode == .SQLITE_BUSY || $0.resultCode == .SQLITE_LOCKED
+                        || ($0.message ?? "").contains("already exists") } ?? false
+                    attempt += 1
+                    guard racing, attempt < 50 else { throw error }
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
             }
             try migrating.close()
             writer = try DatabasePool(path: path, configuration: config)  // WAL
