@@ -18,7 +18,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("checkpoint-dir"), help: "Where the --shape checkpoint is written (default: a folder in the temporary directory, reused).")
     var checkpointDirectory: String?
     @Option(name: .customLong("resident-weights"), help: "Keep every layer's f32 weights after the warm-up: auto (when they take ≤ 4 GiB), always or never (half-precision weights are then converted on every pass, as a big model's are).")
-    var residentWeights: String = "auto"
+    var residentWeights: ResidentWeights = .auto
     @Option(help: "Prefill length.")
     var tokens: Int = 2048
     @Option(help: "Timed repetitions (best is reported).")
@@ -51,14 +51,7 @@ struct BenchCommand: ParsableCommand {
         } else {
             throw ValidationError("give --model DIR or --shape NAME")
         }
-        let resident: Bool?
-        switch residentWeights {
-        case "auto": resident = nil
-        case "always": resident = true
-        case "never": resident = false
-        default: throw ValidationError("--resident-weights must be auto, always or never")
-        }
-        let runner = MambaModel(checkpoint: try ModelCheckpoint(directory: directory), keepWeightsResident: resident)
+        let runner = MambaModel(checkpoint: try ModelCheckpoint(directory: directory), keepWeightsResident: residentWeights.choice)
         let r = try PrefillBenchmark.run(model: runner, tokens: tokens, repeats: repeats)
         let c = runner.config
         print("model            \(directory) (\(c.architecture.rawValue), d_model \(c.dModel), \(c.layerCount) layers, \(c.channelCount) channels/layer, weights \(runner.checkpoint.weightDTypes.map(\.rawValue).joined(separator: "+")))")

@@ -40,7 +40,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(name: .customLong("resident-weights"), help: "Keep every layer's f32 weights in memory: auto (when they take ≤ 4 GiB), always or never.")
-    var residentWeights: String = "auto"
+    var residentWeights: ResidentWeights = .auto
     @Flag(name: .customLong("measure-prefill"), help: "Also time one plain forward of sample 0 and print the recording speed against it.")
     var measurePrefill = false
     @Flag(help: "No progress on stderr.")
@@ -65,12 +65,7 @@ struct CalibrateCommand: ParsableCommand {
         options.shardIndex = parts[0]
         options.shardCount = parts[1]
         options.measurePrefill = measurePrefill
-        switch residentWeights {
-        case "auto": options.residentWeights = nil
-        case "always": options.residentWeights = true
-        case "never": options.residentWeights = false
-        default: throw ValidationError("--resident-weights must be auto, always or never")
-        }
+        options.residentWeights = residentWeights.choice
 
         let display = ProgressDisplay(enabled: !quiet)
         let started = Date()
@@ -164,4 +159,11 @@ struct TableOptions: ParsableArguments {
     var maxLength: Int = 256_000
 
     var aggregations: [Aggregation] { aggregates.isEmpty ? [.max] : aggregates }
+}
+
+/// `--resident-weights` of `calibrate` and `bench`.
+enum ResidentWeights: String, ExpressibleByArgument, CaseIterable {
+    case auto, always, never
+    /// MambaModel's keepWeightsResident: nil lets it decide (f32 weights ≤ 4 GiB).
+    var choice: Bool? { self == .auto ? nil : self == .always }
 }

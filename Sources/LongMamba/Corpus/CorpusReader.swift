@@ -17,322 +17,244 @@ final class CorpusByteReader {
     let path: String
     let isZstd: Bool
     let fileSize: Int64
+    /// Exactly one of these: decoding on this thread, or on decode threads.
     private let direct: StreamDecoder?
-    private let ahead: DecodeAhead?
-
-    private let frames: FrameParallelDecode?
+    private let threads: DecodeThreads?
 
     init(path: String, isZstd: Bool, hashing: Bool = false, decodeAhead: Bool = true) throws {
         self.path = path
         self.isZstd = isZstd
         // A shard of several complete frames: two threads decode alternate frames.
-        if isZstd && decodeAhead, let file = try? MappedFile(path: path), let split = FrameParallelDecode.frames(of: file), split.count >= 2 {
-            frames = FrameParallelDecode(path: path, file: file, frames: split, hashing: hashing)
+        if isZstd && decodeAhead, let file = try? MappedFile(path: path), let split = DecodeThreads.frames(of: file), split.count >= 2 {
+            threads = DecodeThreads(frames: split, of: file, path: path, hashing: hashing)
             fileSize = Int64(file.count)
-            ahead = nil
             direct = nil
             return
         }
-        frames = nil
         let decoder = try StreamDecoder(path: path, isZstd: isZstd, hashing: hashing)
         fileSize = decoder.fileSize
-        if isZstd && decodeAhead {
-            ahead = DecodeAhead(decoder)
-            direct = nil
-        } else {
-            ahead = nil
-            direct = decoder
-        }
+        threads = isZstd && decodeAhead ? DecodeThreads(stream: decoder) : nil
+        direct = threads == nil ? decoder : nil
     }
 
     /// File bytes consumed so far, as of the bytes handed out (compressed bytes for .zst).
-    var fileBytesRead: Int64 { direct?.fileBytesRead ?? ahead?.fileBytesRead ?? frames?.fileBytesRead ?? 0 }
+    var fileBytesRead: Int64 { direct?.fileBytesRead ?? threads?.fileBytesRead ?? 0 }
 
     /// Lowercase hex SHA-256 of the whole file, once it has been read to the end.
-    func finishHash() -> String? { direct?.finishHash() ?? ahead?.finishHash() ?? frames?.finishHash() }
+    func finishHash() -> String? { direct?.finishHash() ?? threads?.finishHash() }
 
     /// Fills up to `count` bytes at `out`; returns 0 only at the end of the data.
     func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
         if let direct { return try direct.read(into: out, count: count) }
-        if let frames { return try frames.read(into: out, count: count) }
-        return try ahead?.read(into: out, count: count) ?? 0
+        return try threads?.read(into: out, count: count) ?? 0
     }
 }
 
-/// Multi-frame .zst shards: worker w of two decodes frames w, w + 2, … from the mapped file into
-/// its own few buffers; the reader takes the chunks frame by frame, in file order, so it sees
-/// the same bytes as one stream decoder. Only used when every frame parsed completely (damaged
-/// files go through the stream decoder, whose errors name the offset).
-final class FrameParallelDecode: @unchecked Sendable {
-    fileprivate struct Chunk { let buffer: UnsafeMutableRawPointer?; let count: Int; let frameEnd: Bool; let failure: Error? }
-
-    fileprivate final class Lane: @unchecked Sendable {
-        let condition = NSCondition()
-        var free: [UnsafeMutableRawPointer] = []
-        var filled: [Chunk] = []
-        var cancelled = false
-        var done = false
+/// Decoded chunks passed from one decode thread to the reader, in a few buffers of its own.
+/// The buffers live as long as the lane, which both sides hold, so a reader dropped early only
+/// has to cancel: the thread stops at its next wait and nothing it touches is freed under it.
+final class ChunkLane: @unchecked Sendable {
+    struct Chunk {
+        var buffer: UnsafeMutableRawPointer?
+        var count: Int
+        /// The last chunk of a segment (a frame, or the whole stream).
+        var end: Bool
+        var failure: Error?
+        /// Compressed bytes behind this chunk, for progress.
+        var fileBytesRead: Int64
     }
 
-    private static let bufferBytes = 1 << 20
-    private let path: String
-    private let file: MappedFile
-    private let frameRanges: [Range<Int>]
-    private let lanes = [Lane(), Lane()]
-    private let buffers: [UnsafeMutableRawPointer]
-    /// The file's SHA-256, set by worker 1 before it decodes.
-    fileprivate final class HashBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: String?
-        func set(_ v: String) { lock.withLock { value = v } }
-        func get() -> String? { lock.withLock { value } }
+    static let bufferBytes = 1 << 20
+    private let condition = NSCondition()
+    private let owned: [UnsafeMutableRawPointer]
+    // Guarded by `condition`.
+    private var free: [UnsafeMutableRawPointer]
+    private var filled: [Chunk] = []
+    private var cancelled = false
+
+    init(buffers: Int) {
+        owned = (0..<buffers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
+        free = owned
     }
-    private let hashBox = HashBox()
-    // Reader side only.
-    private var frame = 0
-    private var current: Chunk?
+
+    deinit { for b in owned { b.deallocate() } }
+
+    /// Decode thread: a buffer to fill, or nil once the reader is gone.
+    func takeFree() -> UnsafeMutableRawPointer? {
+        condition.lock(); defer { condition.unlock() }
+        while free.isEmpty && !cancelled { condition.wait() }
+        return cancelled ? nil : free.removeLast()
+    }
+
+    func post(_ chunk: Chunk) {
+        condition.lock(); filled.append(chunk); condition.broadcast(); condition.unlock()
+    }
+
+    /// Reader: the next chunk, waiting for it.
+    func next() -> Chunk {
+        condition.lock(); defer { condition.unlock() }
+        while filled.isEmpty { condition.wait() }
+        return filled.removeFirst()
+    }
+
+    func giveBack(_ buffer: UnsafeMutableRawPointer?) {
+        guard let buffer else { return }
+        condition.lock(); free.append(buffer); condition.broadcast(); condition.unlock()
+    }
+
+    func cancel() {
+        condition.lock(); cancelled = true; condition.broadcast(); condition.unlock()
+    }
+}
+
+/// The file's SHA-256, set by a decode thread before it posts the chunk that ends its data.
+final class HashBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: String?
+    func set(_ v: String) { lock.withLock { value = v } }
+    func get() -> String? { lock.withLock { value } }
+}
+
+/// Decoding ahead of the reader on other threads; the reader sees the same bytes, errors and
+/// offsets, in the same order, as one `StreamDecoder`. Segment i (a frame of a multi-frame
+/// shard, or the whole stream) comes from lane i mod lanes.count.
+/// - `stream:` one thread runs a `StreamDecoder` into four buffers (any file, damaged ones too).
+/// - `frames:` two threads decode alternate frames of the mapped file, three buffers each. Only
+///   for files whose frames all parse (damaged files take the stream decoder, whose errors name
+///   the offset).
+final class DecodeThreads {
+    private let lanes: [ChunkLane]
+    private let segments: Int
+    private let hash = HashBox()
+    // Reader side.
+    private var segment = 0
+    private var current: ChunkLane.Chunk?
     private var position = 0
+    /// Once a segment failed, every later read throws the same (the threads have stopped).
+    private var failure: Error?
     private(set) var fileBytesRead: Int64 = 0
+
+    init(stream decoder: StreamDecoder) {
+        let lane = ChunkLane(buffers: 4), hash = self.hash
+        lanes = [lane]; segments = 1
+        Self.start("longmamba.decode") {
+            while let buffer = lane.takeFree() {
+                do {
+                    let n = try decoder.read(into: buffer, count: ChunkLane.bufferBytes)
+                    if n == 0, let digest = decoder.finishHash() { hash.set(digest) }
+                    lane.post(.init(buffer: buffer, count: n, end: n == 0, failure: nil, fileBytesRead: decoder.fileBytesRead))
+                    if n == 0 { return }
+                } catch {
+                    lane.post(.init(buffer: buffer, count: 0, end: false, failure: error, fileBytesRead: decoder.fileBytesRead))
+                    return
+                }
+            }
+        }
+    }
+
+    init(frames: [Range<Int>], of file: MappedFile, path: String, hashing: Bool) {
+        lanes = [ChunkLane(buffers: 3), ChunkLane(buffers: 3)]; segments = frames.count
+        for w in 0..<2 {
+            let lane = lanes[w], mine = stride(from: w, to: frames.count, by: 2).map { frames[$0] }
+            let hash = hashing && w == 1 ? self.hash : nil
+            Self.start("longmamba.decode.\(w)") {
+                // Worker 1 hashes the whole file before its first frame, so the hash is set
+                // before the reader can reach the end (there are at least two frames).
+                if let hash {
+                    var h = SHA256()
+                    let step = 8 << 20
+                    for start in stride(from: 0, to: file.count, by: step) {
+                        let range = start..<min(file.count, start + step)
+                        h.update(bufferPointer: file.slice(range))
+                        file.release(range)
+                    }
+                    hash.set(h.finalize().hexString)
+                }
+                DecodeThreads.decode(mine, of: file, path: path, into: lane)
+            }
+        }
+    }
+
+    deinit { for lane in lanes { lane.cancel() } }
+
+    private static func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
+        let thread = Thread(block: body)
+        thread.name = name
+        thread.start()
+    }
 
     /// The byte ranges of the file's frames, or nil unless they tile the whole file.
     static func frames(of file: MappedFile) -> [Range<Int>]? {
         guard let base = file.bytes.baseAddress else { return nil }
         file.adviseRandomAccess()          // the walk reads a 3-byte header per block: no read-ahead
-        defer { file.adviseSequentialAccess() }
+        defer { file.adviseSequentialAccess(); file.release(0..<file.count) }   // keep the resident set flat
         var ranges: [Range<Int>] = []
         var offset = 0
         while offset < file.count {
             let size = ZSTD_findFrameCompressedSize(base + offset, file.count - offset)
-            guard ZSTD_isError(size) == 0, size > 0, offset + size <= file.count else { file.release(0..<file.count); return nil }
+            guard ZSTD_isError(size) == 0, size > 0, offset + size <= file.count else { return nil }
             ranges.append(offset..<(offset + size))
             offset += size
         }
-        file.release(0..<file.count)   // the walk touched block headers; keep the resident set flat
         return ranges
     }
 
-    init(path: String, file: MappedFile, frames: [Range<Int>], hashing: Bool) {
-        self.path = path; self.file = file; frameRanges = frames
-        buffers = (0..<6).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
-        for (i, lane) in lanes.enumerated() { lane.free = Array(buffers[(3 * i)..<(3 * i + 3)]) }
-        for w in 0..<2 {
-            let lane = lanes[w], mine = stride(from: w, to: frames.count, by: 2).map { frames[$0] }
-            let hashFile = hashing && w == 1 ? file : nil
-            // The threads hold the lanes and the hash box, not `self`: dropping the reader early
-            // cancels them (deinit) instead of leaving them blocked on full lanes.
-            let box = hashBox, bytes = Self.bufferBytes
-            let thread = Thread { [path] in
-                if let f = hashFile {
-                    var h = SHA256()
-                    let step = 8 << 20
-                    for start in stride(from: 0, to: f.count, by: step) {
-                        let range = start..<min(f.count, start + step)
-                        h.update(bufferPointer: f.slice(range))
-                        f.release(range)
-                    }
-                    box.set(h.finalize().hexString)   // before this lane says done
-                }
-                FrameParallelDecode.decode(mine, of: file, path: path, into: lane, bufferBytes: bytes)
-            }
-            thread.name = "longmamba.decode.\(w)"
-            thread.start()
+    private static func decode(_ frames: [Range<Int>], of file: MappedFile, path: String, into lane: ChunkLane) {
+        func fail(_ buffer: UnsafeMutableRawPointer?, _ error: Error, at offset: Int) {
+            lane.post(.init(buffer: buffer, count: 0, end: false, failure: error, fileBytesRead: Int64(offset)))
         }
-    }
-
-    deinit {
-        for lane in lanes {
-            lane.condition.lock()
-            lane.cancelled = true
-            lane.condition.broadcast()
-            while !lane.done { lane.condition.wait() }
-            lane.condition.unlock()
-        }
-        for b in buffers { b.deallocate() }
-    }
-
-    private static func decode(_ frames: [Range<Int>], of file: MappedFile, path: String, into lane: Lane, bufferBytes: Int) {
-        defer { lane.condition.lock(); lane.done = true; lane.condition.broadcast(); lane.condition.unlock() }
         guard let stream = ZSTD_createDStream() else {
-            post(Chunk(buffer: nil, count: 0, frameEnd: false, failure: CorpusError.io(path: path, reason: "cannot create a zstd decoder")), to: lane)
-            return
+            return fail(nil, CorpusError.io(path: path, reason: "cannot create a zstd decoder"), at: 0)
         }
         defer { ZSTD_freeDStream(stream) }
         guard let base = file.bytes.baseAddress else { return }
         for range in frames {
             ZSTD_initDStream(stream)
             var input = ZSTD_inBuffer(src: base + range.lowerBound, size: range.count, pos: 0)
-            var remainder = 1
-            while input.pos < input.size || remainder != 0 {
-                lane.condition.lock()
-                while lane.free.isEmpty && !lane.cancelled { lane.condition.wait() }
-                if lane.cancelled { lane.condition.unlock(); return }
-                let buffer = lane.free.removeLast()
-                lane.condition.unlock()
-                var output = ZSTD_outBuffer(dst: buffer, size: bufferBytes, pos: 0)
+            while true {
+                guard let buffer = lane.takeFree() else { return }   // the reader is gone
+                var output = ZSTD_outBuffer(dst: buffer, size: ChunkLane.bufferBytes, pos: 0)
                 let before = input.pos
                 let ret = ZSTD_decompressStream(stream, &output, &input)
                 if ZSTD_isError(ret) != 0 {
-                    let reason = String(cString: ZSTD_getErrorName(ret))
-                    post(Chunk(buffer: buffer, count: 0, frameEnd: false,
-                               failure: CorpusError.corruptZstd(path: path, compressedOffset: Int64(range.lowerBound + input.pos), reason: reason)), to: lane)
-                    return
+                    let offset = range.lowerBound + input.pos
+                    return fail(buffer, CorpusError.corruptZstd(path: path, compressedOffset: Int64(offset), reason: String(cString: ZSTD_getErrorName(ret))), at: offset)
                 }
-                remainder = ret
                 let end = ret == 0 && input.pos == input.size
                 if output.pos == 0 && !end && input.pos == before {
                     // No progress on a frame that findFrameCompressedSize called complete: damage.
-                    post(Chunk(buffer: buffer, count: 0, frameEnd: false,
-                               failure: CorpusError.truncatedZstd(path: path, compressedOffset: Int64(range.upperBound))), to: lane)
-                    return
+                    return fail(buffer, CorpusError.truncatedZstd(path: path, compressedOffset: Int64(range.upperBound)), at: range.upperBound)
                 }
-                post(Chunk(buffer: buffer, count: output.pos, frameEnd: end, failure: nil), to: lane)
+                lane.post(.init(buffer: buffer, count: output.pos, end: end, failure: nil, fileBytesRead: Int64(end ? range.upperBound : range.lowerBound)))
                 if end { file.release(range); break }   // decoded: drop the frame's pages again
             }
         }
     }
 
-    private static func post(_ chunk: Chunk, to lane: Lane) {
-        lane.condition.lock(); lane.filled.append(chunk); lane.condition.broadcast(); lane.condition.unlock()
-    }
-
-    func finishHash() -> String? { hashBox.get() }
+    func finishHash() -> String? { hash.get() }
 
     func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let failure { throw failure }
         while true {
             if current == nil {
-                guard frame < frameRanges.count else {
-                    // The hash is done by the time the last frame is (worker 1 hashes first).
-                    for lane in lanes { lane.condition.lock(); while !lane.done { lane.condition.wait() }; lane.condition.unlock() }
-                    return 0
-                }
-                let lane = lanes[frame % 2]
-                lane.condition.lock()
-                while lane.filled.isEmpty { lane.condition.wait() }
-                current = lane.filled.removeFirst(); position = 0
-                lane.condition.unlock()
-                if let failure = current?.failure { throw failure }
+                guard segment < segments else { return 0 }
+                let chunk = lanes[segment % lanes.count].next()
+                // Bytes decoded before a failure were handed out first, as one decoder would.
+                if let error = chunk.failure { failure = error; throw error }
+                current = chunk; position = 0
             }
             guard let chunk = current else { continue }
             let n = min(count, chunk.count - position)
             if n > 0, let buffer = chunk.buffer { out.copyMemory(from: buffer + position, byteCount: n) }
             position += n
+            fileBytesRead = chunk.fileBytesRead
             if position == chunk.count {
                 current = nil
-                let lane = lanes[frame % 2]
-                if let buffer = chunk.buffer { lane.condition.lock(); lane.free.append(buffer); lane.condition.broadcast(); lane.condition.unlock() }
-                if chunk.frameEnd { fileBytesRead = Int64(frameRanges[frame].upperBound); frame += 1 }
+                lanes[segment % lanes.count].giveBack(chunk.buffer)
+                if chunk.end { segment += 1 }
             }
             if n > 0 { return n }
         }
-    }
-}
-
-/// The producer side of `CorpusByteReader`: a thread that fills a few buffers ahead of the
-/// reader. The thread holds only the shared `Exchange`, so dropping the reader early (an error
-/// while parsing) cancels the thread and waits for it instead of leaving it blocked.
-final class DecodeAhead: @unchecked Sendable {
-    fileprivate struct Filled { let buffer: UnsafeMutableRawPointer; let count: Int; let fileBytesRead: Int64 }
-
-    /// State shared by the reader and the decode thread, guarded by `condition`.
-    fileprivate final class Exchange: @unchecked Sendable {
-        let condition = NSCondition()
-        var free: [UnsafeMutableRawPointer] = []
-        var filled: [Filled] = []
-        var finished = false
-        var failure: Error?
-        var cancelled = false
-        var producerDone = false
-        var hash: String?
-    }
-
-    private static let bufferBytes = 1 << 20
-    private static let slots = 4
-    private let exchange = Exchange()
-    private let all: [UnsafeMutableRawPointer]
-    // Reader side only.
-    private var current: Filled?
-    private var position = 0
-    private var consumedFileBytes: Int64 = 0
-
-    init(_ decoder: StreamDecoder) {
-        all = (0..<Self.slots).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
-        exchange.free = all
-        let exchange = self.exchange, bytes = Self.bufferBytes
-        let thread = Thread { DecodeAhead.produce(decoder, exchange, bufferBytes: bytes) }
-        thread.name = "longmamba.decode"
-        thread.start()
-    }
-
-    deinit {
-        let x = exchange
-        x.condition.lock()
-        x.cancelled = true
-        x.condition.broadcast()
-        while !x.producerDone { x.condition.wait() }
-        x.condition.unlock()
-        for b in all { b.deallocate() }
-    }
-
-    private static func produce(_ decoder: StreamDecoder, _ x: Exchange, bufferBytes: Int) {
-        defer { x.condition.lock(); x.producerDone = true; x.condition.broadcast(); x.condition.unlock() }
-        while true {
-            x.condition.lock()
-            while x.free.isEmpty && !x.cancelled { x.condition.wait() }
-            if x.cancelled { x.condition.unlock(); return }
-            let buffer = x.free.removeLast()
-            x.condition.unlock()
-            do {
-                let n = try decoder.read(into: buffer, count: bufferBytes)
-                x.condition.lock()
-                if n == 0 {
-                    x.free.append(buffer); x.finished = true; x.hash = decoder.finishHash()
-                } else {
-                    x.filled.append(Filled(buffer: buffer, count: n, fileBytesRead: decoder.fileBytesRead))
-                }
-                x.condition.broadcast()
-                x.condition.unlock()
-                if n == 0 { return }
-            } catch {
-                x.condition.lock()
-                x.free.append(buffer); x.failure = error
-                x.condition.broadcast()
-                x.condition.unlock()
-                return
-            }
-        }
-    }
-
-    var fileBytesRead: Int64 { consumedFileBytes }
-
-    func finishHash() -> String? {
-        exchange.condition.lock(); defer { exchange.condition.unlock() }
-        return exchange.hash
-    }
-
-    func read(into out: UnsafeMutableRawPointer, count: Int) throws -> Int {
-        let x = exchange
-        if current == nil {
-            x.condition.lock()
-            while x.filled.isEmpty && !x.finished && x.failure == nil { x.condition.wait() }
-            if !x.filled.isEmpty { current = x.filled.removeFirst(); position = 0 }
-            let error = x.failure
-            x.condition.unlock()
-            // Bytes decoded before a failure are handed out first, as the plain reader would.
-            guard current != nil else {
-                if let error { throw error }
-                return 0
-            }
-        }
-        guard let chunk = current else { return 0 }
-        let n = min(count, chunk.count - position)
-        out.copyMemory(from: chunk.buffer + position, byteCount: n)
-        position += n
-        consumedFileBytes = chunk.fileBytesRead
-        if position == chunk.count {
-            current = nil
-            x.condition.lock(); x.free.append(chunk.buffer); x.condition.broadcast(); x.condition.unlock()
-        }
-        return n
     }
 }
 
