@@ -72,6 +72,8 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "recording        %@: pipelined %.1f tokens/s = %.0f%% of prefill; inline %.1f tokens/s = %.0f%%",
                          rec.representation, tps(rec.pipelinedSeconds), 100 * tps(rec.pipelinedSeconds) / r.tokensPerSecond,
                          tps(rec.inlineSeconds), 100 * tps(rec.inlineSeconds) / r.tokensPerSecond))
+            print(String(format: "recording stages one thread, per Δ value: transpose + sort %.1f ns, encode %.1f ns (the prefill takes %.1f ns of wall time per value)",
+                         rec.sortNanosecondsPerValue, rec.encodeNanosecondsPerValue, r.bestSeconds * 1e9 / Double(tokens * c.channelCount * c.layerCount)))
         }
         let estimate = MemoryEstimate.recordingBytes(config: c, tokens: tokens, residentWeights: runner.keepWeightsResident)
         print(String(format: "peak memory      %.0f MiB (max RSS); calibrate's estimate for recording %d tokens: %.0f MiB", PeakMemory.megabytes, tokens, Double(estimate) / 1048576))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMamba
+import LongMambaKernels
 
 @Suite struct RecordingTests {
     func layer(_ rng: inout SolverRNG, L: Int, C: Int, layerIndex: Int = 0) throws -> SortedDeltaLayer {
@@ -74,6 +75,42 @@ import Testing
                 #expect(DeltaSketch.encodedBytes(positives: positives, length: L, exponent: e + 1) > budget, "L \(L): e \(e) is not the finest step that fits")
             }
         }
+    }
+
+    @Test func vectorisedSketchEncoderWritesTheSameBytesAsThePlainOne() {
+        var rng = SolverRNG(31)
+        var rows: [[Float]] = []
+        for trial in 0..<40 {
+            let L = [1, 2, 7, 129, 300, 2048, 4096][trial % 7]
+            var row = rng.delta(L, mu: rng.uniform() * 8 - 6, sigma: rng.uniform() * 3)
+            switch trial % 5 {
+            case 0: for i in 0..<(L / 3) { row[i] = 0 }                                     // zeros
+            case 1: for i in 0..<L where i % 3 == 0 { row[i] = row[0] }                     // ties
+            case 2: for i in 0..<min(L, 40) { row[i] = Float(bitPattern: UInt32(1 + i * 977)) }  // subnormals
+            case 3: for i in 0..<L { row[i] = 1.5 }                                         // one value
+            default: break
+            }
+            rows.append(row.sorted(by: >))
+        }
+        rows.append([])
+        rows.append([Float](repeating: 0, count: 64))
+        rows.append([Float.greatestFiniteMagnitude, 1, Float.leastNonzeroMagnitude])
+        for (r, row) in rows.enumerated() {
+            for budget in [1, 40, 200, DeltaRepresentation.defaultSketchBytes, 5000] {
+                let fast = DeltaSketch.encode(sortedDescending: row[...], budget: budget)
+                let plain = DeltaSketch.referenceEncode(sortedDescending: row[...], budget: budget)
+                #expect(fast == plain, "row \(r) (L \(row.count)) budget \(budget): \(fast.count) vs \(plain.count) bytes")
+            }
+        }
+    }
+
+    @Test func sketchLogarithmKernelIsTheScalarLogarithm() {
+        var rng = SolverRNG(15)
+        var x = (0..<5000).map { _ in Float(exp(rng.uniform() * 80 - 40)) }
+        x += [Float.leastNonzeroMagnitude, Float.leastNormalMagnitude, 1, 1.4142135, 1.4142137, Float.greatestFiniteMagnitude, 3e-42]
+        var out = [Double](repeating: 0, count: x.count)
+        SketchKernels.logarithms(x, count: x.count, into: &out)
+        for (v, l) in zip(x, out) { #expect(l == DeltaSketch.logarithm(v), "x = \(v)") }
     }
 
     @Test func sketchLogarithmAgreesWithTheSystemLogarithm() {

@@ -22,6 +22,7 @@
 // budget (--sketch-bytes) or `--representation exact` trades size for error.
 import Dispatch
 import Foundation
+import LongMambaKernels
 
 /// Which stored form to use for a layer's Δ.
 public enum DeltaRepresentation: Sendable, Equatable, Codable {
@@ -159,7 +160,119 @@ public enum DeltaSketch {
     static let zoneExponentDrop = 3
 
     /// Encodes a descending row with the finest steps that fit `budget` bytes (byte-aligned record).
+    /// The vectorised loops of SketchKernels on per-row buffers; `referenceEncode` is the same
+    /// encoder written plainly, and the tests check that both write the same bytes.
     public static func encode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
+        var encoder = RowEncoder(row)
+        // Same search as referenceEncode: from e = 8, jump by the estimate of one bit per value per step.
+        var e = 8
+        let size8 = encoder.bytes(exponent: e)
+        e = min(finestExponent, max(0, e + Int((Double(budget - size8) * 8 / Double(max(encoder.n, 1))).rounded(.down))))
+        var size = e == 8 ? size8 : encoder.bytes(exponent: e)
+        while size > budget && e > 0 { e -= 1; size = encoder.bytes(exponent: e) }
+        while e < finestExponent, encoder.bytes(exponent: e + 1) <= budget { e += 1 }
+        return encoder.write(exponent: e)
+    }
+
+    /// One row's logarithms, codes and gaps (buffers reused for every exponent tried).
+    struct RowEncoder {
+        let length: Int
+        /// Positive values (the row is descending: zeros sit at the end).
+        let n: Int
+        let cut: Int
+        var logs: [Double]
+        var codes: [Int32]
+        var gaps: [UInt32]
+
+        init(_ row: ArraySlice<Float>) {
+            length = row.count
+            // First zero by bisection (descending, non-negative).
+            var lo = row.startIndex, hi = row.endIndex
+            while lo < hi { let mid = (lo + hi) / 2; if row[mid] > 0 { lo = mid + 1 } else { hi = mid } }
+            n = lo - row.startIndex
+            cut = DeltaSketch.split(length: length, positives: n)
+            let count = n
+            logs = [Double](unsafeUninitializedCapacity: count) { buf, initialised in
+                if count > 0 {
+                    row.withUnsafeBufferPointer { x in SketchKernels.logarithms(x.baseAddress!, count: count, into: buf.baseAddress!) }
+                }
+                initialised = count
+            }
+            codes = [Int32](repeating: 0, count: n)
+            gaps = [UInt32](repeating: 0, count: n)
+        }
+
+        /// The zones as ranges of positions, with their exponents.
+        func zones(_ e: Int) -> [(Range<Int>, Int)] {
+            let (e1, e2) = DeltaSketch.exponents(e)
+            return [(0..<cut, e1), (cut..<n, e2)]
+        }
+
+        /// Codes and gaps of one zone at exponent e.
+        mutating func quantise(_ zone: Range<Int>, exponent e: Int) {
+            let scale = Foundation.exp2(Double(e))
+            logs.withUnsafeBufferPointer { l in codes.withUnsafeMutableBufferPointer { c in gaps.withUnsafeMutableBufferPointer { g in
+                SketchKernels.quantise(l.baseAddress! + zone.lowerBound, count: zone.count, scale: scale,
+                                       codes: c.baseAddress! + zone.lowerBound, gaps: g.baseAddress! + zone.lowerBound)
+            }}}
+        }
+
+        /// `DeltaSketch.riceParameter` over the gaps of positions `block` (same search, same result).
+        func riceParameter(_ block: Range<Int>) -> (k: Int, bits: Int) {
+            gaps.withUnsafeBufferPointer { g in
+                let p = g.baseAddress! + block.lowerBound
+                let span = Int64(codes[block.lowerBound - 1]) - Int64(codes[block.upperBound - 1])
+                let mean = span / Int64(block.count)
+                var k = mean > 0 ? min(23, Int64.bitWidth - 1 - mean.leadingZeroBitCount) : 0
+                var best = SketchKernels.riceBits(p, count: block.count, k: k)
+                while k > 0 { let b = SketchKernels.riceBits(p, count: block.count, k: k - 1); if b <= best { best = b; k -= 1 } else { break } }
+                while k < 23 { let b = SketchKernels.riceBits(p, count: block.count, k: k + 1); if b < best { best = b; k += 1 } else { break } }
+                return (k, best)
+            }
+        }
+
+        /// The record's size at exponent e (as `encodedBytes`).
+        mutating func bytes(exponent e: Int) -> Int {
+            var bits = 5 + 32
+            for (zone, ez) in zones(e) where !zone.isEmpty {
+                quantise(zone, exponent: ez)
+                bits += 64
+                var i = zone.lowerBound + 1
+                while i < zone.upperBound {
+                    let end = min(zone.upperBound, i + DeltaSketch.blockSize)
+                    bits += 5 + riceParameter(i..<end).bits
+                    i = end
+                }
+            }
+            return (bits + 7) / 8
+        }
+
+        /// The record at exponent e (as `encode(positives:length:exponent:)`).
+        mutating func write(exponent e: Int) -> Data {
+            var w = BitWriter(capacity: DeltaSketch.defaultCapacity(n))
+            w.write(UInt64(e), bits: 5)
+            w.write(UInt64(n), bits: 32)
+            for (zone, ez) in zones(e) where !zone.isEmpty {
+                quantise(zone, exponent: ez)
+                w.write(UInt64(bitPattern: Int64(codes[zone.lowerBound])), bits: 64)
+                var i = zone.lowerBound + 1
+                while i < zone.upperBound {
+                    let end = min(zone.upperBound, i + DeltaSketch.blockSize)
+                    let k = riceParameter(i..<end).k
+                    w.write(UInt64(k), bits: 5)
+                    for j in i..<end { w.writeRice(UInt64(gaps[j]), k: k) }
+                    i = end
+                }
+            }
+            return w.finish()
+        }
+    }
+
+    /// Bytes to reserve for a record of n values (about two bits per value at the default budget).
+    static func defaultCapacity(_ n: Int) -> Int { 16 + n / 2 }
+
+    /// The plain encoder: `encode(sortedDescending:budget:)` without the kernels (for the tests).
+    static func referenceEncode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
         // ln Δ once per channel; every exponent tried below quantises the same logarithms.
         let positives = row.prefix { $0 > 0 }.map { DeltaSketch.logarithm($0) }[...]
         // The largest e (finest step) that fits. The size grows with e by about one bit per value
@@ -318,6 +431,8 @@ public enum DeltaSketch {
 /// MSB-first bit packing.
 struct BitWriter {
     private var bytes: [UInt8] = []
+
+    init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
     /// Pending bits, most significant first; `used` of them are valid.
     private var accumulator: UInt64 = 0
     private var used = 0
@@ -325,7 +440,15 @@ struct BitWriter {
     mutating func writeBit(_ bit: Bool) { write(bit ? 1 : 0, bits: 1) }
 
     /// Writes the low `bits` bits of `value`, most significant first.
+    @inline(__always)
     mutating func write(_ value: UInt64, bits: Int) {
+        if bits <= 56 {
+            // used < 8 between calls: the new bits fit the accumulator; bits above `used` are stale and never read.
+            accumulator = (accumulator << UInt64(bits)) | (value & ((1 << UInt64(bits)) &- 1))
+            used += bits
+            while used >= 8 { used -= 8; bytes.append(UInt8(truncatingIfNeeded: accumulator >> UInt64(used))) }
+            return
+        }
         var remaining = bits
         while remaining > 0 {
             let take = min(remaining, 56 - used)
@@ -342,8 +465,14 @@ struct BitWriter {
     }
 
     /// Rice code: quotient in unary (ones then a zero), remainder in k bits.
+    @inline(__always)
     mutating func writeRice(_ value: UInt64, k: Int) {
         var quotient = value >> UInt64(k)
+        if quotient + 1 + UInt64(k) <= 56 {   // one write: quotient ones, a zero, k bits of remainder
+            let mask: UInt64 = (1 << UInt64(k)) &- 1
+            write((((1 << quotient) &- 1) << UInt64(k + 1)) | (value & mask), bits: Int(quotient) + 1 + k)
+            return
+        }
         while quotient >= 32 { write(0xFFFF_FFFF, bits: 32); quotient -= 32 }
         write(((1 << quotient) &- 1) << 1, bits: Int(quotient) + 1)   // quotient ones, then a zero
         if k > 0 { write(value & ((1 << UInt64(k)) - 1), bits: k) }

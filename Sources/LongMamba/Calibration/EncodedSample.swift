@@ -87,6 +87,31 @@ public enum RecordingBenchmark {
         public let inlineSeconds: Double
         public let pipelinedSeconds: Double
         public let representation: String
+        /// One thread, per Δ value of the first layers: the transposition and sort, and the encoding.
+        public let sortNanosecondsPerValue: Double
+        public let encodeNanosecondsPerValue: Double
+    }
+
+    /// Records the first `layers` layers, then times their sort and encoding on one thread (best of `repeats`).
+    static func stageTimes(model: MambaModel, ids: [Int], representation: DeltaRepresentation, layers: Int, repeats: Int) throws -> (sort: Double, encode: Double) {
+        struct FirstLayers: DeltaRecorder {
+            let keep: Int
+            var layers: [LayerDelta] = []
+            mutating func record(_ d: LayerDelta) throws { if layers.count < keep { layers.append(d) } }
+        }
+        var first = FirstLayers(keep: layers)
+        try model.forward(tokens: ids, recorder: &first)
+        let values = Double(first.layers.reduce(0) { $0 + $1.delta.count })
+        var sort = Double.infinity, encode = Double.infinity
+        for _ in 0..<max(1, repeats) {
+            var start = DispatchTime.now().uptimeNanoseconds
+            let sorted = try first.layers.map { try SortedDeltaLayer(layerDelta: $0, keepTokenOrder: representation == .exact, parallel: false) }
+            sort = min(sort, Double(DispatchTime.now().uptimeNanoseconds - start) / values)
+            start = DispatchTime.now().uptimeNanoseconds
+            for layer in sorted { _ = try EncodedLayer(layer, as: representation, parallel: false) }
+            encode = min(encode, Double(DispatchTime.now().uptimeNanoseconds - start) / values)
+        }
+        return (sort, encode)
     }
 
     public static func run(model: MambaModel, tokens: Int, repeats: Int) throws -> Result {
@@ -105,6 +130,8 @@ public enum RecordingBenchmark {
             _ = try b.finish()
             pipelined = min(pipelined, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
-        return Result(inlineSeconds: inline, pipelinedSeconds: pipelined, representation: representation.encodingName)
+        let stages = try stageTimes(model: model, ids: ids, representation: representation, layers: min(4, c.layerCount), repeats: repeats)
+        return Result(inlineSeconds: inline, pipelinedSeconds: pipelined, representation: representation.encodingName,
+                      sortNanosecondsPerValue: stages.sort, encodeNanosecondsPerValue: stages.encode)
     }
 }
