@@ -264,6 +264,32 @@ func solverFixturePath(_ name: String) -> String {
         #expect(short == [0.5, 0, 0] && short.allSatisfy { $0.sign == .plus })
     }
 
+    @Test func radixSortAgreesWithStandardSortOnHostileDistributions() throws {
+        var rng = SolverRNG(4)
+        let L = 2048
+        var rows: [[Float]] = [
+            [Float](repeating: 0.0125, count: L),                                          // one value
+            (0..<L).map { 0.01 + Float($0 % 700) * 1e-9 },                                 // one long run of equal high halves
+            (0..<L).map { Float(bitPattern: 0x3c23_0000 | UInt32(($0 * 7919) % 65536)) },  // every key in one 2^-7 band
+            (0..<L).map { _ in Float(exp(rng.uniform() * 160 - 80)) },                     // many octaves
+            (0..<L).map { $0 % 2 == 0 ? 0 : Float.leastNonzeroMagnitude * Float($0) },      // zeros and subnormals
+        ]
+        rows.append(rng.delta(L, mu: -4, sigma: 0.01))                                      // narrow band
+        for (r, row) in rows.enumerated() {
+            var v = row
+            DeltaSort.sortDescending(&v)
+            #expect(v == row.sorted(by: >), "row \(r)")
+            // The layer sort (groups of channels, transposed) gives the same rows.
+            let C = 3
+            var tokenMajor = [Float](repeating: 0, count: L * C)
+            for t in 0..<L { for c in 0..<C { tokenMajor[t * C + c] = row[(t * (c + 1)) % L] } }
+            let layer = try SortedDeltaLayer(layer: 0, tokenMajorDelta: tokenMajor, length: L, channels: C, A: [-1, -1, -1], aShape: [C], parallel: false)
+            for c in 0..<C {
+                #expect(Array(layer.sortedDelta[(c * L)..<((c + 1) * L)]) == (0..<L).map { tokenMajor[$0 * C + c] }.sorted(by: >), "row \(r) channel \(c)")
+            }
+        }
+    }
+
     @Test func layerSolveMatchesPerChannelSolveForBothMethods() throws {
         var rng = SolverRNG(8)
         let L = 64, C = 5

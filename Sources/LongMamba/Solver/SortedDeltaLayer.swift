@@ -3,6 +3,7 @@
 // code sums the decay budget D in token order and we match it to the bit; sketched recordings
 // keep only the sorted curve (D is then summed over it, ≤ 1 ulp apart).
 import Dispatch
+import LongMambaKernels
 
 /// One sample's Δ for one layer, each channel's Δ sorted in descending order.
 public struct SortedDeltaLayer: Sendable, Equatable {
@@ -55,22 +56,25 @@ public struct SortedDeltaLayer: Sendable, Equatable {
         tokenOrder.withUnsafeMutableBufferPointer { tokenBuf in
             nonisolated(unsafe) let (sortedOut, tokenOut) = (sortedBuf, tokenBuf)
             // Groups of 16 channels are independent and write disjoint rows; a group reads Δ
-            // one 64-byte run per token (a strided read per channel would touch a cache line per value).
+            // one 64-byte run per token (a strided read per channel would touch a cache line per value)
+            // into its sort keys ~bits(Δ + 0) (`+ 0` turns -0.0 into +0.0), [16, L].
             let group = 16
             delta.withUnsafeBufferPointer { delta in
                 nonisolated(unsafe) let delta = delta
                 forEachIndex((C + group - 1) / group, parallel: parallel) { g in
                     let c0 = g * group, width = min(group, C - c0)
+                    let keys = UnsafeMutablePointer<UInt32>.allocate(capacity: width * L)   // [width, L]
+                    let scratch = UnsafeMutablePointer<UInt32>.allocate(capacity: L)         // [L]
+                    defer { keys.deallocate(); scratch.deallocate() }
                     for t in 0..<L {
                         let from = t * C + c0
-                        for j in 0..<width { sortedOut[(c0 + j) * L + t] = delta[from + j] }
+                        for j in 0..<width { keys[j * L + t] = ~(delta[from + j] + 0).bitPattern }
+                        if keepTokenOrder { for j in 0..<width { tokenOut[(c0 + j) * L + t] = delta[from + j] } }
                     }
-                    var row = [Float](repeating: 0, count: L)
-                    for c in c0..<(c0 + width) {
-                        for t in 0..<L { row[t] = sortedOut[c * L + t] }
-                        if keepTokenOrder { for t in 0..<L { tokenOut[c * L + t] = row[t] } }
-                        DeltaSort.sortDescending(&row)
-                        for t in 0..<L { sortedOut[c * L + t] = row[t] }
+                    for j in 0..<width {
+                        let row = keys + j * L, out = (c0 + j) * L
+                        KeySort.sortAscending(row, count: L, scratch: scratch)
+                        for t in 0..<L { sortedOut[out + t] = Float(bitPattern: ~row[t]) }
                     }
                 }
             }

@@ -7,6 +7,7 @@
 //               τ(S) = y[min(k*, S-1)],  α(S) = min(k*/S, 1);  S ≤ L: τ = 0, α = 1
 // then aggregate the K samples element-wise (max or mean).
 import Foundation
+import LongMambaKernels
 
 /// How the K samples of a channel are combined (authors' "max" and "avg").
 public enum Aggregation: String, Sendable, Codable, CaseIterable {
@@ -77,38 +78,15 @@ public enum SolverError: Error, CustomStringConvertible, Sendable, Equatable {
 
 /// Sorting of non-negative floats (their IEEE bit patterns order like the values).
 public enum DeltaSort {
-    /// Descending sort of finite non-negative values; LSD radix on the bit patterns, 8 bits per
-    /// pass, skipping a pass where every key has the same digit (Δ values share their top bits);
-    /// plain `sort(by: >)` gives the same.
+    /// Descending sort of finite non-negative values (KeySort on ~bits; `+ 0` turns -0.0 into
+    /// +0.0, whose sign bit would sort it first); plain `sort(by: >)` gives the same.
     public static func sortDescending(_ v: inout [Float]) {
         let n = v.count
-        if n < 64 { v = v.map { $0 + 0 }; v.sort(by: >); return }
-        // complement: ascending keys = descending values; `+ 0` turns -0.0 into +0.0 (its sign bit would sort it first)
         var keys = v.map { ~($0 + 0).bitPattern }
-        var tmp = [UInt32](repeating: 0, count: n)
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: 4 * 256) { counts in
-            counts.initialize(repeating: 0)
-            // All four histograms in one read of the keys.
-            for k in keys {
-                counts[Int(k & 0xff)] += 1; counts[256 + Int((k >> 8) & 0xff)] += 1
-                counts[512 + Int((k >> 16) & 0xff)] += 1; counts[768 + Int(k >> 24)] += 1
-            }
-            for pass in 0..<4 {
-                let shift = UInt32(8 * pass), base = 256 * pass
-                if counts[base + Int((keys[0] >> shift) & 0xff)] == n { continue }   // one digit: order unchanged
-                var total = 0
-                for i in 0..<256 { let c = counts[base + i]; counts[base + i] = total; total += c }
-                keys.withUnsafeBufferPointer { src in
-                    tmp.withUnsafeMutableBufferPointer { dst in
-                        for k in src {
-                            let b = base + Int((k >> shift) & 0xff)
-                            dst[counts[b]] = k; counts[b] += 1
-                        }
-                    }
-                }
-                swap(&keys, &tmp)
-            }
-        }
+        var scratch = [UInt32](repeating: 0, count: n)
+        keys.withUnsafeMutableBufferPointer { k in scratch.withUnsafeMutableBufferPointer { s in
+            if n > 1 { KeySort.sortAscending(k.baseAddress!, count: n, scratch: s.baseAddress!) }
+        }}
         for i in 0..<n { v[i] = Float(bitPattern: ~keys[i]) }
     }
 }
