@@ -183,6 +183,8 @@ public enum DeltaSketch {
         var logs: [Double]
         var codes: [Int32]
         var gaps: [UInt32]
+        /// Sizes counted so far, by exponent (the search asks for some twice).
+        var counted = [Int](repeating: -1, count: DeltaSketch.finestExponent + 1)
 
         init(_ row: ArraySlice<Float>) {
             length = row.count
@@ -233,6 +235,7 @@ public enum DeltaSketch {
 
         /// The record's size at exponent e (as `encodedBytes`).
         mutating func bytes(exponent e: Int) -> Int {
+            if counted[e] >= 0 { return counted[e] }
             var bits = 5 + 32
             for (zone, ez) in zones(e) where !zone.isEmpty {
                 quantise(zone, exponent: ez)
@@ -244,32 +247,38 @@ public enum DeltaSketch {
                     i = end
                 }
             }
-            return (bits + 7) / 8
+            counted[e] = (bits + 7) / 8
+            return counted[e]
         }
 
         /// The record at exponent e (as `encode(positives:length:exponent:)`).
         mutating func write(exponent e: Int) -> Data {
-            var w = BitWriter(capacity: DeltaSketch.defaultCapacity(n))
-            w.write(UInt64(e), bits: 5)
-            w.write(UInt64(n), bits: 32)
-            for (zone, ez) in zones(e) where !zone.isEmpty {
-                quantise(zone, exponent: ez)
-                w.write(UInt64(bitPattern: Int64(codes[zone.lowerBound])), bits: 64)
-                var i = zone.lowerBound + 1
-                while i < zone.upperBound {
-                    let end = min(zone.upperBound, i + DeltaSketch.blockSize)
-                    let k = riceParameter(i..<end).k
-                    w.write(UInt64(k), bits: 5)
-                    for j in i..<end { w.writeRice(UInt64(gaps[j]), k: k) }
-                    i = end
+            // The record's size is counted by the same code that writes it (tested against the plain encoder).
+            let size = bytes(exponent: e)
+            var out = Data(count: size + 16)
+            let written = out.withUnsafeMutableBytes { raw -> Int in
+                var w = BitPacker(raw.bindMemory(to: UInt8.self).baseAddress!)
+                w.write(UInt64(e), bits: 5)
+                w.write(UInt64(n) >> 16, bits: 16); w.write(UInt64(n) & 0xFFFF, bits: 16)
+                for (zone, ez) in zones(e) where !zone.isEmpty {
+                    quantise(zone, exponent: ez)
+                    let first = UInt64(bitPattern: Int64(codes[zone.lowerBound]))
+                    w.write(first >> 32, bits: 32); w.write(first & 0xFFFF_FFFF, bits: 32)
+                    var i = zone.lowerBound + 1
+                    while i < zone.upperBound {
+                        let end = min(zone.upperBound, i + DeltaSketch.blockSize)
+                        let k = riceParameter(i..<end).k
+                        w.write(UInt64(k), bits: 5)
+                        gaps.withUnsafeBufferPointer { g in w.writeRice(g.baseAddress! + i, count: end - i, k: k) }
+                        i = end
+                    }
                 }
+                return w.finish()
             }
-            return w.finish()
+            assert(written == size, "sketch record: wrote \(written) bytes, counted \(size)")
+            return out.prefix(written)
         }
     }
-
-    /// Bytes to reserve for a record of n values (about two bits per value at the default budget).
-    static func defaultCapacity(_ n: Int) -> Int { 16 + n / 2 }
 
     /// The plain encoder: `encode(sortedDescending:budget:)` without the kernels (for the tests).
     static func referenceEncode(sortedDescending row: ArraySlice<Float>, budget: Int) -> Data {
