@@ -76,6 +76,6 @@ struct BenchCommand: ParsableCommand {
                          rec.sortNanosecondsPerValue, rec.encodeNanosecondsPerValue, r.bestSeconds * 1e9 / Double(tokens * c.channelCount * c.layerCount)))
         }
         let estimate = MemoryEstimate.recordingBytes(config: c, tokens: tokens, residentWeights: runner.keepWeightsResident)
-        print(String(format: "peak memory      %.0f MiB (max RSS); calibrate's estimate for recording %d tokens: %.0f MiB", PeakMemory.megabytes, tokens, Double(estimate) / 1048576))
+        print(String(format: "peak memory      %.0f MiB (max RSS, with the mapped checkpoint pages); calibrate's estimate for recording %d tokens beyond the mapped checkpoint: %.0f MiB", PeakMemory.megabytes, tokens, Double(estimate) / 1048576))
     }
 }

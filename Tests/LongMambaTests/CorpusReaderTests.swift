@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMamba
+import CZstd
 
 /// Fixture-corpus golden written by scripts/make_fixture_corpus.py.
 struct CorpusGolden: Decodable {
@@ -55,6 +56,43 @@ func writeFile(_ dir: String, _ name: String, _ bytes: [UInt8]) throws -> String
 }
 
 @Suite struct CorpusReaderTests {
+    /// Lines, numbers and offsets, and the file hash, as a reader hands them out.
+    func readAll(_ path: String, decodeAhead: Bool) throws -> (lines: [(String, Int, Int64)], hash: String?) {
+        var out: [(String, Int, Int64)] = []
+        let reader = try CorpusByteReader(path: path, isZstd: true, hashing: true, decodeAhead: decodeAhead)
+        try LineSplitter(maxLineBytes: 1 << 20, chunkBytes: 1 << 16).forEachLine(
+            reader, chunkRead: {}, tooLong: { line, _ in out.append(("<too long>", line, -1)) }
+        ) { line, number, offset in out.append((String(decoding: line, as: UTF8.self), number, offset)) }
+        return (out, reader.finishHash())
+    }
+
+    @Test func framesDecodedAheadOnTwoThreadsGiveTheSameLinesAsOneDecoder() throws {
+        // Seven frames, two of them larger than the 1 MB buffers (6 MB decoded), one empty of lines
+        // ending mid-line: the frame workers run ahead of the reader and must hand out file order.
+        let dir = NSTemporaryDirectory() + "frames-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var file: [UInt8] = []
+        var n = 0
+        for (f, lines) in [40, 60_000, 3, 1, 60_000, 500, 7].enumerated() {
+            var text = ""
+            for _ in 0..<lines { n += 1; text += "{\"text\": \"frame \(f) document \(n) \(String(repeating: "x", count: n % 97))\"}\n" }
+            if f == 3 { text = "{\"text\": \"a line split across fr" }   // continues in the next frame
+            if f == 4 { text = "ames\"}\n" + text }
+            let src = Array(text.utf8)
+            var dst = [UInt8](repeating: 0, count: ZSTD_compressBound(src.count))
+            let written = ZSTD_compress(&dst, dst.count, src, src.count, 3)
+            #expect(ZSTD_isError(written) == 0)
+            file += dst[0..<written]
+        }
+        let path = try writeFile(dir, "shard.jsonl.zst", file)
+        let ahead = try readAll(path, decodeAhead: true), direct = try readAll(path, decodeAhead: false)
+        #expect(ahead.lines.count == direct.lines.count && ahead.lines.count > 120_000)
+        #expect(zip(ahead.lines, direct.lines).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 && $0.2 == $1.2 })
+        #expect(ahead.hash != nil && ahead.hash == direct.hash)
+        #expect(ahead.lines.contains { $0.0 == "{\"text\": \"a line split across frames\"}" })
+    }
+
     @Test func readsEveryDocumentAcrossBothZstdFramesWithGoldenOffsetsAndTokens() throws {
         let golden = try CorpusGolden.load()
         #expect(golden.frames == 2)

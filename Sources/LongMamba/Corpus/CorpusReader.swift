@@ -66,22 +66,27 @@ final class ChunkLane: @unchecked Sendable {
 
     static let bufferBytes = 1 << 20
     private let condition = NSCondition()
-    private let owned: [UnsafeMutableRawPointer]
+    /// Buffers are allocated as the decode thread gets ahead, up to `limit`.
+    private let limit: Int
     // Guarded by `condition`.
-    private var free: [UnsafeMutableRawPointer]
+    private var owned: [UnsafeMutableRawPointer] = []
+    private var free: [UnsafeMutableRawPointer] = []
     private var filled: [Chunk] = []
     private var cancelled = false
 
-    init(buffers: Int) {
-        owned = (0..<buffers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64) }
-        free = owned
-    }
+    init(buffers limit: Int) { self.limit = max(1, limit) }
 
     deinit { for b in owned { b.deallocate() } }
 
-    /// Decode thread: a buffer to fill, or nil once the reader is gone.
+    /// Decode thread: a buffer to fill (a new one while fewer than `limit` exist), or nil once
+    /// the reader is gone.
     func takeFree() -> UnsafeMutableRawPointer? {
         condition.lock(); defer { condition.unlock() }
+        if free.isEmpty && owned.count < limit && !cancelled {
+            let b = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferBytes, alignment: 64)
+            owned.append(b)
+            return b
+        }
         while free.isEmpty && !cancelled { condition.wait() }
         return cancelled ? nil : free.removeLast()
     }
@@ -119,7 +124,7 @@ final class HashBox: @unchecked Sendable {
 /// offsets, in the same order, as one `StreamDecoder`. Segment i (a frame of a multi-frame
 /// shard, or the whole stream) comes from lane i mod lanes.count.
 /// - `stream:` one thread runs a `StreamDecoder` into four buffers (any file, damaged ones too).
-/// - `frames:` two threads decode alternate frames of the mapped file, three buffers each. Only
+/// - `frames:` two threads decode alternate frames of the mapped file, each up to 32 MB ahead. Only
 ///   for files whose frames all parse (damaged files take the stream decoder, whose errors name
 ///   the offset).
 final class DecodeThreads {
@@ -153,7 +158,12 @@ final class DecodeThreads {
     }
 
     init(frames: [Range<Int>], of file: MappedFile, path: String, hashing: Bool) {
-        lanes = [ChunkLane(buffers: 3), ChunkLane(buffers: 3)]; segments = frames.count
+        // The reader takes the frames in file order, so the worker on the next frame must hold
+        // what it decodes until the reader gets there: with a few buffers it would wait for the
+        // reader after a few MB of each frame, and the two threads would mostly take turns.
+        // Each lane may get `framesAheadBytes` ahead (memory bounded: not a function of the file).
+        let buffers = DecodeThreads.framesAheadBytes / ChunkLane.bufferBytes
+        lanes = [ChunkLane(buffers: buffers), ChunkLane(buffers: buffers)]; segments = frames.count
         for w in 0..<2 {
             let lane = lanes[w], mine = stride(from: w, to: frames.count, by: 2).map { frames[$0] }
             let hash = hashing && w == 1 ? self.hash : nil
@@ -174,6 +184,9 @@ final class DecodeThreads {
             }
         }
     }
+
+    /// How far a frame worker may decode ahead of the reader (per lane).
+    static let framesAheadBytes = 32 << 20
 
     deinit { for lane in lanes { lane.cancel() } }
 
