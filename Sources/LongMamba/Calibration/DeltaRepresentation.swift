@@ -437,11 +437,10 @@ public enum DeltaSketch {
     }
 }
 
-/// MSB-first bit packing.
+/// MSB-first bit packing, the plain version (the reference encoder, tests); the fast encoder
+/// writes the same bits with LongMambaKernels.BitPacker.
 struct BitWriter {
     private var bytes: [UInt8] = []
-
-    init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
     /// Pending bits, most significant first; `used` of them are valid.
     private var accumulator: UInt64 = 0
     private var used = 0
@@ -449,15 +448,7 @@ struct BitWriter {
     mutating func writeBit(_ bit: Bool) { write(bit ? 1 : 0, bits: 1) }
 
     /// Writes the low `bits` bits of `value`, most significant first.
-    @inline(__always)
     mutating func write(_ value: UInt64, bits: Int) {
-        if bits <= 56 {
-            // used < 8 between calls: the new bits fit the accumulator; bits above `used` are stale and never read.
-            accumulator = (accumulator << UInt64(bits)) | (value & ((1 << UInt64(bits)) &- 1))
-            used += bits
-            while used >= 8 { used -= 8; bytes.append(UInt8(truncatingIfNeeded: accumulator >> UInt64(used))) }
-            return
-        }
         var remaining = bits
         while remaining > 0 {
             let take = min(remaining, 56 - used)
@@ -474,14 +465,8 @@ struct BitWriter {
     }
 
     /// Rice code: quotient in unary (ones then a zero), remainder in k bits.
-    @inline(__always)
     mutating func writeRice(_ value: UInt64, k: Int) {
         var quotient = value >> UInt64(k)
-        if quotient + 1 + UInt64(k) <= 56 {   // one write: quotient ones, a zero, k bits of remainder
-            let mask: UInt64 = (1 << UInt64(k)) &- 1
-            write((((1 << quotient) &- 1) << UInt64(k + 1)) | (value & mask), bits: Int(quotient) + 1 + k)
-            return
-        }
         while quotient >= 32 { write(0xFFFF_FFFF, bits: 32); quotient -= 32 }
         write(((1 << quotient) &- 1) << 1, bits: Int(quotient) + 1)   // quotient ones, then a zero
         if k > 0 { write(value & ((1 << UInt64(k)) - 1), bits: k) }
