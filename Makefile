@@ -43,8 +43,7 @@ PASSKEY_DEPTHS ?= 0,0.25,0.5,0.75,1
 NAME := $(notdir $(MODEL))
 LM := .build/release/longmamba
 TUNE = $(LM) tune --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --task passkey --lengths $(TUNE_LENGTHS) \
-	  --depths $(PASSKEY_DEPTHS) --trials 4 --theta $(TUNE_THETAS) --clamp $(TUNE_CLAMPS) --aggregate max \
-	  --interval $(INTERVAL) --max-length $(MAX_LENGTH)
+	  --depths $(PASSKEY_DEPTHS) --trials 4 --theta $(TUNE_THETAS) --clamp $(TUNE_CLAMPS) --aggregate max
 run: release
 	mkdir -p tables
 	rm -f tables/$(NAME).sqlite tables/$(NAME).sqlite-wal tables/$(NAME).sqlite-shm

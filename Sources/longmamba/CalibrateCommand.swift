@@ -54,8 +54,8 @@ struct CalibrateCommand: ParsableCommand {
         options.seed = seed
         options.clampFractions = table.clamps
         options.aggregations = table.aggregations
-        options.interval = table.interval
-        options.maxLength = table.maxLength
+        options.interval = table.interval ?? TableService.defaultGrid.interval
+        options.maxLength = table.maxLength ?? TableService.defaultGrid.maxLength
         options.tokenizerPath = tokenizer
         options.subsets = subsets
         guard let mode = Packing(rawValue: packing) else { throw ValidationError("--packing must be document or packed, not '\(packing)'") }
@@ -153,10 +153,10 @@ struct TableOptions: ParsableArguments {
     var clamps: [Double] = []
     @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
     var aggregates: [Aggregation] = []
-    @Option(help: "Table interval in tokens.")
-    var interval: Int = 1000
-    @Option(help: "Longest tabulated length.")
-    var maxLength: Int = 256_000
+    @Option(help: "Table interval in tokens (calibrate: default 1000; merge: default the grid the shards were started with).")
+    var interval: Int?
+    @Option(help: "Longest tabulated length (calibrate: default 256000; merge: default the grid the shards were started with).")
+    var maxLength: Int?
 
     var aggregations: [Aggregation] { aggregates.isEmpty ? [.max] : aggregates }
 }

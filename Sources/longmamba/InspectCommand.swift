@@ -19,7 +19,7 @@ struct InspectCommand: ParsableCommand {
         var rows: [[String]] = []
         for i in 0..<info.layerCount {
             let l = try store.tableLayer(table: table, layer: i)
-            let global = l.cumulativeDecay.filter { Double($0) > theta }.count
+            let global = GlobalChannels.count(cumulativeDecay: l.cumulativeDecay, theta: theta)
             var row = [String(i), String(l.channels), "\(global)", String(format: "%.4g…%.4g", l.decayBudget.min() ?? 0, l.decayBudget.max() ?? 0)]
             for S in probe {
                 let t = l.lengths.firstIndex(of: S)!

@@ -12,8 +12,8 @@ struct ReportCommand: ParsableCommand {
     var db: String
     @Option(help: "Table id.")
     var table: Int64
-    @Option(help: "Channel threshold θ for the global/local split.")
-    var theta: Double = GlobalChannels.defaultTheta
+    @Option(help: "Channel threshold θ > 0 for the global/local split (default: the θ `tune` chose for this table, else 0.05).")
+    var theta: Double?
     @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot.")
     var eval: String?
     @Option(help: "JSON written by `longmamba eval --task passkey --json` to add the passkey heatmap.")
@@ -21,13 +21,38 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Output .html file.")
     var out: String
 
+    func validate() throws {
+        if let theta, !(theta > 0) { throw ValidationError("--theta must be > 0, got \(theta)") }
+    }
+
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
+        let info = try store.table(table)
+        let chosen: Double, note: String
+        if let theta {
+            (chosen, note) = (theta, "given")
+        } else if let tuned = try TunedTheta.best(store: store, table: table) {
+            (chosen, note) = (tuned.theta, "chosen by tune: \(tuned.task) at \(tuned.lengths.map(String.init).joined(separator: ", ")) tokens")
+        } else {
+            (chosen, note) = (GlobalChannels.defaultTheta, "the default: tune has not evaluated this table")
+        }
+        if theta == nil { FileHandle.standardError.write(Data("θ = \(chosen) (\(note))\n".utf8)) }
+        // Results drawn into this table's report must have measured this table at this θ.
         var curve: CalibrationReport.PerplexityCurve?
-        if let eval { curve = try PerplexityResults.load(eval).curve }
-        let html = try CalibrationReport.html(store: store, table: table, theta: theta, perplexity: curve,
-                                              passkey: try passkey.map { try PasskeyResults.load($0) })
-        try Data(html.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+        if let eval {
+            let results = try PerplexityResults.load(eval)
+            try CalibrationReport.check(results, path: eval, table: info, theta: chosen)
+            curve = results.curve
+        }
+        let passkeyResults = try passkey.map { path in
+            let results = try PasskeyResults.load(path)
+            try CalibrationReport.check(results, path: path, table: info, theta: chosen)
+            return results
+        }
+        let html = try CalibrationReport.html(store: store, table: table, theta: chosen, thetaNote: note, perplexity: curve, passkey: passkeyResults)
+        do { try Data(html.utf8).write(to: URL(fileURLWithPath: out), options: .atomic) } catch {
+            throw ReportError.cannotWrite(path: out, reason: SystemMessage.of(error))
+        }
         FileHandle.standardError.write(Data("wrote \(out) (\(html.utf8.count / 1024) KiB)\n".utf8))
     }
 }

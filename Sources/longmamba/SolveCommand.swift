@@ -35,8 +35,8 @@ struct SolveCommand: ParsableCommand {
     @Option(name: .customLong("run"), help: "Solve a stored calibration run instead of importing.") var runID: Int64?
     @Option(help: "Clamp fraction p in (0, 1]: Δ is capped at its floor(L·p)-th largest value.") var clamp: Double
     @Option(help: "Aggregation over samples: max or mean.") var aggregate: Aggregation
-    @Option(help: "Tabulate every this many tokens.") var interval: Int = 1000
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
+    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid, else 1000).") var interval: Int?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid, else 256000).") var maxLength: Int?
     @Option(name: .customLong("training-length"), help: "Training length L (default: the recorded length).") var trainingLength: Int?
     @Option(help: "Stored form of imported recordings: auto, exact or sketch.") var representation: RepresentationChoice = .auto
     @Option(name: .customLong("sketch-bytes"), help: "Byte budget per channel and sample for the sketch.") var sketchBytes: Int = DeltaRepresentation.defaultSketchBytes

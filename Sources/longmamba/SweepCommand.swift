@@ -11,8 +11,8 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("run"), help: "Calibration run id.") var runID: Int64
     @Option(help: "Clamp fractions, comma-separated.") var clamp: String
     @Option(help: "Aggregations, comma-separated (max, mean).") var aggregate: String = "max"
-    @Option(help: "Tabulate every this many tokens.") var interval: Int = 1000
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
+    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid).") var interval: Int?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid).") var maxLength: Int?
     @Option(help: "θ values for global-channel counts, comma-separated.") var theta: String = "0.01,0.05,0.1"
     @Option(name: .customLong("summary-lengths"), help: "Lengths at which to summarise thresholds.") var summaryLengths: String = "4000,16000,64000,256000"
 

@@ -19,8 +19,8 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "θ values, comma-separated.") var theta: String = "0.01,0.05,0.1,0.3"
     @Option(help: "Clamp fractions p, comma-separated.") var clamp: String = "0.05,0.1,0.2"
     @Option(help: "Aggregations, comma-separated (max, mean).") var aggregate: String = "max"
-    @Option(help: "Tabulate every this many tokens (for solved tables).") var interval: Int = 1000
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length (for solved tables).") var maxLength: Int = 256_000
+    @Option(help: "Tabulate every this many tokens (for solved tables; default: the run's calibrated grid).") var interval: Int?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (for solved tables; default: the run's calibrated grid).") var maxLength: Int?
     @Option(help: "perplexity or passkey.") var task: EvalCommand.Task = .perplexity
     @Option(help: "Perplexity: text file.") var text: String?
     @Option(help: "Perplexity: instead of --text, whitespace-separated token ids.") var tokens: String?

@@ -84,8 +84,10 @@ private extension CalibrationOptions {
         let singleStore = try CalibrationStore(path: single, readOnly: true)
         #expect(try mergedStore.run(result.runID).calibrationKey == singleStore.run(whole.runID).calibrationKey)
         #expect(try mergedStore.sequences(run: result.runID) == singleStore.sequences(run: whole.runID))
-        // Rerunning merge, like rerunning calibrate, reuses the finished table instead of adding a duplicate.
-        let again = try CalibrationMerge.merge(inputs: shardDBs, into: merged, clampFractions: [], aggregations: [.max], interval: 256, maxLength: 4096)
+        // Rerunning merge, like rerunning calibrate, reuses the finished table instead of adding a
+        // duplicate; without --interval/--max-length it takes the grid the shards were started with.
+        #expect(try mergedStore.calibratedGrid(run: result.runID)! == (256, 4096))
+        let again = try CalibrationMerge.merge(inputs: shardDBs, into: merged, clampFractions: [], aggregations: [.max])
         #expect(again.tableIDs == result.tableIDs)
         #expect(try mergedStore.tables().count == 1)
     }
@@ -112,12 +114,40 @@ private extension CalibrationOptions {
             _ = try CalibrationJob(options: CalibrationFixture.options(db: db, seed: 2)).run()
             Issue.record("expected an error")
         } catch let error as CalibrationError {
-            guard case let .otherCalibration(database, run, existing, this) = error else { Issue.record("wrong case: \(error)"); return }
+            guard case let .otherCalibration(database, run, existing, this, differences) = error else { Issue.record("wrong case: \(error)"); return }
             #expect(database == db && run == first.runID)
             #expect(existing?.contains("seed 1") == true && this.contains("seed 2"))
-            #expect(error.description.contains("seed 2"))
+            #expect(differences == ["seed: 1 → 2"])
+            #expect(error.description.contains("they differ in seed: 1 → 2"), "\(error.description)")
         }
         #expect(try CalibrationStore(path: db, readOnly: true).tables().map(\.id) == first.tableIDs)
+    }
+
+    @Test func refusalOfAnotherCalibrationNamesThePackingThatDiffers() throws {
+        let db = CalibrationFixture.database()
+        _ = try CalibrationJob(options: CalibrationFixture.options(db: db)).run()
+        var packed = CalibrationFixture.options(db: db)
+        packed.packing = .packed
+        let error = #expect(throws: CalibrationError.self) { try CalibrationJob(options: packed).run() }
+        guard case let .otherCalibration(_, _, _, _, differences)? = error else { Issue.record("wrong case: \(String(describing: error))"); return }
+        #expect(differences == ["packing: document → packed"])
+        #expect(error?.reason.hasSuffix("they differ in packing: document → packed") == true, "\(error?.reason ?? "")")
+    }
+
+    @Test func solveSweepAndTuneDefaultToTheGridTheRunWasCalibratedWith() throws {
+        let db = CalibrationFixture.database()
+        let result = try CalibrationJob(options: CalibrationFixture.options(db: db)).run()   // interval 256, up to 4096
+        let store = try CalibrationStore(path: db)
+        #expect(try store.calibratedGrid(run: result.runID)! == (256, 4096))
+        let service = TableService(store: store)
+        let p = try service.parameters(run: result.runID, clampFraction: 0.1, aggregation: .max)
+        #expect(p.interval == 256 && p.maxLength == 4096 && p.lengths.first == 256)
+        // An explicit grid still wins, one part at a time.
+        let q = try service.parameters(run: result.runID, clampFraction: 0.1, aggregation: .max, interval: 512)
+        #expect(q.interval == 512 && q.maxLength == 4096)
+        // A run of an older tool has no stored grid: its first table's grid is the default.
+        try store.write { db in try db.execute(sql: "UPDATE calibration_runs SET recording_metadata_json = '{}'") }
+        #expect(try store.calibratedGrid(run: result.runID)! == (256, 4096))
     }
 
     @Test func refusesAModelWithoutTokenizer() throws {

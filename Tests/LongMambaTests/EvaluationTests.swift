@@ -136,9 +136,14 @@ import Testing
         for r in first.ranked { #expect(r.values[0] == vanilla.values[0]) }
         // Ranked by the geometric mean, lowest first.
         #expect(first.ranked.map(\.score) == first.ranked.map(\.score).sorted())
-        // An overlapping grid reuses the stored points and solves only the new table.
-        let second = try TuneJob(options: options(db, run, thetas: [0.05, 0.1], clamps: [0.05, 0.2])).run()
+        // An overlapping grid reuses the stored points and solves only the new table, on the grid
+        // the run was calibrated with when none is given (256 … 2048, not 1000 … 256000).
+        var overlapping = options(db, run, thetas: [0.05, 0.1], clamps: [0.05, 0.2])
+        overlapping.interval = nil; overlapping.maxLength = nil
+        let second = try TuneJob(options: overlapping).run()
         #expect(second.tablesSolved == 1)
+        let solved = try CalibrationStore(path: db, readOnly: true).tables().last!
+        #expect(solved.parameters.clampFraction == 0.2 && solved.lengths.first == 256 && solved.lengths.last == 2048)
         #expect(second.pointsReused == 2 + 2)              // vanilla and (p 0.05, θ 0.05)
         #expect(second.pointsEvaluated == 2 * 2 * 2 - 2)   // the other three (table, θ) pairs at 2 lengths
         let store = try CalibrationStore(path: db, readOnly: true)

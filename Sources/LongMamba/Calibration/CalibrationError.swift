@@ -4,8 +4,9 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
     case badShard(index: Int, count: Int)
     case noTrainingLength(modelDirectory: String)
     case noTokenizer(modelDirectory: String)
-    /// The database already holds a run with other inputs (`existing`: its description).
-    case otherCalibration(database: String, run: Int64, existing: String?, this: String)
+    /// The database already holds a run with other inputs (`existing`: its description;
+    /// `differences`: "name: stored → this" for each input that differs).
+    case otherCalibration(database: String, run: Int64, existing: String?, this: String, differences: [String])
     case corpusTooShort(sequences: Int, expected: Int, length: Int)
     case tokenOutsideVocabulary(sample: Int, token: Int, id: Int, vocabulary: Int, tokenizer: String)
     /// The job's estimated memory exceeds what the machine has available (bytes).
@@ -25,8 +26,9 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
         case let .badShard(i, n): return "--shard \(i)/\(n): expected i/n with 0 ≤ i < n"
         case let .noTrainingLength(dir): return "\(dir): the config does not say the model's training length"
         case let .noTokenizer(dir): return "\(dir) has no tokenizer.json and no --tokenizer was given"
-        case let .otherCalibration(db, run, existing, this):
-            return "\(db) already holds calibration run \(run) with other inputs (\(existing ?? "imported recordings")); this one is \(this)"
+        case let .otherCalibration(db, run, existing, this, differences):
+            guard existing != nil else { return "\(db) already holds calibration run \(run) of imported recordings; this one is \(this)" }
+            return "\(db) already holds calibration run \(run) with other inputs; they differ in \(differences.joined(separator: "; "))"
         case let .corpusTooShort(n, K, L): return "the corpus gave \(n) sequences, expected \(K) of \(L) tokens"
         case let .tokenOutsideVocabulary(k, t, id, V, _): return "sample \(k) token \(t) has id \(id) but the model's vocabulary has \(V) rows"
         case let .insufficientMemory(dir, needed, available, _):
@@ -47,7 +49,7 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
         switch self {
         case .noTrainingLength: return "pass --length L (2048 for state-spaces Mamba/Mamba-2, 4096 for Zamba2)"
         case .noTokenizer: return "state-spaces checkpoints ship without one; pass --tokenizer with the GPT-NeoX-20B tokenizer.json"
-        case .otherCalibration: return "use another --db for another model, corpus, seed, K or L"
+        case .otherCalibration: return "use another --db for another calibration (each database holds one: model, tokenizer, corpus, seed, K, L and sampler options)"
         case let .insufficientMemory(_, _, _, resident):
             return resident ? "pass --resident-weights never (weights converted one layer at a time), or free memory" : "lower --length, or free memory"
         case let .tokenOutsideVocabulary(_, _, _, _, tokenizer): return "the tokenizer \(tokenizer) does not belong to this model"

@@ -84,6 +84,12 @@ public struct CalibrationInputs {
     public let key: String
     /// The key in words, for messages.
     public let description: String
+    /// The inputs that fix the recordings, by name and in words (stored with the run as
+    /// `calibration_inputs`): the refusal of another calibration names those that differ.
+    public let namedInputs: [String: String]
+    /// `namedInputs`' names in the order messages list them.
+    public static let inputNames = ["model", "tokenizer", "corpus", "seed", "samples (K)", "length (L)", "packing", "subsets",
+                                    "excluded subsets", "min document tokens", "max line bytes", "skip bad lines"]
 
     public init(_ o: CalibrationOptions) throws {
         guard o.sampleCount >= 1 else { throw CalibrationError.tooFewSamples(o.sampleCount) }
@@ -106,13 +112,41 @@ public struct CalibrationInputs {
         sampler = SamplerOptions(count: o.sampleCount, length: sampleLength, seed: o.seed, packing: o.packing,
                                  subsets: o.subsets, excludedSubsets: o.excludedSubsets)
         let names = files.map { ($0.path as NSString).lastPathComponent }
-        description = "model \(fingerprint.prefix(12)), tokenizer \(tokenizer.sha256.prefix(12)), corpus \(names.joined(separator: ",")), seed \(o.seed), K \(o.sampleCount), L \(sampleLength)"
+        let corpus = files.map { "\(($0.path as NSString).lastPathComponent) (\($0.sizeBytes) bytes)" }.joined(separator: ", ")
+        namedInputs = [
+            "model": fingerprint, "tokenizer": tokenizer.sha256, "corpus": corpus, "seed": "\(o.seed)",
+            "samples (K)": "\(o.sampleCount)", "length (L)": "\(sampleLength)", "packing": sampler.packing.rawValue,
+            "subsets": sampler.subsets.isEmpty ? "all" : sampler.subsets.joined(separator: ","),
+            "excluded subsets": sampler.excludedSubsets.isEmpty ? "none" : sampler.excludedSubsets.joined(separator: ","),
+            "min document tokens": "\(sampler.minDocumentTokens)", "max line bytes": "\(sampler.maxLineBytes)",
+            "skip bad lines": "\(sampler.skipBadLines)",
+        ]
+        description = "model \(fingerprint.prefix(12)), tokenizer \(tokenizer.sha256.prefix(12)), corpus \(names.joined(separator: ",")), seed \(o.seed), K \(o.sampleCount), L \(sampleLength), packing \(o.packing.rawValue)"
+            + (o.subsets.isEmpty ? "" : ", subsets \(o.subsets.joined(separator: ","))")
         let keyMaterial: [String: Any] = [
             "fingerprint": fingerprint, "tokenizer": tokenizer.sha256,
             "corpus": files.map { ["name": ($0.path as NSString).lastPathComponent, "size": $0.sizeBytes] as [String: Any] },
             "sampler": (try? JSONSerialization.jsonObject(with: JSONEncoder.sortedKeys.encode(sampler))) ?? [:],
         ]
         key = SHA256.hash(data: try JSONSerialization.data(withJSONObject: keyMaterial, options: [.sortedKeys])).hexString
+    }
+
+    /// The inputs by which a stored run differs from these, as "name: stored → this" (the run's
+    /// `calibration_inputs`; runs of older tools name fewer inputs, from their description).
+    public func differences(from run: CalibrationRunInfo) -> [String] {
+        let metadata = (try? JSONSerialization.jsonObject(with: Data(run.recordingMetadataJSON.utf8))) as? [String: Any]
+        if let stored = metadata?["calibration_inputs"] as? [String: String] {
+            return Self.inputNames.compactMap { name in
+                let a = stored[name] ?? "?", b = namedInputs[name] ?? "?"
+                return a == b ? nil : "\(name): \(a) → \(b)"
+            }
+        }
+        // Older runs: their description's comma-separated parts ("seed 1", "K 5", …).
+        let old = (run.description ?? "").components(separatedBy: ", "), new = description.components(separatedBy: ", ")
+        let differing = zip(old, new).filter { $0 != $1 }.map { "\($0) → \($1)" }
+        return differing.isEmpty
+            ? ["inputs the stored run does not name (it predates named inputs: packing, subsets, corpus sizes or sampler limits)"]
+            : differing
     }
 }
 
@@ -172,7 +206,8 @@ public struct CalibrationJob {
         }
         // Checked here too (before sampling, which is the slow part); beginRun repeats it atomically.
         if let other = try store.runs().first {
-            throw CalibrationError.otherCalibration(database: o.databasePath, run: other.id ?? 0, existing: other.description, this: inputs.description)
+            throw CalibrationError.otherCalibration(database: o.databasePath, run: other.id ?? 0, existing: other.description, this: inputs.description,
+                                                    differences: inputs.differences(from: other))
         }
         let config = inputs.model.config
         let start = Date()
@@ -194,10 +229,13 @@ public struct CalibrationJob {
         new.provenance.corpusProvenanceJSON = String(decoding: try JSONEncoder.sortedKeys.encode(sample.provenance), as: UTF8.self)
         new.provenance.tokenizerHash = inputs.tokenizer.sha256
         new.provenance.seed = Int64(bitPattern: o.seed)
-        new.provenance.recordingMetadataJSON = JSONText.canonical([
+        // The table grid is stored with the run: `tune`, `merge`, `solve` and `sweep` default to it.
+        new.provenance.recordingMetadataJSON = JSONText.canonical(object: [
             "architecture": config.architecture.rawValue, "fingerprint": inputs.fingerprint, "delta_path": RecordingFile.deltaPath(config),
             "dt_limit": "[\(config.dtLimitLower), \(config.dtLimitUpper)]", "tool_version": ToolInfo.version,
             "model_directory": o.modelDirectory, "tokenizer": inputs.tokenizerPath,
+            "table_interval": o.interval, "table_max_length": o.maxLength,
+            "calibration_inputs": inputs.namedInputs,
         ])
         do {
             let begun = try store.beginRun(new, sequences: sample.sequences, soleCalibration: true)
@@ -205,7 +243,8 @@ public struct CalibrationJob {
             if !begun.created { progress(.resumed(run: begun.run, recorded: try store.recordedSamples(run: begun.run).count, total: o.sampleCount)) }
             return CalibrationResult(runID: begun.run)
         } catch StoreError.otherCalibration(_, let run, let existing) {
-            throw CalibrationError.otherCalibration(database: o.databasePath, run: run, existing: existing, this: inputs.description)
+            let differences = (try? store.run(run)).map { inputs.differences(from: $0) } ?? []
+            throw CalibrationError.otherCalibration(database: o.databasePath, run: run, existing: existing, this: inputs.description, differences: differences)
         }
     }
 

@@ -13,7 +13,7 @@ public enum CalibrationMerge {
     }
 
     public static func merge(inputs: [String], into output: String, clampFractions: [Double], aggregations: [Aggregation],
-                             interval: Int, maxLength: Int, progress: (CalibrationEvent) -> Void = { _ in }) throws -> Result {
+                             interval: Int? = nil, maxLength: Int? = nil, progress: (CalibrationEvent) -> Void = { _ in }) throws -> Result {
         guard !inputs.isEmpty else { throw CalibrationError.noInputDatabases }
         let target = try CalibrationStore(path: output)
         var targetRun: Int64? = nil
@@ -57,7 +57,9 @@ public enum CalibrationMerge {
         var result = Result(runID: run, samples: try target.recordedSamples(run: run).count, sampleCount: info.sampleCount, tableIDs: [])
         guard try CalibrationJob.finishIfComplete(run: run, in: target) else { return result }
         let architecture = Architecture(rawValue: try target.runModel(run).architecture) ?? .mamba
-        let grid = CalibrationJob.grid(clampFractions: clampFractions, aggregations: aggregations, interval: interval, maxLength: maxLength,
+        // Default: the grid the shards were started with (stored in the run's recording metadata).
+        let tableGrid = try TableService(store: target).grid(run: run, interval: interval, maxLength: maxLength)
+        let grid = CalibrationJob.grid(clampFractions: clampFractions, aggregations: aggregations, interval: tableGrid.interval, maxLength: tableGrid.maxLength,
                                        trainingLength: info.sampleLength, architecture: architecture)
         result.tableIDs = try TableService(store: target).tables(run: run, for: grid, progress: progress)
         return result

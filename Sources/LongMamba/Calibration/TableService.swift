@@ -9,11 +9,24 @@ public struct TableService {
 
     public init(store: CalibrationStore) { self.store = store }
 
-    /// The solver's parameters for a stored run: `trainingLength` nil uses the run's recorded L.
-    public func parameters(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int = 1000,
-                           maxLength: Int = 256_000, trainingLength: Int? = nil) throws -> SolverParameters {
+    /// The paper's grid, for runs that recorded none: a row every 1000 tokens up to 256k.
+    public static let defaultGrid = (interval: 1000, maxLength: 256_000)
+
+    /// The grid a table of this run is solved on when the caller gives none: the one the run was
+    /// calibrated with (`CalibrationStore.calibratedGrid`), else the paper's.
+    public func grid(run runID: Int64, interval: Int? = nil, maxLength: Int? = nil) throws -> (interval: Int, maxLength: Int) {
+        if let interval, let maxLength { return (interval, maxLength) }
+        let stored = try store.calibratedGrid(run: runID) ?? Self.defaultGrid
+        return (interval ?? stored.interval, maxLength ?? stored.maxLength)
+    }
+
+    /// The solver's parameters for a stored run: `trainingLength` nil uses the run's recorded L;
+    /// `interval` and `maxLength` nil use the grid the run was calibrated with.
+    public func parameters(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int? = nil,
+                           maxLength: Int? = nil, trainingLength: Int? = nil) throws -> SolverParameters {
         let run = try store.run(runID)
-        let p = SolverParameters(clampFraction: clampFraction, aggregation: aggregation, interval: interval, maxLength: maxLength,
+        let grid = try grid(run: runID, interval: interval, maxLength: maxLength)
+        let p = SolverParameters(clampFraction: clampFraction, aggregation: aggregation, interval: grid.interval, maxLength: grid.maxLength,
                                  trainingLength: trainingLength ?? run.sampleLength)
         try p.validate()
         return p
@@ -43,7 +56,7 @@ public struct TableService {
     }
 
     /// `solve(run:parameters:)` with the parameters spelled out.
-    public func solve(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int = 1000, maxLength: Int = 256_000,
+    public func solve(run runID: Int64, clampFraction: Double, aggregation: Aggregation, interval: Int? = nil, maxLength: Int? = nil,
                       trainingLength: Int? = nil, method: SolverMethod = .fast) throws -> Int64 {
         try solve(run: runID, parameters: try parameters(run: runID, clampFraction: clampFraction, aggregation: aggregation,
                                                           interval: interval, maxLength: maxLength, trainingLength: trainingLength),

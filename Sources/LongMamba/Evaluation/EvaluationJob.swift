@@ -99,7 +99,7 @@ public struct EvaluationJob {
         evaluation.bucketSize = o.bucketSize
         let points = try evaluation.run(tokens: ids, lengths: o.lengths, progress: progress)
         return PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
-                                 theta: opened == nil ? nil : o.theta, table: opened?.name,
+                                 theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
                                  filterFromLength: filterStart(opened?.table), points: points)
     }
 }
@@ -118,7 +118,7 @@ extension EvaluationJob {
         let (points, rate) = try evaluation.run(lengths: o.lengths, depths: o.depths, progress: progress)
         return PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
                               haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,
-                              theta: opened == nil ? nil : o.theta, table: opened?.name,
+                              theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
                               filterFromLength: filterStart(opened?.table),
                               promptsPerSecond: rate, points: points)
     }

@@ -140,6 +140,8 @@ public struct PasskeyResults: Sendable, Codable {
     public var seed: UInt64
     public var theta: Double?
     public var table: String?
+    /// Content hash of the table applied (nil: vanilla only, or results of an older tool).
+    public var tableContentHash: String?
     public var filterFromLength: Int?
     public var promptsPerSecond: Double
     public var points: [PasskeyPoint]
@@ -153,7 +155,7 @@ public struct PasskeyResults: Sendable, Codable {
     public static func load(_ path: String) throws -> PasskeyResults {
         guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError.unreadableResults(path: path) }
         do { return try JSONDecoder().decode(PasskeyResults.self, from: data) } catch {
-            throw EvaluationError.notEvaluationResults(path: path, detail: error.localizedDescription)
+            throw EvaluationError.notEvaluationResults(path: path, detail: SystemMessage.of(error))
         }
     }
 

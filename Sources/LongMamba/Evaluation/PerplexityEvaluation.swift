@@ -34,12 +34,15 @@ public struct PerplexityResults: Sendable, Codable {
     public var text: String
     public var theta: Double?
     public var table: String?
+    /// Content hash of the table applied (nil: vanilla only, or results of an older tool).
+    public var tableContentHash: String?
     public var filterFromLength: Int?
     public var points: [PerplexityPoint]
 
-    public init(model: String, modelFingerprint: String, text: String, theta: Double?, table: String?, filterFromLength: Int?, points: [PerplexityPoint]) {
+    public init(model: String, modelFingerprint: String, text: String, theta: Double?, table: String?, tableContentHash: String? = nil,
+                filterFromLength: Int?, points: [PerplexityPoint]) {
         self.model = model; self.modelFingerprint = modelFingerprint; self.text = text; self.theta = theta
-        self.table = table; self.filterFromLength = filterFromLength; self.points = points
+        self.table = table; self.tableContentHash = tableContentHash; self.filterFromLength = filterFromLength; self.points = points
     }
 
     public static func load(_ path: String) throws -> PerplexityResults {
@@ -47,7 +50,7 @@ public struct PerplexityResults: Sendable, Codable {
             throw EvaluationError.unreadableResults(path: path)
         }
         do { return try JSONDecoder().decode(PerplexityResults.self, from: data) } catch {
-            throw EvaluationError.notEvaluationResults(path: path, detail: error.localizedDescription)
+            throw EvaluationError.notEvaluationResults(path: path, detail: SystemMessage.of(error))
         }
     }
 

@@ -6,6 +6,9 @@ import Foundation
 /// Where LongMamba thresholds come from: a table in the store or an exported safetensors table.
 public protocol ThresholdTableSource {
     var modelFingerprint: String? { get }
+    /// The stored table's content hash (an export carries it as `content_hash`): what the
+    /// results of an evaluation name, so the report can check they belong to its table.
+    var contentHash: String? { get }
     var trainingLength: Int { get }
     var lengths: [Int] { get }
     /// Thresholds at the tabulated length nearest `length` (the lookup's rounding rule) and the
@@ -22,6 +25,7 @@ public struct StoredTableSource: ThresholdTableSource {
         self.store = store; self.table = table; info = try store.table(table)
     }
     public var modelFingerprint: String? { info.modelFingerprint }
+    public var contentHash: String? { info.contentHash }
     public var trainingLength: Int { info.parameters.trainingLength }
     public var lengths: [Int] { info.lengths }
     public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
@@ -46,6 +50,7 @@ public struct ExportedTableSource: ThresholdTableSource {
         layerCount = n
     }
     public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
+    public var contentHash: String? { file.metadata["content_hash"] }
     public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
     public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
         guard let index = LengthRounding.nearestIndex(of: length, in: lengths) else {

@@ -24,8 +24,9 @@ public struct TuneOptions: Sendable {
     public var thetas: [Double]
     public var clampFractions: [Double]
     public var aggregations: [Aggregation]
-    public var interval = 1000
-    public var maxLength = 256_000
+    /// Grid of tables solved for the tune; nil: the grid the run was calibrated with.
+    public var interval: Int?
+    public var maxLength: Int?
     public var lengths: [Int]
     public var task: TuneTask
     public var filterFrom: Int?
@@ -110,10 +111,11 @@ public struct TuneJob {
         var result = TuneResult(metric: o.task.metric, higherIsBetter: o.task.higherIsBetter, lengths: o.lengths, ranked: [])
 
         // Tables: reused when the run has them, solved from the stored recordings otherwise.
-        let grid = o.clampFractions.flatMap { p in o.aggregations.map {
-            SolverParameters(clampFraction: p, aggregation: $0, interval: o.interval, maxLength: o.maxLength, trainingLength: run.sampleLength)
+        let service = TableService(store: store)
+        let grid = try o.clampFractions.flatMap { p in try o.aggregations.map {
+            try service.parameters(run: o.runID, clampFraction: p, aggregation: $0, interval: o.interval, maxLength: o.maxLength)
         } }
-        let tables = try TableService(store: store).tables(run: o.runID, for: grid) { event in
+        let tables = try service.tables(run: o.runID, for: grid) { event in
             if case .solving(let p, let a) = event { progress("solving p = \(p), aggregate \(a.rawValue) from the stored recordings") }
             if case .solved = event { result.tablesSolved += 1 }
         }
@@ -216,5 +218,39 @@ private struct Evaluator {
             let mean = accuracies.reduce(0, +) / Double(accuracies.count)
             return (mean, "{\"depths\":\(depths),\"accuracy_by_depth\":\(accuracies),\"trials\":\(trials)}")
         }
+    }
+}
+
+/// What a finished `tune` chose for one table, read back from the stored evaluations.
+public struct TunedTheta: Sendable, Equatable {
+    public var theta: Double
+    public var task: String
+    public var lengths: [Int]
+    public var score: Double
+
+    /// The θ with the best score for `table` in the newest stored evaluation (task, text and
+    /// options) that measured it at every one of its lengths; nil when `tune` never evaluated it.
+    public static func best(store: CalibrationStore, table: Int64) throws -> TunedTheta? {
+        let rows = try store.evaluations()
+        let mine = rows.filter { $0.tableID == table && $0.theta != nil }
+        // The newest evaluation first (rows come back in insertion order).
+        var keys: [String] = []
+        for r in mine.reversed() where !keys.contains(r.evaluationKey) { keys.append(r.evaluationKey) }
+        for key in keys {
+            let points = mine.filter { $0.evaluationKey == key }
+            let lengths = Array(Set(rows.filter { $0.evaluationKey == key }.map(\.length))).sorted()
+            let higher = points[0].metric == "accuracy"
+            var best: TunedTheta?
+            for theta in Array(Set(points.compactMap(\.theta))).sorted() {
+                let values = lengths.compactMap { S in points.first { $0.theta == theta && $0.length == S }?.value }
+                guard values.count == lengths.count else { continue }
+                let score = TuneRow.score(values, higherIsBetter: higher)
+                if best == nil || (higher ? score > best!.score : score < best!.score) {
+                    best = TunedTheta(theta: theta, task: points[0].task, lengths: lengths, score: score)
+                }
+            }
+            if let best { return best }
+        }
+        return nil
     }
 }

@@ -83,7 +83,7 @@ public enum TableExport {
             w.add("layer.\(l.layer).cumulative_decay", shape: [l.channels], floats: l.cumulativeDecay)
             w.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)
         }
-        do { try w.write(to: path) } catch { throw ExportError.cannotWrite(path: path, reason: error.localizedDescription) }
+        do { try w.write(to: path) } catch { throw ExportError.cannotWrite(path: path, reason: SystemMessage.of(error)) }
     }
 
     /// Floats as their shortest round-tripping decimal (Swift's Float description).
@@ -120,7 +120,7 @@ public enum TableExport {
         }
         s += "]}\n"
         do { try Data(s.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw ExportError.cannotWrite(path: path, reason: error.localizedDescription)
+            throw ExportError.cannotWrite(path: path, reason: SystemMessage.of(error))
         }
     }
 
@@ -145,7 +145,7 @@ public enum TableExport {
         let fm = FileManager.default
         for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] {
             do { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) } catch {
-                throw ExportError.cannotCreateDirectory(path: "\(dir)/\(sub)", reason: error.localizedDescription)
+                throw ExportError.cannotCreateDirectory(path: "\(dir)/\(sub)", reason: SystemMessage.of(error))
             }
         }
         for l in layers {
@@ -165,7 +165,7 @@ public enum TableExport {
         let description = "{\"format\":\"longmamba-artifacts\",\"metadata\":" + metadataJSON(metadata)
             + ",\"inference_rules\":" + metadataJSON(artifactRules(trainingLength: trainingLength)) + "}\n"
         do { try Data(description.utf8).write(to: URL(fileURLWithPath: "\(dir)/longmamba-table.json"), options: .atomic) } catch {
-            throw ExportError.cannotWrite(path: "\(dir)/longmamba-table.json", reason: error.localizedDescription)
+            throw ExportError.cannotWrite(path: "\(dir)/longmamba-table.json", reason: SystemMessage.of(error))
         }
     }
 }

@@ -104,7 +104,7 @@ public enum TorchSave {
         do {
             try bytes.write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw TorchSaveError.cannotWrite(path: path, bytes: bytes.count, reason: error.localizedDescription)
+            throw TorchSaveError.cannotWrite(path: path, bytes: bytes.count, reason: SystemMessage.of(error))
         }
     }
 

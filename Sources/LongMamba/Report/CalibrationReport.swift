@@ -44,24 +44,29 @@ public enum CalibrationReport {
         return chart
     }
 
-    public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta,
+    /// `thetaNote`: where θ came from, printed beside it (e.g. "chosen by tune"). Evaluation
+    /// results drawn here must have been checked with `check(_:path:table:theta:)`.
+    public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta, thetaNote: String? = nil,
                             perplexity: PerplexityCurve? = nil, passkey: PasskeyResults? = nil) throws -> String {
+        guard theta > 0 else { throw ReportError.nonPositiveTheta(theta) }
         let info = try store.table(id)
         let metadata = try store.tableMetadata(id)
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
         let p = info.parameters
         var body = "<h1>LongMamba calibration — table \(id)</h1>\n"
-        body += "<p class=\"sub\">\(esc(info.architecture)) · model \(esc(String(info.modelFingerprint.prefix(16)))) · p = \(p.clampFraction) · aggregate \(p.aggregation.rawValue) · L = \(p.trainingLength) · θ = \(theta) · \(info.lengths.count) lengths up to \(info.lengths.last ?? 0)</p>\n"
+        body += "<p class=\"sub\">\(esc(info.architecture)) · model \(esc(String(info.modelFingerprint.prefix(16)))) · p = \(p.clampFraction) · aggregate \(p.aggregation.rawValue) · L = \(p.trainingLength) · θ = \(theta)\(thetaNote.map { " (\(esc($0)))" } ?? "") · \(info.lengths.count) lengths up to \(info.lengths.last ?? 0)</p>\n"
 
         // Channel classification.
-        let globalCounts = layers.map { l in l.cumulativeDecay.filter { Double($0) > theta }.count }
+        // The one global-channel rule (a_c > θ in float32), as lookup and the runner apply it.
+        let globalMasks = layers.map { GlobalChannels.mask(cumulativeDecay: $0.cumulativeDecay, theta: theta) }
+        let globalCounts = globalMasks.map { $0.lazy.filter { $0 }.count }
         body += "<h2>Channels by cumulative decay</h2>\n<p>Cumulative decay a<sub>c</sub> = exp(A·D<sub>c</sub>) at the training length, one point per channel (log scale). Channels above θ = \(theta) (dashed) are <b>global</b> and get filtered at long lengths; the others are local and untouched. Global channels per layer: \(globalCounts.map(String.init).joined(separator: " ")) (of \(layers.first?.channels ?? 0)).</p>\n<div class=\"grid\">\n"
         for l in layers {
             var chart = SVGChart(title: "layer \(l.layer): \(globalCounts[l.layer]) global", xLabel: "channel", yLabel: "a (log)")
             chart.width = 300; chart.height = 190; chart.yScale = .log10; chart.showLegend = false
             let floorValue = 1e-30
-            let global = l.cumulativeDecay.enumerated().filter { Double($0.element) > theta }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
-            let local = l.cumulativeDecay.enumerated().filter { Double($0.element) <= theta }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
+            let global = l.cumulativeDecay.enumerated().filter { globalMasks[l.layer][$0.offset] }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
+            let local = l.cumulativeDecay.enumerated().filter { !globalMasks[l.layer][$0.offset] }.map { (x: Double($0.offset), y: max(Double($0.element), floorValue)) }
             chart.series = [SVGChart.Series(name: "local", points: local, color: "#999999", drawLine: false, drawPoints: true),
                             SVGChart.Series(name: "global", points: global, color: "#d62728", drawLine: false, drawPoints: true)]
             chart.referenceLines = [(y: theta, label: "θ", color: "#d62728")]
@@ -72,8 +77,8 @@ public enum CalibrationReport {
         // A layer with global channels, and a few global and local channels of it.
         let focusLayer = layers.max { globalCounts[$0.layer] < globalCounts[$1.layer] } ?? layers[0]
         let order = focusLayer.cumulativeDecay.indices.sorted { focusLayer.cumulativeDecay[$0] > focusLayer.cumulativeDecay[$1] }
-        let globals = Array(order.filter { Double(focusLayer.cumulativeDecay[$0]) > theta }.prefix(3))
-        let locals = Array(order.filter { Double(focusLayer.cumulativeDecay[$0]) <= theta }.prefix(3))
+        let globals = Array(order.filter { globalMasks[focusLayer.layer][$0] }.prefix(3))
+        let locals = Array(order.filter { !globalMasks[focusLayer.layer][$0] }.prefix(3))
         let picked = globals.map { ($0, "global") } + locals.map { ($0, "local") }
         func name(_ c: Int, _ kind: String) -> String { String(format: "ch %d (%@, a=%.3g)", c, kind, focusLayer.cumulativeDecay[c]) }
 
@@ -104,12 +109,12 @@ public enum CalibrationReport {
         body += "</div>\n"
 
         if let perplexity {
-            body += "<h2>Perplexity against length</h2>\n"
-            let chart = perplexityChart(perplexity)
+            body += "<h2>Perplexity against length (table \(id), θ = \(theta))</h2>\n"
+            let chart = perplexityChart(perplexity, theta: theta)
             body += chart.svg() + "\n"
         }
         if let passkey {
-            body += "<h2>Passkey retrieval</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
+            body += "<h2>Passkey retrieval (table \(id), θ = \(theta))</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
         }
         let grids = try TuneHeatmap.svgs(store: store, run: info.runID)
         if !grids.isEmpty {

@@ -207,6 +207,21 @@ extension CalibrationStore {
         try read { db in try CalibrationRunInfo.filter(Column("calibration_key") == calibrationKey).fetchOne(db) }
     }
 
+    /// The table grid (interval, longest length) a run was calibrated with: the one `calibrate`
+    /// stored in the run's recording metadata (`table_interval`, `table_max_length`), else, for
+    /// runs of older tools, that of the run's first LongMamba table; nil when neither exists.
+    /// `tune`, `merge`, `solve` and `sweep` default to it.
+    public func calibratedGrid(run id: Int64) throws -> (interval: Int, maxLength: Int)? {
+        let info = try run(id)
+        if let object = try? JSONSerialization.jsonObject(with: Data(info.recordingMetadataJSON.utf8)) as? [String: Any],
+           let interval = (object["table_interval"] as? NSNumber)?.intValue, let maxLength = (object["table_max_length"] as? NSNumber)?.intValue,
+           interval > 0, maxLength >= interval {
+            return (interval, maxLength)
+        }
+        let first = try tables().first { $0.runID == id && $0.method == CalibrationStore.longMambaMethod }
+        return first.map { ($0.parameters.interval, $0.parameters.maxLength) }
+    }
+
     /// Every run, oldest first.
     public func runs() throws -> [CalibrationRunInfo] {
         try read { db in try CalibrationRunInfo.order(Column("id")).fetchAll(db) }

@@ -193,8 +193,10 @@ public struct EncodedLayer: Sendable {
 enum JSONText {
     static func array(_ v: [Int]) -> String { "[" + v.map(String.init).joined(separator: ",") + "]" }
     static func intArray(_ s: String) -> [Int]? { try? JSONDecoder().decode([Int].self, from: Data(s.utf8)) }
-    static func canonical(_ dict: [String: String]) -> String {
-        (try? String(data: JSONSerialization.data(withJSONObject: dict, options: [.sortedKeys, .withoutEscapingSlashes]), encoding: .utf8)) ?? "{}"
+    static func canonical(_ dict: [String: String]) -> String { canonical(object: dict) }
+    /// Sorted keys, unescaped slashes; values may be numbers and nested objects.
+    static func canonical(object: [String: Any]) -> String {
+        (try? String(data: JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), encoding: .utf8)) ?? "{}"
     }
 }
 
