@@ -19,8 +19,9 @@ struct BenchCommand: ParsableCommand {
     var checkpointDirectory: String?
     @Option(name: .customLong("resident-weights"), help: "Keep every layer's f32 weights after the warm-up: auto (when they take ≤ 4 GiB), always or never (half-precision weights are then converted on every pass, as a big model's are).")
     var residentWeights: ResidentWeights = .auto
-    @Option(help: "Prefill length.")
-    var tokens: Int = 2048
+    @Option(name: [.customLong("length"), .customLong("tokens")], help: "Prefill length in tokens, k = ×1000 (--tokens: the old spelling).")
+    var length: TokenCount = TokenCount(2048)
+    var tokens: Int { length.value }
     @Option(help: "Timed repetitions (best is reported).")
     var repeats: Int = 3
     @Flag(inversion: .prefixedNo, help: "Also time calibrate's recording (forward + sort + encode of Δ), inline and pipelined, against the prefill.")

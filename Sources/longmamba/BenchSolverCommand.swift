@@ -11,9 +11,12 @@ struct BenchSolverCommand: ParsableCommand {
     @Option(help: "Layers.") var layers: Int = 48
     @Option(help: "Channels per layer (Mamba-1-1.4B: d_inner = 4096).") var channels: Int = 4096
     @Option(help: "Samples K.") var samples: Int = 5
-    @Option(help: "Tokens per sample L.") var tokens: Int = 2048
-    @Option(help: "Tabulation interval.") var interval: Int = 1000
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length.") var maxLength: Int = 256_000
+    @Option(name: [.customLong("length"), .customLong("tokens")], help: "Tokens per sample L, k = ×1000 (--tokens: the old spelling).") var lengthOption: TokenCount = TokenCount(2048)
+    @Option(name: .customLong("interval"), help: "Tabulation interval, k = ×1000.") var intervalOption: TokenCount = TokenCount(1000)
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length, k = ×1000.") var maxLengthOption: TokenCount = TokenCount(256_000)
+    var tokens: Int { lengthOption.value }
+    var interval: Int { intervalOption.value }
+    var maxLength: Int { maxLengthOption.value }
     @Option(help: "Clamp fraction p.") var clamp: Double = 0.2
     @Option(name: .customLong("naive-channels"), help: "Channels of layer 0 also solved with the naive method.") var naiveChannels: Int = 4
     @Flag(help: "Also time the path users take: encode the samples as calibrate stores them (sketch), write a store, and solve the stored run (decode + solve + save).")

@@ -24,8 +24,8 @@ struct CalibrateCommand: ParsableCommand {
     var db: String
     @Option(help: "Number of sequences K.")
     var samples: Int = 5
-    @Option(help: "Tokens per sequence L (default: the model's training length: training_length or max_position_embeddings in config.json, 2048 for state-spaces checkpoints, 4096 for Zamba2).")
-    var length: Int?
+    @Option(help: "Tokens per sequence L, k = ×1000 (default: the model's training length: training_length or max_position_embeddings in config.json, 2048 for state-spaces checkpoints, 4096 for Zamba2).")
+    var length: TokenCount?
     @Option(help: "Sampling seed.")
     var seed: UInt64 = 0
     @OptionGroup var table: TableOptions
@@ -50,12 +50,12 @@ struct CalibrateCommand: ParsableCommand {
         BLASThreads.set(threads)
         var options = CalibrationOptions(modelDirectory: model, corpusPaths: corpus, databasePath: db)
         options.sampleCount = samples
-        options.length = length
+        options.length = length?.value
         options.seed = seed
-        options.clampFractions = table.clamps
-        options.aggregations = table.aggregations
-        options.interval = table.interval ?? TableService.defaultGrid.interval
-        options.maxLength = table.maxLength ?? TableService.defaultGrid.maxLength
+        options.clampFractions = try table.clamps
+        options.aggregations = try table.aggregations
+        options.interval = table.interval?.value ?? TableService.defaultGrid.interval
+        options.maxLength = table.maxLength?.value ?? TableService.defaultGrid.maxLength
         options.tokenizerPath = tokenizer
         options.subsets = subsets
         guard let mode = Packing(rawValue: packing) else { throw ValidationError("--packing must be document or packed, not '\(packing)'") }
@@ -149,16 +149,19 @@ final class ProgressDisplay {
 
 /// The tables to solve once a calibration is complete (shared by `calibrate` and `merge`).
 struct TableOptions: ParsableArguments {
-    @Option(name: .customLong("clamp"), help: "Clamp fraction p (repeatable; default 0.05 for Mamba-2 and Zamba2, 0.2 for Mamba-1).")
-    var clamps: [Double] = []
-    @Option(name: .customLong("aggregate"), help: "max or mean (repeatable; default max).")
-    var aggregates: [Aggregation] = []
-    @Option(help: "Table interval in tokens (calibrate: default 1000; merge: default the grid the shards were started with).")
-    var interval: Int?
-    @Option(help: "Longest tabulated length (calibrate: default 256000; merge: default the grid the shards were started with).")
-    var maxLength: Int?
+    @Option(name: .customLong("clamp"), help: "Clamp fractions p (repeat or comma-separate; default 0.05 for Mamba-2 and Zamba2, 0.2 for Mamba-1).")
+    var clampValues: [String] = []
+    @Option(name: .customLong("aggregate"), help: "max or mean (repeat or comma-separate; default max).")
+    var aggregateValues: [String] = []
+    @Option(help: "Table interval in tokens, k = ×1000 (calibrate: default 1000; merge: default the grid the shards were started with).")
+    var interval: TokenCount?
+    @Option(help: "Longest tabulated length, k = ×1000 (calibrate: default 256k; merge: default the grid the shards were started with).")
+    var maxLength: TokenCount?
 
-    var aggregations: [Aggregation] { aggregates.isEmpty ? [.max] : aggregates }
+    var clamps: [Double] { get throws { clampValues.isEmpty ? [] : try listValues(clampValues, name: "clamp") { Double($0) } } }
+    var aggregations: [Aggregation] {
+        get throws { aggregateValues.isEmpty ? [.max] : try listValues(aggregateValues, name: "aggregate") { Aggregation(rawValue: $0) } }
+    }
 }
 
 /// `--resident-weights` of `calibrate` and `bench`.

@@ -27,14 +27,14 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "tokenizer.json (default: the model directory's).")
     var tokenizer: String?
     @OptionGroup var tableOptions: AppliedTableOptions
-    @Option(help: "Lengths, comma-separated; k = ×1000 (e.g. 2k,4k,8k or 256,512).")
-    var lengths: String
+    @Option(help: "Lengths (repeat or comma-separate; k = ×1000, e.g. 2k,4k,8k or 256,512).")
+    var lengths: [String] = []
     @Option(help: "Windows per length, evenly spaced over the text (1 = the first window).")
     var windows: Int = 1
     @Option(name: .customLong("by-position"), help: "Perplexity: also report buckets of N positions of each window.")
     var byPosition: Int?
-    @Option(help: "Passkey: needle depths in [0, 1], comma-separated.")
-    var depths: String = "0,0.25,0.5,0.75,1"
+    @Option(help: "Passkey: needle depths in [0, 1] (repeat or comma-separate).")
+    var depths: [String] = ["0,0.25,0.5,0.75,1"]
     @Option(help: "Passkey: trials (keys) per length and depth.")
     var trials: Int = 10
     @Option(help: "Passkey: seed of the keys.")
@@ -43,33 +43,28 @@ struct EvalCommand: ParsableCommand {
     var haystack: String?
     @Flag(help: "Use the table's largest length for longer windows instead of refusing.")
     var allowBeyondTable = false
-    @Option(help: "Write results as JSON.")
+    @Option(help: "Write results as JSON (- for standard output).")
     var json: String?
-    @Option(help: "Write results as CSV.")
+    @Option(help: "Write results as CSV (- for standard output).")
     var csv: String?
-    @Option(help: "Write the perplexity plot as SVG.")
+    @Option(help: "Write the plot as SVG: perplexity against length (or position), or the passkey heatmap.")
     var svg: String?
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
     @Option(help: "Tokens per forward chunk.")
     var chunk: Int = 1024
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    static func parseLengths(_ s: String) throws -> [Int] {
-        try s.split(separator: ",").map { part in
-            let p = part.trimmingCharacters(in: .whitespaces).lowercased()
-            let value = p.hasSuffix("k") ? Int(p.dropLast()).map { $0 * 1000 } : Int(p)
-            guard let value, value > 0 else { throw ValidationError("--lengths: '\(part)' is not a positive length (e.g. 2k or 2048)") }
-            return value
-        }
-    }
+    func validate() throws { try checkTheta(tableOptions.theta) }
 
     func run() throws {
         BLASThreads.set(threads)
         let input: EvaluationText? = tokens.map { .tokens(path: $0) } ?? text.map { .text(path: $0, tokenizer: tokenizer) }
-        var options = EvaluationOptions(modelDirectory: model, text: input, lengths: try Self.parseLengths(lengths))
+        var options = EvaluationOptions(modelDirectory: model, text: input, lengths: try lengthValues(lengths, name: "lengths"))
         options.table = try tableOptions.choice()
         options.theta = tableOptions.theta
-        options.filterFrom = tableOptions.filterFrom
+        options.filterFrom = tableOptions.filterFrom?.value
         options.force = tableOptions.force
         options.allowBeyondTable = allowBeyondTable
         options.windows = windows
@@ -79,17 +74,16 @@ struct EvalCommand: ParsableCommand {
         options.seed = seed
         options.haystack = haystack
         options.tokenizer = tokenizer
-        options.depths = try depths.split(separator: ",").map { part in
-            guard let d = Double(part.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--depths: '\(part)' is not a number") }
-            return d
-        }
+        options.depths = try listValues(depths, name: "depths") { Double($0) }
         let job = EvaluationJob(options: options)
-        let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+        let progress = ProgressLines(enabled: !quiet)
+        let log: (String) -> Void = { progress.line($0) }
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
         switch task {
         case .passkey:
             let results = try job.runPasskey(progress: log)
-            if results.haystackRepeated { log("note: the haystack text is shorter than some lengths; it was repeated to fill them") }
+            progress.finish()
+            if results.haystackRepeated { progress.note("note: the haystack text is shorter than some lengths; it was repeated to fill them") }
             print([cell("length", 8), cell("depth", 6), cell("trials", 7), cell("vanilla", 8), cell("LongMamba", 10), cell("kept", 7)].joined(separator: " "))
             for p in results.points {
                 print([cell(String(p.length), 8), cell(String(format: "%.2f", p.depth), 6), cell(String(p.trials), 7),
@@ -97,26 +91,27 @@ struct EvalCommand: ParsableCommand {
                        cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 7)].joined(separator: " "))
             }
             print(String(format: "%.2f prompts/s", results.promptsPerSecond))
-            if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
-            if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
-            if let svg { try Data(PasskeyHeatmap.svg(results).utf8).write(to: URL(fileURLWithPath: svg)) }
+            if let json { try writeOutput(results.json(), to: json) }
+            if let csv { try writeOutput(Data(results.csv.utf8), to: csv) }
+            if let svg { try writeOutput(Data(PasskeyHeatmap.svg(results).utf8), to: svg) }
         case .perplexity:
             let results = try job.run(progress: log)
+            progress.finish()
             print([cell("length", 8), cell("windows", 8), cell("vanilla ppl", 12), cell("LongMamba", 12), cell("table row", 10), cell("kept", 8)].joined(separator: " "))
             for p in results.points {
                 print([cell(String(p.length), 8), cell(String(p.windows), 8), cell(String(format: "%.3f", p.vanillaPerplexity), 12),
                        cell(p.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-", 12),
                        cell(p.tabulatedLength.map(String.init) ?? "-", 10), cell(p.keptShare.map { String(format: "%.3f", $0) } ?? "-", 8)].joined(separator: " "))
                 for b in p.byPosition ?? [] {
-                    print("    positions \(b.start)..<\(b.end): vanilla \(String(format: "%.3f", b.vanillaPerplexity)), LongMamba \(b.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-")")
+                    print("    positions \(b.start)–\(b.end - 1): vanilla \(String(format: "%.3f", b.vanillaPerplexity)), LongMamba \(b.longMambaPerplexity.map { String(format: "%.3f", $0) } ?? "-")")
                 }
             }
-            if let json { try results.json().write(to: URL(fileURLWithPath: json)) }
-            if let csv { try Data(results.csv.utf8).write(to: URL(fileURLWithPath: csv)) }
+            if let json { try writeOutput(results.json(), to: json) }
+            if let csv { try writeOutput(Data(results.csv.utf8), to: csv) }
             if let svg {
                 let chart = results.points.contains { $0.byPosition != nil } ? CalibrationReport.positionChart(results)
                     : CalibrationReport.perplexityChart(results.curve, theta: results.theta)
-                try Data(chart.svg().utf8).write(to: URL(fileURLWithPath: svg))
+                try writeOutput(Data(chart.svg().utf8), to: svg)
             }
         }
     }

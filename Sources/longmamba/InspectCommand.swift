@@ -7,7 +7,9 @@ struct InspectCommand: ParsableCommand {
 
     @Option(help: "SQLite database.") var db: String
     @Option(help: "Table id.") var table: Int64
-    @Option(help: "θ for the global-channel count.") var theta: Double = GlobalChannels.defaultTheta
+    @Option(help: "θ > 0 for the global-channel count.") var theta: Double = GlobalChannels.defaultTheta
+
+    func validate() throws { try checkTheta(theta) }
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)

@@ -10,12 +10,14 @@ struct LookupCommand: ParsableCommand {
 
     @Option(help: "SQLite database.") var db: String
     @Option(help: "Table id.") var table: Int64
-    @Option(help: "Sequence length S in tokens.") var length: Int
+    @Option(help: "Sequence length S in tokens (k = ×1000, e.g. 16k).") var length: TokenCount
     @Option(help: "Only this layer.") var layer: Int?
-    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.") var theta: Double = GlobalChannels.defaultTheta
+    @Option(help: "Channel threshold θ > 0: channels with cumulative decay a_c > θ are global.") var theta: Double = GlobalChannels.defaultTheta
+
+    func validate() throws { try checkTheta(theta) }
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
-        print(try TableLookup(store: store).lookup(table: table, length: length, layer: layer, theta: theta).json())
+        print(try TableLookup(store: store).lookup(table: table, length: length.value, layer: layer, theta: theta).json())
     }
 }

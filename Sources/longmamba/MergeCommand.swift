@@ -13,10 +13,12 @@ struct MergeCommand: ParsableCommand {
     @Argument(help: "Input databases (from `calibrate --shard i/n`).")
     var inputs: [String]
     @OptionGroup var table: TableOptions
+    @Flag(help: "No progress on stderr.") var quiet = false
 
     func run() throws {
-        let result = try CalibrationMerge.merge(inputs: inputs, into: db, clampFractions: table.clamps, aggregations: table.aggregations,
-                                                interval: table.interval, maxLength: table.maxLength)
+        let display = ProgressDisplay(enabled: !quiet)
+        let result = try CalibrationMerge.merge(inputs: inputs, into: db, clampFractions: try table.clamps, aggregations: try table.aggregations,
+                                                interval: table.interval?.value, maxLength: table.maxLength?.value, progress: display.show)
         FileHandle.standardError.write(Data("run \(result.runID) in \(db): \(result.samples)/\(result.sampleCount) samples\n".utf8))
         for id in result.tableIDs { print(id) }
     }

@@ -25,6 +25,8 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    func validate() throws { try checkTheta(tableOptions.theta) }
+
     func run() throws {
         BLASThreads.set(threads)
         let ids = try TokenFile.read(tokens)
@@ -36,7 +38,7 @@ struct RecordCommand: ParsableCommand {
         if let source {
             try source.table.checkModel(fingerprint: runner.checkpoint.fingerprint(), force: tableOptions.force)
             let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
-                                               filterFrom: tableOptions.filterFrom)
+                                               filterFrom: tableOptions.filterFrom?.value)
             filterRun = prefill.run
             metadata = prefill.metadata(tableName: source.name)
         }
@@ -70,10 +72,10 @@ struct AppliedTableOptions: ParsableArguments {
     var table: Int64?
     @Option(help: "Instead of --db/--table: a table exported with `export --format safetensors`.")
     var tableFile: String?
-    @Option(help: "Channel threshold θ: channels with cumulative decay a_c > θ are global.")
+    @Option(help: "Channel threshold θ > 0: channels with cumulative decay a_c > θ are global.")
     var theta: Double = GlobalChannels.defaultTheta
-    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × the table's training length).")
-    var filterFrom: Int?
+    @Option(help: "Filter only sequences of at least this many tokens (k = ×1000; default 1.5 × the table's training length).")
+    var filterFrom: TokenCount?
     @Flag(help: "Use a table made for another model (fingerprint mismatch).")
     var force = false
 

@@ -19,10 +19,10 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Path to tokenizer.json.")
     var tokenizer: String
 
-    @Option(help: "Tokens per sequence (L).")
-    var length: Int
+    @Option(help: "Tokens per sequence L (k = ×1000).")
+    var length: TokenCount
 
-    @Option(help: "Number of sequences (K).")
+    @Option(name: [.customLong("samples"), .customLong("count")], help: "Number of sequences K (--count: the old spelling).")
     var count: Int
 
     @Option(help: "Seed (unsigned 64-bit).")
@@ -62,7 +62,7 @@ struct SampleCommand: ParsableCommand {
         let files = try CorpusFile.expand(corpus)
         let tok = try BPETokenizer(contentsOf: tokenizer)
         let options = SamplerOptions(
-            count: count, length: length, seed: seed, packing: mode, subsets: subsets,
+            count: count, length: length.value, seed: seed, packing: mode, subsets: subsets,
             excludedSubsets: excludedSubsets, minDocumentTokens: minDocTokens, maxLineBytes: maxLineBytes,
             skipBadLines: skipBadLines, hashFiles: !noHash)
         let sampler = try CorpusSampler(files: files, tokenizer: tok, options: options)

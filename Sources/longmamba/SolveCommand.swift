@@ -5,16 +5,6 @@ import LongMamba
 extension Aggregation: ExpressibleByArgument {}
 extension ExportFormat: ExpressibleByArgument {}
 
-/// Parses "0.05,0.1,0.2"-style lists.
-func parseList<T>(_ text: String, name: String, _ parse: (String) -> T?) throws -> [T] {
-    let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-    guard !items.isEmpty else { throw ValidationError("--\(name) needs at least one value") }
-    return try items.map { item in
-        guard let v = parse(item) else { throw ValidationError("--\(name): '\(item)' is not a valid value") }
-        return v
-    }
-}
-
 /// Which stored form to use when importing recordings.
 enum RepresentationChoice: String, ExpressibleByArgument, CaseIterable {
     case auto, exact, sketch
@@ -35,12 +25,13 @@ struct SolveCommand: ParsableCommand {
     @Option(name: .customLong("run"), help: "Solve a stored calibration run instead of importing.") var runID: Int64?
     @Option(help: "Clamp fraction p in (0, 1]: Δ is capped at its floor(L·p)-th largest value.") var clamp: Double
     @Option(help: "Aggregation over samples: max or mean.") var aggregate: Aggregation
-    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid, else 1000).") var interval: Int?
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid, else 256000).") var maxLength: Int?
-    @Option(name: .customLong("training-length"), help: "Training length L (default: the recorded length).") var trainingLength: Int?
+    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid, else 1000).") var interval: TokenCount?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid, else 256000).") var maxLength: TokenCount?
+    @Option(name: .customLong("training-length"), help: "Training length L (default: the recorded length).") var trainingLength: TokenCount?
     @Option(help: "Stored form of imported recordings: auto, exact or sketch.") var representation: RepresentationChoice = .auto
     @Option(name: .customLong("sketch-bytes"), help: "Byte budget per channel and sample for the sketch.") var sketchBytes: Int = DeltaRepresentation.defaultSketchBytes
     @Flag(help: "Use the naive reference search (slow; same result).") var naive = false
+    @Flag(help: "No progress on stderr.") var quiet = false
 
     func validate() throws {
         if recordings.isEmpty == (runID == nil) { throw ValidationError("give either --recordings FILE... or --run ID") }
@@ -60,11 +51,11 @@ struct SolveCommand: ParsableCommand {
             FileHandle.standardError.write(Data("imported \(recordings.count) recordings as calibration run \(run)\n".utf8))
         }
         let service = TableService(store: store)
-        let parameters = try service.parameters(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval,
-                                                maxLength: maxLength, trainingLength: trainingLength)
+        let parameters = try service.parameters(run: run, clampFraction: clamp, aggregation: aggregate, interval: interval?.value,
+                                                maxLength: maxLength?.value, trainingLength: trainingLength?.value)
         // A table of this run with exactly these parameters is reused (a rerun, or one after a
         // kill, adds nothing); --naive always solves, as a check of the fast solver.
-        let display = ProgressDisplay(enabled: true)
+        let display = ProgressDisplay(enabled: !quiet)
         let id = naive ? try service.solve(run: run, parameters: parameters, method: .naive, progress: display.show)
             : try service.tables(run: run, for: [parameters]) { event in
                 if case .reused(let table) = event {

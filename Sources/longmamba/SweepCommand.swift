@@ -9,25 +9,26 @@ struct SweepCommand: ParsableCommand {
 
     @Option(help: "SQLite database.") var db: String
     @Option(name: .customLong("run"), help: "Calibration run id.") var runID: Int64
-    @Option(help: "Clamp fractions, comma-separated.") var clamp: String
-    @Option(help: "Aggregations, comma-separated (max, mean).") var aggregate: String = "max"
-    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid).") var interval: Int?
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid).") var maxLength: Int?
-    @Option(help: "θ values for global-channel counts, comma-separated.") var theta: String = "0.01,0.05,0.1"
-    @Option(name: .customLong("summary-lengths"), help: "Lengths at which to summarise thresholds.") var summaryLengths: String = "4000,16000,64000,256000"
+    @Option(help: "Clamp fractions p (repeat or comma-separate).") var clamp: [String] = []
+    @Option(help: "Aggregations: max, mean (repeat or comma-separate).") var aggregate: [String] = ["max"]
+    @Option(help: "Tabulate every this many tokens (default: the run's calibrated grid).") var interval: TokenCount?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (default: the run's calibrated grid).") var maxLength: TokenCount?
+    @Option(help: "θ values > 0 for global-channel counts (repeat or comma-separate).") var theta: [String] = ["0.01,0.05,0.1"]
+    @Option(name: .customLong("summary-lengths"), help: "Lengths at which to summarise thresholds (repeat or comma-separate; k = ×1000).") var summaryLengths: [String] = ["4k,16k,64k,256k"]
+    @Flag(help: "No progress on stderr.") var quiet = false
 
     func run() throws {
-        let ps = try parseList(clamp, name: "clamp") { Double($0) }
-        let aggs = try parseList(aggregate, name: "aggregate") { Aggregation(rawValue: $0) }
-        let thetas = try parseList(theta, name: "theta") { Double($0) }
-        let lengths = try parseList(summaryLengths, name: "summary-lengths") { Int($0) }
+        let ps = try listValues(clamp, name: "clamp") { Double($0) }
+        let aggs = try listValues(aggregate, name: "aggregate") { Aggregation(rawValue: $0) }
+        let thetas = try thetaValues(theta)
+        let lengths = try lengthValues(summaryLengths, name: "summary-lengths")
         let store = try CalibrationStore(path: db)
         let service = TableService(store: store)
         var rows: [[String]] = []
         // Tables already solved with the same parameters are reused, so a rerun (or one after a
         // kill) only solves what is missing.
-        let grid = try ps.flatMap { p in try aggs.map { try service.parameters(run: runID, clampFraction: p, aggregation: $0, interval: interval, maxLength: maxLength) } }
-        let display = ProgressDisplay(enabled: true)
+        let grid = try ps.flatMap { p in try aggs.map { try service.parameters(run: runID, clampFraction: p, aggregation: $0, interval: interval?.value, maxLength: maxLength?.value) } }
+        let display = ProgressDisplay(enabled: !quiet)
         let ids = try service.tables(run: runID, for: grid) { event in
             if case .solvedLayer = event { display.show(event) }
         }

@@ -16,25 +16,26 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "SQLite database.") var db: String
     @Option(name: .customLong("run"), help: "Calibration run id.") var runID: Int64
     @Option(help: "Model directory.") var model: String
-    @Option(help: "θ values, comma-separated.") var theta: String = "0.01,0.05,0.1,0.3"
-    @Option(help: "Clamp fractions p, comma-separated.") var clamp: String = "0.05,0.1,0.2"
-    @Option(help: "Aggregations, comma-separated (max, mean).") var aggregate: String = "max"
-    @Option(help: "Tabulate every this many tokens (for solved tables; default: the run's calibrated grid).") var interval: Int?
-    @Option(name: .customLong("max-length"), help: "Longest tabulated length (for solved tables; default: the run's calibrated grid).") var maxLength: Int?
+    @Option(help: "θ values > 0 (repeat or comma-separate).") var theta: [String] = ["0.01,0.05,0.1,0.3"]
+    @Option(help: "Clamp fractions p (repeat or comma-separate).") var clamp: [String] = ["0.05,0.1,0.2"]
+    @Option(help: "Aggregations: max, mean (repeat or comma-separate).") var aggregate: [String] = ["max"]
+    @Option(help: "Tabulate every this many tokens (for solved tables; default: the run's calibrated grid).") var interval: TokenCount?
+    @Option(name: .customLong("max-length"), help: "Longest tabulated length (for solved tables; default: the run's calibrated grid).") var maxLength: TokenCount?
     @Option(help: "perplexity or passkey.") var task: EvalCommand.Task = .perplexity
     @Option(help: "Perplexity: text file.") var text: String?
     @Option(help: "Perplexity: instead of --text, whitespace-separated token ids.") var tokens: String?
     @Option(help: "Perplexity: windows per length.") var windows: Int = 1
-    @Option(help: "Passkey: needle depths, comma-separated.") var depths: String = "0,0.5,1"
-    @Option(help: "Passkey: trials per length and depth.") var trials: Int = 5
+    @Option(help: "Passkey: needle depths in [0, 1] (repeat or comma-separate; as eval).") var depths: [String] = ["0,0.25,0.5,0.75,1"]
+    @Option(help: "Passkey: trials per length and depth (as eval).") var trials: Int = 10
     @Option(help: "Passkey: seed of the keys.") var seed: UInt64 = 0
     @Option(help: "Passkey: haystack text file instead of the filler.") var haystack: String?
-    @Option(help: "Lengths, comma-separated; k = ×1000.") var lengths: String
-    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × L).") var filterFrom: Int?
+    @Option(help: "Lengths (repeat or comma-separate; k = ×1000, e.g. 2k,4k).") var lengths: [String] = []
+    @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × L).") var filterFrom: TokenCount?
     @Option(help: "tokenizer.json (default: the model directory's).") var tokenizer: String?
     @Flag(help: "Print only the winner: table id and θ.") var best = false
     @Flag(help: "Use a run calibrated on another model (fingerprint mismatch).") var force = false
     @Option(help: "Threads for matrix products and the scan.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "No progress on stderr.") var quiet = false
 
     func run() throws {
         BLASThreads.set(threads)
@@ -45,19 +46,20 @@ struct TuneCommand: ParsableCommand {
             guard let input else { throw ValidationError("--task perplexity needs --text FILE or --tokens FILE") }
             tuneTask = .perplexity(text: input, windows: windows)
         case .passkey:
-            tuneTask = .passkey(depths: try parseList(depths, name: "depths") { Double($0) }, trials: trials, seed: seed, haystack: haystack)
+            tuneTask = .passkey(depths: try listValues(depths, name: "depths") { Double($0) }, trials: trials, seed: seed, haystack: haystack)
         }
         var options = TuneOptions(databasePath: db, runID: runID, modelDirectory: model,
-                                  thetas: try parseList(theta, name: "theta") { Double($0) },
-                                  clampFractions: try parseList(clamp, name: "clamp") { Double($0) },
-                                  aggregations: try parseList(aggregate, name: "aggregate") { Aggregation(rawValue: $0) },
-                                  lengths: try EvalCommand.parseLengths(lengths), task: tuneTask)
-        options.interval = interval
-        options.maxLength = maxLength
-        options.filterFrom = filterFrom
+                                  thetas: try thetaValues(theta),
+                                  clampFractions: try listValues(clamp, name: "clamp") { Double($0) },
+                                  aggregations: try listValues(aggregate, name: "aggregate") { Aggregation(rawValue: $0) },
+                                  lengths: try lengthValues(lengths, name: "lengths"), task: tuneTask)
+        options.interval = interval?.value
+        options.maxLength = maxLength?.value
+        options.filterFrom = filterFrom?.value
         options.tokenizer = tokenizer
         options.force = force
-        let result = try TuneJob(options: options).run { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+        let progress = ProgressLines(enabled: !quiet)
+        let result = try TuneJob(options: options).run { progress.line($0) }
         if best {
             guard let winner = result.best, let table = winner.table, let th = winner.theta else { return }
             print("\(table) \(th)")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMamba
+import LongMambaKernels
 
 @Suite struct ExportTests {
     func solvedStore(interval: Int = 1000) throws -> (CalibrationStore, Int64, String) {
@@ -31,8 +32,8 @@ import Testing
         #expect(Set(f.tensors.map(\.name)) == names)
         #expect(f.metadata["content_hash"] == (try store.table(id).contentHash))
         #expect(f.metadata["clamp_fraction"] == "0.1" && f.metadata["aggregation"] == "max" && f.metadata["method"] == "longmamba")
-        let all = try JSONSerialization.jsonObject(with: Data((f.metadata["longmamba_table"] ?? "").utf8)) as? [String: String]
-        #expect(all?["model_fingerprint"] == "synthetic-mamba2-2x5")
+        let all = try JSONSerialization.jsonObject(with: Data((f.metadata["longmamba_table"] ?? "").utf8)) as? [String: Any]
+        #expect(all?["model_fingerprint"] as? String == "synthetic-mamba2-2x5")
     }
 
     @Test func jsonExportRoundTripsEveryFloatExactly() throws {
@@ -47,7 +48,12 @@ import Testing
             #expect(thresholds == l.deltaThreshold)
             #expect((layer["cumulative_decay"] as? [Double] ?? []).map { Float($0) } == l.cumulativeDecay)
         }
-        #expect((root?["metadata"] as? [String: String])?["content_hash"] == (try store.table(id).contentHash))
+        // Metadata typed: numbers as numbers, JSON documents as objects, strings as strings.
+        let metadata = root?["metadata"] as? [String: Any]
+        #expect(metadata?["content_hash"] as? String == (try store.table(id).contentHash))
+        #expect((metadata?["clamp_fraction"] as? NSNumber)?.doubleValue == 0.1 && (metadata?["training_length"] as? NSNumber)?.intValue == 300)
+        #expect((metadata?["parameters"] as? [String: Any])?["aggregation"] as? String == "max")
+        #expect(metadata?["aggregation"] as? String == "max")
     }
 
     @Test func artifactExportWritesTheAuthorsLayoutAsTorchZipFiles() throws {
@@ -56,7 +62,7 @@ import Testing
         try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: out)
         // The export states the table and the rules the authors' code will apply to it.
         let described = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/longmamba-table.json"))) as? [String: Any]
-        #expect((described?["metadata"] as? [String: String])?["content_hash"] == (try store.table(id).contentHash))
+        #expect((described?["metadata"] as? [String: Any])?["content_hash"] as? String == (try store.table(id).contentHash))
         let rules = described?["inference_rules"] as? [String: String]
         #expect(rules?["filter_start"]?.contains("int(S / 1000) > 2") == true)
         #expect(rules?["row_choice"]?.contains("halfway takes the shorter") == true)
@@ -82,5 +88,71 @@ import Testing
         #expect(error?.path == "\(dir)/a")
         #expect(error?.description.hasPrefix("\(dir)/a: length 500 is not a whole number of thousands;") == true, "\(String(describing: error))")
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/a"))
+    }
+}
+
+/// Thresholds in raw-dt space keep exactly the (token, channel) pairs the Δ filter keeps.
+@Suite struct RawDeltaThresholdTests {
+    /// Δ as the runner computes it, and the two filters' decisions, over raw values.
+    func agree(tau: [Float], bias: [Float], limit: (lower: Float, upper: Float)?, raw: [Float], r: [Float]) -> Int {
+        let C = bias.count, T = tau.count / C
+        var disagreements = 0
+        for x in raw {
+            let row = [Float](repeating: x, count: T * C)
+            let delta = row.withUnsafeBufferPointer { softplusDelta($0.baseAddress!, rows: T, channels: C, stride: C, bias: bias, limit: limit) }
+            for i in 0..<(T * C) where (delta[i] > tau[i]) != (x > r[i]) { disagreements += 1 }
+        }
+        return disagreements
+    }
+
+    @Test func filteringRawDtKeepsTheSamePairsAsFilteringDelta() throws {
+        var generator = SplitMix64(seed: 7)
+        func uniform() -> Double { Double(generator.next() >> 11) / Double(1 << 53) }
+        let (T, C) = (6, 16)
+        let bias = (0..<C).map { _ in Float(uniform() * 8 - 6) }
+        // τ over the range thresholds take, 0 (rows up to L) and a value above the clamp.
+        var tau = (0..<(T * C)).map { _ in Float(Foundation.exp(uniform() * 10 - 8)) }
+        for c in 0..<C { tau[c] = 0 }
+        tau[T * C - 1] = 200
+        for limit in [nil, (lower: Float(0.001), upper: Float(100))] as [(lower: Float, upper: Float)?] {
+            let r = RawDeltaThresholds.convert(thresholds: tau, bias: bias, limit: limit)
+            #expect(r.count == T * C)
+            // Random raw values, and every boundary with its neighbours an ulp either side.
+            var raw = (0..<400).map { _ in Float(uniform() * 40 - 25) }
+            for v in r where v.isFinite { raw += [v, v.nextUp, v.nextDown, v.nextUp.nextUp] }
+            #expect(agree(tau: tau, bias: bias, limit: limit, raw: raw, r: r) == 0)
+            // τ = 0 rows keep every token; τ above the clamp keeps none.
+            #expect(r[0..<C].allSatisfy { $0 == -.infinity })
+            if limit != nil { #expect(r[T * C - 1] == .infinity) }
+        }
+        // Without a clamp, r is softplus⁻¹(τ) − b up to a few ulp.
+        let r = RawDeltaThresholds.convert(thresholds: tau, bias: bias, limit: nil)
+        for i in C..<(T * C - 1) {
+            let analytic = Double(tau[i]) + Foundation.log(-Foundation.expm1(-Double(tau[i]))) - Double(bias[i % C])
+            #expect(abs(Double(r[i]) - analytic) <= 1e-5 * max(1, abs(analytic)), "\(i): \(r[i]) vs \(analytic)")
+        }
+    }
+
+    @Test func exportsCarryRawThresholdsOfTheTablesModel() throws {
+        let db = CalibrationFixture.database()
+        let table = try CalibrationJob(options: CalibrationFixture.options(db: db)).run().tableIDs[0]
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let raw = try RawDeltaThresholds(store: store, table: table, modelDirectory: CalibrationFixture.model)
+        let checkpoint = try ModelCheckpoint(directory: CalibrationFixture.model)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lm-raw-\(UUID().uuidString).safetensors").path
+        try TableExport.export(store: store, table: table, format: .safetensors, to: out, theta: 0.05, rawDeltaThresholds: raw)
+        let f = try SafetensorsFile(path: out)
+        #expect(f.metadata["raw_dt_threshold"] == RawDeltaThresholds.rule)
+        for i in 0..<raw.layers.count {
+            let l = try store.tableLayer(table: table, layer: i)
+            let bias = try checkpoint.floats("backbone.layers.\(i).mixer.dt_bias")
+            #expect(try f.floats("layer.\(i).raw_dt_threshold") == raw.layers[i])
+            #expect(raw.layers[i] == RawDeltaThresholds.convert(thresholds: l.deltaThreshold, bias: bias,
+                                                                limit: (checkpoint.config.dtLimitLower, checkpoint.config.dtLimitUpper)))
+        }
+        // Another model's biases are refused unless forced.
+        #expect(throws: EvaluationError.self) {
+            try RawDeltaThresholds(store: store, table: table, modelDirectory: ModelFixtures.model("mamba2-tiny-hf"))
+        }
     }
 }

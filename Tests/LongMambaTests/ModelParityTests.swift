@@ -101,7 +101,7 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
             Issue.record("expected an error")
         } catch let error as ModelRunError {
             #expect(error == .tokenOutOfVocabulary(token: 504, position: 2, vocabularySize: model.config.paddedVocabSize))
-            #expect(error.description == "token id 504 at position 2 is outside the model's vocabulary 0..<\(model.config.paddedVocabSize)")
+            #expect(error.description == "token id 504 at position 2 is outside the model's vocabulary (ids 0 to \(model.config.paddedVocabSize - 1))")
         }
         let empty = #expect(throws: ModelRunError.self) { _ = try model.logits(tokens: []) }
         #expect(empty == .emptyTokens)

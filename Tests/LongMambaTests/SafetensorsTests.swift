@@ -69,7 +69,7 @@ import Testing
         } else {
             Issue.record("expected .headerNotJSON, got \(String(describing: notJSONError))")
         }
-        #expect(notJSONError?.description.hasPrefix("\(notJSON): header is not valid JSON (bytes 8..<17): ") == true, "\(String(describing: notJSONError))")
+        #expect(notJSONError?.description.hasPrefix("\(notJSON): header is not valid JSON (bytes 8 to 16): ") == true, "\(String(describing: notJSONError))")
     }
 
     @Test func convertsHalfAndBFloat16Exactly() {

@@ -241,7 +241,7 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
         try TableExport.export(store: store, table: result.tableIDs[0], format: .safetensors, to: path)
         let exported = try SafetensorsFile(path: path)
         #expect(exported.metadata["hybrid_layers"] == "[1, 3]")
-        #expect(exported.metadata["mamba_layers"] == "0..<4")
+        #expect(exported.metadata["mamba_layers"] == "0-3")
         #expect(exported.metadata["layer_index"]?.hasPrefix("model layer index") == true)
         #expect(exported.info("layer.3.threshold") != nil && exported.info("layer.4.threshold") == nil)
     }

@@ -53,7 +53,7 @@ public enum RecordingError: Error, CustomStringConvertible, Sendable, Equatable 
         case let .noLayers(path):
             return "\(path): no tensor named layer.{i}.delta (is this a `longmamba record` output?)"
         case let .layersNotNumbered(path, found):
-            return "\(path): layers are not numbered 0..<\(found.count): found \(found)"
+            return "\(path): layers are not numbered 0 to \(found.count - 1): found \(found)"
         case let .deltaNotMatrix(path, i, shape):
             return "\(path): layer.\(i).delta must have shape [L, C], found \(shape)"
         case let .missingA(path, i):

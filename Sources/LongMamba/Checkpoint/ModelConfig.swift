@@ -314,7 +314,7 @@ extension ModelConfig {
     public var layerIndexMetadata: [String: String] {
         guard let shared = sharedBlocks else { return [:] }
         return ["layer_index": "model layer index (transformers model.layers.{i}); every layer's Mamba-2 mixer, hybrid layers included",
-                "mamba_layers": "0..<\(layerCount)",
+                "mamba_layers": "0-\(layerCount - 1)",
                 "hybrid_layers": "[" + shared.hybridLayers.map(String.init).joined(separator: ", ") + "]"]
     }
 }
@@ -383,7 +383,7 @@ extension ModelConfig {
         } else if let ids = json["hybrid_layer_ids"] as? [Any] {
             hybrid = try ids.map {
                 guard let i = layerIndex($0, below: layers) else {
-                    throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0) is not a layer index in 0..<\(layers)")
+                    throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0) is not a layer index in 0 to \(layers - 1)")
                 }
                 return i
             }

@@ -76,7 +76,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Sendable, Equatabl
         case let .headerTooLarge(_, headerLength, fileSize):
             return "header length \(headerLength) runs past the end of the file (\(fileSize) bytes; truncated?)"
         case let .headerNotJSON(_, headerEnd, reason):
-            return "header is not valid JSON (bytes 8..<\(headerEnd)): \(reason)"
+            return "header is not valid JSON (bytes 8 to \(headerEnd - 1)): \(reason)"
         case .headerNotObject:
             return "header is not a JSON object"
         case .metadataNotObject:

@@ -62,15 +62,16 @@ public struct LookupResult: Sendable, Codable, Equatable {
 /// Why a lookup was refused.
 public enum LookupError: Error, CustomStringConvertible, Sendable, Equatable {
     case nonPositiveLength(Int)
-    case nonFiniteTheta(Double)
+    /// θ ≤ 0, NaN or infinite: every channel would be global, or none.
+    case nonPositiveTheta(Double)
     case noSuchLayer(path: String, table: Int64, layer: Int, layerCount: Int)
     case noTabulatedLengths(path: String, table: Int64)
 
     public var description: String {
         switch self {
         case let .nonPositiveLength(n): return "length \(n) must be a positive number of tokens"
-        case let .nonFiniteTheta(t): return "θ = \(t) must be a finite number"
-        case let .noSuchLayer(path, table, layer, n): return "\(path): table \(table) has layers 0..<\(n); layer \(layer) does not exist"
+        case let .nonPositiveTheta(t): return "θ must be a finite number > 0, got \(t)"
+        case let .noSuchLayer(path, table, layer, n): return "\(path): table \(table) has layers 0 to \(n - 1); layer \(layer) does not exist"
         case let .noTabulatedLengths(path, table): return "\(path): table \(table) has no tabulated lengths"
         }
     }
@@ -84,7 +85,7 @@ public struct TableLookup {
     /// Thresholds at the tabulated length nearest to `length` and the global-channel mask a_c > θ.
     public func lookup(table id: Int64, length: Int, layer: Int? = nil, theta: Double = GlobalChannels.defaultTheta) throws -> LookupResult {
         guard length > 0 else { throw LookupError.nonPositiveLength(length) }
-        guard theta.isFinite else { throw LookupError.nonFiniteTheta(theta) }
+        guard theta.isFinite, theta > 0 else { throw LookupError.nonPositiveTheta(theta) }
         let info = try store.table(id)
         if let layer, layer < 0 || layer >= info.layerCount {
             throw LookupError.noSuchLayer(path: store.path, table: id, layer: layer, layerCount: info.layerCount)

@@ -46,7 +46,10 @@ public enum TableExport {
     /// Writes table `id` of `store` to `path` in `format`. `theta`: the channel threshold chosen
     /// for this table (e.g. by `tune`), recorded with the global-channel count of each layer so a
     /// backend gets the table and θ together.
-    public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil) throws {
+    /// `rawDeltaThresholds`: also write each layer's thresholds in raw-dt space
+    /// (`layer.{i}.raw_dt_threshold`, for fused-kernel runtimes; see `RawDeltaThresholds`).
+    public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil,
+                              rawDeltaThresholds: RawDeltaThresholds? = nil) throws {
         let info = try store.table(id)
         var metadata = try store.tableMetadata(id)
         // Zamba2: say that layer i is the model's layer i (hybrid layers included) and which are hybrid.
@@ -55,22 +58,43 @@ public enum TableExport {
             metadata.merge(config.layerIndexMetadata) { own, _ in own }
         }
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
+        if rawDeltaThresholds != nil { metadata["raw_dt_threshold"] = RawDeltaThresholds.rule }
         if let theta {
             metadata["theta"] = "\(theta)"
             metadata["global_channels_at_theta"] = "[" + layers.map { String(GlobalChannels.count(cumulativeDecay: $0.cumulativeDecay, theta: theta)) }.joined(separator: ",") + "]"
         }
         switch format {
-        case .safetensors: try writeSafetensors(layers: layers, metadata: metadata, to: path)
-        case .json: try writeJSON(layers: layers, metadata: metadata, to: path)
-        case .longmambaArtifacts: try writeArtifacts(layers: layers, metadata: metadata, trainingLength: info.parameters.trainingLength, to: path)
+        case .safetensors: try writeSafetensors(layers: layers, metadata: metadata, rawDeltaThresholds: rawDeltaThresholds, to: path)
+        case .json: try writeJSON(layers: layers, metadata: metadata, rawDeltaThresholds: rawDeltaThresholds, to: path)
+        case .longmambaArtifacts:
+            try writeArtifacts(layers: layers, metadata: metadata, trainingLength: info.parameters.trainingLength, rawDeltaThresholds: rawDeltaThresholds, to: path)
         }
     }
 
+    /// Metadata keys whose values are numbers, and those whose values are JSON documents: the
+    /// JSON exports write them typed (safetensors' `__metadata__` holds strings only, by its format).
+    static let numericKeys: Set<String> = ["table_id", "clamp_fraction", "interval", "max_length", "training_length", "layer_count",
+                                           "length_count", "schema_version", "run_id", "sample_count", "recorded_length", "seed", "theta"]
+    static let documentKeys: Set<String> = ["parameters", "model_config", "corpus_provenance", "recording_metadata",
+                                            "global_channels_at_theta", "hybrid_layers"]
+
+    /// The metadata as one JSON object, numbers as numbers and JSON documents as objects/arrays
+    /// (a value that does not parse stays a string; an empty numeric value is null).
     static func metadataJSON(_ metadata: [String: String]) -> String {
-        JSONText.canonical(metadata)
+        var object: [String: Any] = [:]
+        for (key, value) in metadata {
+            if numericKeys.contains(key) {
+                if value.isEmpty { object[key] = NSNull() } else if let i = Int64(value) { object[key] = i } else if let d = Double(value), d.isFinite { object[key] = d } else { object[key] = value }
+            } else if documentKeys.contains(key), let doc = try? JSONSerialization.jsonObject(with: Data(value.utf8), options: [.fragmentsAllowed]) {
+                object[key] = doc
+            } else {
+                object[key] = value
+            }
+        }
+        return JSONText.canonical(object: object)
     }
 
-    public static func writeSafetensors(layers: [LayerTable], metadata: [String: String], to path: String) throws {
+    public static func writeSafetensors(layers: [LayerTable], metadata: [String: String], rawDeltaThresholds: RawDeltaThresholds? = nil, to path: String) throws {
         var m = metadata
         m["longmamba_table"] = metadataJSON(metadata)
         var w = SafetensorsWriter(metadata: m)
@@ -82,30 +106,37 @@ public enum TableExport {
             w.add("layer.\(l.layer).decay_budget", shape: [l.channels], floats: l.decayBudget)
             w.add("layer.\(l.layer).cumulative_decay", shape: [l.channels], floats: l.cumulativeDecay)
             w.add("layer.\(l.layer).A", shape: l.aShape, floats: l.A)
+            if let raw = rawDeltaThresholds?.layers[l.layer] {
+                w.add("layer.\(l.layer).raw_dt_threshold", shape: [l.lengths.count, l.channels], floats: raw)
+            }
         }
         do { try w.write(to: path) } catch { throw ExportError.cannotWrite(path: path, reason: SystemMessage.of(error)) }
     }
 
-    /// Floats as their shortest round-tripping decimal (Swift's Float description).
+    /// Floats as their shortest round-tripping decimal (Swift's Float description); the
+    /// non-finite values JSON has no number for as the strings "inf", "-inf" and "nan" (as
+    /// `lookup` writes them; numpy and torch parse them).
     static func append(_ values: ArraySlice<Float>, to s: inout String) {
         s += "["
         var first = true
         for v in values {
             if !first { s += "," }
             first = false
-            s += v.isFinite ? "\(v)" : "null"
+            s += v.isFinite ? "\(v)" : v.isNaN ? "\"nan\"" : v > 0 ? "\"inf\"" : "\"-inf\""
         }
         s += "]"
     }
 
-    public static func writeJSON(layers: [LayerTable], metadata: [String: String], to path: String) throws {
+    public static func writeJSON(layers: [LayerTable], metadata: [String: String], rawDeltaThresholds: RawDeltaThresholds? = nil, to path: String) throws {
         var s = "{\"format\":\"longmamba-table\",\"metadata\":" + metadataJSON(metadata)
         let lengths = layers.first?.lengths ?? []
         s += ",\"lengths\":[" + lengths.map(String.init).joined(separator: ",") + "],\"layers\":["
         for (n, l) in layers.enumerated() {
             if n > 0 { s += "," }
             s += "{\"layer\":\(l.layer),\"channels\":\(l.channels)"
-            for (name, values) in [("threshold", l.deltaThreshold), ("kept_fraction", l.keptFraction)] {
+            var perLength = [("threshold", l.deltaThreshold), ("kept_fraction", l.keptFraction)]
+            if let raw = rawDeltaThresholds?.layers[l.layer] { perLength.append(("raw_dt_threshold", raw)) }
+            for (name, values) in perLength {
                 s += ",\"\(name)\":["
                 for t in 0..<l.lengths.count {
                     if t > 0 { s += "," }
@@ -137,13 +168,14 @@ public enum TableExport {
         ]
     }
 
-    public static func writeArtifacts(layers: [LayerTable], metadata: [String: String] = [:], trainingLength: Int = 0, to dir: String) throws {
+    public static func writeArtifacts(layers: [LayerTable], metadata: [String: String] = [:], trainingLength: Int = 0,
+                                      rawDeltaThresholds: RawDeltaThresholds? = nil, to dir: String) throws {
         let lengths = layers.first?.lengths ?? []
         if let bad = lengths.first(where: { $0 % 1000 != 0 }) {
             throw ExportError.lengthNotThousands(directory: dir, length: bad)
         }
         let fm = FileManager.default
-        for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] {
+        for sub in ["tA_prod", "decay", "A", "alpha", "delta_t-thre"] + (rawDeltaThresholds == nil ? [] : ["raw_dt-thre"]) {
             do { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) } catch {
                 throw ExportError.cannotCreateDirectory(path: "\(dir)/\(sub)", reason: SystemMessage.of(error))
             }
@@ -161,6 +193,7 @@ public enum TableExport {
             }
             try TorchSave.write(perLength(l.keptFraction), to: "\(dir)/alpha/alpha_layer_\(i).pt")
             try TorchSave.write(perLength(l.deltaThreshold), to: "\(dir)/delta_t-thre/delta_t-thre_layer_\(i).pt")
+            if let raw = rawDeltaThresholds?.layers[i] { try TorchSave.write(perLength(raw), to: "\(dir)/raw_dt-thre/raw_dt-thre_layer_\(i).pt") }
         }
         let description = "{\"format\":\"longmamba-artifacts\",\"metadata\":" + metadataJSON(metadata)
             + ",\"inference_rules\":" + metadataJSON(artifactRules(trainingLength: trainingLength)) + "}\n"

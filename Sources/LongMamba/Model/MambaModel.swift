@@ -24,7 +24,7 @@ public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
         case .emptyTokens:
             return "empty token sequence"
         case let .tokenOutOfVocabulary(token, position, vocabularySize):
-            return "token id \(token) at position \(position) is outside the model's vocabulary 0..<\(vocabularySize)"
+            return "token id \(token) at position \(position) is outside the model's vocabulary (ids 0 to \(vocabularySize - 1))"
         case let .stateLayerMismatch(stateLayers, modelLayers):
             return "sequence state has \(stateLayers) layers, the model \(modelLayers)"
         case let .notHybridLayer(layer):

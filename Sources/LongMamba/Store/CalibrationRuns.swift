@@ -268,6 +268,15 @@ extension CalibrationStore {
         return try decoded.compactMap { try $0?.get() }
     }
 
+    /// One stored recording decoded, with its encoding (`longmamba recording`).
+    public func recording(run: Int64, sample: Int, layer: Int) throws -> (encoding: String, decoded: SortedDeltaLayer) {
+        let record = try read { db in
+            try RecordingRecord.filter(Column("run_id") == run && Column("sample_index") == sample && Column("layer_index") == layer).fetchOne(db)
+        }
+        guard let r = record else { throw StoreError.noSuchRecording(path: path, run: run, sample: sample, layer: layer) }
+        return (r.encoding, try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape))
+    }
+
     /// The encodings used by a run's recordings (for table metadata).
     public func recordingEncodings(run: Int64) throws -> [String] {
         try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT encoding FROM recordings WHERE run_id = ? ORDER BY encoding", arguments: [run]) }

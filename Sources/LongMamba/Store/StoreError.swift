@@ -18,6 +18,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case unknownRun(path: String, id: Int64)
     case unknownModel(path: String, id: Int64)
     case missingTableLayer(path: String, table: Int64, layer: Int)
+    case noSuchRecording(path: String, run: Int64, sample: Int, layer: Int)
     // Runs and their recordings.
     case noRecordingFiles
     case invalidRunShape(sampleCount: Int, sampleLength: Int, layerCount: Int)
@@ -37,7 +38,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         switch self {
         case let .noSuchDatabase(path):
-            return "\(path): no such database (create one with `longmamba solve --db \(path) --recordings …`)"
+            return "\(path): no such database (create one with `longmamba calibrate --model DIR --corpus FILE --db \(path)`)"
         case let .newerSchema(path, found, supported):
             return "\(path): written by a newer longmamba (schema version \(found); this tool understands up to \(supported)). Upgrade longmamba; the database was not modified."
         case let .olderSchema(path, found, current):
@@ -57,6 +58,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .unknownRun(path, id): return "\(path): no calibration run with id \(id)"
         case let .unknownModel(path, id): return "\(path): no model with id \(id)"
         case let .missingTableLayer(path, table, layer): return "\(path): table \(table) has no layer \(layer)"
+        case let .noSuchRecording(path, run, sample, layer): return "\(path): run \(run) has no recording of sample \(sample), layer \(layer)"
         case .noRecordingFiles: return "no recording files given"
         case let .invalidRunShape(K, L, layers):
             return "a run needs K ≥ 1 samples, L ≥ 1 tokens and ≥ 1 layer (got K = \(K), L = \(L), layers = \(layers))"
@@ -66,7 +68,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): run \(run) has status '\(status.rawValue)'; only complete runs can be solved"
         case let .runNotRecording(path, run, status): return "\(path): run \(run) is '\(status.rawValue)', not recording"
         case let .sampleOutOfRange(path, run, sample, layer, K, layers):
-            return "\(path): run \(run) has samples 0..<\(K) and layers 0..<\(layers); got sample \(sample) layer \(layer)"
+            return "\(path): run \(run) has samples 0 to \(K - 1) and layers 0 to \(layers - 1); got sample \(sample) layer \(layer)"
         case let .sampleLengthMismatch(path, run, sample, layer, expected, found):
             return "\(path): run \(run) records L = \(expected) tokens; sample \(sample) layer \(layer) has \(found)"
         case let .incompleteRecordings(path, run, stored, expected):

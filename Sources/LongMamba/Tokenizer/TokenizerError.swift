@@ -22,7 +22,7 @@ public enum TokenizerError: Error, CustomStringConvertible, Sendable, Equatable 
         case let .invalidUTF8(source, byteOffset):
             return "\(source): invalid UTF-8 at byte offset \(byteOffset) (hint: fix the input, or decode lossily (CLI: --lossy), replacing each invalid sequence with U+FFFD like Python's errors='replace')"
         case let .unknownTokenId(id, vocabularySize):
-            return "token id \(id) is not in the vocabulary (ids 0..<\(vocabularySize))"
+            return "token id \(id) is not in the vocabulary (ids 0 to \(vocabularySize - 1))"
         }
     }
 }
