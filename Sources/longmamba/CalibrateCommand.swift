@@ -124,7 +124,7 @@ final class ProgressDisplay {
             guard terminal || Date().timeIntervalSince(lastPlain) > 5 || done == layers else { return }
             lastPlain = Date()
             let eta = seconds / Double(done) * Double(layers - done)
-            emit("solving " + bar(Double(done) / Double(layers)) + String(format: " layer %d/%d · %.1f s · ETA %.0f s", done, layers, seconds, eta), transient: done < layers)
+            emit("solving " + (terminal ? bar(Double(done) / Double(layers)) + " " : "") + String(format: "layer %d/%d · %.1f s · ETA %.0f s", done, layers, seconds, eta), transient: done < layers)
         case .solved(let table):
             emit("table \(table) stored", transient: false)
         case .reused(let table):

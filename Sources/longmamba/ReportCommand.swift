@@ -22,7 +22,7 @@ struct ReportCommand: ParsableCommand {
     var out: String
 
     func validate() throws {
-        if let theta, !(theta > 0) { throw ValidationError("--theta must be > 0, got \(theta)") }
+        if let theta { try checkTheta(theta) }
     }
 
     func run() throws {
