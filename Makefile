@@ -24,6 +24,7 @@ build: release
 test: deps
 	$(RELEASE) --build-tests
 	$(SWIFT) test -c release --skip-build
+	bash scripts/c-reader-test.sh
 
 # The embedded default: the trained demonstration model (KJV Mamba-2 with passkey examples,
 # training length 128) is calibrated on its Pile-format calibration corpus, θ and p are tuned by

@@ -105,6 +105,15 @@ import Testing
         #expect(quiet.status == 0 && quiet.err.isEmpty, "\(quiet.err)")
     }
 
+    @Test func aFinishedRunLeavesNoWriteAheadLogBehind() throws {
+        let db = Tool.directory() + "/wal.sqlite"
+        let calibrate = try Self.run(Tool.calibrateArguments(db: db, samples: 2) + ["--quiet"])
+        #expect(calibrate.status == 0, "\(calibrate.err)")
+        _ = try Self.run(["lookup", "--db", db, "--table", "1", "--length", "512"])
+        _ = try Self.run(["tables", "--db", db])
+        for suffix in ["-wal", "-shm"] { #expect(!FileManager.default.fileExists(atPath: db + suffix), "\(db + suffix) stayed") }
+    }
+
     @Test func theRecordingCommandPrintsTheDecodedRecording() throws {
         let r = try Self.run(["recording", "--db", Self.store, "--run", "1", "--sample", "0", "--layer", "1"])
         #expect(r.status == 0, "\(r.err)")

@@ -43,6 +43,12 @@ public final class CalibrationStore: Sendable {
             }
             return
         }
+        // A writer needs room for the -shm and -wal files of WAL mode. Refused up front on a full
+        // disk: SQLite would leave a truncated -shm behind that no reader could map until space is freed.
+        if FileManager.default.fileExists(atPath: path), !FileManager.default.fileExists(atPath: path + "-shm"),
+           let free = CalibrationStore.freeBytes(near: path), free < 256 << 10 {
+            throw StoreError.diskFull(path: path)
+        }
         do {
             // Migrate on a connection of its own, closed before the pool opens, so that no pooled
             // connection ever saw the old schema.
@@ -70,6 +76,27 @@ public final class CalibrationStore: Sendable {
         } catch { throw CalibrationStore.map(error, path: path) }
     }
 
+    /// Closes the connections. A writer that is the file's last connection also returns it to
+    /// SQLite's rollback journal (the pool switches it to WAL again on the next open), so a
+    /// finished run leaves one self-contained file: no `-wal` or `-shm` beside it, readable when
+    /// copied alone or from read-only media. With other processes still connected the switch is
+    /// refused (busy) and the file simply stays in WAL mode. On a nearly full disk nothing is
+    /// closed: the checkpoint could not complete, and a `-shm` removed there could not be created
+    /// again by the next reader until space is freed.
+    public func close() throws {
+        if let pool = writer as? DatabasePool {
+            let wal = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int64) ?? 0
+            guard let free = Self.freeBytes(near: path), free > wal + (4 << 20) else { return }
+            pool.releaseMemory()   // closes the idle reader connections, so the writer can be the last one
+            _ = try? pool.writeWithoutTransaction { db in try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE") }
+            try pool.close()
+        } else if let queue = writer as? DatabaseQueue {
+            try queue.close()
+        }
+    }
+
+    deinit { try? close() }
+
     /// Refuses a database whose schema is newer than this tool's; returns its version and, for
     /// a database without longmamba's schema (version 0), the tables it holds — both read in one
     /// transaction, so a concurrent migration is seen either before or after, never half-way.
@@ -93,6 +120,14 @@ public final class CalibrationStore: Sendable {
         return (version, tables)
     }
 
+    /// Bytes available to this user on the file system holding `path`'s directory.
+    static func freeBytes(near path: String) -> Int64? {
+        let dir = (path as NSString).deletingLastPathComponent
+        var s = statvfs()
+        guard statvfs(dir.isEmpty ? "." : dir, &s) == 0 else { return nil }
+        return Int64(s.f_bavail) * Int64(s.f_frsize)
+    }
+
     /// Maps SQLite failures to errors that say what to do.
     static func map(_ error: any Error, path: String) -> any Error {
         if error is StoreError { return error }
@@ -106,6 +141,8 @@ public final class CalibrationStore: Sendable {
             return StoreError.database(path: path, detail: "cannot open: \(e.message ?? "unknown reason")")
         case .SQLITE_BUSY, .SQLITE_LOCKED: return StoreError.locked(path: path)
         case .SQLITE_FULL: return StoreError.diskFull(path: path)
+        // Creating the -wal or -shm file on a full file system fails as an I/O error, not SQLITE_FULL.
+        case .SQLITE_IOERR where freeBytes(near: path).map { $0 < 1 << 20 } ?? false: return StoreError.diskFull(path: path)
         case .SQLITE_NOTADB, .SQLITE_CORRUPT: return StoreError.notADatabase(path: path, detail: e.message ?? "\(e.resultCode)")
         default: return StoreError.database(path: path, detail: "\(e)")
         }

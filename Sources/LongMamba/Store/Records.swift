@@ -150,7 +150,7 @@ struct TableLayerRecord: Codable, FetchableRecord, PersistableRecord {
     var lengths: Data            // i64 [T]
     var deltaThresholds: Data    // f32 [T, C]
     var keptFractions: Data      // f32 [T, C]
-    var decayBudgets: Data       // f32 [T]
+    var decayBudgets: Data       // f32 [C]
     var cumulativeDecays: Data   // f32 [C]
     var aValues: Data            // f32 [C, N] | [C]
     var aShapeJSON: String
