@@ -63,6 +63,10 @@ run: release
 	  --passkey tables/$(NAME).passkey.json --out tables/$(NAME).html && \
 	$(LM) export --db tables/$(NAME).sqlite --table $$table --theta $$theta --format safetensors --out tables/$(NAME).table.safetensors
 	@echo "tables/$(NAME).sqlite · evaluation: tables/$(NAME).{passkey,eval}.{json,svg} · report: tables/$(NAME).html · export: tables/$(NAME).table.safetensors"
+	@# The figures the READMEs quote, generated from this run's outputs and checked against them.
+	@if command -v python3 >/dev/null; then python3 scripts/demo_summary.py --name $(NAME) \
+	  $(if $(filter Fixtures/demo-model,$(MODEL)),--check Fixtures/demo-model/README.md) \
+	  || echo "note: the READMEs' figures differ from this run (above); tables/$(NAME).summary.md has this run's"; fi
 
 # For each shape: prefill tokens/s next to this machine's sgemm (f32 and bf16 weights), peak RSS,
 # and calibrate's recording throughput next to the prefill, all measured in the same run; the

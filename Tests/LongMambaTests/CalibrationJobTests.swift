@@ -150,6 +150,24 @@ private extension CalibrationOptions {
         #expect(try store.calibratedGrid(run: result.runID)! == (256, 4096))
     }
 
+    @Test func refusesATokenizerBeyondTheModelsVocabularyBeforeSampling() throws {
+        // The model's own tokenizer with one added token past its 2048 embedding rows.
+        let source = CalibrationFixture.model + "/tokenizer.json"
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: source))) as! [String: Any]
+        var added = json["added_tokens"] as! [[String: Any]]
+        added.append(["id": 2100, "content": "<|extra|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true])
+        json["added_tokens"] = added
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lm-tok-\(UUID().uuidString).json").path
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        var o = CalibrationFixture.options(db: CalibrationFixture.database())
+        o.tokenizerPath = path
+        o.corpusPaths = ["/nonexistent/corpus.jsonl.zst"]   // never reached: refused before the corpus is even listed
+        let error = #expect(throws: CalibrationError.self) { try CalibrationJob(options: o).run() }
+        #expect(error == .tokenizerBeyondVocabulary(tokenizer: path, largestId: 2100, vocabulary: 2048, modelDirectory: o.modelDirectory))
+        #expect(error?.description.contains("ids 0 to 2047") == true)
+        #expect(!FileManager.default.fileExists(atPath: o.databasePath))
+    }
+
     @Test func refusesAModelWithoutTokenizer() throws {
         var o = CalibrationFixture.options(db: CalibrationFixture.database())
         o.modelDirectory = ModelFixtures.model("mamba2-tiny-hf")

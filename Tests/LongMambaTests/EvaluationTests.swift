@@ -76,8 +76,13 @@ import Testing
             #expect(p.tabulatedLength == 512 && (p.keptShare ?? 1) < 1)
         }
         #expect(results.promptsPerSecond > 0)
-        let decoded = try JSONDecoder().decode(PasskeyResults.self, from: results.json())
+        let decoded = try PasskeyResults.decoder.decode(PasskeyResults.self, from: results.json())
         #expect(decoded.task == "passkey" && decoded.points == results.points)
+        // snake_case keys, as lookup's; files of the camelCase era still load.
+        let text = String(decoding: try results.json(), as: UTF8.self)
+        #expect(text.contains("\"long_mamba_accuracy\"") && text.contains("\"prompts_per_second\"") && !text.contains("longMamba"))
+        let camel = try JSONEncoder().encode(results)
+        #expect(try PasskeyResults.decoder.decode(PasskeyResults.self, from: camel).points == results.points)
         let svg = PasskeyHeatmap.svg(results)
         #expect(XMLParser(data: Data(svg.utf8)).parse())
         #expect(svg.contains("LongMamba θ=0.01"))

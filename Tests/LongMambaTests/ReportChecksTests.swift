@@ -72,6 +72,12 @@ import Testing
         let best = try #require(try TunedTheta.best(store: CalibrationStore(path: db, readOnly: true), table: winner.table!))
         #expect(best.theta == winner.theta && best.task == "perplexity" && best.lengths == [600, 1000])
         #expect(abs(best.score - winner.score) < 1e-12)
+        // The report's tune heatmap holds its whole title and caption.
+        let svg = try #require(try TuneHeatmap.svgs(store: CalibrationStore(path: db, readOnly: true), run: 1).first)
+        let width = Double(svg.components(separatedBy: "width=\"")[1].prefix { $0 != "\"" })!
+        let title = svg.components(separatedBy: "font-weight=\"bold\">")[1].prefix { $0 != "<" }
+        #expect(width >= Double(title.count) * 6.6, "title of \(title.count) characters in \(width) px")
+        #expect(width > 300)
         // Every table of the grid has its own best θ, the lowest geometric mean of its row.
         for table in tables {
             let rows = tuned.ranked.filter { $0.table == table }

@@ -215,7 +215,7 @@ private func dropTensors(_ dir: URL, _ drop: (String) -> Bool) throws {
     }
 
     @Test func theRealZamba2ConfigDefaultsToTheFourThousandTokenTrainingLengthAndFivePercent() throws {
-        // Zyphra/Zamba2-1.2B's shape (FACTS.md §2.1), as transformers writes its config.
+        // Zyphra/Zamba2-1.2B's shape (its published config.json), as transformers writes its config.
         let text = #"{"model_type":"zamba2","hidden_size":2048,"num_hidden_layers":38,"vocab_size":32000,"mamba_d_state":128,"n_mamba_heads":64,"num_attention_heads":32,"num_mem_blocks":1,"adapter_rank":128,"use_shared_attention_adapter":true,"use_mem_rope":true,"max_position_embeddings":4096,"hybrid_layer_ids":[5,11,17,23,29,35]}"#
         let c = try ModelConfig.parse(Data(text.utf8), path: "config.json")
         #expect(c.trainingLength == 4096)

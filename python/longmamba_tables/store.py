@@ -11,7 +11,9 @@ See docs/method.md and docs/contracts.md in the repository.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
+import math
 import os
 import sqlite3
 import struct
@@ -175,10 +177,310 @@ class TableInfo:
     created_at: str
 
 
-def _floats(blob: bytes, count: int, what: str, path: str) -> np.ndarray:
-    if len(blob) != 4 * count:
-        raise LongMambaTableError(f"{path}: {what} holds {len(blob)} bytes, expected {4 * count}")
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+# ---- decoding rows: every check of a record type in one place ------------------------------------
+# A store altered outside the tool (the triggers dropped, a blob rewritten) may hold anything in
+# any column: each decoder below checks types, sizes and values before numpy sees a byte, so a
+# damaged row is refused by name rather than crashing or answering from inconsistent rows.
+
+#: Methods this reader knows (`threshold_tables.method`).
+KNOWN_METHODS = ("longmamba",)
+#: The keys of a longmamba table's `parameters_json`.
+PARAMETER_KEYS = ("aggregation", "clamp_fraction", "interval", "max_length", "training_length")
+AGGREGATIONS = ("max", "mean")
+#: Δ encodings of `recordings`; any other was written by a newer tool.
+ENCODINGS = ("exact-f32-v1", "logrice-v1")
+ALTERED = "the store was altered after the {} was written"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind(v) -> str:
+    """A SQLite value in words, for messages (an altered column may hold any type)."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bytes):
+        return f"a blob of {len(v)} bytes"
+    if isinstance(v, str):
+        return f"the text {v[:80]!r}"
+    return repr(v)
+
+
+def _integer(where: str, column: str, v, minimum: int) -> int:
+    if not _is_int(v):
+        raise LongMambaTableError(f"{where}: {column} is {_kind(v)}, expected an integer")
+    if v < minimum:
+        raise LongMambaTableError(f"{where}: {column} is {v}, expected ≥ {minimum}")
+    return v
+
+
+def _text(where: str, column: str, v) -> str:
+    if not isinstance(v, str):
+        raise LongMambaTableError(f"{where}: {column} is {_kind(v)}, expected text")
+    return v
+
+
+def _blob(where: str, column: str, v, expected=None, rule: str = "") -> bytes:
+    if not isinstance(v, bytes):
+        raise LongMambaTableError(f"{where}: {column} is {_kind(v)}, expected a blob")
+    if expected is not None and len(v) != expected:
+        raise LongMambaTableError(f"{where}: {column} holds {len(v)} bytes, expected {expected} ({rule})")
+    return v
+
+
+def _json(text: str):
+    """json.loads, or None for text that is not JSON (deep nesting included)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _shape(where: str, column: str, v) -> list:
+    text = _text(where, column, v)
+    shape = _json(text)
+    if not (isinstance(shape, list) and shape and all(_is_int(d) and d > 0 for d in shape)):
+        raise LongMambaTableError(f"{where}: {column} is {text[:80]!r}, expected a JSON list of positive integers "
+                                  f"([C] or [C,N])")
+    return shape
+
+
+def _floats(where: str, column: str, v, count: int, rule: str) -> np.ndarray:
+    return np.frombuffer(_blob(where, column, v, 4 * count, rule), dtype="<f4").astype(np.float32)
+
+
+def _check_values(where: str, column: str, values: np.ndarray, ok: np.ndarray, expected: str, lengths=None):
+    if ok.all():
+        return
+    bad = np.argwhere(~ok)
+    at = tuple(int(i) for i in bad[0])
+    place = f"length {int(lengths[at[0]])} (row {at[0]}) channel {at[1]}" if len(at) == 2 else f"channel {at[0]}"
+    more = f" ({len(bad)} such values)" if len(bad) > 1 else ""
+    raise LongMambaTableError(f"{where}: {column} holds {float(values[at])} at {place}{more}, expected {expected}")
+
+
+@dataclass
+class _TableRecord:
+    """A `threshold_tables` row with its run and model, checked by `_decode_table_row`."""
+    id: int
+    run_id: int
+    method: str
+    parameters_json: str
+    aggregation: str
+    clamp_fraction: float
+    interval: int
+    max_length: int
+    training_length: int
+    layer_count: int
+    length_count: int
+    content_hash: str
+    fingerprint: str
+    architecture: str
+    created_at: str
+    metadata: dict
+
+
+# Table.metadata keys, in the order of _table_query's columns (two more follow: whether the run
+# and the model exist).
+_TABLE_KEYS = ["table_id", "method", "parameters", "clamp_fraction", "aggregation", "interval", "max_length",
+               "training_length", "layer_count", "length_count", "content_hash", "tool_version", "schema_version",
+               "created_at", "model_fingerprint", "architecture", "model_config", "run_id", "sample_count",
+               "recorded_length", "seed", "tokenizer_hash", "calibration_key"]
+# The columns that repeat parameters_json (the schema lets them be NULL): metadata key, column, parameter.
+_PARAMETER_COLUMNS = [("clamp_fraction", "clamp_fraction", "clamp_fraction"), ("aggregation", "aggregation", "aggregation"),
+                      ("interval", "interval_tokens", "interval"), ("max_length", "max_length", "max_length"),
+                      ("training_length", "training_length", "training_length")]
+
+
+def _table_query(schema: int) -> str:
+    # v2 renamed calibration_runs.training_length (it holds the recorded sample length) and
+    # added calibration_key; a v1 file not yet migrated by the CLI is read as it is. LEFT JOINs:
+    # a table whose run or model is gone is reported, not mistaken for an unknown id.
+    sample_length = "r.sample_length" if schema >= 2 else "r.training_length"
+    calibration_key = "r.calibration_key" if schema >= 2 else "NULL"
+    return f"""
+        SELECT t.id, t.method, t.parameters_json, t.clamp_fraction, t.aggregation, t.interval_tokens, t.max_length,
+               t.training_length, t.layer_count, t.length_count, t.content_hash, t.tool_version, t.schema_version,
+               t.created_at, m.fingerprint, m.architecture, m.config_json, t.run_id, r.sample_count, {sample_length},
+               r.seed, r.tokenizer_hash, {calibration_key}, r.id IS NOT NULL, m.id IS NOT NULL
+        FROM threshold_tables t LEFT JOIN calibration_runs r ON r.id = t.run_id LEFT JOIN models m ON m.id = r.model_id"""
+
+
+def _decode_table_row(path: str, row) -> _TableRecord:
+    """Every check of one `threshold_tables` row: its method, parameters (and the columns that
+    repeat them), counts, hash text, run and model. The one place a table's row is decoded."""
+    values = dict(zip(_TABLE_KEYS, row))
+    run_found, model_found = row[len(_TABLE_KEYS)], row[len(_TABLE_KEYS) + 1]
+    table_id = values["table_id"]
+    where = f"{path}: table {table_id}"
+    if not run_found:
+        raise LongMambaTableError(f"{where}: run_id {values['run_id']!r} names no row of calibration_runs")
+    if not model_found:
+        raise LongMambaTableError(f"{where}: the model of its run {values['run_id']} is not in models")
+    method = _text(where, "method", values["method"])
+    if method not in KNOWN_METHODS:
+        raise LongMambaTableError(f"{where}: method is {method!r}, expected {' or '.join(KNOWN_METHODS)} "
+                                  f"(written by a newer longmamba? upgrade it)")
+    parameters_json = _text(where, "parameters_json", values["parameters"])
+    p = _json(parameters_json)
+    if not isinstance(p, dict):
+        raise LongMambaTableError(f"{where}: parameters_json is {parameters_json[:80]!r}, expected a JSON object "
+                                  f"with {', '.join(PARAMETER_KEYS)}")
+    missing = [k for k in PARAMETER_KEYS if k not in p]
+    if missing:
+        raise LongMambaTableError(f"{where}: parameters_json has no {', '.join(missing)} "
+                                  f"(expected {', '.join(PARAMETER_KEYS)})")
+    if p["aggregation"] not in AGGREGATIONS:
+        raise LongMambaTableError(f"{where}: parameters_json aggregation is {p['aggregation']!r}, expected max or mean")
+    clamp = p["clamp_fraction"]
+    if not (isinstance(clamp, (int, float)) and not isinstance(clamp, bool) and np.isfinite(clamp) and 0 < clamp <= 1):
+        raise LongMambaTableError(f"{where}: parameters_json clamp_fraction is {clamp!r}, expected a number in (0, 1]")
+    interval = _integer(where, "parameters_json interval", p["interval"], 1)
+    max_length = _integer(where, "parameters_json max_length", p["max_length"], interval)
+    if max_length >= 2 ** 63:  # lengths are stored as i64
+        raise LongMambaTableError(f"{where}: parameters_json max_length is {max_length}, beyond an i64 length")
+    training_length = _integer(where, "parameters_json training_length", p["training_length"], 1)
+    metadata = {k: ("" if v is None else str(v)) for k, v in values.items()}
+    for key, column, parameter in _PARAMETER_COLUMNS:
+        v = values[key]
+        if v is None:
+            metadata[key] = str(p[parameter])
+        elif isinstance(v, bool) or v != p[parameter]:
+            raise LongMambaTableError(f"{where}: {column} is {_kind(v)}, parameters_json says {p[parameter]!r}")
+    layer_count = _integer(where, "layer_count", values["layer_count"], 1)
+    length_count = _integer(where, "length_count", values["length_count"], 1)
+    if length_count != max_length // interval:
+        raise LongMambaTableError(f"{where}: length_count is {length_count}, expected {max_length // interval} "
+                                  f"(interval {interval} up to max_length {max_length})")
+    content_hash = _text(where, "content_hash", values["content_hash"])
+    if len(content_hash) != 64 or any(ch not in "0123456789abcdef" for ch in content_hash):
+        raise LongMambaTableError(f"{where}: content_hash is {content_hash[:80]!r}, expected 64 lowercase hex digits")
+    fingerprint = _text(where, "the model's fingerprint", values["model_fingerprint"])
+    return _TableRecord(id=table_id, run_id=values["run_id"], method=method, parameters_json=parameters_json,
+                        aggregation=p["aggregation"], clamp_fraction=float(clamp), interval=interval,
+                        max_length=max_length, training_length=training_length, layer_count=layer_count,
+                        length_count=length_count, content_hash=content_hash, fingerprint=fingerprint,
+                        architecture=metadata["architecture"], created_at=metadata["created_at"], metadata=metadata)
+
+
+_LAYER_QUERY = """
+    SELECT layer_index, channel_count, length_count, lengths_i64, delta_thresholds_f32, kept_fractions_f32,
+           decay_budgets_f32, cumulative_decays_f32, a_values_f32, a_shape_json
+    FROM table_layers WHERE table_id = ? ORDER BY layer_index"""
+
+
+def _decode_layer_row(path: str, table: _TableRecord, row) -> LayerTable:
+    """Every check of one `table_layers` row against its table: counts, blob sizes, the lengths
+    grid, A's shape, and the ranges of τ, α, D and a. The one place a layer is decoded."""
+    i, C, T, lengths_blob, tau, alpha, budget, decay, a_values, a_shape_json = row
+    where = f"{path}: table {table.id} layer {i}"
+    i = _integer(where, "layer_index", i, 0)
+    if i >= table.layer_count:
+        raise LongMambaTableError(f"{where}: layer_index {i} is beyond the table's layer_count {table.layer_count}")
+    C = _integer(where, "channel_count", C, 1)
+    T = _integer(where, "length_count", T, 1)
+    if T != table.length_count:
+        raise LongMambaTableError(f"{where}: length_count is {T}, the table's length_count is {table.length_count}")
+    lengths = np.frombuffer(_blob(where, "lengths_i64", lengths_blob, 8 * T, f"T={T} × 8"), dtype="<i8").astype(np.int64)
+    steps = np.flatnonzero(np.diff(lengths) <= 0)
+    if steps.size:
+        k = int(steps[0]) + 1
+        raise LongMambaTableError(f"{where}: lengths_i64 is not strictly increasing "
+                                  f"(lengths[{k}] = {lengths[k]} after {lengths[k - 1]})")
+    grid = table.interval * np.arange(1, T + 1, dtype=np.int64)
+    if not np.array_equal(lengths, grid):
+        k = int(np.flatnonzero(lengths != grid)[0])
+        raise LongMambaTableError(f"{where}: lengths_i64[{k}] is {lengths[k]}, expected {grid[k]} "
+                                  f"(the table's grid: interval {table.interval} up to max_length {table.max_length})")
+    shape = _shape(where, "a_shape_json", a_shape_json)
+    if shape[0] != C:
+        raise LongMambaTableError(f"{where}: a_shape_json is {a_shape_json}, its first dimension should be "
+                                  f"channel_count {C}")
+    tc = f"T={T} × C={C} × 4"
+    tau = _floats(where, "delta_thresholds_f32", tau, T * C, tc).reshape(T, C)
+    alpha = _floats(where, "kept_fractions_f32", alpha, T * C, tc).reshape(T, C)
+    budget = _floats(where, "decay_budgets_f32", budget, C, f"C={C} × 4")
+    decay = _floats(where, "cumulative_decays_f32", decay, C, f"C={C} × 4")
+    A = _floats(where, "a_values_f32", a_values, math.prod(shape), f"a_shape {shape} × 4").reshape(shape)
+    _check_values(where, "delta_thresholds_f32", tau, np.isfinite(tau) & (tau >= 0), "finite thresholds ≥ 0", lengths)
+    _check_values(where, "kept_fractions_f32", alpha, (alpha > 0) & (alpha <= 1), "kept fractions in (0, 1]", lengths)
+    _check_values(where, "decay_budgets_f32", budget, np.isfinite(budget) & (budget >= 0), "finite decay budgets ≥ 0")
+    _check_values(where, "cumulative_decays_f32", decay, (decay >= 0) & (decay <= 1), "cumulative decays in [0, 1]")
+    return LayerTable(layer=i, delta_threshold=tau, kept_fraction=alpha, decay_budget=budget, cumulative_decay=decay, A=A)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # the stored bytes, even where they are not UTF-8
+
+
+class _TableHash:
+    """The table's content hash (docs/store-format.md, "Content hashes"), fed one stored layer at
+    a time; `value` is None once a row lacks what the rule hashes (its decoder says what)."""
+
+    def __init__(self, method, parameters_json, fingerprint):
+        self._h = None
+        if all(isinstance(s, str) for s in (method, parameters_json, fingerprint)):
+            self._h = hashlib.sha256()
+            for s in (method, parameters_json, fingerprint):
+                self._h.update(_utf8(s) + b"\0")
+
+    def add_layer(self, row):
+        if self._h is None:
+            return
+        i, C, _, *blobs, a_shape_json = row
+        shape = _json(a_shape_json) if isinstance(a_shape_json, str) else None
+        if not (isinstance(shape, list) and all(_is_int(d) for d in shape) and all(isinstance(b, bytes) for b in blobs)):
+            self._h = None
+            return
+        self._h.update(_utf8(f"layer {i} channels {C} A [{', '.join(map(str, shape))}]") + b"\0")
+        for b in blobs:
+            self._h.update(b)
+
+    @property
+    def value(self):
+        return None if self._h is None else self._h.hexdigest()
+
+
+_RECORDING_QUERY = """
+    SELECT run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, a_shape_json,
+           a_values, content_hash
+    FROM recordings ORDER BY run_id, sample_index, layer_index"""
+
+
+def _check_recording_row(path: str, row):
+    """Every check of one `recordings` row: its counts, the encoding, the Δ blob's size where the
+    encoding fixes it (exact-f32-v1: L·C·4), A against its shape, and the content hash."""
+    run, sample, layer, L, C, encoding, blob, a_shape_json, a_values, stored = row
+    where = f"{path}: run {run} sample {sample} layer {layer}"
+    L = _integer(where, "token_count", L, 1)
+    C = _integer(where, "channel_count", C, 1)
+    encoding = _text(where, "encoding", encoding)
+    if encoding not in ENCODINGS:
+        raise LongMambaTableError(f"{where}: encoding is {encoding!r}, expected {' or '.join(ENCODINGS)} "
+                                  f"(written by a newer longmamba? upgrade it)")
+    if encoding == "exact-f32-v1":
+        _blob(where, "delta_blob", blob, 4 * L * C, f"L={L} × C={C} × 4")
+    else:  # logrice-v1: a bit stream whose size follows from its records; the hash covers it
+        _blob(where, "delta_blob", blob)
+    shape = _shape(where, "a_shape_json", a_shape_json)
+    if shape[0] != C:
+        raise LongMambaTableError(f"{where}: a_shape_json is {a_shape_json}, its first dimension should be "
+                                  f"channel_count {C}")
+    _blob(where, "a_values", a_values, 4 * math.prod(shape), f"a_shape {shape} × 4")
+    stored = _text(where, "content_hash", stored)
+    computed = hashlib.sha256(_utf8(encoding) + blob + a_values).hexdigest()
+    if computed != stored:
+        raise LongMambaTableError(f"{where}: content_hash {stored[:12]}… does not match encoding ‖ delta_blob ‖ "
+                                  f"a_values ({computed[:12]}…): {ALTERED.format('recording')}")
+
+
+def _check_run_sample_row(path: str, row):
+    """One `run_samples` row: the token ids hold token_count i32 values."""
+    run, sample, count, ids = row
+    where = f"{path}: run {run} sample {sample}"
+    count = _integer(where, "token_count", count, 0)
+    _blob(where, "token_ids_i32", ids, 4 * count, f"token_count {count} × 4")
 
 
 class Store:
@@ -190,6 +492,8 @@ class Store:
             raise NotAStoreError(f"{path}: not a longmamba SQLite database (no such file)")
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            # Text that is not UTF-8 (an altered row) comes back as it is stored rather than failing the fetch.
+            self._db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as e:
@@ -199,10 +503,8 @@ class Store:
             raise NewerSchemaError(
                 f"{path}: written by a newer longmamba (schema version {version}; this tool understands up "
                 f"to {SUPPORTED_SCHEMA}). Upgrade longmamba; the database was not modified.")
-        # v2 renamed calibration_runs.training_length (it holds the recorded sample length) and
-        # added calibration_key; a v1 file not yet migrated by the CLI is read as it is.
         self._schema = version
-        self._sample_length = "r.sample_length" if version >= 2 else "r.training_length"
+        self._names = names
         missing = {"models", "calibration_runs", "threshold_tables", "table_layers"} - names
         if missing:
             self._db.close()
@@ -218,61 +520,115 @@ class Store:
         self.close()
 
     def tables(self) -> list:
-        rows = self._db.execute("""
-            SELECT t.id, t.run_id, t.method, t.clamp_fraction, t.aggregation, t.interval_tokens, t.max_length,
-                   t.training_length, t.layer_count, t.length_count, t.content_hash, m.architecture, m.fingerprint, t.created_at
-            FROM threshold_tables t JOIN calibration_runs r ON r.id = t.run_id JOIN models m ON m.id = r.model_id
-            ORDER BY t.id""").fetchall()
-        return [TableInfo(*r) for r in rows]
+        """Every table's row, checked (not its layers: `table(id)` and `check()` read those)."""
+        try:
+            rows = self._db.execute(_table_query(self._schema) + " ORDER BY t.id").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise LongMambaTableError(f"{self.path}: threshold_tables cannot be read ({e})") from None
+        infos = []
+        for row in rows:
+            t = _decode_table_row(self.path, row)
+            infos.append(TableInfo(t.id, t.run_id, t.method, t.clamp_fraction, t.aggregation, t.interval, t.max_length,
+                                   t.training_length, t.layer_count, t.length_count, t.content_hash, t.architecture,
+                                   t.fingerprint, t.created_at))
+        return infos
 
     def table(self, table_id: int) -> Table:
-        sample_length = self._sample_length
-        calibration_key = "r.calibration_key" if self._schema >= 2 else "NULL"
-        row = self._db.execute(f"""
-            SELECT t.id, t.method, t.parameters_json, t.clamp_fraction, t.aggregation, t.interval_tokens, t.max_length,
-                   t.training_length, t.layer_count, t.length_count, t.content_hash, t.tool_version, t.schema_version,
-                   t.created_at, m.fingerprint, m.architecture, m.config_json, r.id, r.sample_count, {sample_length},
-                   r.seed, r.tokenizer_hash, {calibration_key}
-            FROM threshold_tables t JOIN calibration_runs r ON r.id = t.run_id JOIN models m ON m.id = r.model_id
-            WHERE t.id = ?""", (int(table_id),)).fetchone()
-        if row is None:
-            raise UnknownTableError(f"{self.path}: no threshold table with id {table_id} "
-                                    f"(list them with `longmamba tables --db {self.path}`)")
-        keys = ["table_id", "method", "parameters", "clamp_fraction", "aggregation", "interval", "max_length",
-                "training_length", "layer_count", "length_count", "content_hash", "tool_version", "schema_version",
-                "created_at", "model_fingerprint", "architecture", "model_config", "run_id", "sample_count",
-                "recorded_length", "seed", "tokenizer_hash", "calibration_key"]
-        metadata = {k: ("" if v is None else str(v)) for k, v in zip(keys, row)}
-        layer_count, length_count = int(row[8]), int(row[9])
-        layers, lengths = [], None
-        for (i, C, T, lengths_blob, tau, alpha, budget, decay, a_values, a_shape) in self._db.execute("""
-                SELECT layer_index, channel_count, length_count, lengths_i64, delta_thresholds_f32, kept_fractions_f32,
-                       decay_budgets_f32, cumulative_decays_f32, a_values_f32, a_shape_json
-                FROM table_layers WHERE table_id = ? ORDER BY layer_index""", (int(table_id),)):
-            where = f"{self.path}: table {table_id} layer {i}"
-            if T != length_count or len(lengths_blob) != 8 * T:
-                raise LongMambaTableError(f"{where}: {T} lengths, the table says {length_count}")
-            layer_lengths = np.frombuffer(lengths_blob, dtype="<i8").astype(np.int64)
-            if lengths is None:
-                lengths = layer_lengths
-            elif not np.array_equal(lengths, layer_lengths):
-                raise LongMambaTableError(f"{where}: its lengths differ from layer 0's")
-            shape = json.loads(a_shape)
-            layers.append(LayerTable(
-                layer=int(i),
-                delta_threshold=_floats(tau, T * C, "delta_thresholds_f32", where).reshape(T, C),
-                kept_fraction=_floats(alpha, T * C, "kept_fractions_f32", where).reshape(T, C),
-                decay_budget=_floats(budget, C, "decay_budgets_f32", where),
-                cumulative_decay=_floats(decay, C, "cumulative_decays_f32", where),
-                A=_floats(a_values, int(np.prod(shape)), "a_values_f32", where).reshape(shape)))
-        if len(layers) != layer_count:
-            raise LongMambaTableError(f"{self.path}: table {table_id} has {len(layers)} layers stored, the table says {layer_count}")
-        return Table(lengths=lengths, layers=layers, metadata=metadata, source=f"{self.path}#{table_id}")
+        """The table, every row checked and its content hash verified; a damaged or altered
+        table raises LongMambaTableError naming the table, the layer and the column."""
+        return self._read_table(int(table_id), None)
 
+    def _read_table(self, table_id: int, problems):
+        """table(id) when `problems` is None (the first problem raises); check() passes a list
+        and gets every problem of the table appended instead."""
+        def fail(error):
+            if problems is None:
+                raise error
+            problems.append(str(error))
 
+        try:
+            row = self._db.execute(_table_query(self._schema) + " WHERE t.id = ?", (table_id,)).fetchone()
+            if row is None:
+                raise UnknownTableError(f"{self.path}: no threshold table with id {table_id} "
+                                        f"(list them with `longmamba tables --db {self.path}`)")
+            try:
+                table = _decode_table_row(self.path, row)
+            except LongMambaTableError as e:
+                fail(e)
+                table = None
+            digest = _TableHash(row[1], row[2], row[14])
+            layers, indices = [], []
+            # Row by row: the hash is fed as the layers stream, so a big table is held once.
+            for layer_row in self._db.execute(_LAYER_QUERY, (table_id,)):
+                digest.add_layer(layer_row)
+                indices.append(layer_row[0])
+                if table is not None:
+                    try:
+                        layers.append(_decode_layer_row(self.path, table, layer_row))
+                    except LongMambaTableError as e:
+                        fail(e)
+        except sqlite3.DatabaseError as e:
+            fail(LongMambaTableError(f"{self.path}: table {table_id} cannot be read ({e})"))
+            return None
+        if table is not None:
+            missing = sorted(set(range(table.layer_count)) - set(indices))
+            if missing:
+                fail(LongMambaTableError(
+                    f"{self.path}: table {table_id}: layer{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(str, missing))} {'are' if len(missing) > 1 else 'is'} missing from table_layers "
+                    f"(layer_count is {table.layer_count}, {len(indices)} stored)"))
+        computed = digest.value
+        stored_hash = row[10]
+        if computed is not None and computed != stored_hash:
+            fail(LongMambaTableError(
+                f"{self.path}: table {table_id}: content_hash {str(stored_hash)[:12]}… does not match its rows "
+                f"(recomputed {computed[:12]}…): {ALTERED.format('table')}"))
+        if problems is not None:
+            return None
+        # Every layer's lengths_i64 was checked equal to the grid.
+        lengths = table.interval * np.arange(1, table.length_count + 1, dtype=np.int64)
+        return Table(lengths=lengths, layers=layers, metadata=table.metadata, source=f"{self.path}#{table_id}")
+
+    def check(self) -> list:
+        """Verifies the whole store: SQLite's integrity_check and foreign_key_check, every table
+        (its rows and content hash, as `table(id)` reads them), every recording (sizes and content
+        hash) and every run's sampled token ids. Returns the problems, one line each; an empty
+        list: the store is healthy."""
+        problems = []
+        try:
+            problems += [f"{self.path}: integrity_check: {line}"
+                         for (line,) in self._db.execute("PRAGMA integrity_check") if line != "ok"]
+            problems += [f"{self.path}: {child} row {rowid} refers to a row of {parent} that does not exist"
+                         for child, rowid, parent, _ in self._db.execute("PRAGMA foreign_key_check")]
+            table_ids = [r[0] for r in self._db.execute("SELECT id FROM threshold_tables ORDER BY id")]
+        except sqlite3.DatabaseError as e:
+            return problems + [f"{self.path}: the database cannot be checked ({e})"]
+        for table_id in table_ids:
+            self._read_table(table_id, problems)
+        rows = [("recordings", _RECORDING_QUERY, _check_recording_row),
+                ("run_samples", "SELECT run_id, sample_index, token_count, token_ids_i32 FROM run_samples "
+                                "ORDER BY run_id, sample_index", _check_run_sample_row)]
+        for name, query, check_row in rows:
+            if name not in self._names:
+                continue
+            try:
+                for row in self._db.execute(query):
+                    try:
+                        check_row(self.path, row)
+                    except LongMambaTableError as e:
+                        problems.append(str(e))
+            except sqlite3.DatabaseError as e:
+                problems.append(f"{self.path}: {name} cannot be read ({e})")
+        return problems
 def open(path: str) -> Store:  # noqa: A001 - the documented name
     """Opens a longmamba calibration database read-only (a newer schema is refused)."""
     return Store(path)
+
+
+def check(path: str) -> list:
+    """Verifies a store (`Store.check()`): the problems found, one line each; empty when healthy."""
+    with Store(path) as store:
+        return store.check()
 
 
 def _read_safetensors(path: str):

@@ -9,6 +9,8 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
     case otherCalibration(database: String, run: Int64, existing: String?, this: String, differences: [String])
     case corpusTooShort(sequences: Int, expected: Int, length: Int)
     case tokenOutsideVocabulary(sample: Int, token: Int, id: Int, vocabulary: Int, tokenizer: String)
+    /// The tokenizer can produce ids the model has no embedding row for (checked before sampling).
+    case tokenizerBeyondVocabulary(tokenizer: String, largestId: Int, vocabulary: Int, modelDirectory: String)
     /// The job's estimated memory exceeds what the machine has available (bytes).
     case insufficientMemory(modelDirectory: String, needed: Int, available: Int, residentWeights: Bool)
     // merge
@@ -31,6 +33,8 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
             return "\(db) already holds calibration run \(run) with other inputs; they differ in \(differences.joined(separator: "; "))"
         case let .corpusTooShort(n, K, L): return "the corpus gave \(n) sequences, expected \(K) of \(L) tokens"
         case let .tokenOutsideVocabulary(k, t, id, V, _): return "sample \(k) token \(t) has id \(id) but the model's vocabulary has \(V) rows"
+        case let .tokenizerBeyondVocabulary(tokenizer, largest, V, dir):
+            return "\(tokenizer) has token ids up to \(largest), but the model in \(dir) has \(V) embedding rows (ids 0 to \(V - 1))"
         case let .insufficientMemory(dir, needed, available, _):
             return String(format: "%@: recording needs about %.1f GiB but %.1f GiB are available", dir, Double(needed) / 1073741824, Double(available) / 1073741824)
         case .noInputDatabases: return "no input databases given"
@@ -53,6 +57,7 @@ public enum CalibrationError: Error, CustomStringConvertible, Sendable, Equatabl
         case let .insufficientMemory(_, _, _, resident):
             return resident ? "pass --resident-weights never (weights converted one layer at a time), or free memory" : "lower --length, or free memory"
         case let .tokenOutsideVocabulary(_, _, _, _, tokenizer): return "the tokenizer \(tokenizer) does not belong to this model"
+        case .tokenizerBeyondVocabulary: return "the tokenizer does not belong to this model; pass the model's own with --tokenizer"
         default: return nil
         }
     }

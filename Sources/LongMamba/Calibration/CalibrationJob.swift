@@ -107,6 +107,12 @@ public struct CalibrationInputs {
         tokenizerPath = o.tokenizerPath ?? BPETokenizer.defaultPath(modelDirectory: o.modelDirectory)
         guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw CalibrationError.noTokenizer(modelDirectory: o.modelDirectory) }
         tokenizer = try BPETokenizer(contentsOf: tokenizerPath)
+        // Checked before the corpus pass: a tokenizer of another model would otherwise be found
+        // out only when a sampled id falls outside the embedding, after the whole pass.
+        guard tokenizer.largestTokenId < config.paddedVocabSize else {
+            throw CalibrationError.tokenizerBeyondVocabulary(tokenizer: tokenizerPath, largestId: tokenizer.largestTokenId,
+                                                             vocabulary: config.paddedVocabSize, modelDirectory: o.modelDirectory)
+        }
         files = try CorpusFile.expand(o.corpusPaths)
         fingerprint = model.checkpoint.fingerprint()
         sampler = SamplerOptions(count: o.sampleCount, length: sampleLength, seed: o.seed, packing: o.packing,

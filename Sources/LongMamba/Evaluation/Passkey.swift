@@ -147,14 +147,19 @@ public struct PasskeyResults: Sendable, Codable {
     public var points: [PasskeyPoint]
 
     public func json() throws -> Data {
+        // snake_case keys, as every JSON the tool writes (lookup, recording, exports).
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        e.keyEncodingStrategy = .convertToSnakeCase
         return try e.encode(self)
     }
 
+    /// Reads snake_case keys, and the camelCase keys of files written before (unchanged by the conversion).
+    static var decoder: JSONDecoder { let d = JSONDecoder(); d.keyDecodingStrategy = .convertFromSnakeCase; return d }
+
     public static func load(_ path: String) throws -> PasskeyResults {
         guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError.unreadableResults(path: path) }
-        do { return try JSONDecoder().decode(PasskeyResults.self, from: data) } catch {
+        do { return try Self.decoder.decode(PasskeyResults.self, from: data) } catch {
             throw EvaluationError.notEvaluationResults(path: path, detail: SystemMessage.of(error))
         }
     }

@@ -28,7 +28,14 @@ public struct HeatmapSVG {
     public func svg() -> String {
         let cell = 48.0, left = 96.0, top = 40.0, gap = 30.0, bottom = 36.0
         let panelW = Double(columnLabels.count) * cell
-        let width = left + Double(panels.count) * panelW + Double(max(0, panels.count - 1)) * gap + 12
+        // Text widths estimated at 6.6 px per character (11 px sans-serif, bold titles): the
+        // picture grows to hold its titles and caption instead of cutting them.
+        func textWidth(_ s: String) -> Double { Double(s.count) * 6.6 }
+        // Each panel's title is centred over the panel, moved right when it would start left of the picture.
+        let titleCentres = panels.indices.map { p in max(left + Double(p) * (panelW + gap) + panelW / 2, textWidth(panels[p].title) / 2 + 6) }
+        let width = max(left + Double(panels.count) * panelW + Double(max(0, panels.count - 1)) * gap + 12,
+                        zip(titleCentres, panels).map { $0 + textWidth($1.title) / 2 + 6 }.max() ?? 0,
+                        textWidth(caption) + 24)
         let height = top + Double(rowLabels.count) * cell + bottom
         func f(_ v: Double) -> String { String(format: "%.1f", v) }
         func esc(_ s: String) -> String { s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;") }
@@ -36,7 +43,7 @@ public struct HeatmapSVG {
         out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         for (p, panel) in panels.enumerated() {
             let x0 = left + Double(p) * (panelW + gap)
-            out += "<text x=\"\(f(x0 + panelW / 2))\" y=\"16\" text-anchor=\"middle\" font-weight=\"bold\">\(esc(panel.title))</text>\n"
+            out += "<text x=\"\(f(titleCentres[p]))\" y=\"16\" text-anchor=\"middle\" font-weight=\"bold\">\(esc(panel.title))</text>\n"
             for (i, label) in columnLabels.enumerated() {
                 out += "<text x=\"\(f(x0 + (Double(i) + 0.5) * cell))\" y=\"\(f(top + Double(rowLabels.count) * cell + 14))\" text-anchor=\"middle\">\(esc(label))</text>\n"
                 for j in rowLabels.indices {
@@ -54,7 +61,7 @@ public struct HeatmapSVG {
                 }
             }
         }
-        out += "<text x=\"\(f(left + (width - left) / 2))\" y=\"\(f(height - 6))\" text-anchor=\"middle\">\(esc(caption))</text>\n"
+        out += "<text x=\"\(f(max(left + (width - left) / 2, textWidth(caption) / 2 + 6)))\" y=\"\(f(height - 6))\" text-anchor=\"middle\">\(esc(caption))</text>\n"
         return out + "</svg>"
     }
 }

@@ -16,6 +16,8 @@ public struct BPETokenizer: Sendable {
     public let vocabularySize: Int
     /// Id of `<|endoftext|>` when the tokenizer has it.
     public let eosTokenId: Int?
+    /// The largest id the tokenizer can produce (model vocabulary and added tokens).
+    public var largestTokenId: Int { tokens.count - 1 }
 
     let model: BPEModel
     let normalizeNFC: Bool
