@@ -3,7 +3,7 @@ import Foundation
 import LongMamba
 
 struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show one table: metadata and per-layer summary.")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show one table: summary, per-layer thresholds, then its metadata and provenance.")
 
     @Option(help: "SQLite database.") var db: String
     @Option(help: "Table id.") var table: Int64
@@ -11,25 +11,41 @@ struct InspectCommand: ParsableCommand {
 
     func validate() throws { try checkTheta(theta) }
 
+    /// Metadata printed last: provenance and the long JSON documents.
+    static let provenanceKeys: Set<String> = ["model_config", "corpus_provenance", "recording_metadata", "parameters", "calibration_key",
+                                              "tokenizer_hash", "model_fingerprint", "content_hash"]
+
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
         let info = try store.table(table)
-        for (k, v) in try store.tableMetadata(table).sorted(by: { $0.key < $1.key }) { print("\(k): \(v)") }
+        let p = info.parameters
+        let layers = try (0..<info.layerCount).map { try store.tableLayer(table: table, layer: $0) }
+        let global = layers.map { GlobalChannels.count(cumulativeDecay: $0.cumulativeDecay, theta: theta) }
+        // Summary first.
+        print("table \(table) of run \(info.runID): \(info.architecture), \(info.layerCount) layers × \(layers.first?.channels ?? 0) channels, "
+              + "p = \(p.clampFraction), aggregate \(p.aggregation.rawValue), L = \(p.trainingLength)")
+        print("lengths: \(info.lengths.count), every \(p.interval) tokens up to \(p.maxLength); recordings \(info.recordingRepresentation); hash \(info.contentHash.prefix(12))")
+        print("global channels at θ = \(theta): \(global.reduce(0, +)) of \(layers.reduce(0) { $0 + $1.channels }) (per layer: \(global.map(String.init).joined(separator: " ")))")
         print("")
         var probe: [Int] = []
-        for S in [info.lengths.first, info.lengths.first(where: { $0 > info.parameters.trainingLength }), info.lengths.last].compactMap({ $0 }) where !probe.contains(S) { probe.append(S) }
+        for S in [info.lengths.first, info.lengths.first(where: { $0 > p.trainingLength }), info.lengths.last].compactMap({ $0 }) where !probe.contains(S) { probe.append(S) }
         var rows: [[String]] = []
-        for i in 0..<info.layerCount {
-            let l = try store.tableLayer(table: table, layer: i)
-            let global = GlobalChannels.count(cumulativeDecay: l.cumulativeDecay, theta: theta)
-            var row = [String(i), String(l.channels), "\(global)", String(format: "%.4g…%.4g", l.decayBudget.min() ?? 0, l.decayBudget.max() ?? 0)]
+        for l in layers {
+            var row = [String(l.layer), String(l.channels), "\(global[l.layer])", String(format: "%.4g–%.4g", l.decayBudget.min() ?? 0, l.decayBudget.max() ?? 0)]
             for S in probe {
-                let t = l.lengths.firstIndex(of: S)!
+                guard let t = l.lengths.firstIndex(of: S) else { row.append("-"); continue }
                 let slice = l.deltaThreshold[(t * l.channels)..<((t + 1) * l.channels)]
-                row.append(String(format: "%.4g…%.4g", slice.min() ?? 0, slice.max() ?? 0))
+                row.append(String(format: "%.4g–%.4g", slice.min() ?? 0, slice.max() ?? 0))
             }
             rows.append(row)
         }
         printTable(header: ["layer", "channels", "global@θ=\(theta)", "D range"] + probe.map { "τ@\($0)" }, rows: rows)
+        // Then the metadata, provenance last.
+        let metadata = try store.tableMetadata(table)
+        print("")
+        for k in metadata.keys.sorted() where !Self.provenanceKeys.contains(k) { print("\(k): \(metadata[k] ?? "")") }
+        print("")
+        print("provenance:")
+        for k in metadata.keys.sorted() where Self.provenanceKeys.contains(k) { print("\(k): \(metadata[k] ?? "")") }
     }
 }

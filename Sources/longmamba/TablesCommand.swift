@@ -6,15 +6,74 @@ struct TablesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tables", abstract: "List the threshold tables in a database.")
 
     @Option(help: "SQLite database.") var db: String
+    @Flag(help: "Print JSON (snake_case keys) instead of a text table.") var json = false
+
+    struct Row: Encodable {
+        var id: Int64, runId: Int64, method: String, clampFraction: Double, aggregation: String, interval: Int, maxLength: Int
+        var trainingLength: Int, layerCount: Int, lengthCount: Int, architecture: String, recordingRepresentation: String
+        var modelFingerprint: String, contentHash: String, createdAt: String
+    }
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
-        let rows = try store.tables().map { t in
+        let tables = try store.tables()
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .prettyPrinted]
+            e.keyEncodingStrategy = .convertToSnakeCase
+            let rows = tables.map { t in
+                Row(id: t.id, runId: t.runID, method: t.method, clampFraction: t.parameters.clampFraction, aggregation: t.parameters.aggregation.rawValue,
+                    interval: t.parameters.interval, maxLength: t.parameters.maxLength, trainingLength: t.parameters.trainingLength,
+                    layerCount: t.layerCount, lengthCount: t.lengths.count, architecture: t.architecture,
+                    recordingRepresentation: t.recordingRepresentation, modelFingerprint: t.modelFingerprint, contentHash: t.contentHash, createdAt: t.createdAt)
+            }
+            print(String(decoding: try e.encode(rows), as: UTF8.self))
+            return
+        }
+        let rows = tables.map { t in
             [String(t.id), String(t.runID), t.method, String(t.parameters.clampFraction), t.parameters.aggregation.rawValue,
              String(t.parameters.interval), String(t.parameters.maxLength), String(t.parameters.trainingLength), String(t.layerCount),
              t.architecture, t.recordingRepresentation, t.createdAt, String(t.contentHash.prefix(12))]
         }
         if rows.isEmpty { print("no tables in \(db)"); return }
         printTable(header: ["id", "run", "method", "p", "agg", "interval", "max_len", "L", "layers", "arch", "recording", "created_at", "hash"], rows: rows)
+    }
+}
+
+/// `longmamba runs`: the calibration runs of a database, with how far each has got.
+struct RunsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List the calibration runs in a database: status, samples committed, grid, key.")
+
+    @Option(help: "SQLite database.") var db: String
+    @Flag(help: "Print JSON (snake_case keys) instead of a text table.") var json = false
+
+    struct Row: Encodable {
+        var id: Int64, status: String, samplesCommitted: Int, sampleCount: Int, sampleLength: Int, layerCount: Int
+        var tableInterval: Int?, tableMaxLength: Int?, calibrationKey: String?, description: String?, modelFingerprint: String, createdAt: String
+    }
+
+    func run() throws {
+        let store = try CalibrationStore(path: db, readOnly: true)
+        let rows = try store.runs().compactMap { r -> Row? in
+            guard let id = r.id else { return nil }
+            let grid = try store.calibratedGrid(run: id)
+            return Row(id: id, status: r.status.rawValue, samplesCommitted: try store.recordedSamples(run: id).count, sampleCount: r.sampleCount,
+                       sampleLength: r.sampleLength, layerCount: r.layerCount, tableInterval: grid?.interval, tableMaxLength: grid?.maxLength,
+                       calibrationKey: r.calibrationKey, description: r.description, modelFingerprint: try store.model(r.modelID).fingerprint,
+                       createdAt: r.createdAtText)
+        }
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .prettyPrinted]
+            e.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try e.encode(rows), as: UTF8.self))
+            return
+        }
+        if rows.isEmpty { print("no calibration runs in \(db)"); return }
+        printTable(header: ["id", "status", "samples", "L", "layers", "grid", "key", "created_at", "inputs"], rows: rows.map { r in
+            [String(r.id), r.status, "\(r.samplesCommitted)/\(r.sampleCount)", String(r.sampleLength), String(r.layerCount),
+             r.tableInterval.map { "\($0)…\(r.tableMaxLength ?? 0)" } ?? "-", String((r.calibrationKey ?? "imported").prefix(12)), r.createdAt,
+             r.description ?? "imported recordings"]
+        })
     }
 }

@@ -105,6 +105,21 @@ import Testing
         #expect(quiet.status == 0 && quiet.err.isEmpty, "\(quiet.err)")
     }
 
+    @Test func tablesAndRunsListAsJSONAndInspectPutsTheSummaryFirst() throws {
+        let tables = try Self.run(["tables", "--db", Self.store, "--json"])
+        let list = try JSONSerialization.jsonObject(with: Data(tables.out.utf8)) as? [[String: Any]]
+        // (the sweep test of this suite may have added tables: table 1 is calibrate's)
+        #expect(list?.first?["id"] as? Int == 1 && list?.first?["clamp_fraction"] as? Double == 0.05, "\(tables.out)")
+        let runs = try Self.run(["runs", "--db", Self.store, "--json"])
+        let run = (try JSONSerialization.jsonObject(with: Data(runs.out.utf8)) as? [[String: Any]])?.first
+        #expect(run?["status"] as? String == "complete" && run?["samples_committed"] as? Int == 3 && run?["table_interval"] as? Int == 256, "\(runs.out)")
+        let inspect = try Self.run(["inspect", "--db", Self.store, "--table", "1"])
+        #expect(inspect.out.hasPrefix("table 1 of run 1: mamba2"), "\(inspect.out)")
+        let provenance = try #require(inspect.out.range(of: "provenance:"))
+        #expect(inspect.out[provenance.upperBound...].contains("corpus_provenance:"))
+        #expect(!inspect.out[..<provenance.lowerBound].contains("corpus_provenance:"))
+    }
+
     @Test func aFinishedRunLeavesNoWriteAheadLogBehind() throws {
         let db = Tool.directory() + "/wal.sqlite"
         let calibrate = try Self.run(Tool.calibrateArguments(db: db, samples: 2) + ["--quiet"])

@@ -207,6 +207,11 @@ def _kind(v) -> str:
     return repr(v)
 
 
+def _key(v) -> str:
+    """A key column (layer, run, sample) for a message's prefix: altered, it may be any type."""
+    return str(v) if _is_int(v) else repr(v)
+
+
 def _integer(where: str, column: str, v, minimum: int) -> int:
     if not _is_int(v):
         raise LongMambaTableError(f"{where}: {column} is {_kind(v)}, expected an integer")
@@ -374,7 +379,7 @@ def _decode_layer_row(path: str, table: _TableRecord, row) -> LayerTable:
     """Every check of one `table_layers` row against its table: counts, blob sizes, the lengths
     grid, A's shape, and the ranges of τ, α, D and a. The one place a layer is decoded."""
     i, C, T, lengths_blob, tau, alpha, budget, decay, a_values, a_shape_json = row
-    where = f"{path}: table {table.id} layer {i}"
+    where = f"{path}: table {table.id} layer {_key(i)}"
     i = _integer(where, "layer_index", i, 0)
     if i >= table.layer_count:
         raise LongMambaTableError(f"{where}: layer_index {i} is beyond the table's layer_count {table.layer_count}")
@@ -452,7 +457,7 @@ def _check_recording_row(path: str, row):
     """Every check of one `recordings` row: its counts, the encoding, the Δ blob's size where the
     encoding fixes it (exact-f32-v1: L·C·4), A against its shape, and the content hash."""
     run, sample, layer, L, C, encoding, blob, a_shape_json, a_values, stored = row
-    where = f"{path}: run {run} sample {sample} layer {layer}"
+    where = f"{path}: run {_key(run)} sample {_key(sample)} layer {_key(layer)}"
     L = _integer(where, "token_count", L, 1)
     C = _integer(where, "channel_count", C, 1)
     encoding = _text(where, "encoding", encoding)
@@ -478,7 +483,7 @@ def _check_recording_row(path: str, row):
 def _check_run_sample_row(path: str, row):
     """One `run_samples` row: the token ids hold token_count i32 values."""
     run, sample, count, ids = row
-    where = f"{path}: run {run} sample {sample}"
+    where = f"{path}: run {_key(run)} sample {_key(sample)}"
     count = _integer(where, "token_count", count, 0)
     _blob(where, "token_ids_i32", ids, 4 * count, f"token_count {count} × 4")
 
@@ -568,14 +573,23 @@ class Store:
                     except LongMambaTableError as e:
                         fail(e)
         except sqlite3.DatabaseError as e:
-            fail(LongMambaTableError(f"{self.path}: table {table_id} cannot be read ({e})"))
+            unreadable = LongMambaTableError(f"{self.path}: table {table_id} cannot be read ({e})")
+        else:
+            unreadable = None
+        if unreadable is not None:  # raised here, not inside the except: no chained sqlite3 traceback
+            fail(unreadable)
             return None
         if table is not None:
-            missing = sorted(set(range(table.layer_count)) - set(indices))
+            # Without enumerating layer_count (an altered one may be huge): the first missing
+            # layers are among the first len(indices) + 3.
+            present = set(indices)
+            missing = [k for k in range(min(table.layer_count, len(indices) + 3)) if k not in present]
             if missing:
+                count = table.layer_count - sum(1 for i in present if _is_int(i) and 0 <= i < table.layer_count)
+                shown = ", ".join(map(str, missing[:3])) + (", …" if count > 3 else "")
                 fail(LongMambaTableError(
-                    f"{self.path}: table {table_id}: layer{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(map(str, missing))} {'are' if len(missing) > 1 else 'is'} missing from table_layers "
+                    f"{self.path}: table {table_id}: layer{'s' if count > 1 else ''} {shown} "
+                    f"{'are' if count > 1 else 'is'} missing from table_layers "
                     f"(layer_count is {table.layer_count}, {len(indices)} stored)"))
         computed = digest.value
         stored_hash = row[10]
@@ -595,30 +609,36 @@ class Store:
         hash) and every run's sampled token ids. Returns the problems, one line each; an empty
         list: the store is healthy."""
         problems = []
-        try:
-            problems += [f"{self.path}: integrity_check: {line}"
-                         for (line,) in self._db.execute("PRAGMA integrity_check") if line != "ok"]
-            problems += [f"{self.path}: {child} row {rowid} refers to a row of {parent} that does not exist"
-                         for child, rowid, parent, _ in self._db.execute("PRAGMA foreign_key_check")]
-            table_ids = [r[0] for r in self._db.execute("SELECT id FROM threshold_tables ORDER BY id")]
-        except sqlite3.DatabaseError as e:
-            return problems + [f"{self.path}: the database cannot be checked ({e})"]
-        for table_id in table_ids:
-            self._read_table(table_id, problems)
-        rows = [("recordings", _RECORDING_QUERY, _check_recording_row),
-                ("run_samples", "SELECT run_id, sample_index, token_count, token_ids_i32 FROM run_samples "
-                                "ORDER BY run_id, sample_index", _check_run_sample_row)]
-        for name, query, check_row in rows:
-            if name not in self._names:
-                continue
+
+        def rows(what, query, check_row):
+            # Each part on its own: a page SQLite cannot read is reported, and the rest still checked.
             try:
                 for row in self._db.execute(query):
-                    try:
-                        check_row(self.path, row)
-                    except LongMambaTableError as e:
-                        problems.append(str(e))
+                    problem = check_row(row)
+                    if problem:
+                        problems.append(problem)
             except sqlite3.DatabaseError as e:
-                problems.append(f"{self.path}: {name} cannot be read ({e})")
+                problems.append(f"{self.path}: {what} failed ({e})")
+
+        def checked(row, check_row):
+            try:
+                check_row(self.path, row)
+            except LongMambaTableError as e:
+                return str(e)
+
+        rows("integrity_check", "PRAGMA integrity_check",
+             lambda r: None if r[0] == "ok" else f"{self.path}: integrity_check: {r[0]}")
+        rows("foreign_key_check", "PRAGMA foreign_key_check",
+             lambda r: f"{self.path}: {r[0]} row {r[1]} refers to a row of {r[2]} that does not exist")
+        table_ids = []
+        rows("reading threshold_tables", "SELECT id FROM threshold_tables ORDER BY id", lambda r: table_ids.append(r[0]))
+        for table_id in table_ids:
+            self._read_table(table_id, problems)
+        if "recordings" in self._names:
+            rows("reading recordings", _RECORDING_QUERY, lambda r: checked(r, _check_recording_row))
+        if "run_samples" in self._names:
+            rows("reading run_samples", "SELECT run_id, sample_index, token_count, token_ids_i32 FROM run_samples "
+                                        "ORDER BY run_id, sample_index", lambda r: checked(r, _check_run_sample_row))
         return problems
 def open(path: str) -> Store:  # noqa: A001 - the documented name
     """Opens a longmamba calibration database read-only (a newer schema is refused)."""

@@ -413,15 +413,25 @@ def test_a_model_row_gone_is_refused_by_name(tables, tmp_path):
 
 
 def test_damaged_pages_are_reported_not_raised(tables, tmp_path):
-    """Every page after the first zeroed: SQLite's own checks fail; the reader says so by name."""
+    """table_layers' root page zeroed: SQLite's own checks fail; the reader says so by name."""
     db, table_id, _ = tables["mamba-tiny-hf"]
     copy = tmp_path / "cal.sqlite"
     shutil.copy(db, copy)
+    with closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as c:
+        page_size = c.execute("PRAGMA page_size").fetchone()[0]
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'table_layers'").fetchone()[0]
     data = bytearray(copy.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big") or 65536
+    data[(root - 1) * page_size:root * page_size] = bytes(page_size)
+    copy.write_bytes(bytes(data))
+    with lmt.open(str(copy)) as store, pytest.raises(lmt.LongMambaTableError) as e:
+        store.table(table_id)
+    assert type(e.value) is lmt.LongMambaTableError
+    assert str(e.value).startswith(f"{copy}: table {table_id} cannot be read (")
+    problems = lmt.check(str(copy))
+    assert any(p.startswith(f"{copy}: integrity_check") for p in problems), problems
+    assert str(e.value) in problems
+    # Damage that reaches the schema itself: refused as open() refuses a file that is not a store.
     data[page_size:] = bytes(len(data) - page_size)
     copy.write_bytes(bytes(data))
-    with pytest.raises(lmt.LongMambaTableError, match=f"table {table_id} cannot be read"):
-        lmt.open(str(copy)).table(table_id)
-    problems = lmt.check(str(copy))
-    assert problems and all(p.startswith(str(copy)) for p in problems), problems
+    with pytest.raises(lmt.NotAStoreError, match="not a longmamba SQLite database"):
+        lmt.check(str(copy))

@@ -15,6 +15,8 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
     public var description: String {
         switch self {
         case let .nonPositiveTheta(t): return "θ must be > 0, got \(t)"
+        case let .tableForAnotherModel(table, model, fingerprint) where table.hasPrefix("unfingerprinted"):
+            return "the table's Δ were imported from recordings without a model fingerprint (\(table)), so it cannot be checked against \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway"
         case let .tableForAnotherModel(table, model, fingerprint):
             return "the table was calibrated on model \(table.prefix(12)), not on \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway"
         case let .beyondTable(length, largest):

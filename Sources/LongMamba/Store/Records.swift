@@ -48,6 +48,8 @@ public struct CalibrationRunInfo: Codable, Sendable, Equatable, FetchableRecord,
     public var toolVersion: String
     public var status: RunStatus
     var createdAt: String
+    /// When the run was created (ISO 8601, UTC).
+    public var createdAtText: String { createdAt }
 
     enum CodingKeys: String, CodingKey {
         case id, modelID = "model_id", calibrationKey = "calibration_key", description
