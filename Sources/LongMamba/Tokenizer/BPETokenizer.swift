@@ -54,80 +54,72 @@ public struct BPETokenizer: Sendable {
         func unsupported(_ component: String, _ hint: String) -> TokenizerError {
             .unsupported(path: source, component: component, hint: hint)
         }
-        let root: [String: Any]
-        do {
-            guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw malformed("top level is not a JSON object")
-            }
-            root = object
-        } catch let e as TokenizerError {
-            throw e
-        } catch {
-            throw malformed("not valid JSON (\(error.localizedDescription))")
+        let file: TokenizerFile
+        switch TokenizerFile.decode(data) {
+        case .success(let f): file = f
+        case .failure(.notAnObject): throw malformed("top level is not a JSON object")
+        case .failure(.notJSON(let reason)): throw malformed("not valid JSON (\(reason))")
         }
-        func isNull(_ v: Any?) -> Bool { v == nil || v is NSNull }
-        func typeName(_ v: Any?) -> String? { (v as? [String: Any])?["type"] as? String }
 
-        for key in ["truncation", "padding"] where !isNull(root[key]) {
-            throw unsupported("\(key) (non-null)", "Save the tokenizer with \(key) disabled; it would change encode results.")
-        }
+        if file.truncation { throw unsupported("truncation (non-null)", "Save the tokenizer with truncation disabled; it would change encode results.") }
+        if file.padding { throw unsupported("padding (non-null)", "Save the tokenizer with padding disabled; it would change encode results.") }
 
         // Normalizer: none or NFC.
-        switch root["normalizer"] {
-        case nil, is NSNull: normalizeNFC = false
-        case let n?:
-            guard let type = typeName(n) else { throw malformed("normalizer has no type") }
+        if let n = file.normalizer {
+            guard let type = n.type else { throw malformed("normalizer has no type") }
             guard type == "NFC" else {
                 throw unsupported("normalizer '\(type)'", "Only NFC (or no normalizer) is implemented.")
             }
             normalizeNFC = true
+        } else {
+            normalizeNFC = false
         }
 
         // Pre-tokenizer: ByteLevel.
-        guard let pre = root["pre_tokenizer"] as? [String: Any], let preType = pre["type"] as? String else {
+        guard let pre = file.preTokenizer, let preType = pre.type else {
             throw unsupported("pre_tokenizer 'null'", "A ByteLevel pre-tokenizer is required.")
         }
         guard preType == "ByteLevel" else {
             throw unsupported("pre_tokenizer '\(preType)'", "Only ByteLevel is implemented.")
         }
-        addPrefixSpace = pre["add_prefix_space"] as? Bool ?? true
-        useRegex = pre["use_regex"] as? Bool ?? true
+        addPrefixSpace = pre.addPrefixSpace ?? true
+        useRegex = pre.useRegex ?? true
 
         // Decoder: ByteLevel. Post-processor: none or ByteLevel (which only moves offsets).
-        let decoderType = typeName(root["decoder"]) ?? "null"
+        let decoderType = file.decoder?.type ?? "null"
         guard decoderType == "ByteLevel" else {
             throw unsupported("decoder '\(decoderType)'", "Only the ByteLevel decoder is implemented.")
         }
-        if !isNull(root["post_processor"]) {
-            let type = typeName(root["post_processor"]) ?? "?"
+        if let post = file.postProcessor {
+            let type = post.type ?? "?"
             guard type == "ByteLevel" else {
                 throw unsupported("post_processor '\(type)'", "Only ByteLevel (or none) is implemented; others add tokens.")
             }
         }
 
         // Model: BPE without dropout, prefixes/suffixes or byte fallback.
-        guard let modelObject = root["model"] as? [String: Any] else { throw malformed("no model object") }
-        let modelType = modelObject["type"] as? String ?? (modelObject["merges"] != nil ? "BPE" : "?")
+        guard let m = file.model else { throw malformed("no model object") }
+        let modelType = m.type ?? (m.hasMergesKey ? "BPE" : "?")
         guard modelType == "BPE" else {
             throw unsupported("model '\(modelType)'", "Only BPE is implemented.")
         }
-        if let dropout = modelObject["dropout"] as? Double, dropout > 0 {
+        if let dropout = m.dropout, dropout > 0 {
             throw unsupported("BPE dropout \(dropout)", "Dropout makes encoding random; save without it.")
         }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if let s = modelObject[key] as? String, !s.isEmpty {
+        for (key, value) in [("continuing_subword_prefix", m.continuingSubwordPrefix), ("end_of_word_suffix", m.endOfWordSuffix)] {
+            if let s = value, !s.isEmpty {
                 throw unsupported("BPE \(key) '\(s)'", "Byte-level BPE does not use it.")
             }
         }
-        if modelObject["byte_fallback"] as? Bool == true {
+        if m.byteFallback == true {
             throw unsupported("BPE byte_fallback", "Only plain byte-level BPE is implemented.")
         }
-        guard let vocabObject = modelObject["vocab"] as? [String: Any] else { throw malformed("model.vocab is missing") }
+        guard let vocabObject = m.vocab else { throw malformed("model.vocab is missing") }
         var vocab: [String: Int32] = [:]
         vocab.reserveCapacity(vocabObject.count)
         var maxId = -1
         for (token, value) in vocabObject {
-            guard let id = (value as? NSNumber)?.intValue, id >= 0, id < Int(Int32.max) else {
+            guard let id = value, id >= 0, id < Int(Int32.max) else {
                 throw malformed("vocab entry '\(token)' has no valid id")
             }
             vocab[token] = Int32(id)
@@ -139,17 +131,18 @@ public struct BPETokenizer: Sendable {
             byteIds[b] = vocab[String(Character(ByteLevel.byteToScalar[b]))] ?? -1
         }
 
-        guard let mergeList = modelObject["merges"] as? [Any] else { throw malformed("model.merges is missing") }
+        guard let mergeList = m.merges else { throw malformed("model.merges is missing") }
         var merges = MergeTable(capacity: mergeList.count)
         for (rank, entry) in mergeList.enumerated() {
             let left: String, right: String
-            if let s = entry as? String {
+            switch entry {
+            case .joined(let s):
                 let parts = s.split(separator: " ", omittingEmptySubsequences: false)
                 guard parts.count == 2 else { throw malformed("merge \(rank) '\(s)' is not two tokens separated by one space") }
                 left = String(parts[0]); right = String(parts[1])
-            } else if let pair = entry as? [Any], pair.count == 2, let a = pair[0] as? String, let b = pair[1] as? String {
+            case let .pair(a, b):
                 left = a; right = b
-            } else {
+            case .invalid:
                 throw malformed("merge \(rank) is neither \"a b\" nor [a, b]")
             }
             guard let a = vocab[left], let b = vocab[right] else {
@@ -161,40 +154,39 @@ public struct BPETokenizer: Sendable {
             _ = merges.insert(a, b, rank: Int32(rank), merged: merged)
         }
         var unknownId: Int32?
-        if let unk = modelObject["unk_token"] as? String {
+        if let unk = m.unkToken {
             guard let id = vocab[unk] else { throw malformed("unk_token '\(unk)' is not in the vocabulary") }
             unknownId = id
         }
-        let ignoreMerges = modelObject["ignore_merges"] as? Bool ?? false
         model = BPEModel(
             byteIds: byteIds, merges: merges, unknownId: unknownId,
-            fuseUnknown: modelObject["fuse_unk"] as? Bool ?? false,
-            wholeWordIds: ignoreMerges ? vocab : nil)
+            fuseUnknown: m.fuseUnk ?? false,
+            wholeWordIds: m.ignoreMerges ?? false ? vocab : nil)
 
         // Added tokens.
         var raw = AddedTokenMatcher()
         var normalized = AddedTokenMatcher()
         var special = Set<Int>()
         var allTokens = vocab
-        let added = root["added_tokens"] as? [[String: Any]] ?? []
-        for entry in added {
-            guard let content = entry["content"] as? String, let id = (entry["id"] as? NSNumber)?.intValue,
-                  id >= 0, id < Int(Int32.max) else {
+        var added: [(content: String, id: Int)] = []
+        for entry in file.addedTokens {
+            guard let content = entry.content, let id = entry.id, id >= 0, id < Int(Int32.max) else {
                 throw malformed("an added token has no content or id")
             }
-            for option in ["single_word", "lstrip", "rstrip"] where entry[option] as? Bool == true {
+            for (option, set) in [("single_word", entry.singleWord), ("lstrip", entry.lstrip), ("rstrip", entry.rstrip)] where set == true {
                 throw unsupported("added token option \(option) (token '\(content)')", "Only plain added tokens are implemented.")
             }
-            let isNormalized = entry["normalized"] as? Bool ?? !(entry["special"] as? Bool ?? false)
+            let isNormalized = entry.normalized ?? !(entry.special ?? false)
             if isNormalized {
                 let text = normalizeNFC ? NFC.normalize(content) : content
                 normalized.add(Array(text.utf8), id: Int32(id))
             } else {
                 raw.add(Array(content.utf8), id: Int32(id))
             }
-            if entry["special"] as? Bool == true { special.insert(id) }
+            if entry.special == true { special.insert(id) }
             if allTokens[content] == nil { allTokens[content] = Int32(id) }
             maxId = max(maxId, id)
+            added.append((content, id))
         }
         rawAddedTokens = raw
         normalizedAddedTokens = normalized
@@ -209,11 +201,7 @@ public struct BPETokenizer: Sendable {
         }
         var tokens = [String?](repeating: nil, count: maxId + 1)
         for (token, id) in vocab { tokens[Int(id)] = token }
-        for entry in added {
-            if let content = entry["content"] as? String, let id = (entry["id"] as? NSNumber)?.intValue {
-                tokens[id] = content
-            }
-        }
+        for (content, id) in added { tokens[id] = content }
         self.tokens = tokens
         decodedBytes = tokens.map { $0.map(ByteLevel.decodedBytes(ofToken:)) ?? [] }
         eosTokenId = allTokens["<|endoftext|>"].map(Int.init)
