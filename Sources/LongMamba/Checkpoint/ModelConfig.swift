@@ -183,40 +183,34 @@ public struct ModelConfig: Sendable, Codable, Equatable {
 extension ModelConfig {
     /// Parses config.json bytes. `path` is used in error messages.
     public static func parse(_ data: Data, path: String) throws -> ModelConfig {
-        let object: Any
+        let file: ConfigFile
         do {
-            object = try JSONSerialization.jsonObject(with: sanitizeNonFiniteJSON(data))
+            file = try JSONDecoder().decode(ConfigFile.self, from: sanitizeNonFiniteJSON(data))
+        } catch let DecodingError.typeMismatch(_, context) where context.codingPath.isEmpty {
+            throw ConfigError.notAnObject(path: path)
         } catch {
-            throw ConfigError.notJSON(path: path, reason: error.localizedDescription)
+            throw ConfigError.notJSON(path: path, reason: SystemMessage.of(error))
         }
-        guard let json = object as? [String: Any] else { throw ConfigError.notAnObject(path: path) }
-        return try parse(json, path: path)
+        return try parse(file, path: path)
     }
 
     /// The largest value a shape entry may hold (2²⁴: far above any real model's widths and
     /// vocabularies, small enough that the product of two never overflows).
     static let maxDimension = 1 << 24
 
-    static func parse(_ json: [String: Any], path: String) throws -> ModelConfig {
+    static func parse(_ json: ConfigFile, path: String) throws -> ModelConfig {
         // Every integer a shape is computed from: a whole number in 0...maxDimension, so that
         // products of two of them cannot overflow (a damaged file then gets an error, not a trap).
-        func int(_ keys: [String], in dict: [String: Any] = json) throws -> Int? {
-            for k in keys {
-                guard let v = dict[k] as? NSNumber else { continue }
-                let d = v.doubleValue
+        // `candidates`: (key, value) in order of preference; the first present one counts.
+        func int(_ candidates: (String, ConfigFile.Number?)...) throws -> Int? {
+            for (k, v) in candidates {
+                guard let v else { continue }
+                let d = v.value
                 guard d.isFinite, d == d.rounded(), d >= 0, d <= Double(ModelConfig.maxDimension) else {
-                    throw ConfigError.valueOutOfRange(path: path, key: k, value: "\(v)", limit: ModelConfig.maxDimension)
+                    throw ConfigError.valueOutOfRange(path: path, key: k, value: v.text, limit: ModelConfig.maxDimension)
                 }
                 return Int(d)
             }
-            return nil
-        }
-        func double(_ keys: [String], in dict: [String: Any] = json) -> Double? {
-            for k in keys { if let v = dict[k], let d = jsonDouble(v) { return d } }
-            return nil
-        }
-        func bool(_ keys: [String], in dict: [String: Any] = json) -> Bool? {
-            for k in keys { if let v = dict[k] as? Bool { return v } }
             return nil
         }
         func require(_ value: Int?, _ what: String) throws -> Int {
@@ -224,9 +218,9 @@ extension ModelConfig {
             return value
         }
 
-        let modelType = json["model_type"] as? String
-        let ssmCfg = json["ssm_cfg"] as? [String: Any] ?? [:]
-        let isStateSpaces = json["d_model"] != nil && json["hidden_size"] == nil && modelType == nil
+        let modelType = json.modelType
+        let ssmCfg = json.ssmCfg
+        let isStateSpaces = json.hasDModel && !json.hasHiddenSize && modelType == nil
         let architecture: Architecture
         switch modelType {
         case "mamba": architecture = .mamba
@@ -237,59 +231,58 @@ extension ModelConfig {
             guard isStateSpaces else {
                 throw ConfigError.unknownArchitecture(path: path)
             }
-            switch ssmCfg["layer"] as? String ?? "Mamba1" {
+            switch ssmCfg.layer ?? "Mamba1" {
             case "Mamba1": architecture = .mamba
             case "Mamba2": architecture = .mamba2
             case let other: throw ConfigError.unsupportedLayer(path: path, layer: other)
             }
-            if let attn = json["attn_layer_idx"] as? [Any], !attn.isEmpty {
-                throw ConfigError.hybridAttention(path: path, attentionLayers: "\(attn)")
+            if let attn = json.attnLayerIdx, !attn.isEmpty {
+                throw ConfigError.hybridAttention(path: path, attentionLayers: "[" + attn.map(\.text).joined(separator: ", ") + "]")
             }
-            if let dInt = try int(["d_intermediate"]), dInt != 0 {
+            if let dInt = try int(("d_intermediate", json.dIntermediate)), dInt != 0 {
                 throw ConfigError.gatedMLP(path: path, dIntermediate: dInt)
             }
         case let other?:
             throw ConfigError.unsupportedModelType(path: path, modelType: other)
         }
 
-        let dModel = try require(try int(["hidden_size", "d_model"]), "hidden_size/d_model")
-        let layers = try require(try int(["num_hidden_layers", "n_layer"]), "num_hidden_layers/n_layer")
-        let vocab = try require(try int(["vocab_size"]), "vocab_size")
-        let multiple = try int(["pad_vocab_size_multiple"]) ?? 1
+        let dModel = try require(try int(("hidden_size", json.hiddenSize), ("d_model", json.dModel)), "hidden_size/d_model")
+        let layers = try require(try int(("num_hidden_layers", json.numHiddenLayers), ("n_layer", json.nLayer)), "num_hidden_layers/n_layer")
+        let vocab = try require(try int(("vocab_size", json.vocabSize)), "vocab_size")
+        let multiple = try int(("pad_vocab_size_multiple", json.padVocabSizeMultiple)) ?? 1
         // transformers configs already hold the padded size; state-spaces pads at load time.
         let padded = isStateSpaces && multiple > 1 ? (vocab + multiple - 1) / multiple * multiple : vocab
-        let dState = try require(try int(["state_size"]) ?? int(["d_state"], in: ssmCfg) ?? (architecture == .mamba2 ? 128 : 16), "state_size/d_state")
-        let dConv = try require(try int(["conv_kernel"]) ?? int(["d_conv"], in: ssmCfg) ?? 4, "conv_kernel/d_conv")
-        let expand = try require(try int(["expand"]) ?? int(["expand"], in: ssmCfg) ?? 2, "expand")
+        let dState = try require(try int(("state_size", json.stateSize), ("d_state", ssmCfg.dState)) ?? (architecture == .mamba2 ? 128 : 16), "state_size/d_state")
+        let dConv = try require(try int(("conv_kernel", json.convKernel), ("d_conv", ssmCfg.dConv)) ?? 4, "conv_kernel/d_conv")
+        let expand = try require(try int(("expand", json.expand), ("expand", ssmCfg.expand)) ?? 2, "expand")
         // Falcon-Mamba's config says expand 16 but intermediate_size 8192 = 2·D: trust intermediate_size.
-        let dInner = try require(try int(["intermediate_size"]) ?? expand * dModel, "intermediate_size")
+        let dInner = try require(try int(("intermediate_size", json.intermediateSize)) ?? expand * dModel, "intermediate_size")
         guard dInner <= ModelConfig.maxDimension else {
             throw ConfigError.valueOutOfRange(path: path, key: "expand × hidden_size", value: "\(dInner)", limit: ModelConfig.maxDimension)
         }
         var dtRank = 0
         var headDim = 0, heads = 0, groups = 1
         if architecture == .mamba2 {
-            headDim = try int(["head_dim"]) ?? int(["headdim"], in: ssmCfg) ?? 64
-            groups = try int(["n_groups"]) ?? int(["ngroups"], in: ssmCfg) ?? 1
-            heads = try int(["num_heads"]) ?? (dInner / max(headDim, 1))
+            headDim = try int(("head_dim", json.headDim), ("headdim", ssmCfg.headdim)) ?? 64
+            groups = try int(("n_groups", json.nGroups), ("ngroups", ssmCfg.ngroups)) ?? 1
+            heads = try int(("num_heads", json.numHeads)) ?? (dInner / max(headDim, 1))
             guard headDim > 0, heads * headDim == dInner else {
                 throw ConfigError.headShapeMismatch(path: path, heads: heads, headDim: headDim, dInner: dInner)
             }
             guard groups > 0, heads % groups == 0 else { throw ConfigError.headsNotMultipleOfGroups(path: path, heads: heads, groups: groups) }
         } else {
-            if let r = try int(["time_step_rank"]) { dtRank = r }
-            else if let r = try int(["dt_rank"], in: ssmCfg) { dtRank = r }
-            else { dtRank = (dModel + 15) / 16 }  // "auto" = ceil(D / 16)
-            dtRank = try require(dtRank, "time_step_rank/dt_rank")
+            // "auto" = ceil(D / 16)
+            dtRank = try require(try int(("time_step_rank", json.timeStepRank), ("dt_rank", ssmCfg.dtRank)) ?? (dModel + 15) / 16, "time_step_rank/dt_rank")
         }
         var lower = 0.0, upper = Double.infinity
-        if let limit = (json["time_step_limit"] ?? ssmCfg["dt_limit"]) as? [Any] {
-            guard limit.count == 2, let lo = jsonDouble(limit[0]), let hi = jsonDouble(limit[1]) else {
-                throw ConfigError.invalidTimeStepLimit(path: path, value: "\(limit)")
+        // time_step_limit when the key is there (whatever its value), else ssm_cfg.dt_limit.
+        if let limit = json.hasTimeStepLimit ? json.timeStepLimit : ssmCfg.dtLimit {
+            guard limit.count == 2, let lo = limit[0].value?.value, let hi = limit[1].value?.value else {
+                throw ConfigError.invalidTimeStepLimit(path: path, value: "[" + limit.map(\.text).joined(separator: ", ") + "]")
             }
             lower = lo; upper = hi
         }
-        let eps = double(["layer_norm_epsilon", "norm_epsilon"]) ?? 1e-5
+        let eps = (json.layerNormEpsilon ?? json.normEpsilon)?.value ?? 1e-5
         return ModelConfig(
             architecture: architecture,
             layout: isStateSpaces ? .stateSpaces : .transformers,
@@ -297,13 +290,13 @@ extension ModelConfig {
             dState: dState, dConv: dConv, expand: expand, dInner: dInner, dtRank: dtRank,
             headDim: headDim, headCount: heads, groupCount: groups,
             normEpsilon: Float(eps),
-            mixerNormEpsilon: Float(double(["mixer_rms_eps"]) ?? 1e-6),
-            tieEmbeddings: bool(["tie_word_embeddings", "tie_embeddings"]) ?? true,
-            convBias: bool(["use_conv_bias"]) ?? bool(["conv_bias"], in: ssmCfg) ?? true,
-            projectionBias: bool(["use_bias"]) ?? bool(["bias"], in: ssmCfg) ?? false,
+            mixerNormEpsilon: Float(json.mixerRmsEps?.value ?? 1e-6),
+            tieEmbeddings: json.tieWordEmbeddings ?? json.tieEmbeddings ?? true,
+            convBias: json.useConvBias ?? ssmCfg.convBias ?? true,
+            projectionBias: json.useBias ?? ssmCfg.bias ?? false,
             dtLimitLower: Float(lower), dtLimitUpper: Float(upper),
-            normBeforeGate: bool(["norm_before_gate"], in: ssmCfg) ?? false,
-            trainingLength: try int(["training_length", "max_position_embeddings"]) ?? (isStateSpaces ? 2048 : nil)
+            normBeforeGate: ssmCfg.normBeforeGate ?? false,
+            trainingLength: try int(("training_length", json.trainingLength), ("max_position_embeddings", json.maxPositionEmbeddings)) ?? (isStateSpaces ? 2048 : nil)
         )
     }
 }
@@ -324,66 +317,66 @@ extension ModelConfig {
     /// the layer schedule and the shared blocks. Derived values are recomputed as transformers
     /// does (attention width 2D, d_a = 2D / H_a, Mamba head dim = d_inner / n_mamba_heads,
     /// MLP width 4D unless given, Δ clamped to (time_step_min, ∞)).
-    static func parseZamba2(_ json: [String: Any], path: String) throws -> ModelConfig {
-        func int(_ key: String, in dict: [String: Any] = json) throws -> Int? {
-            guard let v = dict[key] as? NSNumber else { return nil }
-            let d = v.doubleValue
+    static func parseZamba2(_ json: ConfigFile, path: String) throws -> ModelConfig {
+        func int(_ key: String, _ v: ConfigFile.Number?) throws -> Int? {
+            guard let v else { return nil }
+            let d = v.value
             guard d.isFinite, d == d.rounded(), d >= 0, d <= Double(ModelConfig.maxDimension) else {
-                throw ConfigError.valueOutOfRange(path: path, key: key, value: "\(v)", limit: ModelConfig.maxDimension)
+                throw ConfigError.valueOutOfRange(path: path, key: key, value: v.text, limit: ModelConfig.maxDimension)
             }
             return Int(d)
         }
-        func positive(_ key: String, default value: Int? = nil) throws -> Int {
-            guard let v = try int(key) ?? value, v > 0 else { throw ConfigError.missingValue(path: path, key: key) }
-            return v
+        func positive(_ key: String, _ v: ConfigFile.Number?, default value: Int? = nil) throws -> Int {
+            guard let n = try int(key, v) ?? value, n > 0 else { throw ConfigError.missingValue(path: path, key: key) }
+            return n
         }
-        func bool(_ key: String, default value: Bool) -> Bool { json[key] as? Bool ?? value }
-        /// A JSON number that is a layer index 0..<n, else nil (checked as a double first: no trap on 1e300).
-        func layerIndex(_ value: Any, below n: Int) -> Int? {
-            guard let d = (value as? NSNumber)?.doubleValue, d.isFinite, d == d.rounded(), d >= 0, d < Double(n) else { return nil }
+        /// A list entry that is a layer index 0..<n, else nil (checked as a double first: no trap on 1e300).
+        func layerIndex(_ entry: ConfigFile.Entry<ConfigFile.Number>, below n: Int) -> Int? {
+            guard let d = entry.value?.value, d.isFinite, d == d.rounded(), d >= 0, d < Double(n) else { return nil }
             return Int(d)
         }
+        func list(_ entries: [ConfigFile.Entry<ConfigFile.Number>]) -> String { "[" + entries.map(\.text).joined(separator: ", ") + "]" }
         func divide(_ width: Int, by count: Int, key: String, what: String) throws -> Int {
             guard count > 0, width % count == 0 else { throw ConfigError.notDivisible(path: path, key: key, what: what) }
             return width / count
         }
 
-        let dModel = try positive("hidden_size")
-        let layers = try positive("num_hidden_layers")
-        let vocab = try positive("vocab_size")
-        let dState = try positive("mamba_d_state", default: 64)
-        let dConv = try positive("mamba_d_conv", default: 4)
-        let expand = try positive("mamba_expand", default: 2)
+        let dModel = try positive("hidden_size", json.hiddenSize)
+        let layers = try positive("num_hidden_layers", json.numHiddenLayers)
+        let vocab = try positive("vocab_size", json.vocabSize)
+        let dState = try positive("mamba_d_state", json.mambaDState, default: 64)
+        let dConv = try positive("mamba_d_conv", json.mambaDConv, default: 4)
+        let expand = try positive("mamba_expand", json.mambaExpand, default: 2)
         let dInner = expand * dModel
         guard dInner <= ModelConfig.maxDimension else {
             throw ConfigError.valueOutOfRange(path: path, key: "mamba_expand × hidden_size", value: "\(dInner)", limit: ModelConfig.maxDimension)
         }
-        let heads = try positive("n_mamba_heads", default: 8)
+        let heads = try positive("n_mamba_heads", json.nMambaHeads, default: 8)
         let headDim = try divide(dInner, by: heads, key: "n_mamba_heads", what: "\(heads) Mamba heads into d_inner \(dInner) = mamba_expand × hidden_size")
-        let groups = try positive("mamba_ngroups", default: 1)
+        let groups = try positive("mamba_ngroups", json.mambaNgroups, default: 1)
         guard heads % groups == 0 else { throw ConfigError.headsNotMultipleOfGroups(path: path, heads: heads, groups: groups) }
 
         // The schedule: layers_block_type ("mamba" / "linear_attention" / "hybrid"), else hybrid_layer_ids.
         var hybrid: [Int]
-        if let types = json["layers_block_type"] as? [Any] {
+        if let types = json.layersBlockType {
             guard types.count == layers else {
                 throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type has \(types.count) entries but num_hidden_layers is \(layers)")
             }
             hybrid = []
             for (i, t) in types.enumerated() {
-                switch t as? String {
+                switch t.value {
                 case "hybrid": hybrid.append(i)
                 case "mamba", "linear_attention": break
-                default: throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type[\(i)] = \(t) (expected \"mamba\", \"linear_attention\" or \"hybrid\")")
+                default: throw ConfigError.invalidLayerSchedule(path: path, reason: "layers_block_type[\(i)] = \(t.text) (expected \"mamba\", \"linear_attention\" or \"hybrid\")")
                 }
             }
-            if let ids = json["hybrid_layer_ids"] as? [Any], ids.map({ layerIndex($0, below: layers) }) != hybrid.map(Optional.some) {
-                throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(ids) disagree with layers_block_type (hybrid at \(hybrid))")
+            if let ids = json.hybridLayerIds, ids.map({ layerIndex($0, below: layers) }) != hybrid.map(Optional.some) {
+                throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids \(list(ids)) disagree with layers_block_type (hybrid at \(hybrid))")
             }
-        } else if let ids = json["hybrid_layer_ids"] as? [Any] {
+        } else if let ids = json.hybridLayerIds {
             hybrid = try ids.map {
                 guard let i = layerIndex($0, below: layers) else {
-                    throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0) is not a layer index in 0 to \(layers - 1)")
+                    throw ConfigError.invalidLayerSchedule(path: path, reason: "hybrid_layer_ids entry \($0.text) is not a layer index in 0 to \(layers - 1)")
                 }
                 return i
             }
@@ -394,72 +387,57 @@ extension ModelConfig {
             throw ConfigError.missingValue(path: path, key: "layers_block_type/hybrid_layer_ids")
         }
 
-        let attentionHeads = try positive("num_attention_heads", default: 32)
-        let kvHeads = try int("num_key_value_heads") ?? attentionHeads
+        let attentionHeads = try positive("num_attention_heads", json.numAttentionHeads, default: 32)
+        let kvHeads = try int("num_key_value_heads", json.numKeyValueHeads) ?? attentionHeads
         let attentionHeadDim = try divide(2 * dModel, by: attentionHeads, key: "num_attention_heads",
                                           what: "\(attentionHeads) attention heads into the attention width \(2 * dModel) = 2 × hidden_size")
         _ = try divide(attentionHeads, by: kvHeads, key: "num_key_value_heads", what: "\(kvHeads) key/value heads into \(attentionHeads) attention heads")
-        let attentionAdapters = bool("use_shared_attention_adapter", default: false)
+        let attentionAdapters = json.useSharedAttentionAdapter ?? false
         if attentionAdapters && kvHeads != attentionHeads {
             // transformers adds a [2D]-wide adapter output to k and v, which are H_kv·d_a wide.
             throw ConfigError.unsupportedSetting(path: path, key: "use_shared_attention_adapter", value: "true",
                                                  hint: "with num_key_value_heads \(kvHeads) ≠ num_attention_heads \(attentionHeads) the adapters' width does not fit k and v; transformers cannot run this either")
         }
-        if bool("use_long_context", default: false) {
+        if json.useLongContext ?? false {
             throw ConfigError.unsupportedSetting(path: path, key: "use_long_context", value: "true", hint: "the rescaled RoPE of the long-context variant is not implemented")
         }
-        let rope = json["rope_parameters"] as? [String: Any] ?? [:]
-        if let type = rope["rope_type"] as? String, type != "default" {
+        if let type = json.ropeParameters.ropeType, type != "default" {
             throw ConfigError.unsupportedSetting(path: path, key: "rope_parameters.rope_type", value: type, hint: "only the default RoPE is implemented")
         }
-        let activation = json["hidden_act"] as? String ?? "gelu"
+        let activation = json.hiddenAct ?? "gelu"
         guard ["gelu", "gelu_pytorch_tanh", "silu"].contains(activation) else {
             throw ConfigError.unsupportedSetting(path: path, key: "hidden_act", value: activation, hint: "supported: gelu, gelu_pytorch_tanh, silu")
         }
-        let blocks = try positive("num_mem_blocks", default: 1)
-        let bias = bool("add_bias_linear", default: false)
+        let blocks = try positive("num_mem_blocks", json.numMemBlocks, default: 1)
+        let bias = json.addBiasLinear ?? false
         let shared = SharedBlockConfig(
             hybridLayers: hybrid, blockCount: blocks, attentionHeads: attentionHeads, keyValueHeads: kvHeads,
-            attentionHeadDim: attentionHeadDim, mlpWidth: try int("intermediate_size") ?? 4 * dModel,
-            adapterRank: try positive("adapter_rank", default: 128), attentionAdapters: attentionAdapters,
-            rope: bool("use_mem_rope", default: false),
-            ropeTheta: jsonDouble(rope["rope_theta"] ?? json["rope_theta"] ?? 10000.0) ?? 10000,
+            attentionHeadDim: attentionHeadDim, mlpWidth: try int("intermediate_size", json.intermediateSize) ?? 4 * dModel,
+            adapterRank: try positive("adapter_rank", json.adapterRank, default: 128), attentionAdapters: attentionAdapters,
+            rope: json.useMemRope ?? false,
+            ropeTheta: (json.ropeParameters.ropeTheta ?? json.ropeTheta)?.value ?? 10000,
             activation: activation, mlpBias: bias)
         guard shared.mlpWidth > 0 else { throw ConfigError.missingValue(path: path, key: "intermediate_size") }
-        let eps = jsonDouble(json["rms_norm_eps"] ?? 1e-5) ?? 1e-5
-        let lower = jsonDouble(json["time_step_min"] ?? 0.001) ?? 0.001
+        let eps = json.rmsNormEps?.value ?? 1e-5
+        let lower = json.timeStepMin?.value ?? 0.001
         return ModelConfig(
             architecture: .zamba2, layout: .transformers,
             dModel: dModel, layerCount: layers, vocabSize: vocab, paddedVocabSize: vocab,
             dState: dState, dConv: dConv, expand: expand, dInner: dInner, dtRank: 0,
             headDim: headDim, headCount: heads, groupCount: groups,
             normEpsilon: Float(eps), mixerNormEpsilon: 1e-5,
-            tieEmbeddings: json["tie_word_embeddings"] as? Bool ?? true,
-            convBias: bool("use_conv_bias", default: true), projectionBias: bias,
+            tieEmbeddings: json.tieWordEmbeddings ?? true,
+            convBias: json.useConvBias ?? true, projectionBias: bias,
             dtLimitLower: Float(lower), dtLimitUpper: .infinity, normBeforeGate: false,
             // Zamba2 was trained at 4096 tokens (max_position_embeddings; the paper's L for Zamba2).
-            trainingLength: try int("training_length") ?? int("max_position_embeddings") ?? 4096,
+            trainingLength: try int("training_length", json.trainingLength) ?? int("max_position_embeddings", json.maxPositionEmbeddings) ?? 4096,
             sharedBlocks: shared)
     }
 }
 
-/// A JSON number, or transformers 5's `{"__float__": "Infinity"}` encoding of non-finite floats.
-func jsonDouble(_ value: Any) -> Double? {
-    if let n = value as? NSNumber { return n.doubleValue }
-    if let d = value as? [String: Any], let s = d["__float__"] as? String {
-        switch s {
-        case "Infinity", "inf": return .infinity
-        case "-Infinity", "-inf": return -.infinity
-        case "NaN", "nan": return .nan
-        default: return Double(s)
-        }
-    }
-    return nil
-}
-
 /// Python's json module writes bare `Infinity`, `-Infinity` and `NaN` tokens (older transformers
 /// configs do); JSONSerialization rejects them. Rewrite them, outside strings, to the
-/// `{"__float__": ...}` form that `jsonDouble` understands.
+/// `{"__float__": ...}` form that `ConfigFile.Number` reads.
 func sanitizeNonFiniteJSON(_ data: Data) -> Data {
     let bytes = [UInt8](data)
     guard bytes.contains(UInt8(ascii: "I")) || bytes.contains(UInt8(ascii: "N")) else { return data }
