@@ -198,6 +198,7 @@ extension CalibrationStore {
     public func run(_ id: Int64) throws -> CalibrationRunInfo {
         try read { db in
             guard let run = try CalibrationRunInfo.fetchOne(db, key: id) else { throw StoreError.unknownRun(path: path, id: id) }
+            try run.validate(path: path)
             return run
         }
     }
@@ -224,12 +225,20 @@ extension CalibrationStore {
 
     /// Every run, oldest first.
     public func runs() throws -> [CalibrationRunInfo] {
-        try read { db in try CalibrationRunInfo.order(Column("id")).fetchAll(db) }
+        try read { db in
+            let runs = try CalibrationRunInfo.order(Column("id")).fetchAll(db)
+            for r in runs { try r.validate(path: path) }
+            return runs
+        }
     }
 
     /// The sampled token sequences of a run, by sample index (empty for imported recordings).
     public func sequences(run id: Int64) throws -> [[Int32]] {
-        try read { db in try RunSampleRecord.filter(Column("run_id") == id).order(Column("sample_index")).fetchAll(db).map(\.tokens) }
+        let info = try run(id)
+        return try read { db in
+            try RunSampleRecord.filter(Column("run_id") == id).order(Column("sample_index")).fetchAll(db)
+                .map { try $0.validatedTokens(path: path, sampleLength: info.sampleLength) }
+        }
     }
 
     /// Samples whose every layer is stored.
@@ -253,16 +262,18 @@ extension CalibrationStore {
 
     /// The K samples of one layer of a run, decoded from their stored representation.
     public func layerSamples(run: Int64, layer: Int) throws -> [SortedDeltaLayer] {
+        let sampleLength = try self.run(run).sampleLength
         let records = try read { db in
             try RecordingRecord.filter(Column("run_id") == run && Column("layer_index") == layer).order(Column("sample_index")).fetchAll(db)
         }
+        for r in records { try r.validate(path: path, sampleLength: sampleLength) }
         // Samples decode independently (a sketch decode is an exp per value): one per core.
         var decoded = [Result<SortedDeltaLayer, Error>?](repeating: nil, count: records.count)
         decoded.withUnsafeMutableBufferPointer { buf in
             nonisolated(unsafe) let out = buf
             DispatchQueue.concurrentPerform(iterations: records.count) { i in
                 let r = records[i]
-                out[i] = Result { try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape) }
+                out[i] = Result { try self.decode(r) }
             }
         }
         return try decoded.compactMap { try $0?.get() }
@@ -274,7 +285,18 @@ extension CalibrationStore {
             try RecordingRecord.filter(Column("run_id") == run && Column("sample_index") == sample && Column("layer_index") == layer).fetchOne(db)
         }
         guard let r = record else { throw StoreError.noSuchRecording(path: path, run: run, sample: sample, layer: layer) }
-        return (r.encoding, try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: layer, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape))
+        try r.validate(path: path, sampleLength: try self.run(run).sampleLength)
+        return (r.encoding, try decode(r))
+    }
+
+    /// A checked recording's Δ; a blob that does not decode (possible only if its hash was
+    /// recomputed by whoever altered it) names the row.
+    func decode(_ r: RecordingRecord) throws -> SortedDeltaLayer {
+        do {
+            return try DeltaBlob.decode(r.deltaBlob, encoding: r.encoding, layer: r.layerIndex, length: r.tokenCount, channels: r.channelCount, A: r.A, aShape: r.aShape)
+        } catch let error as DeltaBlobError {
+            throw StoreError.invalidRow(path: path, row: "run \(r.runID) sample \(r.sampleIndex) layer \(r.layerIndex)", column: "delta_blob", problem: "does not decode: \(error)")
+        }
     }
 
     /// The encodings used by a run's recordings (for table metadata).

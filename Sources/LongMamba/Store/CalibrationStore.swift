@@ -16,11 +16,14 @@
 // Schema and migrations: Schema.swift; one record type per table: Records.swift.
 import Foundation
 import GRDB
+import Synchronization
 
 public final class CalibrationStore: Sendable {
     public static let longMambaMethod = "longmamba"
     public let path: String
     let writer: any DatabaseWriter
+    /// Tables whose rows and content hash this store object has checked (`verifyTable`).
+    let verifiedTables = Mutex<Set<Int64>>([])
 
     /// Opens (creating and migrating if needed) a store. `readOnly` never writes, not even migrations
     /// (a database of an older schema is then refused with `StoreError.olderSchema`).
@@ -131,6 +134,8 @@ public final class CalibrationStore: Sendable {
     /// Maps SQLite failures to errors that say what to do.
     static func map(_ error: any Error, path: String) -> any Error {
         if error is StoreError { return error }
+        // A column SQLite returns with a type the record cannot take (text in an INTEGER column…).
+        if error is RowDecodingError || error is DecodingError { return StoreError.damagedRow(path: path, detail: SystemMessage.of(error)) }
         guard let e = error as? DatabaseError else { return error }
         switch e.resultCode {
         case .SQLITE_READONLY:

@@ -19,6 +19,15 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case unknownModel(path: String, id: Int64)
     case missingTableLayer(path: String, table: Int64, layer: Int)
     case noSuchRecording(path: String, run: Int64, sample: Int, layer: Int)
+    // Rows altered outside the tool (RowValidation.swift).
+    /// A row that cannot be what the tool wrote: `row` ("table 3 layer 0"), the column, what is wrong.
+    case invalidRow(path: String, row: String, column: String, problem: String)
+    /// A table whose rows no longer give its content hash.
+    case alteredTable(path: String, table: Int64, stored: String, computed: String)
+    /// A recording whose bytes no longer give its content hash.
+    case alteredRecording(path: String, run: Int64, sample: Int, layer: Int)
+    /// A row SQLite returns but whose columns have the wrong types (`detail`: the decoder's words).
+    case damagedRow(path: String, detail: String)
     // Runs and their recordings.
     case noRecordingFiles
     case invalidRunShape(sampleCount: Int, sampleLength: Int, layerCount: Int)
@@ -59,6 +68,14 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .unknownModel(path, id): return "\(path): no model with id \(id)"
         case let .missingTableLayer(path, table, layer): return "\(path): table \(table) has no layer \(layer)"
         case let .noSuchRecording(path, run, sample, layer): return "\(path): run \(run) has no recording of sample \(sample), layer \(layer)"
+        case let .invalidRow(path, row, column, problem):
+            return "\(path): \(row): \(column) \(problem); the store was altered outside longmamba (check it with `longmamba check --db \(path)`)"
+        case let .alteredTable(path, table, stored, computed):
+            return "\(path): table \(table): its rows give content hash \(computed.prefix(12)), not the \(stored.prefix(12)) it was written with: the store was altered after the table was written (`longmamba check --db \(path)` lists what is damaged)"
+        case let .alteredRecording(path, run, sample, layer):
+            return "\(path): run \(run) sample \(sample) layer \(layer): the recording's bytes do not give its content hash: the store was altered after it was written"
+        case let .damagedRow(path, detail):
+            return "\(path): a row has a column of the wrong type (\(detail)); the store was altered outside longmamba (check it with `longmamba check --db \(path)`)"
         case .noRecordingFiles: return "no recording files given"
         case let .invalidRunShape(K, L, layers):
             return "a run needs K ≥ 1 samples, L ≥ 1 tokens and ≥ 1 layer (got K = \(K), L = \(L), layers = \(layers))"

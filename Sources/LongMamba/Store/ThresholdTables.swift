@@ -39,15 +39,9 @@ extension CalibrationStore {
     /// SHA-256 of the table's content: method, parameters, model fingerprint and every layer's arrays.
     /// Not the created-at time or the id, so the same inputs give the same hash.
     public static func contentHash(method: String, parameters: SolverParameters, modelFingerprint: String, layers: [LayerTable]) -> String {
-        var h = SHA256()
-        func add(_ s: String) { h.update(data: Data(s.utf8)); h.update(data: Data([0])) }
-        add(method); add(parameters.canonicalJSON); add(modelFingerprint)
-        for l in layers {
-            add("layer \(l.layer) channels \(l.channels) A \(l.aShape)")
-            h.update(data: l.lengths.map { Int64($0) }.littleEndianData)
-            for a in [l.deltaThreshold, l.keptFraction, l.decayBudget, l.cumulativeDecay, l.A] { h.update(data: a.littleEndianData) }
-        }
-        return h.finalize().hexString
+        var h = TableHasher(method: method, parameters: parameters, modelFingerprint: modelFingerprint)
+        for l in layers { h.add(l) }
+        return h.finalize()
     }
 
     /// Adds a table and its layers in one transaction, or returns the table of this run with the
@@ -92,7 +86,7 @@ extension CalibrationStore {
         try read { db in
             guard let t = try ThresholdTableRecord.fetchOne(db, key: id), let run = try CalibrationRunInfo.fetchOne(db, key: t.runID),
                   let model = try ModelInfo.fetchOne(db, key: run.modelID) else { throw StoreError.unknownTable(path: path, id: id) }
-            let params = try SolverParameters(canonicalJSON: t.parametersJSON)
+            let params = try t.validatedParameters(path: path)
             let encodings = try String.fetchAll(db, sql: "SELECT DISTINCT encoding FROM recordings WHERE run_id = ? ORDER BY encoding", arguments: [t.runID])
             return ThresholdTableInfo(id: id, runID: t.runID, method: t.method, parametersJSON: t.parametersJSON, parameters: params,
                                       layerCount: t.layerCount, lengths: params.lengths, contentHash: t.contentHash,
@@ -102,15 +96,50 @@ extension CalibrationStore {
         }
     }
 
-    /// One layer of a table.
+    /// One layer of a table, checked (the whole table is verified against its content hash the
+    /// first time one of its layers is read through this store).
     public func tableLayer(table id: Int64, layer: Int) throws -> LayerTable {
-        try read { db in
+        let info = try table(id)
+        try verifyTable(info)
+        return try read { db in
             guard let row = try TableLayerRecord.filter(Column("table_id") == id && Column("layer_index") == layer).fetchOne(db) else {
-                guard try ThresholdTableRecord.exists(db, key: id) else { throw StoreError.unknownTable(path: path, id: id) }
                 throw StoreError.missingTableLayer(path: path, table: id, layer: layer)
             }
-            return row.layerTable
+            return try row.validated(path: path, parameters: info.parameters)
         }
+    }
+
+    /// Checks every layer row of a table (present once each, 0 ..< layer_count, consistent with
+    /// the model's shape) and its content hash; done once per table and store object.
+    func verifyTable(_ info: ThresholdTableInfo) throws {
+        if verifiedTables.withLock({ $0.contains(info.id) }) { return }
+        let config = try? ModelConfig.parse(Data(try runModel(info.runID).configJSON.utf8), path: "models.config_json")
+        if let config, config.layerCount != info.layerCount {
+            throw StoreError.invalidRow(path: path, row: "table \(info.id)", column: "layer_count", problem: "\(info.layerCount), but the model has \(config.layerCount) layers")
+        }
+        let indices = try read { db in
+            try Int.fetchAll(db, sql: "SELECT layer_index FROM table_layers WHERE table_id = ? ORDER BY layer_index", arguments: [info.id])
+        }
+        guard indices == Array(0..<info.layerCount) else {
+            let missing = Set(0..<info.layerCount).subtracting(indices).sorted()
+            let problem = missing.isEmpty ? "layer rows \(indices.prefix(8)) are not exactly 0 to \(info.layerCount - 1)" : "layer \(missing[0]) is missing (\(indices.count) layer rows of \(info.layerCount))"
+            throw StoreError.invalidRow(path: path, row: "table \(info.id)", column: "table_layers", problem: problem)
+        }
+        var hasher = TableHasher(method: info.method, parameters: info.parameters, modelFingerprint: info.modelFingerprint)
+        for i in 0..<info.layerCount {
+            let layer = try read { db in
+                try TableLayerRecord.filter(Column("table_id") == info.id && Column("layer_index") == i).fetchOne(db)
+            }
+            guard let layer else { throw StoreError.missingTableLayer(path: path, table: info.id, layer: i) }
+            let l = try layer.validated(path: path, parameters: info.parameters)
+            if let config, l.channels != config.channelCount {
+                throw StoreError.invalidRow(path: path, row: "table \(info.id) layer \(i)", column: "channel_count", problem: "\(l.channels), but the model's layers have \(config.channelCount) channels")
+            }
+            hasher.add(l)
+        }
+        let computed = hasher.finalize()
+        guard computed == info.contentHash else { throw StoreError.alteredTable(path: path, table: info.id, stored: info.contentHash, computed: computed) }
+        verifiedTables.withLock { _ = $0.insert(info.id) }
     }
 
     /// Every table metadata field as strings (for exports' `__metadata__`).
