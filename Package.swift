@@ -100,7 +100,7 @@ let package = Package(
 if ProcessInfo.processInfo.environment["LONGMAMBA_FUZZ"] == "1" {
     package.targets.append(.executableTarget(
         name: "longmamba-fuzz",
-        dependencies: ["LongMamba"],
+        dependencies: ["LongMamba", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift")],
         path: "Fuzz/Harnesses",
         swiftSettings: [.unsafeFlags(["-parse-as-library"])]
     ))

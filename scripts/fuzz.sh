@@ -8,7 +8,7 @@
 set -eu
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 SWIFT=${SWIFT:-swift}
-HARNESSES=${*:-"safetensors torch-zip pickle tokenizer-json tokenizer-encode config pile-line zstd delta-blob token-file store"}
+HARNESSES=${*:-"safetensors torch-zip pickle tokenizer-json tokenizer-encode config pile-line zstd delta-blob token-file store store-rows"}
 BIN=.build-fuzz/release/longmamba-fuzz
 
 # The coverage kinds are spelled out: with -sanitize=fuzzer alone, swiftc's whole-module release

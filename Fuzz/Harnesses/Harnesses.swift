@@ -106,6 +106,15 @@ nonisolated(unsafe) let harnesses: [String: (UnsafeRawBufferPointer) -> Void] = 
         }
         _ = try? CalibrationStore(path: path, readOnly: false, busyTimeout: 0)
     },
+    // A valid store with its rows altered (StoreRows.swift), read by every path.
+    "store-rows": { bytes in
+        guard let template = rowTemplate else { return }
+        let path = scratchDirectory + "/rows.sqlite"
+        for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        guard (try? FileManager.default.copyItem(atPath: template, toPath: path)) != nil else { return }
+        guard (try? mutateRows(path, bytes)) != nil else { return }
+        readEverything(path)
+    },
 ]
 
 /// Seeds for delta-blob from the Swift encoder: [L − 1, C − 1, encoding] + blob, exact and
@@ -145,6 +154,12 @@ public func fuzzerInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeM
     scratchDirectory = "/dev/shm/longmamba-fuzz-\(getpid())"
     if !FileManager.default.fileExists(atPath: "/dev/shm") { scratchDirectory = NSTemporaryDirectory() + "longmamba-fuzz-\(getpid())" }
     try? FileManager.default.createDirectory(atPath: scratchDirectory, withIntermediateDirectories: true)
+    if name == "store-rows" {
+        do { rowTemplate = try makeRowTemplate(in: scratchDirectory) } catch {
+            FileHandle.standardError.write(Data("store-rows: cannot make the template store: \(error)\n".utf8))
+            exit(2)
+        }
+    }
     if name == "tokenizer-encode" {
         let path = ProcessInfo.processInfo.environment["LONGMAMBA_FUZZ_TOKENIZER"] ?? "Fixtures/tokenizer/fixture-tokenizer.json"
         fixtureTokenizer = try? BPETokenizer(contentsOf: path)

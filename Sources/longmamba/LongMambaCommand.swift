@@ -16,7 +16,7 @@ struct LongMambaCommand: AsyncParsableCommand {
             // Model runner (Δ recordings)
             RecordCommand.self,
             // Solver and store: tables from recordings
-            SolveCommand.self, SweepCommand.self, TablesCommand.self, RunsCommand.self, InspectCommand.self, RecordingCommand.self, MigrateCommand.self,
+            SolveCommand.self, SweepCommand.self, TablesCommand.self, RunsCommand.self, InspectCommand.self, CheckCommand.self, RecordingCommand.self, MigrateCommand.self,
             // Using tables: lookup, evaluation, export, report
             LookupCommand.self, EvalCommand.self, TuneCommand.self, ExportCommand.self, ReportCommand.self,
             // Benchmarks (each prints this machine's baseline beside its figure)
