@@ -90,19 +90,23 @@ func mutateRows(_ path: String, _ bytes: UnsafeRawBufferPointer) throws {
 
 /// Recomputes every recording's and table's content hash from the rows as they now are.
 func rehash(_ db: Database) throws {
+    // Raw values throughout: GRDB's typed subscripts trap on a value they cannot convert.
+    func text(_ v: DatabaseValue) -> String { String.fromDatabaseValue(v) ?? "" }
+    func bytes(_ v: DatabaseValue) -> Data { Data.fromDatabaseValue(v) ?? Data() }
     for row in try Row.fetchAll(db, sql: "SELECT rowid, encoding, delta_blob, a_values FROM recordings") {
         var h = SHA256()
-        h.update(data: Data((row[1] as String?)?.utf8 ?? "".utf8)); h.update(data: (row[2] as Data?) ?? Data()); h.update(data: (row[3] as Data?) ?? Data())
-        try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [h.finalize().hexString, row[0] as Int64])
+        h.update(data: Data(text(row[1]).utf8)); h.update(data: bytes(row[2])); h.update(data: bytes(row[3]))
+        try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [h.finalize().hexString, row[0] as DatabaseValue])
     }
     for t in try Row.fetchAll(db, sql: """
         SELECT t.id, t.method, t.parameters_json, m.fingerprint FROM threshold_tables t
         JOIN calibration_runs r ON r.id = t.run_id JOIN models m ON m.id = r.model_id
         """) {
-        guard let json = t[2] as String?, let p = try? SolverParameters(canonicalJSON: json) else { continue }
-        var h = TableHasher(method: t[1] as String? ?? "", parameters: p, modelFingerprint: t[3] as String? ?? "")
-        for l in try TableLayerRecord.filter(Column("table_id") == (t[0] as Int64)).order(Column("layer_index")).fetchAll(db) { h.add(l.layerTable) }
-        try db.execute(sql: "UPDATE threshold_tables SET content_hash = ? WHERE id = ?", arguments: [h.finalize(), t[0] as Int64])
+        guard let p = try? SolverParameters(canonicalJSON: text(t[2])), let id = Int64.fromDatabaseValue(t[0]) else { continue }
+        var h = TableHasher(method: text(t[1]), parameters: p, modelFingerprint: text(t[3]))
+        guard let layers = try? TableLayerRecord.filter(Column("table_id") == id).order(Column("layer_index")).fetchAll(db) else { continue }
+        for l in layers { h.add(l.layerTable) }
+        try db.execute(sql: "UPDATE threshold_tables SET content_hash = ? WHERE id = ?", arguments: [h.finalize(), id])
     }
 }
 

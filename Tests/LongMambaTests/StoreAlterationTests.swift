@@ -157,6 +157,19 @@ import Testing
         }
     }
 
+    /// store-rows fuzzer finding (Fixtures/fuzz-regressions/store-rows/blob-layer-index-in-recordings.bin):
+    /// `check` read recordings' indices with GRDB's typed subscript, which traps on a blob.
+    @Test func aBlobWhereARecordingsLayerIndexBelongsIsReportedNotATrap() throws {
+        let path = try altered("UPDATE recordings SET layer_index = zeroblob(88) WHERE sample_index = 1 AND layer_index = 1")
+        let store = try CalibrationStore(path: path, readOnly: true)
+        let report = try store.check()
+        #expect(report.problems.contains { $0.contains("run 1: a recording's sample_index 1 / layer_index") && $0.contains("are not integers") }, "\(report.problems)")
+        // The solver's read of layer 1 now misses sample 1: refused, naming the layer.
+        let writable = try CalibrationStore(path: path)
+        let error = #expect(throws: StoreError.self) { try TableService(store: writable).solve(run: 1, clampFraction: 0.1, aggregation: .max) }
+        #expect(error == .missingSamples(path: path, run: 1, layer: 1, stored: 1, expected: 2))
+    }
+
     @Test func shortSampledTokensAreRefused() throws {
         let path = try altered("UPDATE run_samples SET token_ids_i32 = substr(token_ids_i32, 1, 10) WHERE sample_index = 1")
         let error = #expect(throws: StoreError.self) { try CalibrationStore(path: path, readOnly: true).sequences(run: 1) }

@@ -19,7 +19,7 @@ extension CalibrationStore {
         // SQLite's own checks first: a damaged page would make the rest unreliable.
         let (integrity, foreignKeys) = try read { db in
             (try String.fetchAll(db, sql: "PRAGMA integrity_check"),
-             try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").map { "\($0[0] as String? ?? "?") row \($0[1] as Int64? ?? 0) refers to a missing \($0[2] as String? ?? "?") row" })
+             try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").map { "\($0[0] as DatabaseValue) row \($0[1] as DatabaseValue) refers to a missing \($0[2] as DatabaseValue) row" })
         }
         if integrity != ["ok"] { report.problems += integrity.prefix(20).map { "SQLite integrity_check: \($0)" } }
         report.problems += foreignKeys.prefix(20).map { "foreign key: \($0)" }
@@ -30,12 +30,17 @@ extension CalibrationStore {
             let info: CalibrationRunInfo
             do { info = try run(id) } catch { note(error); continue }
             do { report.sequences += try sequences(run: id).count } catch { note(error) }
+            // Read as raw values: GRDB's typed subscript traps on a value it cannot convert.
             let keys = try read { db in
                 try Row.fetchAll(db, sql: "SELECT sample_index, layer_index FROM recordings WHERE run_id = ? ORDER BY sample_index, layer_index", arguments: [id])
-                    .map { ($0[0] as Int, $0[1] as Int) }
+                    .map { (Int.fromDatabaseValue($0[0] as DatabaseValue), Int.fromDatabaseValue($0[1] as DatabaseValue), $0[0] as DatabaseValue, $0[1] as DatabaseValue) }
             }
-            for (sample, layer) in keys {
+            for (sampleIndex, layerIndex, rawSample, rawLayer) in keys {
                 report.recordings += 1
+                guard let sample = sampleIndex, let layer = layerIndex else {
+                    report.problems.append("run \(id): a recording's sample_index \(rawSample) / layer_index \(rawLayer) are not integers")
+                    continue
+                }
                 do {
                     guard sample >= 0, sample < info.sampleCount, layer >= 0, layer < info.layerCount else {
                         throw StoreError.sampleOutOfRange(path: path, run: id, sample: sample, layer: layer, sampleCount: info.sampleCount, layerCount: info.layerCount)

@@ -117,8 +117,9 @@ extension CalibrationStore {
         if let config, config.layerCount != info.layerCount {
             throw StoreError.invalidRow(path: path, row: "table \(info.id)", column: "layer_count", problem: "\(info.layerCount), but the model has \(config.layerCount) layers")
         }
-        let indices = try read { db in
-            try Int.fetchAll(db, sql: "SELECT layer_index FROM table_layers WHERE table_id = ? ORDER BY layer_index", arguments: [info.id])
+        let indices = try read { db in   // raw values: a non-integer index is damage, not a trap
+            try DatabaseValue.fetchAll(db, sql: "SELECT layer_index FROM table_layers WHERE table_id = ? ORDER BY layer_index", arguments: [info.id])
+                .map { Int.fromDatabaseValue($0) ?? -1 }
         }
         guard indices == Array(0..<info.layerCount) else {
             let missing = Set(0..<info.layerCount).subtracting(indices).sorted()
