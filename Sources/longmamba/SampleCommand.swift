@@ -66,13 +66,10 @@ struct SampleCommand: ParsableCommand {
             excludedSubsets: excludedSubsets, minDocumentTokens: minDocTokens, maxLineBytes: maxLineBytes,
             skipBadLines: skipBadLines, hashFiles: !noHash)
         let sampler = try CorpusSampler(files: files, tokenizer: tok, options: options)
-        let sample = try sampler.run(progress: quiet ? nil : { p in
-            // Padded so a shorter line fully overwrites the previous one after '\r'.
-            let line = ProgressLine.format(p)
-            let padded = line + String(repeating: " ", count: max(0, 120 - line.count))
-            FileHandle.standardError.write(Data((padded + "\r").utf8))
-        })
-        if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+        // Redrawn on a terminal, plain lines every 5 s otherwise.
+        let display = ProgressLines(enabled: !quiet)
+        let sample = try sampler.run(progress: quiet ? nil : { display.line(ProgressLine.format($0)) })
+        display.finish()
         try sample.write(to: out)
         let s = sample.provenance.statistics
         var summary = "wrote \(sample.sequences.count) sequences of \(length) tokens to \(out) "
