@@ -175,6 +175,9 @@ extension CalibrationStore {
         let rows = try other.read { db in
             try RecordingRecord.filter(Column("run_id") == id).order(Column("sample_index"), Column("layer_index")).fetchAll(db)
         }
+        // A shard altered after it was written is refused before anything of it is merged.
+        let sampleLength = try other.run(id).sampleLength
+        for r in rows { try r.validate(path: other.path, sampleLength: sampleLength) }
         return try write { db in
             var added = 0
             for var row in rows {
