@@ -2,7 +2,7 @@
 #   make run    calibrate the embedded default (demo model + its corpus), evaluate, report
 #   make test   build and run the whole test suite
 SWIFT ?= swift
-DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev zstd sqlite3
+DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev libssl-dev zstd sqlite3
 
 .PHONY: deps build release test run bench fixtures fuzz clean
 

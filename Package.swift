@@ -56,24 +56,24 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // System libraries (Debian: libzstd-dev, libopenblas-dev).
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", providers: [.apt(["libopenblas-dev"])]),
+        // SHA-256 from the system's libcrypto (Debian: libssl-dev), instead of a vendored BoringSSL.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         // The hot loops, built unchecked (see kernelSettings).
         .target(name: "LongMambaKernels", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
         // The toolkit: one folder per stage of the data flow.
         .target(
             name: "LongMamba",
             dependencies: [
-                "LongMambaKernels", "CZstd", "COpenBLAS",
+                "LongMambaKernels", "CZstd", "COpenBLAS", "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "Collections", package: "swift-collections"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: librarySettings
@@ -100,7 +100,7 @@ let package = Package(
 if ProcessInfo.processInfo.environment["LONGMAMBA_FUZZ"] == "1" {
     package.targets.append(.executableTarget(
         name: "longmamba-fuzz",
-        dependencies: ["LongMamba", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift")],
+        dependencies: ["LongMamba", .product(name: "GRDB", package: "GRDB.swift")],
         path: "Fuzz/Harnesses",
         swiftSettings: [.unsafeFlags(["-parse-as-library"])]
     ))

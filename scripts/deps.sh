@@ -20,6 +20,7 @@ else
     case "$p" in
       libzstd-dev)     f=/usr/include/zstd.h ;;
       libsqlite3-dev)  f=/usr/include/sqlite3.h ;;
+      libssl-dev)      f=/usr/include/openssl/sha.h ;;
       libopenblas-dev) f=/usr/include/cblas.h
                        for g in /usr/include/*/cblas.h /usr/include/openblas/cblas.h; do [ -e "$g" ] && f=$g; done ;;
       *)               f="" ;;

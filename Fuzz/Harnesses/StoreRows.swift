@@ -7,7 +7,6 @@
 // into a blob; set a column to an integer, a real, text, NULL, or a JSON garble; delete or
 // duplicate a row; an unknown encoding or method; recompute the content hashes (so that later
 // mutations reach the checks behind them).
-import Crypto
 import Foundation
 import GRDB
 @testable import LongMamba

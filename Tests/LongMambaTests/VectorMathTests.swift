@@ -50,3 +50,21 @@ import Testing
         #expect(delta.filter(\.isNaN).count == 1)
     }
 }
+
+/// SHA-256 from the system's libcrypto: the FIPS 180-2 vectors, streaming equal to one-shot,
+/// and a copied hasher independent of the original (swift-crypto's value semantics).
+@Suite struct SHA256Tests {
+    @Test func knownVectorsStreamingAndCopies() {
+        #expect(SHA256.hash(data: Data()).hexString == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hash(data: Data("abc".utf8)).hexString == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let long = Data("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
+        #expect(SHA256.hash(data: long).hexString == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        var h = SHA256()
+        for chunk in stride(from: 0, to: long.count, by: 5) { h.update(data: long[chunk..<min(long.count, chunk + 5)]) }
+        var copy = h
+        #expect(h.finalize() == SHA256.hash(data: long))
+        copy.update(data: Data("x".utf8))
+        #expect(copy.finalize() == SHA256.hash(data: long + Data("x".utf8)))
+        #expect(h.finalize() == SHA256.hash(data: long))   // the original is unchanged by its copy
+    }
+}

@@ -2,7 +2,6 @@
 // corpus, run the model on each and store its Δ sample by sample, then solve one table per
 // requested (clamp fraction p, aggregation). Rerunning the same command resumes: samples already
 // committed are skipped, and the final table is identical to an uninterrupted run's.
-import Crypto
 import Foundation
 
 /// What to calibrate and how.

@@ -4,7 +4,6 @@
 // All layout quirks live in `sanitize`: tensor names are mapped to one canonical naming (the
 // state-spaces one, `backbone.embedding.weight`), and loading fails on missing or unexpected
 // tensors and on shapes that disagree with the config.
-import Crypto
 import Foundation
 
 /// Why a checkpoint directory was refused. `path` is the file at fault (a weight file, an index)

@@ -1,7 +1,6 @@
 // Streaming reads of corpus files: raw bytes for .jsonl/.txt, libzstd's streaming decoder for
 // .zst (it continues across concatenated frames by itself). Memory is a few fixed buffers.
 
-import Crypto
 import CZstd
 import Foundation
 #if canImport(Glibc)

@@ -6,7 +6,6 @@
 // eligibility by token count is exact and the pass stays single: if fewer than K documents
 // qualify, every candidate was tokenized and the shortfall is certain, not an artefact.
 
-import Crypto
 import Foundation
 
 /// Progress of the pass, for a progress display.

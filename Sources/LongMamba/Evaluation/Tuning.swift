@@ -3,7 +3,6 @@
 // (never re-running calibration), every (table, θ) is evaluated at every length, and each point
 // is stored as soon as it is measured: a second `tune` with an overlapping grid reuses finished
 // points, and a killed `tune` resumes where it stopped. Vanilla is measured once per length.
-import Crypto
 import Foundation
 
 public enum TuneTask: Sendable, Equatable {

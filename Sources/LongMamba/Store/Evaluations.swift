@@ -1,7 +1,6 @@
 // Stored evaluation points (`tune`): one row per (evaluation, table or vanilla, θ, length,
 // metric). `evaluation_key` identifies what was evaluated (task, model, text, options); the
 // point key adds the table, θ, length and metric, so a rerun finds finished points.
-import Crypto
 import Foundation
 import GRDB
 

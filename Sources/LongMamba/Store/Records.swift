@@ -1,6 +1,5 @@
 // One GRDB record type per table of the schema (docs/contracts.md "Store"): rows are read and
 // written through these, never mapped by hand. Column names are the schema's, in CodingKeys.
-import Crypto
 import Foundation
 import GRDB
 

@@ -6,7 +6,6 @@
 //
 // Content hashes (docs/store-format.md "Content hashes") are verified too: a table's once per
 // opened store (`CalibrationStore.verifyTable`), a recording's each time it is decoded.
-import Crypto
 import Foundation
 
 extension ThresholdTableRecord {

@@ -1,5 +1,4 @@
 // Immutable threshold tables: saved once, read back (solving them is `TableService`).
-import Crypto
 import Foundation
 import GRDB
 

@@ -3,7 +3,6 @@
 // ByteLevel pre-tokenizer (GPT-2 regex) → BPE merges. Anything outside that subset is refused
 // with `TokenizerError.unsupported` rather than tokenized differently.
 
-import Crypto
 import Foundation
 
 /// A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json`.
