@@ -14,14 +14,14 @@ struct ConfigFile: Decodable {
         var text: String { value.isFinite && value == value.rounded() && abs(value) < 1e15 ? "\(Int64(value))" : "\(value)" }
         init(from decoder: Decoder) throws {
             if let d = try? decoder.singleValueContainer().decode(Double.self) { value = d; return }
-            let c = try decoder.container(keyedBy: Key.self)
-            let s = try c.decode(String.self, forKey: Key("__float__"))
+            let c = try decoder.container(keyedBy: JSONKey.self)
+            let s = try c.decode(String.self, forKey: JSONKey("__float__"))
             switch s {
             case "Infinity", "inf": value = .infinity
             case "-Infinity", "-inf": value = -.infinity
             case "NaN", "nan": value = .nan
             default:
-                guard let d = Double(s) else { throw DecodingError.dataCorruptedError(forKey: Key("__float__"), in: c, debugDescription: "not a number") }
+                guard let d = Double(s) else { throw DecodingError.dataCorruptedError(forKey: JSONKey("__float__"), in: c, debugDescription: "not a number") }
                 value = d
             }
         }
@@ -50,7 +50,7 @@ struct ConfigFile: Decodable {
         var convBias, bias, normBeforeGate: Bool?
         init() {}
         init(from decoder: Decoder) throws {
-            guard let c = try? decoder.container(keyedBy: Key.self) else { return }
+            guard let c = try? decoder.container(keyedBy: JSONKey.self) else { return }
             layer = c.lenient(String.self, "layer")
             dState = c.lenient(Number.self, "d_state"); dConv = c.lenient(Number.self, "d_conv"); expand = c.lenient(Number.self, "expand")
             headdim = c.lenient(Number.self, "headdim"); ngroups = c.lenient(Number.self, "ngroups"); dtRank = c.lenient(Number.self, "dt_rank")
@@ -66,7 +66,7 @@ struct ConfigFile: Decodable {
         var ropeTheta: Number?
         init() {}
         init(from decoder: Decoder) throws {
-            guard let c = try? decoder.container(keyedBy: Key.self) else { return }
+            guard let c = try? decoder.container(keyedBy: JSONKey.self) else { return }
             ropeType = c.lenient(String.self, "rope_type"); ropeTheta = c.lenient(Number.self, "rope_theta")
         }
     }
@@ -94,7 +94,7 @@ struct ConfigFile: Decodable {
     var hiddenAct: String?
 
     init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
+        let c = try decoder.container(keyedBy: JSONKey.self)
         modelType = c.lenient(String.self, "model_type")
         hasDModel = c.present("d_model"); hasHiddenSize = c.present("hidden_size")
         ssmCfg = c.lenient(SSMConfig.self, "ssm_cfg") ?? SSMConfig()
@@ -123,19 +123,4 @@ struct ConfigFile: Decodable {
         hiddenAct = c.lenient(String.self, "hidden_act")
     }
 
-    /// Any string key.
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ s: String) { stringValue = s }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-}
-
-extension KeyedDecodingContainer where K == ConfigFile.Key {
-    /// The value at `key` when it has this type; nil when absent, null or of another type.
-    func lenient<T: Decodable>(_ type: T.Type, _ key: String) -> T? { (try? decodeIfPresent(type, forKey: K(key))) ?? nil }
-    /// Whether the file has this key (whatever its value, null included).
-    func present(_ key: String) -> Bool { contains(K(key)) }
 }

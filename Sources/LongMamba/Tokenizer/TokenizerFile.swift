@@ -22,7 +22,7 @@ struct TokenizerFile: Decodable {
         var addPrefixSpace: Bool?
         var useRegex: Bool?
         init(from decoder: Decoder) throws {
-            guard let c = try? decoder.container(keyedBy: Key.self) else { return }   // not an object: no type
+            guard let c = try? decoder.container(keyedBy: JSONKey.self) else { return }   // not an object: no type
             type = c.lenient(String.self, "type")
             addPrefixSpace = c.lenient(Bool.self, "add_prefix_space")
             useRegex = c.lenient(Bool.self, "use_regex")
@@ -45,14 +45,14 @@ struct TokenizerFile: Decodable {
         var fuseUnk: Bool?
 
         init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: Key.self)
+            let c = try decoder.container(keyedBy: JSONKey.self)
             type = c.lenient(String.self, "type")
             dropout = c.lenient(Double.self, "dropout")
             continuingSubwordPrefix = c.lenient(String.self, "continuing_subword_prefix")
             endOfWordSuffix = c.lenient(String.self, "end_of_word_suffix")
             byteFallback = c.lenient(Bool.self, "byte_fallback")
             vocab = c.lenient([String: LenientInt].self, "vocab")?.mapValues(\.value)
-            hasMergesKey = c.contains(Key("merges"))
+            hasMergesKey = c.present("merges")
             merges = c.lenient([Merge].self, "merges")
             unkToken = c.lenient(String.self, "unk_token")
             ignoreMerges = c.lenient(Bool.self, "ignore_merges")
@@ -78,7 +78,7 @@ struct TokenizerFile: Decodable {
         var id: Int?
         var singleWord, lstrip, rstrip, normalized, special: Bool?
         init(from decoder: Decoder) throws {
-            guard let c = try? decoder.container(keyedBy: Key.self) else { return }
+            guard let c = try? decoder.container(keyedBy: JSONKey.self) else { return }
             content = c.lenient(String.self, "content")
             id = c.lenient(LenientInt.self, "id")?.value
             singleWord = c.lenient(Bool.self, "single_word")
@@ -90,8 +90,9 @@ struct TokenizerFile: Decodable {
     }
 
     init(from source: Decoder) throws {
-        let c = try source.container(keyedBy: Key.self)
-        func present(_ key: String) -> Bool { c.contains(Key(key)) && !((try? c.decodeNil(forKey: Key(key))) ?? true) }
+        let c = try source.container(keyedBy: JSONKey.self)
+        /// Present and not null.
+        func present(_ key: String) -> Bool { c.present(key) && !((try? c.decodeNil(forKey: JSONKey(key))) ?? true) }
         truncation = present("truncation")
         padding = present("padding")
         normalizer = present("normalizer") ? c.lenient(Component.self, "normalizer") : nil
@@ -113,14 +114,6 @@ struct TokenizerFile: Decodable {
 
     enum TokenizerFileError: Error { case notAnObject, notJSON(String) }
 
-    /// Any string key.
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ s: String) { stringValue = s }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
 
     /// An id: a JSON integer, or a number with an integral value (as NSNumber's intValue read it).
     struct LenientInt: Decodable {
@@ -130,9 +123,4 @@ struct TokenizerFile: Decodable {
             if let i = try? c.decode(Int.self) { value = i } else if let d = try? c.decode(Double.self), d.isFinite, abs(d) < 1e18 { value = Int(d) } else { value = nil }
         }
     }
-}
-
-extension KeyedDecodingContainer where K == TokenizerFile.Key {
-    /// The value at `key` when it has this type; nil when absent, null or of another type.
-    func lenient<T: Decodable>(_ type: T.Type, _ key: String) -> T? { (try? decodeIfPresent(type, forKey: K(key))) ?? nil }
 }
