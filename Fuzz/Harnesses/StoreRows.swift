@@ -93,9 +93,8 @@ func rehash(_ db: Database) throws {
     func text(_ v: DatabaseValue) -> String { String.fromDatabaseValue(v) ?? "" }
     func bytes(_ v: DatabaseValue) -> Data { Data.fromDatabaseValue(v) ?? Data() }
     for row in try Row.fetchAll(db, sql: "SELECT rowid, encoding, delta_blob, a_values FROM recordings") {
-        var h = SHA256()
-        h.update(data: Data(text(row[1]).utf8)); h.update(data: bytes(row[2])); h.update(data: bytes(row[3]))
-        try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [h.finalize().hexString, row[0] as DatabaseValue])
+        let hash = RecordingRecord.contentHash(encoding: text(row[1]), blob: bytes(row[2]), aValues: bytes(row[3]))
+        try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [hash, row[0] as DatabaseValue])
     }
     for t in try Row.fetchAll(db, sql: """
         SELECT t.id, t.method, t.parameters_json, m.fingerprint FROM threshold_tables t

@@ -59,6 +59,14 @@ func checkTheta(_ theta: Double, option: String = "--theta") throws {
     guard theta.isFinite, theta > 0 else { throw ValidationError("\(option) must be a finite number > 0, got \(theta)") }
 }
 
+/// Prints `value` as JSON with snake_case keys (the CLI's one JSON convention), sorted keys.
+func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
+    e.keyEncodingStrategy = .convertToSnakeCase
+    print(String(decoding: try e.encode(value), as: UTF8.self))
+}
+
 /// Writes an output file, or standard output for "-"; a failure names the file and the cause.
 func writeOutput(_ data: Data, to path: String) throws {
     if path == "-" { FileHandle.standardOutput.write(data); return }

@@ -18,16 +18,13 @@ struct TablesCommand: ParsableCommand {
         let store = try CalibrationStore(path: db, readOnly: true)
         let tables = try store.tables()
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys, .prettyPrinted]
-            e.keyEncodingStrategy = .convertToSnakeCase
             let rows = tables.map { t in
                 Row(id: t.id, runId: t.runID, method: t.method, clampFraction: t.parameters.clampFraction, aggregation: t.parameters.aggregation.rawValue,
                     interval: t.parameters.interval, maxLength: t.parameters.maxLength, trainingLength: t.parameters.trainingLength,
                     layerCount: t.layerCount, lengthCount: t.lengths.count, architecture: t.architecture,
                     recordingRepresentation: t.recordingRepresentation, modelFingerprint: t.modelFingerprint, contentHash: t.contentHash, createdAt: t.createdAt)
             }
-            print(String(decoding: try e.encode(rows), as: UTF8.self))
+            try printJSON(rows)
             return
         }
         let rows = tables.map { t in
@@ -63,10 +60,7 @@ struct RunsCommand: ParsableCommand {
                        createdAt: r.createdAtText)
         }
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys, .prettyPrinted]
-            e.keyEncodingStrategy = .convertToSnakeCase
-            print(String(decoding: try e.encode(rows), as: UTF8.self))
+            try printJSON(rows)
             return
         }
         if rows.isEmpty { print("no calibration runs in \(db)"); return }

@@ -185,8 +185,8 @@ import Testing
     /// Recomputes the content hashes of every recording and table (as the fuzzer's rehash does).
     func rehash(_ db: Database) throws {
         for row in try Row.fetchAll(db, sql: "SELECT rowid, encoding, delta_blob, a_values FROM recordings") {
-            let r = RecordingRecord(run: 0, sample: 0, layer: EncodedLayer(layer: 0, length: 0, channels: 0, encoding: row[1], blob: row[2], A: [Float](littleEndianData: row[3]), aShape: []))
-            try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [r.contentHash, row[0] as Int64])
+            let hash = RecordingRecord.contentHash(encoding: row[1], blob: row[2], aValues: row[3])
+            try db.execute(sql: "UPDATE recordings SET content_hash = ? WHERE rowid = ?", arguments: [hash, row[0] as Int64])
         }
     }
 }

@@ -104,9 +104,15 @@ struct RecordingRecord: Codable, FetchableRecord, PersistableRecord {
     init(run: Int64, sample: Int, layer: EncodedLayer) {
         runID = run; sampleIndex = sample; layerIndex = layer.layer; tokenCount = layer.length; channelCount = layer.channels
         encoding = layer.encoding; deltaBlob = layer.blob; aShapeJSON = JSONText.array(layer.aShape); aValues = layer.A.littleEndianData
+        contentHash = Self.contentHash(encoding: encoding, blob: deltaBlob, aValues: aValues)
+    }
+
+    /// SHA-256 of encoding ‖ blob ‖ A (docs/store-format.md "Content hashes"): written with the
+    /// row, verified when it is read.
+    static func contentHash(encoding: String, blob: Data, aValues: Data) -> String {
         var h = SHA256()
-        h.update(data: Data(encoding.utf8)); h.update(data: deltaBlob); h.update(data: aValues)
-        contentHash = h.finalize().hexString
+        h.update(data: Data(encoding.utf8)); h.update(data: blob); h.update(data: aValues)
+        return h.finalize().hexString
     }
 
     var A: [Float] { [Float](littleEndianData: aValues) }

@@ -58,9 +58,7 @@ extension TableLayerRecord {
         try size("kept_fractions_f32", keptFractions, T * C, 4, "T=\(T) × C=\(C)")
         try size("decay_budgets_f32", decayBudgets, C, 4, "C=\(C)")
         try size("cumulative_decays_f32", cumulativeDecays, C, 4, "C=\(C)")
-        guard let shape = JSONText.intArray(aShapeJSON), shape.first == C, shape.count <= 2, shape.allSatisfy({ $0 >= 1 && $0 <= 1 << 24 }) else {
-            throw bad("a_shape_json", "'\(aShapeJSON.prefix(64))' is not [C] or [C, N] with C = \(C)")
-        }
+        let shape = try checkedAShape(aShapeJSON, channels: C) { bad("a_shape_json", $0) }
         try size("a_values_f32", aValues, shape.reduce(1, *), 4, shape.map(String.init).joined(separator: " × "))
         let table = layerTable
         guard table.lengths == p.lengths else {
@@ -95,15 +93,11 @@ extension RecordingRecord {
         if encoding == DeltaRepresentation.exactEncoding, deltaBlob.count != 4 * tokenCount * channelCount {
             throw bad("delta_blob", "holds \(deltaBlob.count) bytes, expected \(4 * tokenCount * channelCount) (L=\(tokenCount) × C=\(channelCount) × 4)")
         }
-        guard let shape = JSONText.intArray(aShapeJSON), shape.first == channelCount, shape.count <= 2, shape.allSatisfy({ $0 >= 1 && $0 <= 1 << 24 }) else {
-            throw bad("a_shape_json", "'\(aShapeJSON.prefix(64))' is not [C] or [C, N] with C = \(channelCount)")
-        }
+        let shape = try checkedAShape(aShapeJSON, channels: channelCount) { bad("a_shape_json", $0) }
         guard aValues.count == 4 * shape.reduce(1, *) else {
             throw bad("a_values", "holds \(aValues.count) bytes, expected \(4 * shape.reduce(1, *)) (\(shape.map(String.init).joined(separator: " × ")) × 4)")
         }
-        var h = SHA256()
-        h.update(data: Data(encoding.utf8)); h.update(data: deltaBlob); h.update(data: aValues)
-        guard h.finalize().hexString == contentHash else { throw StoreError.alteredRecording(path: path, run: runID, sample: sampleIndex, layer: layerIndex) }
+        guard Self.contentHash(encoding: encoding, blob: deltaBlob, aValues: aValues) == contentHash else { throw StoreError.alteredRecording(path: path, run: runID, sample: sampleIndex, layer: layerIndex) }
     }
 }
 
@@ -130,6 +124,15 @@ extension CalibrationRunInfo {
             throw StoreError.invalidRow(path: path, row: row, column: column, problem: "\(value) is outside 1 to \(limit)")
         }
     }
+}
+
+/// A's shape from its JSON column: [C] or [C, N] with C the row's channel count (the one check
+/// table layers and recordings share); `bad` makes the row's error from the problem.
+private func checkedAShape(_ json: String, channels C: Int, _ bad: (String) -> StoreError) throws -> [Int] {
+    guard let shape = JSONText.intArray(json), shape.first == C, shape.count <= 2, shape.allSatisfy({ $0 >= 1 && $0 <= 1 << 24 }) else {
+        throw bad("'\(json.prefix(64))' is not [C] or [C, N] with C = \(C)")
+    }
+    return shape
 }
 
 /// SHA-256 of a table's content, fed layer by layer (docs/store-format.md "Content hashes"):
