@@ -42,8 +42,8 @@ refused() {  # refused WHAT EXPECTED-TEXT lookup-args…: the reader must fail a
   grep -q -- "$text" "$TMP/err" || { echo "c-reader: unclear refusal of $what: $(cat "$TMP/err")" >&2; exit 1; }
   echo "c-reader: refuses $what: $(sed "s|$TMP/||" "$TMP/err")"
 }
-damaged_copy "$TMP/newer.sqlite" "PRAGMA user_version = 4;"
-refused "schema version 4" "schema version 4" "$TMP/newer.sqlite" 1 1024 0 0.05
+damaged_copy "$TMP/newer.sqlite" "PRAGMA user_version = 5;"
+refused "schema version 5" "schema version 5" "$TMP/newer.sqlite" 1 1024 0 0.05
 damaged_copy "$TMP/short.sqlite" "DROP TRIGGER table_layers_are_immutable;
   UPDATE table_layers SET delta_thresholds_f32 = substr(delta_thresholds_f32, 1, length(delta_thresholds_f32) - 4)
   WHERE table_id = 1 AND layer_index = 0;"

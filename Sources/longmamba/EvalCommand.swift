@@ -53,10 +53,17 @@ struct EvalCommand: ParsableCommand {
     var quiet = false
     @Option(help: "Tokens per forward chunk.")
     var chunk: Int = 1024
+    @Option(name: .customLong("dump-prompts"), help: "Passkey: write every prompt as JSON Lines (length, depth, trial, key, needle_start, tokens; - for standard output).")
+    var dumpPrompts: String?
+    @Flag(inversion: .prefixedNo, help: "Passkey: prefill the text before the needle once per length and depth and continue every trial from its state.")
+    var reusePrefix = true
     @Option(help: "Threads for matrix products and the scan.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    func validate() throws { try checkTheta(tableOptions.theta) }
+    func validate() throws {
+        try checkTheta(tableOptions.theta)
+        if dumpPrompts != nil, task != .passkey { throw ValidationError("--dump-prompts writes passkey prompts: use it with --task passkey") }
+    }
 
     func run() throws {
         BLASThreads.set(threads)
@@ -75,14 +82,22 @@ struct EvalCommand: ParsableCommand {
         options.haystack = haystack
         options.tokenizer = tokenizer
         options.depths = try listValues(depths, name: "depths") { Double($0) }
+        options.reusePrefix = reusePrefix
         let job = EvaluationJob(options: options)
         let progress = ProgressLines(enabled: !quiet)
         let log: (String) -> Void = { progress.line($0) }
         func cell(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
         switch task {
         case .passkey:
-            let results = try job.runPasskey(progress: log)
+            var dumped = Data()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            let results = try job.runPasskey(progress: log, onPrompt: dumpPrompts == nil ? nil : { prompt in
+                if let line = try? encoder.encode(prompt) { dumped.append(line); dumped.append(0x0A) }
+            })
             progress.finish()
+            if let dumpPrompts { try writeOutput(dumped, to: dumpPrompts) }
             if results.haystackRepeated { progress.note("note: the haystack text is shorter than some lengths; it was repeated to fill them") }
             print([cell("length", 8), cell("depth", 6), cell("trials", 7), cell("vanilla", 8), cell("LongMamba", 10), cell("kept", 7)].joined(separator: " "))
             for p in results.points {

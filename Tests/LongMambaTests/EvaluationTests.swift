@@ -89,6 +89,49 @@ import Testing
         options.trials = 0
         #expect(throws: PasskeyError.noTrials) { try EvaluationJob(options: options).runPasskey() }
     }
+
+    @Test func trialsContinuedFromTheSharedPrefixEqualWholePromptPrefills() throws {
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-pk-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: Self.model, corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/corpus/fixture.jsonl.zst").path],
+                                   databasePath: db)
+        o.sampleCount = 2; o.interval = 256; o.maxLength = 2048
+        let tableID = try CalibrationJob(options: o).run().tableIDs[0]
+        let model = try MambaModel(directory: Self.model)
+        let table = try StoredTableSource(store: CalibrationStore(path: db, readOnly: true), table: tableID)
+        var evaluation = PasskeyEvaluation(model: model, prompts: try prompts(), table: table)
+        evaluation.theta = 0.01; evaluation.trials = 3; evaluation.chunk = 128
+        var dumped: [PasskeyPrompt] = []
+        evaluation.onPrompt = { dumped.append($0) }
+
+        // The logits after the prefix's state plus the rest equal those of the whole prompt, filtered.
+        let filter = try #require(try LongMambaPrefill(table: table, model: model, length: 700, theta: 0.01, filterFrom: nil, allowBeyondTable: false).run?.filter)
+        let prompt = try evaluation.prompts.prompt(length: 700, depth: 0.5, key: "12345")
+        let shared = try evaluation.sharedPrefix(prompt.tokens[..<prompt.needleStart], filter: filter)
+        #expect(shared.length == prompt.needleStart && shared.considered > 0)
+        var continued = shared.state, whole = SequenceState(layerCount: model.config.layerCount)
+        var none = DiscardingRecorder()
+        let a = try model.forward(tokens: Array(prompt.tokens[prompt.needleStart...]), continuing: &continued, recorder: &none, computeLogits: true,
+                                  deltaFilter: LongMambaFilterRun(filter: filter).deltaFilter)
+        let b = try model.forward(tokens: prompt.tokens, continuing: &whole, recorder: &none, computeLogits: true,
+                                  deltaFilter: LongMambaFilterRun(filter: filter).deltaFilter)
+        let V = model.config.paddedVocabSize
+        #expect(relativeError(Array(a.suffix(V)), Array(b.suffix(V))) < 1e-5)
+
+        // Whole evaluations agree, and every prompt is reported once, in order.
+        let reused = try evaluation.run(lengths: [300, 700], depths: [0, 0.5, 1]).points
+        #expect(dumped.count == 2 * 3 * 3)
+        #expect(dumped.map(\.length) == [Int](repeating: 300, count: 9) + [Int](repeating: 700, count: 9))
+        for d in dumped {
+            #expect(d.tokens.count == d.length && d.key == PasskeyPrompts.key(seed: 0, length: d.length, depth: d.depth, trial: d.trial))
+            let rebuilt = try evaluation.prompts.prompt(length: d.length, depth: d.depth, key: d.key)
+            #expect(rebuilt.tokens == d.tokens && rebuilt.needleStart == d.needleStart)
+        }
+        evaluation.reusePrefix = false
+        let whole3 = try evaluation.run(lengths: [300, 700], depths: [0, 0.5, 1]).points
+        #expect(reused.map(\.vanillaAccuracy) == whole3.map(\.vanillaAccuracy))
+        #expect(reused.map(\.longMambaAccuracy) == whole3.map(\.longMambaAccuracy))
+        for (r, w) in zip(reused, whole3) { #expect(abs((r.keptShare ?? 0) - (w.keptShare ?? 0)) < 1e-3) }
+    }
 }
 
 @Suite struct PositionPerplexityTests {

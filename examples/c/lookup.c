@@ -20,7 +20,7 @@
 
 /* The newest schema version this reader was written against (docs: "A reader should refuse a
  * version newer than it knows"). */
-#define KNOWN_SCHEMA_VERSION 3
+#define KNOWN_SCHEMA_VERSION 4
 
 /* Blobs are little-endian whatever the host is, so decode byte by byte instead of memcpy. */
 static uint32_t le_u32(const unsigned char *p) {

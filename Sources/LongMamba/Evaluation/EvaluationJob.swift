@@ -50,6 +50,8 @@ public struct EvaluationOptions: Sendable {
     public var seed: UInt64 = 0
     public var haystack: String?
     public var tokenizer: String?
+    /// Passkey: prefill the part before the needle once per (length, depth) (see `PasskeyEvaluation`).
+    public var reusePrefix = true
 
     public init(modelDirectory: String, text: EvaluationText?, lengths: [Int]) {
         self.modelDirectory = modelDirectory; self.text = text; self.lengths = lengths
@@ -106,7 +108,8 @@ public struct EvaluationJob {
 
 extension EvaluationJob {
     /// Passkey retrieval at every (length, depth), vanilla and with the table.
-    public func runPasskey(progress: (String) -> Void = { _ in }) throws -> PasskeyResults {
+    /// - onPrompt: called with every prompt before it runs (`--dump-prompts`).
+    public func runPasskey(progress: (String) -> Void = { _ in }, onPrompt: ((PasskeyPrompt) -> Void)? = nil) throws -> PasskeyResults {
         let o = options
         let model = try MambaModel(directory: o.modelDirectory)
         let prompts = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: o.haystack)
@@ -115,6 +118,8 @@ extension EvaluationJob {
         evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk)
         evaluation.trials = o.trials
         evaluation.seed = o.seed
+        evaluation.reusePrefix = o.reusePrefix
+        evaluation.onPrompt = onPrompt
         let (points, rate) = try evaluation.run(lengths: o.lengths, depths: o.depths, progress: progress)
         return PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
                               haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,

@@ -174,6 +174,17 @@ public struct PasskeyResults: Sendable, Codable {
     }
 }
 
+/// One passkey prompt as evaluated (`eval --task passkey --dump-prompts`).
+public struct PasskeyPrompt: Sendable, Codable, Equatable {
+    public var length: Int
+    public var depth: Double
+    public var trial: Int
+    public var key: String
+    /// Index of the needle's first token.
+    public var needleStart: Int
+    public var tokens: [Int]
+}
+
 /// Runs passkey trials with and without a table.
 public struct PasskeyEvaluation: TableEvaluationSettings {
     public var model: MambaModel
@@ -189,23 +200,35 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
     /// false: skip the vanilla prompts where the filter applies (`tune` stores vanilla once);
     /// vanilla accuracy is then NaN at those lengths.
     public var includeVanilla = true
+    /// Prefill the part before the needle once per (length, depth, method) and continue every
+    /// trial from a copy of its state (false: every trial prefills its whole prompt).
+    public var reusePrefix = true
+    /// Called with every prompt before it runs (`eval --dump-prompts`).
+    public var onPrompt: ((PasskeyPrompt) -> Void)?
 
     public init(model: MambaModel, prompts: PasskeyPrompts, table: (any ThresholdTableSource)? = nil) {
         self.model = model; self.prompts = prompts; self.table = table
     }
 
-    /// Greedy answer after prefilling `tokens` (filtered by `filter` when given): decodes
-    /// `steps` tokens without filtering, carrying the state.
-    func answer(_ tokens: [Int], filter: DeltaFilter?, steps: Int) throws -> String {
-        var state = SequenceState(layerCount: model.config.layerCount)
+    /// Prefills `tokens` onto `state` in chunks (filtered by `filter` when given).
+    func prefill(_ tokens: ArraySlice<Int>, onto state: inout SequenceState, filter: DeltaFilter?) throws {
         var none = DiscardingRecorder()
-        var start = 0
-        while start < tokens.count - 1 {
-            let end = min(tokens.count - 1, start + chunk)
+        var start = tokens.startIndex
+        while start < tokens.endIndex {
+            let end = min(tokens.endIndex, start + chunk)
             try model.forward(tokens: Array(tokens[start..<end]), continuing: &state, recorder: &none, deltaFilter: filter)
             start = end
         }
-        var logits = try model.forward(tokens: [tokens[tokens.count - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
+    }
+
+    /// Greedy answer of a prompt whose tokens before `tokens` already left `state`: prefills
+    /// `tokens` (filtered by `filter` when given), then decodes `steps` tokens without
+    /// filtering, carrying the state.
+    func answer(continuing state: SequenceState, _ tokens: ArraySlice<Int>, filter: DeltaFilter?, steps: Int) throws -> String {
+        var state = state
+        var none = DiscardingRecorder()
+        try prefill(tokens.dropLast(), onto: &state, filter: filter)
+        var logits = try model.forward(tokens: [tokens[tokens.endIndex - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
         var generated: [Int] = []
         let V = min(model.config.vocabSize, prompts.tokenizer.vocabularySize)  // never pick a padding row
         for step in 0..<steps {
@@ -219,6 +242,27 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
         return try prompts.tokenizer.decode(generated)
     }
 
+    /// Greedy answer after prefilling the whole prompt `tokens` from an empty state.
+    func answer(_ tokens: [Int], filter: DeltaFilter?, steps: Int) throws -> String {
+        try answer(continuing: SequenceState(layerCount: model.config.layerCount), tokens[...], filter: filter, steps: steps)
+    }
+
+    /// The state after a prefix shared by every trial of one (length, depth), and the filter
+    /// counts it added (nil: prefix reuse is off, every trial starts empty).
+    struct SharedPrefix {
+        var length: Int
+        var state: SequenceState
+        var considered = 0, kept = 0
+    }
+
+    func sharedPrefix(_ tokens: ArraySlice<Int>, filter: LongMambaFilter?) throws -> SharedPrefix {
+        var state = SequenceState(layerCount: model.config.layerCount)
+        guard reusePrefix else { return SharedPrefix(length: 0, state: state) }
+        let run = filter.map { LongMambaFilterRun(filter: $0) }
+        try prefill(tokens, onto: &state, filter: run?.deltaFilter)
+        return SharedPrefix(length: tokens.count, state: state, considered: run?.considered.reduce(0, +) ?? 0, kept: run?.kept.reduce(0, +) ?? 0)
+    }
+
     public func run(lengths: [Int], depths: [Double], progress: (String) -> Void = { _ in }) throws -> (points: [PasskeyPoint], promptsPerSecond: Double) {
         guard trials >= 1 else { throw PasskeyError.noTrials }
         guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
@@ -230,33 +274,45 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
             let prefill = try table.map {
                 try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)
             }
+            let filter = prefill?.run?.filter
+            let measureVanilla = includeVanilla || filter == nil
             for depth in depths {
                 var vanillaHits = 0, longMambaHits = 0
                 var kept = 0.0, filtered = 0
+                // Everything before the needle is the same in every trial (only the key changes):
+                // prefill it once per method and continue each trial from a copy of its state.
+                // Exact, because the filter acts on each token's own Δ (causal).
+                let shared = try self.prompts.prompt(length: S, depth: depth, key: PasskeyPrompts.key(seed: seed, length: S, depth: depth, trial: 0))
+                let prefixTokens = shared.tokens[..<shared.needleStart]
+                let vanillaPrefix = measureVanilla ? try sharedPrefix(prefixTokens, filter: nil) : nil
+                let filteredPrefix = try filter.map { try sharedPrefix(prefixTokens, filter: $0) }
                 for trial in 0..<trials {
                     progress("passkey length \(S) depth \(depth): trial \(trial + 1)/\(trials)")
                     let key = PasskeyPrompts.key(seed: seed, length: S, depth: depth, trial: trial)
-                    let prompt = try self.prompts.prompt(length: S, depth: depth, key: key).tokens
+                    let prompt = try self.prompts.prompt(length: S, depth: depth, key: key)
+                    onPrompt?(PasskeyPrompt(length: S, depth: depth, trial: trial, key: key, needleStart: prompt.needleStart, tokens: prompt.tokens))
                     let steps = self.prompts.tokenizer.encode(" " + key).count + 1
-                    let filter = prefill?.run?.filter
                     var vanilla = false
-                    if includeVanilla || filter == nil {
-                        vanilla = PasskeyPrompts.answer(in: try answer(prompt, filter: nil, steps: steps)) == key
+                    if let vanillaPrefix {
+                        let answer = try answer(continuing: vanillaPrefix.state, prompt.tokens[vanillaPrefix.length...], filter: nil, steps: steps)
+                        vanilla = PasskeyPrompts.answer(in: answer) == key
                         vanillaHits += vanilla ? 1 : 0
                         prompts += 1
                     }
-                    if let filter {
+                    if let filter, let filteredPrefix {
                         // A fresh counter per prompt: the filter is the same, the counts are this prompt's.
                         let run = LongMambaFilterRun(filter: filter)
-                        longMambaHits += PasskeyPrompts.answer(in: try answer(prompt, filter: run.deltaFilter, steps: steps)) == key ? 1 : 0
-                        kept += run.keptShare; filtered += 1
+                        let answer = try answer(continuing: filteredPrefix.state, prompt.tokens[filteredPrefix.length...], filter: run.deltaFilter, steps: steps)
+                        longMambaHits += PasskeyPrompts.answer(in: answer) == key ? 1 : 0
+                        let considered = filteredPrefix.considered + run.considered.reduce(0, +)
+                        kept += considered == 0 ? 1 : Double(filteredPrefix.kept + run.kept.reduce(0, +)) / Double(considered)
+                        filtered += 1
                         prompts += 1
                     } else {
                         longMambaHits += vanilla ? 1 : 0  // below the filter start LongMamba is vanilla: one prefill serves both
                     }
                 }
-                let vanillaMeasured = includeVanilla || prefill?.run == nil
-                var point = PasskeyPoint(length: S, depth: depth, trials: trials, vanillaAccuracy: vanillaMeasured ? Double(vanillaHits) / Double(trials) : .nan)
+                var point = PasskeyPoint(length: S, depth: depth, trials: trials, vanillaAccuracy: measureVanilla ? Double(vanillaHits) / Double(trials) : .nan)
                 if table != nil {
                     point.longMambaAccuracy = Double(longMambaHits) / Double(trials)
                     point.keptShare = filtered > 0 ? kept / Double(filtered) : 1

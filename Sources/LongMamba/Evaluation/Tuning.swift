@@ -121,7 +121,8 @@ public struct TuneJob {
 
         // What is evaluated, as a key: the task, the model, the text (or prompt options).
         let evaluator = try Evaluator(options: o, model: model)
-        let evaluationKey = SHA256.hash(data: Data("\(o.task.name)|\(fingerprint)|\(evaluator.textHash)|\(evaluator.settings)|\(o.filterFrom.map(String.init) ?? "default")".utf8)).hexString
+        let evaluationKey = EvaluationRecord.evaluationKey(task: o.task.name, fingerprint: fingerprint, textHash: evaluator.textHash,
+                                                           settings: evaluator.settings, filterFrom: o.filterFrom)
 
         // Every table of the run has the run's L, so one filter start holds for the whole grid;
         // below it LongMamba is vanilla and the vanilla point is reused instead of rerun.

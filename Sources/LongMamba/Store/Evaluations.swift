@@ -26,10 +26,29 @@ public struct EvaluationRecord: Codable, Sendable, Equatable, FetchableRecord, M
     public var textHash: String
     public var toolVersion: String
     public var createdAt: String
+    /// Where the point was measured: the runner ('swift' | 'torch'), its device ('cpu',
+    /// 'cuda:0 (NVIDIA H100 …)') and numeric type. float32 points of either runner share keys;
+    /// bfloat16/float16 ones have keys of their own (`EvaluationRecord.evaluationKey`).
+    public var backend: String
+    public var device: String
+    public var dtype: String
 
     enum CodingKeys: String, CodingKey {
         case id, pointKey = "point_key", evaluationKey = "evaluation_key", tableID = "table_id", theta, task, length, metric, value
         case detailJSON = "detail_json", textHash = "text_hash", toolVersion = "tool_version", createdAt = "created_at"
+        case backend, device, dtype
+    }
+
+    /// The runner this tool evaluates with.
+    public static let swiftBackend = "swift", cpuDevice = "cpu", float32 = "float32"
+
+    /// What was evaluated, as a key: task, model, text (or prompt options), settings, filter
+    /// start, and the numeric type where it is not float32 (float32 keys are those of schema v3).
+    public static func evaluationKey(task: String, fingerprint: String, textHash: String, settings: String, filterFrom: Int?,
+                                     dtype: String = float32) -> String {
+        var text = "\(task)|\(fingerprint)|\(textHash)|\(settings)|\(filterFrom.map(String.init) ?? "default")"
+        if dtype != float32 { text += "|\(dtype)" }
+        return SHA256.hash(data: Data(text.utf8)).hexString
     }
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 
@@ -39,6 +58,7 @@ public struct EvaluationRecord: Codable, Sendable, Equatable, FetchableRecord, M
         self.metric = metric; self.value = value; self.detailJSON = detailJSON; self.textHash = textHash
         pointKey = Self.pointKey(evaluationKey: evaluationKey, tableID: tableID, theta: theta, length: length, metric: metric)
         toolVersion = ToolInfo.version; createdAt = CalibrationStore.now()
+        backend = Self.swiftBackend; device = Self.cpuDevice; dtype = Self.float32
     }
 
     public static func pointKey(evaluationKey: String, tableID: Int64?, theta: Double?, length: Int, metric: String) -> String {

@@ -8,12 +8,15 @@
 //       'recording' | 'complete', the unused recorded_quantity column dropped
 //   v3  evaluations: one row per evaluated point (table or vanilla, θ, task, length, metric),
 //       so `tune` reuses finished points and resumes after a kill
+//   v4  where each evaluation point was measured: evaluations.backend ('swift' | 'torch'),
+//       device ('cpu', 'cuda:0 (NVIDIA H100 …)') and dtype ('float32' | 'bfloat16' | 'float16');
+//       rows of v3 were all measured by the Swift runner on the CPU in float32
 import Foundation
 import GRDB
 
 extension CalibrationStore {
     /// Schema version this tool writes and understands.
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -175,6 +178,14 @@ extension CalibrationStore {
                 );
                 CREATE INDEX evaluations_by_key ON evaluations(evaluation_key);
                 PRAGMA user_version = 3;
+                """)
+        }
+        m.registerMigration("v4: where evaluations were measured") { db in
+            try db.execute(sql: """
+                ALTER TABLE evaluations ADD COLUMN backend TEXT NOT NULL DEFAULT 'swift';
+                ALTER TABLE evaluations ADD COLUMN device TEXT NOT NULL DEFAULT 'cpu';
+                ALTER TABLE evaluations ADD COLUMN dtype TEXT NOT NULL DEFAULT 'float32';
+                PRAGMA user_version = 4;
                 """)
         }
         return m
