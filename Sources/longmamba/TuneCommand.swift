@@ -32,6 +32,8 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Lengths (repeat or comma-separate; k = ×1000, e.g. 2k,4k).") var lengths: [String] = []
     @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × L).") var filterFrom: TokenCount?
     @Option(help: "tokenizer.json (default: the model directory's).") var tokenizer: String?
+    @Flag(help: "Coarse to fine: every point at the shortest length with a ninth (then a third) of the trials or windows, the best third on to the next length, and so on.") var halving = false
+    @Option(help: "Evaluate only points k with k mod n = i (i/n, e.g. 0/4) into this database; `longmamba merge` joins the shards' evaluations.") var shard: String = "0/1"
     @Flag(help: "Print only the winner: table id and θ.") var best = false
     @Flag(help: "Use a run calibrated on another model (fingerprint mismatch).") var force = false
     @Option(help: "Threads for matrix products and the scan.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -58,15 +60,28 @@ struct TuneCommand: ParsableCommand {
         options.filterFrom = filterFrom?.value
         options.tokenizer = tokenizer
         options.force = force
+        options.halving = halving
+        let parts = shard.split(separator: "/").compactMap { Int($0) }
+        guard parts.count == 2 else { throw ValidationError("--shard must look like i/n, e.g. 0/4") }
+        (options.shardIndex, options.shardCount) = (parts[0], parts[1])
         let progress = ProgressLines(enabled: !quiet)
         let result = try TuneJob(options: options).run { progress.line($0) }
+        progress.finish()
+        if options.shardCount > 1 {
+            print("shard \(shard): \(result.pointsEvaluated) points evaluated, \(result.pointsReused) already in \(db) (\(result.promptsRun) \(options.task.unit) run)")
+            print("join the shards with `longmamba merge --db MAIN SHARD…`; a tune with the same options on MAIN then ranks every point without evaluating")
+            return
+        }
         if best {
             guard let winner = result.best, let table = winner.table, let th = winner.theta else { return }
             print("\(table) \(th)")
             return
         }
         func fmt(_ v: Double) -> String { result.higherIsBetter ? String(format: "%.0f%%", 100 * v) : String(format: "%.3f", v) }
-        let header = ["rank", "table", "p", "agg", "θ"] + result.lengths.map { "\(result.metric)@\($0)" } + [result.higherIsBetter ? "mean" : "geo-mean"]
+        func value(_ v: Double) -> String { v.isNaN ? "-" : fmt(v) }
+        let effort = halving ? result.effortByLength.map { " (\($0))" } : result.lengths.map { _ in "" }
+        let header = ["rank", "table", "p", "agg", "θ"] + zip(result.lengths, effort).map { "\(result.metric)@\($0.0)\($0.1)" }
+            + [result.higherIsBetter ? "mean" : "geo-mean", "measured by"] + (halving ? ["dropped"] : [])
         var rows: [[String]] = []
         for (i, r) in result.ranked.enumerated() {
             let table: String = r.table.map { String($0) } ?? "vanilla"
@@ -74,12 +89,18 @@ struct TuneCommand: ParsableCommand {
             let agg: String = r.aggregation?.rawValue ?? "-"
             let th: String = r.theta.map { "\($0)" } ?? "-"
             var row: [String] = [String(i + 1), table, p, agg, th]
-            row += r.values.map(fmt)
+            row += r.values.map(value)
             row.append(fmt(r.score))
+            row.append(r.measuredBy.joined(separator: " + "))
+            if halving { row.append(r.droppedAfter.map { "after \($0)" } ?? "") }
             rows.append(row)
         }
         printTable(header: header, rows: rows)
-        FileHandle.standardError.write(Data("\(result.pointsEvaluated) points evaluated, \(result.pointsReused) reused from \(db); \(result.tablesSolved) tables solved\n".utf8))
+        if halving {
+            let per = task == .passkey ? "trials per depth" : "windows"
+            print("halving: \(zip(result.lengths, result.effortByLength).map { "\($0.1) \(per) at \($0.0)" }.joined(separator: ", ")); the best third of each length went on to the next")
+        }
+        FileHandle.standardError.write(Data("\(result.pointsEvaluated) points evaluated (\(result.promptsRun) \(options.task.unit)), \(result.pointsReused) reused from \(db); \(result.tablesSolved) tables solved\n".utf8))
         if let w = result.best, let table = w.table, let th = w.theta {
             let vanilla = result.ranked.first { $0.table == nil }?.score ?? .nan
             print("best: table \(table) (p = \(w.clampFraction ?? 0), aggregate \(w.aggregation?.rawValue ?? "?")) with θ = \(th): \(fmt(w.score)) against vanilla \(fmt(vanilla))")

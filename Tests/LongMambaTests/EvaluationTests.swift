@@ -206,6 +206,104 @@ import Testing
         #expect(try CalibrationReport.html(store: store, table: second.best!.table!).contains("Tuning θ and p"))
     }
 
+    @Test func halvingKeepsTheBestThirdOfEachLengthWithMoreWindowsAtLongerOnes() throws {
+        let (db, run) = try calibrated()
+        var o = options(db, run, thetas: [0.01, 0.05, 0.1, 0.3, 0.5, 0.7], clamps: [0.05])
+        o.lengths = [900, 400, 600]   // evaluated shortest first, reported in this order
+        o.task = o.task.with { _ in 9 }
+        o.halving = true
+        let r = try TuneJob(options: o).run()
+        #expect(r.effortByLength == [9, 1, 3])   // ⌈9 / 9⌉ at 400, ⌈9 / 3⌉ at 600, all 9 at 900
+        // 6 candidates at 400, the best 2 at 600, the best 1 at 900; vanilla at every length.
+        #expect(r.pointsEvaluated == 3 + 6 + 2 + 1)
+        #expect(r.promptsRun == (1 + 6) * 1 + (1 + 2) * 3 + (1 + 1) * 9)
+        let tables = r.ranked.filter { $0.table != nil }
+        #expect(tables.filter { $0.droppedAfter == nil }.count == 1)
+        #expect(tables.filter { $0.droppedAfter == 600 }.count == 1)
+        #expect(tables.filter { $0.droppedAfter == 400 }.count == 4)
+        // Survivors first, then the later dropped; a dropped row has no value where it was not evaluated.
+        #expect(r.ranked.map { $0.droppedAfter ?? 0 }.prefix(2) == [0, 0])
+        #expect(r.ranked.last!.droppedAfter == 400 && r.ranked.last!.values[0].isNaN && r.ranked.last!.values[2].isNaN)
+        #expect(r.best?.droppedAfter == nil && r.ranked.allSatisfy { $0.measuredBy == ["swift cpu"] })
+        // Each length's points are an evaluation of their own (the windows are in the key): a full
+        // tune with 9 windows reuses the 900 points and the vanilla ones.
+        let store = try CalibrationStore(path: db, readOnly: true)
+        #expect(Set(try store.evaluations().map(\.evaluationKey)).count == 3)
+        o.halving = false
+        o.lengths = [900]
+        let full = try TuneJob(options: o).run()
+        #expect(full.pointsReused == 2 && full.pointsEvaluated == 5)
+    }
+
+    @Test func halvingSurvivorsAreTheBestThirdWithTiesInGridOrder() {
+        #expect(TuneHalving.kept(1) == 1 && TuneHalving.kept(3) == 1 && TuneHalving.kept(4) == 2 && TuneHalving.kept(12) == 4)
+        #expect(TuneHalving.survivors([0.2, 0.9, 0.9, 0.1, 0.9, 0.5], higherIsBetter: true) == [1, 2])
+        #expect(TuneHalving.survivors([3, 1, 2, 1], higherIsBetter: false) == [1, 3])
+        #expect((0..<3).map { TuneHalving.effort(full: 10, round: $0, rounds: 3) } == [2, 4, 10])
+        #expect(TuneHalving.effort(full: 1, round: 0, rounds: 4) == 1)
+    }
+
+    @Test func shardsOfACopiedStoreMergeIntoTheFullGrid() throws {
+        let (db, run) = try calibrated()
+        let o = options(db, run, thetas: [0.01, 0.05], clamps: [0.05])
+        var shards: [String] = []
+        for i in 0..<3 {
+            let copy = db + ".shard\(i)"
+            try FileManager.default.copyItem(atPath: db, toPath: copy)
+            var s = o
+            s.databasePath = copy; s.shardIndex = i; s.shardCount = 3
+            let r = try TuneJob(options: s).run()
+            #expect(r.ranked.isEmpty && r.pointsEvaluated == 2)   // 6 points, every third
+            shards.append(copy)
+        }
+        let merged = try CalibrationMerge.merge(inputs: shards, into: db, clampFractions: [0.05], aggregations: [.max])
+        #expect(merged.evaluations == { var e = EvaluationJoin(); e.added = 6; return e }())
+        let again = try CalibrationMerge.merge(inputs: shards, into: db, clampFractions: [0.05], aggregations: [.max])
+        #expect(again.evaluations.added == 0 && again.evaluations.present == 6)
+        let ranked = try TuneJob(options: o).run()
+        #expect(ranked.pointsEvaluated == 0 && ranked.pointsReused == 6 && ranked.ranked.count == 3)
+
+        // Refusals: a bad shard, a sharded halving, a shard whose tables are not solved yet.
+        var bad = o; bad.shardIndex = 3; bad.shardCount = 3
+        #expect(throws: TuneError.badShard(index: 3, count: 3)) { try TuneJob(options: bad).run() }
+        bad.shardIndex = 0; bad.halving = true
+        #expect(throws: TuneError.shardedHalving) { try TuneJob(options: bad).run() }
+        var missing = o; missing.shardIndex = 1; missing.shardCount = 2; missing.clampFractions = [0.2]
+        #expect { try TuneJob(options: missing).run() } throws: { e in
+            guard case let TuneError.shardNeedsTables(_, _, names, command) = e else { return false }
+            return names == ["p = 0.2, aggregate max"] && command.contains("longmamba sweep --db \(db) --run \(run) --clamp 0.2 --aggregate max --interval 256 --max-length 2048")
+        }
+    }
+
+    @Test func joiningRefusesPointsOfTablesTheTargetLacksOrWithAnotherKey() throws {
+        let (db, run) = try calibrated()
+        _ = try TuneJob(options: options(db, run, thetas: [0.05], clamps: [0.05])).run()
+        let (other, _) = try calibrated()   // the same calibration: the same table, by content hash
+        #expect(try CalibrationStore(path: other).joinEvaluations(from: CalibrationStore(path: db, readOnly: true)).added == 4)
+        // A target without the table refuses the whole join.
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("lm-join-\(UUID().uuidString).sqlite").path
+        let target = try CalibrationStore(path: empty)
+        #expect { try target.joinEvaluations(from: CalibrationStore(path: db, readOnly: true)) } throws: { e in
+            guard case let StoreError.evaluationOfMissingTable(source, _, table, _, t) = e else { return false }
+            return source == db && table == 1 && t == empty
+        }
+        #expect(try target.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM evaluations") } == 0)
+        // A point whose key its columns do not give.
+        try CalibrationStore(path: db).write { try $0.execute(sql: "UPDATE evaluations SET length = length + 1 WHERE id = 2") }
+        #expect(throws: StoreError.evaluationKeyMismatch(path: db, id: 2)) { try CalibrationStore(path: other).joinEvaluations(from: CalibrationStore(path: db, readOnly: true)) }
+    }
+
+    @Test func float32PointsKeepTheirKeysAndOtherNumericTypesGetTheirOwn() {
+        let v3 = SHA256.hash(data: Data("passkey|f|t|depths [0.0, 1.0] trials 2 seed 0|default".utf8)).hexString
+        #expect(EvaluationRecord.evaluationKey(task: "passkey", fingerprint: "f", textHash: "t", settings: "depths [0.0, 1.0] trials 2 seed 0", filterFrom: nil) == v3)
+        let bf16 = EvaluationRecord.evaluationKey(task: "passkey", fingerprint: "f", textHash: "t", settings: "depths [0.0, 1.0] trials 2 seed 0", filterFrom: nil, dtype: "bfloat16")
+        #expect(bf16 == SHA256.hash(data: Data("passkey|f|t|depths [0.0, 1.0] trials 2 seed 0|default|bfloat16".utf8)).hexString)
+        var r = EvaluationRecord(evaluationKey: bf16, tableID: nil, theta: nil, task: "passkey", length: 8, metric: "accuracy", value: 1, textHash: "t")
+        #expect(r.measuredBy == "swift cpu")
+        r.backend = "torch"; r.device = "cuda:0 (NVIDIA H100)"; r.dtype = "bfloat16"
+        #expect(r.measuredBy == "torch cuda:0 (NVIDIA H100) bfloat16")
+    }
+
     @Test func tuneRefusesEmptyGridsBadThetaAndUnknownRows() throws {
         let (db, run) = try calibrated()
         #expect(throws: TuneError.emptyGrid(what: "--theta")) { try TuneJob(options: options(db, run, thetas: [], clamps: [0.05])).run() }

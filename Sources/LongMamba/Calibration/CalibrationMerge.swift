@@ -2,6 +2,7 @@
 // one: runs must share the calibration key (same model fingerprint, tokenizer, corpus, seed, K, L).
 // Once every sample is there it finishes and solves exactly as `calibrate` does (the same steps:
 // `CalibrationJob.finishIfComplete`, `TableService.tables`), so rerunning `merge` adds nothing.
+// The inputs' evaluation points (`tune --shard i/n` on copies of the store) are joined too.
 import Foundation
 
 public enum CalibrationMerge {
@@ -10,6 +11,8 @@ public enum CalibrationMerge {
         public var samples: Int
         public var sampleCount: Int
         public var tableIDs: [Int64]
+        /// Evaluation points joined from the inputs (`tune --shard i/n` copies of the store).
+        public var evaluations = EvaluationJoin()
     }
 
     public static func merge(inputs: [String], into output: String, clampFractions: [Double], aggregations: [Aggregation],
@@ -55,13 +58,21 @@ public enum CalibrationMerge {
         guard let run = targetRun else { throw CalibrationError.noRecordings }
         let info = try target.run(run)
         var result = Result(runID: run, samples: try target.recordedSamples(run: run).count, sampleCount: info.sampleCount, tableIDs: [])
-        guard try CalibrationJob.finishIfComplete(run: run, in: target) else { return result }
+        // Evaluations of tables the target holds; the tables are solved first when the run completes now.
+        func joinEvaluations() throws {
+            for input in inputs {
+                let j = try target.joinEvaluations(from: try CalibrationStore(path: input, readOnly: true))
+                result.evaluations.added += j.added; result.evaluations.present += j.present; result.evaluations.differing += j.differing
+            }
+        }
+        guard try CalibrationJob.finishIfComplete(run: run, in: target) else { try joinEvaluations(); return result }
         let architecture = Architecture(rawValue: try target.runModel(run).architecture) ?? .mamba
         // Default: the grid the shards were started with (stored in the run's recording metadata).
         let tableGrid = try TableService(store: target).grid(run: run, interval: interval, maxLength: maxLength)
         let grid = CalibrationJob.grid(clampFractions: clampFractions, aggregations: aggregations, interval: tableGrid.interval, maxLength: tableGrid.maxLength,
                                        trainingLength: info.sampleLength, architecture: architecture)
         result.tableIDs = try TableService(store: target).tables(run: run, for: grid, progress: progress)
+        try joinEvaluations()
         return result
     }
 }

@@ -12,6 +12,8 @@ public enum TuneTask: Sendable, Equatable {
     case passkey(depths: [Double], trials: Int, seed: UInt64, haystack: String?)
 
     var name: String { if case .perplexity = self { return "perplexity" } else { return "passkey" } }
+    /// What one unit of effort is: "windows" (perplexity) or "trials" (passkey, per depth).
+    public var unit: String { if case .perplexity = self { return "windows" } else { return "prompts" } }
     var metric: String { if case .perplexity = self { return "perplexity" } else { return "accuracy" } }
     var higherIsBetter: Bool { if case .passkey = self { return true } else { return false } }
 }
@@ -32,6 +34,13 @@ public struct TuneOptions: Sendable {
     public var tokenizer: String?
     public var chunk = 1024
     public var force = false
+    /// Coarse to fine (`TuneHalving`): every (table, θ) at the shortest length with a ninth or
+    /// a third of the trials (windows), the best third on to the next length, and so on.
+    public var halving = false
+    /// `--shard i/n`: evaluate only points k with k mod n = i (`TuneJob.points`) and rank nothing;
+    /// `merge` joins the shards' evaluations and a tune over the joined store ranks them all.
+    public var shardIndex = 0
+    public var shardCount = 1
 
     public init(databasePath: String, runID: Int64, modelDirectory: String, thetas: [Double], clampFractions: [Double],
                 aggregations: [Aggregation], lengths: [Int], task: TuneTask) {
@@ -47,15 +56,22 @@ public struct TuneRow: Sendable, Equatable {
     public var clampFraction: Double?
     public var aggregation: Aggregation?
     public var theta: Double?
-    /// metric at each of the options' lengths, in order
+    /// metric at each of the options' lengths, in order (NaN: not evaluated, the row was dropped
+    /// by `--halving` before that length)
     public var values: [Double]
-    /// Perplexity: geometric mean over lengths; passkey: mean accuracy.
+    /// Perplexity: geometric mean over lengths; passkey: mean accuracy (over the lengths evaluated).
     public var score: Double
+    /// `--halving`: the length after which the row was dropped (nil: evaluated at every length).
+    public var droppedAfter: Int?
+    /// Where its points were measured: "swift cpu", "torch cuda:0 (…) bfloat16", … (distinct, in order).
+    public var measuredBy: [String] = []
 
-    /// The ranking score of a row's values (the `tune` table and the report's grid).
+    /// The ranking score of a row's values (the `tune` table and the report's grid); NaN values
+    /// (lengths a halving never reached) are left out.
     public static func score(_ values: [Double], higherIsBetter: Bool) -> Double {
-        higherIsBetter ? values.reduce(0, +) / Double(values.count)
-                       : Foundation.exp(values.map { Foundation.log($0) }.reduce(0, +) / Double(values.count))
+        let v = values.filter { !$0.isNaN }
+        return higherIsBetter ? v.reduce(0, +) / Double(v.count)
+                              : Foundation.exp(v.map { Foundation.log($0) }.reduce(0, +) / Double(v.count))
     }
 }
 
@@ -63,11 +79,16 @@ public struct TuneResult: Sendable {
     public var metric: String
     public var higherIsBetter: Bool
     public var lengths: [Int]
-    /// Best first; vanilla is among them.
+    /// Best first; vanilla is among them. With `--halving` the rows evaluated at every length
+    /// come first, then those dropped later before those dropped earlier. Empty for a shard.
     public var ranked: [TuneRow]
     public var pointsEvaluated = 0
     public var pointsReused = 0
     public var tablesSolved = 0
+    /// Prompts (passkey) or windows (perplexity) run for the points evaluated now, per method.
+    public var promptsRun = 0
+    /// `--halving`: trials (passkey) or windows (perplexity) per point at each length.
+    public var effortByLength: [Int] = []
     public var best: TuneRow? { ranked.first { $0.table != nil } }
 }
 
@@ -75,6 +96,10 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
     case emptyGrid(what: String)
     case nonPositiveTheta(Double)
     case runWithoutRecordings(path: String, run: Int64)
+    case badShard(index: Int, count: Int)
+    case shardedHalving
+    /// A shard evaluates tables already in the store, so that every shard's table ids agree.
+    case shardNeedsTables(path: String, run: Int64, missing: [String], command: String)
 
     public var description: String {
         switch self {
@@ -82,13 +107,48 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .nonPositiveTheta(t): return "tune: θ must be > 0, got \(t)"
         case let .runWithoutRecordings(path, run):
             return "\(path): run \(run) has no stored recordings to solve tables from (was it made by `calibrate`, or is it still recording?)"
+        case let .badShard(i, n): return "tune: --shard \(i)/\(n) is not a shard: give i/n with 0 ≤ i < n"
+        case .shardedHalving:
+            return "tune: --halving chooses each length's points from the previous length's results, so it cannot be sharded; shard the full grid, or run the halving on one machine"
+        case let .shardNeedsTables(path, run, missing, command):
+            return "\(path): run \(run) has no table for \(missing.joined(separator: ", ")); a shard only evaluates tables already in the store (every shard must agree on table ids): solve them first with\n  \(command)"
         }
+    }
+}
+
+/// `--halving`: how many trials (or windows) each length gets, and how many points go on.
+public enum TuneHalving {
+    /// Trials or windows at round r of k (r = 0 the shortest length): ⌈full / 3^(k−1−r)⌉, at least 1.
+    public static func effort(full: Int, round r: Int, rounds k: Int) -> Int {
+        var divisor = 1
+        for _ in 0..<(k - 1 - r) { divisor *= 3 }
+        return max(1, (full + divisor - 1) / divisor)
+    }
+
+    /// Points kept for the next length: the best ⌈n/3⌉.
+    public static func kept(_ n: Int) -> Int { (n + 2) / 3 }
+
+    /// Indices of the points that go on: the best `kept(n)` by value, ties in grid order.
+    public static func survivors(_ values: [Double], higherIsBetter: Bool) -> [Int] {
+        let order = values.indices.sorted { a, b in
+            values[a] == values[b] ? a < b : (higherIsBetter ? values[a] > values[b] : values[a] < values[b])
+        }
+        return Array(order.prefix(kept(values.count))).sorted()
     }
 }
 
 public struct TuneJob {
     public let options: TuneOptions
     public init(options: TuneOptions) { self.options = options }
+
+    /// The points of a full (not halving) grid in the order shards split them: vanilla at
+    /// every length, then each table of the grid (clamp fractions outer, aggregations inner), each
+    /// θ, each length. Point k belongs to shard k mod n.
+    public static func points(tables: [Int64], thetas: [Double], lengths: [Int]) -> [(table: Int64?, theta: Double?, length: Int)] {
+        var points: [(table: Int64?, theta: Double?, length: Int)] = lengths.map { (nil, nil, $0) }
+        for t in tables { for th in thetas { for S in lengths { points.append((t, th, S)) } } }
+        return points
+    }
 
     public func run(progress: (String) -> Void = { _ in }) throws -> TuneResult {
         let o = options
@@ -97,6 +157,9 @@ public struct TuneJob {
         guard !o.aggregations.isEmpty else { throw TuneError.emptyGrid(what: "--aggregate") }
         guard !o.lengths.isEmpty else { throw TuneError.emptyGrid(what: "--lengths") }
         for t in o.thetas where !(t > 0) { throw TuneError.nonPositiveTheta(t) }
+        guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else { throw TuneError.badShard(index: o.shardIndex, count: o.shardCount) }
+        let sharded = o.shardCount > 1
+        if sharded && o.halving { throw TuneError.shardedHalving }
         let store = try CalibrationStore(path: o.databasePath)
         let run = try store.run(o.runID)
         guard try store.recordingBytes(run: o.runID) > 0 else { throw TuneError.runWithoutRecordings(path: o.databasePath, run: o.runID) }
@@ -114,73 +177,153 @@ public struct TuneJob {
         let grid = try o.clampFractions.flatMap { p in try o.aggregations.map {
             try service.parameters(run: o.runID, clampFraction: p, aggregation: $0, interval: o.interval, maxLength: o.maxLength)
         } }
+        if sharded {
+            let existing = try store.tables().filter { $0.runID == o.runID && $0.method == CalibrationStore.longMambaMethod }.map(\.parameters)
+            let missing = grid.filter { !existing.contains($0) }
+            if !missing.isEmpty {
+                let names = missing.map { "p = \($0.clampFraction), aggregate \($0.aggregation.rawValue)" }
+                let clamps = Array(Set(missing.map(\.clampFraction))).sorted().map { "\($0)" }.joined(separator: ",")
+                let aggs = Array(Set(missing.map(\.aggregation.rawValue))).sorted().joined(separator: ",")
+                let g = try service.grid(run: o.runID, interval: o.interval, maxLength: o.maxLength)
+                throw TuneError.shardNeedsTables(path: o.databasePath, run: o.runID, missing: names,
+                    command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(g.interval) --max-length \(g.maxLength)")
+            }
+        }
         let tables = try service.tables(run: o.runID, for: grid) { event in
             if case .solving(let p, let a) = event { progress("solving p = \(p), aggregate \(a.rawValue) from the stored recordings") }
             if case .solved = event { result.tablesSolved += 1 }
         }
 
-        // What is evaluated, as a key: the task, the model, the text (or prompt options).
-        let evaluator = try Evaluator(options: o, model: model)
-        let evaluationKey = EvaluationRecord.evaluationKey(task: o.task.name, fingerprint: fingerprint, textHash: evaluator.textHash,
-                                                           settings: evaluator.settings, filterFrom: o.filterFrom)
-
         // Every table of the run has the run's L, so one filter start holds for the whole grid;
         // below it LongMamba is vanilla and the vanilla point is reused instead of rerun.
         let filterStart = o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: run.sampleLength)
-        var vanillaAt: [Int: Double] = [:]
         var sources: [Int64: StoredTableSource] = [:]
-        func point(table: Int64?, theta: Double?, length: Int) throws -> Double {
-            let key = EvaluationRecord.pointKey(evaluationKey: evaluationKey, tableID: table, theta: theta, length: length, metric: o.task.metric)
-            if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return stored.value }
+
+        /// Evaluates (or finds) one point with `evaluator`; `vanilla`: that evaluator's vanilla value at `length`, if known.
+        func point(_ evaluator: Evaluator, table: Int64?, theta: Double?, length: Int, vanilla: Double?) throws -> (value: Double, measuredBy: String) {
+            let key = EvaluationRecord.pointKey(evaluationKey: evaluator.evaluationKey, tableID: table, theta: theta, length: length, metric: o.task.metric)
+            if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return (stored.value, stored.measuredBy) }
             let value: Double, detail: String
-            if table != nil, length < filterStart, let vanilla = vanillaAt[length] {
+            if table != nil, length < filterStart, let vanilla {
                 (value, detail) = (vanilla, "{\"filtered\":false}")
             } else {
-                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla") at \(length) tokens")
+                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla") at \(length) tokens\(evaluator.effortNote)")
                 let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
                 if let table, let source { sources[table] = source }
-                (value, detail) = try evaluator.evaluate(table: source, theta: theta, length: length)
+                let measured = try evaluator.evaluate(table: source, theta: theta, length: length)
+                (value, detail) = (measured.value, measured.detail)
+                result.promptsRun += measured.prompts
             }
-            try store.saveEvaluation(EvaluationRecord(evaluationKey: evaluationKey, tableID: table, theta: theta, task: o.task.name, length: length,
-                                                      metric: o.task.metric, value: value, detailJSON: detail, textHash: evaluator.textHash))
+            let record = EvaluationRecord(evaluationKey: evaluator.evaluationKey, tableID: table, theta: theta, task: o.task.name, length: length,
+                                          metric: o.task.metric, value: value, detailJSON: detail, textHash: evaluator.textHash)
+            try store.saveEvaluation(record)
             result.pointsEvaluated += 1
-            return value
+            return (value, record.measuredBy)
         }
         func score(_ values: [Double]) -> Double { TuneRow.score(values, higherIsBetter: o.task.higherIsBetter) }
 
-        var rows: [TuneRow] = []
-        let vanilla = try o.lengths.map { try point(table: nil, theta: nil, length: $0) }
-        vanillaAt = Dictionary(zip(o.lengths, vanilla)) { a, _ in a }
-        rows.append(TuneRow(values: vanilla, score: score(vanilla)))
+        // The candidates, in grid order.
+        var rows: [TuneRow] = [TuneRow(values: [], score: .nan)]
         for (parameters, table) in zip(grid, tables) {
             for theta in o.thetas {
-                let values = try o.lengths.map { try point(table: table, theta: theta, length: $0) }
-                rows.append(TuneRow(table: table, clampFraction: parameters.clampFraction, aggregation: parameters.aggregation, theta: theta,
-                                    values: values, score: score(values)))
+                rows.append(TuneRow(table: table, clampFraction: parameters.clampFraction, aggregation: parameters.aggregation, theta: theta, values: [], score: .nan))
             }
         }
-        // Best first; ties keep the grid order (vanilla first among equals).
+        func note(_ row: Int, _ measured: String) { if !rows[row].measuredBy.contains(measured) { rows[row].measuredBy.append(measured) } }
+
+        if sharded {
+            let evaluator = try Evaluator(options: o, task: o.task, model: model, fingerprint: fingerprint)
+            var vanillaAt: [Int: Double] = [:]
+            for (k, p) in Self.points(tables: tables, thetas: o.thetas, lengths: o.lengths).enumerated() where k % o.shardCount == o.shardIndex {
+                let v = try point(evaluator, table: p.table, theta: p.theta, length: p.length, vanilla: vanillaAt[p.length])
+                if p.table == nil { vanillaAt[p.length] = v.value }
+            }
+            return result
+        }
+
+        if !o.halving {
+            let evaluator = try Evaluator(options: o, task: o.task, model: model, fingerprint: fingerprint)
+            for S in o.lengths {
+                let vanilla = try point(evaluator, table: nil, theta: nil, length: S, vanilla: nil)
+                rows[0].values.append(vanilla.value); note(0, vanilla.measuredBy)
+                for i in 1..<rows.count {
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, length: S, vanilla: vanilla.value)
+                    rows[i].values.append(v.value); note(i, v.measuredBy)
+                }
+            }
+        } else {
+            // Coarse to fine: length by length (shortest first), each with more trials, keeping the best third.
+            let order = o.lengths.indices.sorted { o.lengths[$0] < o.lengths[$1] }
+            for i in rows.indices { rows[i].values = [Double](repeating: .nan, count: o.lengths.count) }
+            var alive = Array(1..<rows.count)
+            for (r, li) in order.enumerated() {
+                let S = o.lengths[li]
+                let task = o.task.with(effort: { TuneHalving.effort(full: $0, round: r, rounds: order.count) })
+                result.effortByLength.append(task.effort)
+                let evaluator = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint)
+                let vanilla = try point(evaluator, table: nil, theta: nil, length: S, vanilla: nil)
+                rows[0].values[li] = vanilla.value; note(0, vanilla.measuredBy)
+                for i in alive {
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, length: S, vanilla: vanilla.value)
+                    rows[i].values[li] = v.value; note(i, v.measuredBy)
+                }
+                guard r + 1 < order.count else { break }
+                let keep = Set(TuneHalving.survivors(alive.map { rows[$0].values[li] }, higherIsBetter: o.task.higherIsBetter).map { alive[$0] })
+                for i in alive where !keep.contains(i) { rows[i].droppedAfter = S }
+                alive = alive.filter(keep.contains)
+            }
+            // effortByLength in the options' length order
+            result.effortByLength = o.lengths.indices.map { li in result.effortByLength[order.firstIndex(of: li)!] }
+        }
+        for i in rows.indices { rows[i].score = score(rows[i].values) }
+        // Best first; ties keep the grid order (vanilla first among equals). Rows dropped by a
+        // halving come after those that reached the last length, the later dropped first.
+        let depth: (TuneRow) -> Int = { r in r.droppedAfter.map { S in o.lengths.sorted().firstIndex(of: S)! } ?? Int.max }
         result.ranked = rows.enumerated().sorted { a, b in
-            a.element.score == b.element.score ? a.offset < b.offset
+            let da = depth(a.element), db = depth(b.element)
+            if da != db { return da > db }
+            return a.element.score == b.element.score ? a.offset < b.offset
                 : (o.task.higherIsBetter ? a.element.score > b.element.score : a.element.score < b.element.score)
         }.map(\.element)
         return result
     }
 }
 
+extension TuneTask {
+    /// Trials (passkey) or windows (perplexity) per point.
+    var effort: Int {
+        switch self { case let .perplexity(_, windows): return windows; case let .passkey(_, trials, _, _): return trials }
+    }
+
+    /// The same task with `change(effort)` trials or windows.
+    func with(effort change: (Int) -> Int) -> TuneTask {
+        switch self {
+        case let .perplexity(text, windows): return .perplexity(text: text, windows: change(windows))
+        case let .passkey(depths, trials, seed, haystack): return .passkey(depths: depths, trials: change(trials), seed: seed, haystack: haystack)
+        }
+    }
+}
+
+extension EvaluationRecord {
+    /// "swift cpu", "torch cuda:0 (…)", with the numeric type where it is not float32.
+    public var measuredBy: String { "\(backend) \(device)" + (dtype == Self.float32 ? "" : " \(dtype)") }
+}
+
 /// Evaluates one point (a table and θ, or vanilla, at one length) of the tune's task.
 private struct Evaluator {
     let options: TuneOptions
+    let task: TuneTask
     let model: MambaModel
     /// The perplexity text's token ids (empty for passkey).
     let tokens: [Int]
     let prompts: PasskeyPrompts?
     let textHash: String
     let settings: String
+    let evaluationKey: String
 
-    init(options o: TuneOptions, model: MambaModel) throws {
-        options = o; self.model = model
-        switch o.task {
+    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
+        options = o; self.task = task; self.model = model
+        switch task {
         case let .perplexity(text, windows):
             tokens = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
             prompts = nil
@@ -194,11 +337,20 @@ private struct Evaluator {
             textHash = SHA256.hash(data: Data("\(p.tokenizer.sha256)|\(haystackHash)".utf8)).hexString
             settings = "depths \(depths) trials \(trials) seed \(seed)"
         }
+        // What is evaluated, as a key: the task, the model, the text (or prompt options).
+        evaluationKey = EvaluationRecord.evaluationKey(task: task.name, fingerprint: fingerprint, textHash: textHash, settings: settings, filterFrom: o.filterFrom)
     }
 
-    func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String) {
+    /// Progress suffix: the trials or windows of a halving round.
+    var effortNote: String {
+        guard options.halving else { return "" }
+        if case .passkey = task { return " (\(task.effort) trials)" }
+        return " (\(task.effort) windows)"
+    }
+
+    func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
         let o = options
-        switch o.task {
+        switch task {
         case let .perplexity(_, windows):
             var e = PerplexityEvaluation(model: model, table: table)
             e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
@@ -206,7 +358,7 @@ private struct Evaluator {
             e.includeVanilla = table == nil
             let p = try e.run(tokens: tokens, lengths: [length])[0]
             let value = table == nil ? p.vanillaPerplexity : (p.longMambaPerplexity ?? p.vanillaPerplexity)
-            return (value, "{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}")
+            return (value, "{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}", p.windows)
         case let .passkey(depths, trials, seed, _):
             var e = PasskeyEvaluation(model: model, prompts: prompts!, table: table)
             e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
@@ -216,7 +368,7 @@ private struct Evaluator {
             let points = try e.run(lengths: [length], depths: depths).points
             let accuracies = points.map { table == nil ? $0.vanillaAccuracy : ($0.longMambaAccuracy ?? $0.vanillaAccuracy) }
             let mean = accuracies.reduce(0, +) / Double(accuracies.count)
-            return (mean, "{\"depths\":\(depths),\"accuracy_by_depth\":\(accuracies),\"trials\":\(trials)}")
+            return (mean, "{\"depths\":\(depths),\"accuracy_by_depth\":\(accuracies),\"trials\":\(trials)}", depths.count * trials)
         }
     }
 }

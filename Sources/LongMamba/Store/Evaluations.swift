@@ -92,3 +92,59 @@ extension CalibrationStore {
         return rows
     }
 }
+
+/// What joining another store's evaluation points added.
+public struct EvaluationJoin: Sendable, Equatable {
+    /// Points new to the target.
+    public var added = 0
+    /// Points the target already had with the same value.
+    public var present = 0
+    /// Points the target already had with another value (kept as they were; e.g. measured twice
+    /// in bfloat16 on different GPUs).
+    public var differing = 0
+    public init() {}
+}
+
+extension CalibrationStore {
+    /// Joins the evaluation points of `source` (e.g. the copy a `tune --shard i/n` wrote into):
+    /// each point's table is found here by its content hash and the point key recomputed with
+    /// this store's table id. All of `source`'s points or none (one transaction); a point whose
+    /// table this store lacks, or whose key its columns do not give, refuses the join.
+    public func joinEvaluations(from source: CalibrationStore) throws -> EvaluationJoin {
+        let points = try source.evaluations()
+        guard !points.isEmpty else { return EvaluationJoin() }
+        var hashOf: [Int64: String] = [:]
+        for t in try source.tables() { hashOf[t.id] = t.contentHash }
+        var idOf: [String: Int64] = [:]
+        for t in try tables() where idOf[t.contentHash] == nil { idOf[t.contentHash] = t.id }
+        var joined: [EvaluationRecord] = []
+        for p in points {
+            let id = p.id ?? 0
+            guard p.pointKey == EvaluationRecord.pointKey(evaluationKey: p.evaluationKey, tableID: p.tableID, theta: p.theta, length: p.length, metric: p.metric) else {
+                throw StoreError.evaluationKeyMismatch(path: source.path, id: id)
+            }
+            var r = p
+            r.id = nil
+            if let table = p.tableID {
+                guard let hash = hashOf[table], let mine = idOf[hash] else {
+                    throw StoreError.evaluationOfMissingTable(source: source.path, id: id, table: table, contentHash: hashOf[table] ?? "unknown", target: path)
+                }
+                r.tableID = mine
+                r.pointKey = EvaluationRecord.pointKey(evaluationKey: p.evaluationKey, tableID: mine, theta: p.theta, length: p.length, metric: p.metric)
+            }
+            joined.append(r)
+        }
+        return try write { db in
+            var result = EvaluationJoin()
+            for var r in joined {
+                if let existing = try EvaluationRecord.filter(Column("point_key") == r.pointKey).fetchOne(db) {
+                    if existing.value == r.value || (existing.value.isNaN && r.value.isNaN) { result.present += 1 } else { result.differing += 1 }
+                } else {
+                    try r.insert(db)
+                    result.added += 1
+                }
+            }
+            return result
+        }
+    }
+}

@@ -43,6 +43,10 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case otherCalibration(path: String, run: Int64, existing: String?)
     // Evaluations.
     case unknownEvaluation(path: String, id: Int64, task: String, metric: String, toolVersion: String)
+    /// `merge`: a point of `source` evaluated a table that `target` does not hold (same content hash).
+    case evaluationOfMissingTable(source: String, id: Int64, table: Int64, contentHash: String, target: String)
+    /// `merge`: a point whose point_key is not the one its own columns give (another key rule, or altered).
+    case evaluationKeyMismatch(path: String, id: Int64)
 
     public var description: String {
         switch self {
@@ -94,6 +98,10 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): run \(run) layer \(layer) has \(stored) stored samples, expected \(expected)"
         case let .unknownEvaluation(path, id, task, metric, toolVersion):
             return "\(path): evaluation row \(id) has task '\(task)' and metric '\(metric)', written by longmamba \(toolVersion), which this tool does not know; upgrade longmamba (nothing was changed)"
+        case let .evaluationOfMissingTable(source, id, table, hash, target):
+            return "\(source): evaluation row \(id) measured table \(table) (content hash \(hash.prefix(12))), which \(target) does not hold; merge the calibration or solve that table in \(target) first (nothing was joined from \(source))"
+        case let .evaluationKeyMismatch(path, id):
+            return "\(path): evaluation row \(id) has a point_key that its own columns do not give (written by another key rule, or altered outside longmamba); nothing was joined from \(path)"
         case let .otherCalibration(path, run, existing):
             return "\(path) already holds calibration run \(run) with other inputs (\(existing ?? "imported recordings"))"
         case let .recordingDiffers(source, target, sample, layer):
