@@ -62,7 +62,7 @@ func checkTheta(_ theta: Double, option: String = "--theta") throws {
 /// Prints `value` as JSON with snake_case keys (the CLI's one JSON convention), sorted keys.
 func printJSON<T: Encodable>(_ value: T, pretty: Bool = true) throws {
     let e = JSONEncoder()
-    e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys]
+    e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
     e.keyEncodingStrategy = .convertToSnakeCase
     print(String(decoding: try e.encode(value), as: UTF8.self))
 }

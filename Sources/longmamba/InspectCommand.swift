@@ -3,19 +3,41 @@ import Foundation
 import LongMamba
 
 struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show one table: summary, per-layer thresholds, then its metadata and provenance.")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show one table: summary, per-layer thresholds, then its metadata and provenance; or, with --model, a checkpoint's shape and fingerprint.")
 
-    @Option(help: "SQLite database.") var db: String
-    @Option(help: "Table id.") var table: Int64
+    @Option(help: "SQLite database.") var db: String?
+    @Option(help: "Table id.") var table: Int64?
+    @Option(help: "Instead of a table: a model directory; prints its architecture, shape and fingerprint (the identity tables and evaluations are keyed by).") var model: String?
+    @Flag(help: "With --model: print JSON.") var json = false
     @Option(help: "θ > 0 for the global-channel count.") var theta: Double = GlobalChannels.defaultTheta
 
-    func validate() throws { try checkTheta(theta) }
+    func validate() throws {
+        try checkTheta(theta)
+        if model != nil, db != nil || table != nil { throw ValidationError("give either --model DIR or --db FILE --table ID") }
+        if model == nil, db == nil || table == nil { throw ValidationError("give --db FILE --table ID (a table) or --model DIR (a checkpoint)") }
+    }
+
+    func inspectModel(_ directory: String) throws {
+        let checkpoint = try ModelCheckpoint(directory: directory)
+        let c = checkpoint.config
+        let fingerprint = checkpoint.fingerprint()
+        if json {
+            struct Summary: Encodable { let model, architecture: String; let layers, dModel, vocabSize: Int; let fingerprint: String }
+            try printJSON(Summary(model: directory, architecture: c.architecture.rawValue, layers: c.layerCount, dModel: c.dModel,
+                                  vocabSize: c.paddedVocabSize, fingerprint: fingerprint))
+            return
+        }
+        print("model \(directory): \(c.architecture.rawValue), \(c.layerCount) layers, d_model \(c.dModel), vocabulary \(c.paddedVocabSize)")
+        print("fingerprint: \(fingerprint)")
+    }
 
     /// Metadata printed last: provenance and the long JSON documents.
     static let provenanceKeys: Set<String> = ["model_config", "corpus_provenance", "recording_metadata", "parameters", "calibration_key",
                                               "tokenizer_hash", "model_fingerprint", "content_hash"]
 
     func run() throws {
+        if let model { return try inspectModel(model) }
+        guard let db, let table else { return }
         let store = try CalibrationStore(path: db, readOnly: true)
         let info = try store.table(table)
         let p = info.parameters

@@ -30,6 +30,17 @@ import Testing
         return db
     }()
 
+    @Test func inspectOfAModelPrintsTheFingerprintTablesAreKeyedBy() throws {
+        let dir = ModelFixtures.model("mamba2-tiny-hf")
+        let r = try Self.run(["inspect", "--model", dir, "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
+        #expect(json?["fingerprint"] as? String == (try ModelCheckpoint(directory: dir)).fingerprint())
+        #expect(json?["architecture"] as? String == "mamba2" && json?["model"] as? String == dir)
+        let both = try Self.run(["inspect", "--model", dir, "--db", Self.store, "--table", "1"])
+        #expect(both.status != 0 && both.err.contains("either --model DIR or --db FILE --table ID"))
+    }
+
     @Test func lengthsTakeThousandsWithK() throws {
         let a = try Self.run(["lookup", "--db", Self.store, "--table", "1", "--length", "2k", "--layer", "0"])
         let b = try Self.run(["lookup", "--db", Self.store, "--table", "1", "--length", "2000", "--layer", "0"])

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LongMambaTableError, NewerSchemaError, NotAStoreError, UnknownTableError
 
 #: The store schema this package reads (the Swift tool's `CalibrationStore.schemaVersion`).
-SUPPORTED_SCHEMA = 3
+SUPPORTED_SCHEMA = 4
 #: The authors' channel threshold for mamba2-1.3b; the CLI's default θ.
 DEFAULT_THETA = 0.05
 #: The lookup rule, word for word as `longmamba lookup` reports it.
