@@ -159,6 +159,25 @@ class Table:
                    beyond_last_length=length > int(self.lengths[-1]), theta=theta, layers=layers)
 
 
+#: The paper's table grid, for runs that recorded none (the CLI's `TableService.defaultGrid`).
+DEFAULT_GRID = (1000, 256_000)
+
+
+@dataclass
+class RunInfo:
+    """A calibration run (`Store.run`): interval and max_length are the grid its tables are
+    solved on when none is given (the one `calibrate` stored, else its first table's)."""
+    id: int
+    status: str
+    sample_length: int
+    sample_count: int
+    layer_count: int
+    fingerprint: str
+    architecture: str
+    interval: int
+    max_length: int
+
+
 @dataclass
 class TableInfo:
     id: int
@@ -537,6 +556,35 @@ class Store:
                                    t.training_length, t.layer_count, t.length_count, t.content_hash, t.architecture,
                                    t.fingerprint, t.created_at))
         return infos
+
+    def run(self, run_id: int) -> "RunInfo":
+        """A calibration run: its status, model, L and the table grid it was calibrated with."""
+        run_id = int(run_id)
+        try:
+            row = self._db.execute(
+                "SELECT r.id, r.status, r.sample_length, r.sample_count, r.layer_count, r.recording_metadata_json, "
+                "m.fingerprint, m.architecture FROM calibration_runs r JOIN models m ON m.id = r.model_id WHERE r.id = ?",
+                (run_id,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise LongMambaTableError(f"{self.path}: calibration_runs cannot be read ({e})") from None
+        if row is None:
+            raise LongMambaTableError(f"{self.path}: no calibration run with id {run_id}")
+        where = f"run {run_id}"
+        metadata = _json(row[5]) if isinstance(row[5], str) else None
+        grid = None
+        if isinstance(metadata, dict):
+            interval, longest = metadata.get("table_interval"), metadata.get("table_max_length")
+            if _is_int(interval) and _is_int(longest) and 0 < interval <= longest:
+                grid = (interval, longest)
+        if grid is None:   # runs of older tools: the grid of the run's first table, else the paper's
+            first = next((t for t in self.tables() if t.run_id == run_id and t.method in KNOWN_METHODS), None)
+            grid = (first.interval, first.max_length) if first else DEFAULT_GRID
+        return RunInfo(id=run_id, status=_text(where, "status", row[1]),
+                       sample_length=_integer(where, "sample_length", row[2], 1),
+                       sample_count=_integer(where, "sample_count", row[3], 1),
+                       layer_count=_integer(where, "layer_count", row[4], 1),
+                       fingerprint=_text(where, "fingerprint", row[6]), architecture=_text(where, "architecture", row[7]),
+                       interval=grid[0], max_length=grid[1])
 
     def table(self, table_id: int) -> Table:
         """The table, every row checked and its content hash verified; a damaged or altered

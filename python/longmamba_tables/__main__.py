@@ -1,0 +1,115 @@
+"""`python -m longmamba_tables tune …`: the CLI's `longmamba tune`, with transformers on any torch
+device, into the same store (see tune.py). Flags, defaults and output are the CLI's; `--device`,
+`--dtype` and `--batch-size` are this side's own."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LongMambaTableError
+from .tune import DEFAULT_CLAMPS, DEFAULT_DEPTHS, DEFAULT_THETAS, format_result, tune
+
+
+def _values(parts, name, convert):
+    """Repeat the option or comma-separate values (the CLI's list grammar)."""
+    out = []
+    for part in parts:
+        for v in part.split(","):
+            v = v.strip()
+            if not v:
+                continue
+            try:
+                out.append(convert(v))
+            except ValueError:
+                raise SystemExit(f"error: --{name}: '{v}' is not a valid value") from None
+    return out
+
+
+def _tokens(v: str) -> int:
+    """Token counts take k = ×1000 (2k = 2000)."""
+    n = float(v[:-1]) * 1000 if v.lower().endswith("k") else float(v)
+    if n != int(n) or n < 1:
+        raise ValueError(v)
+    return int(n)
+
+
+def _shard(v: str):
+    parts = v.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise SystemExit("error: --shard must look like i/n, e.g. 0/4")
+    return int(parts[0]), int(parts[1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m longmamba_tables")
+    commands = parser.add_subparsers(dest="command", required=True)
+    t = commands.add_parser("tune", help="Choose θ and p by evaluation on any torch device, into the store "
+                                         "(the CLI's `longmamba tune`).")
+    t.add_argument("--db", required=True, help="SQLite database.")
+    t.add_argument("--run", required=True, type=int, help="Calibration run id.")
+    t.add_argument("--model", required=True, help="Model directory (transformers format).")
+    t.add_argument("--theta", action="append", help="θ values > 0 (repeat or comma-separate).")
+    t.add_argument("--clamp", action="append", help="Clamp fractions p (repeat or comma-separate).")
+    t.add_argument("--aggregate", action="append", help="Aggregations: max, mean (repeat or comma-separate).")
+    t.add_argument("--task", default="perplexity", choices=["perplexity", "passkey"], help="perplexity or passkey.")
+    t.add_argument("--text", help="Perplexity: text file.")
+    t.add_argument("--tokens", help="Perplexity: instead of --text, whitespace-separated token ids.")
+    t.add_argument("--windows", type=int, default=1, help="Perplexity: windows per length.")
+    t.add_argument("--depths", action="append", help="Passkey: needle depths in [0, 1] (repeat or comma-separate).")
+    t.add_argument("--trials", type=int, default=10, help="Passkey: trials per length and depth.")
+    t.add_argument("--seed", type=int, default=0, help="Passkey: seed of the keys.")
+    t.add_argument("--haystack", help="Passkey: haystack text file instead of the filler.")
+    t.add_argument("--lengths", action="append", required=True, help="Lengths (repeat or comma-separate; k = ×1000).")
+    t.add_argument("--filter-from", help="Filter only sequences of at least this many tokens (default 1.5 × L).")
+    t.add_argument("--tokenizer", help="tokenizer.json (default: the model directory's).")
+    t.add_argument("--device", help="torch device (default cpu), e.g. cuda, cuda:1.")
+    t.add_argument("--dtype", default="float32", help="float32 (default), bf16 or fp16: the model's numeric type "
+                                                       "(a bf16/fp16 point is stored apart from float32 ones).")
+    t.add_argument("--batch-size", type=int, help="Prompts (windows) per forward; default: all trials of a length and depth.")
+    t.add_argument("--halving", action="store_true", help="Coarse to fine: a ninth (then a third) of the trials or "
+                                                           "windows at the shorter lengths, the best third on to the next.")
+    t.add_argument("--shard", default="0/1", help="Evaluate only points k with k mod n = i (i/n) into this database; "
+                                                   "`longmamba merge` joins the shards' evaluations.")
+    t.add_argument("--best", action="store_true", help="Print only the winner: table id and θ.")
+    t.add_argument("--force", action="store_true", help="Use a run calibrated on another model (fingerprint mismatch).")
+    t.add_argument("--quiet", action="store_true", help="No progress on stderr.")
+    a = parser.parse_args(argv)
+
+    shard = _shard(a.shard)
+    progress = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        result = tune(
+            a.db, a.run, a.model,
+            thetas=_values(a.theta or [",".join(map(str, DEFAULT_THETAS))], "theta", float),
+            clamps=_values(a.clamp or [",".join(map(str, DEFAULT_CLAMPS))], "clamp", float),
+            aggregations=_values(a.aggregate or ["max"], "aggregate", str),
+            lengths=_values(a.lengths, "lengths", _tokens), task=a.task, text=a.text, tokens=a.tokens,
+            windows=a.windows, depths=_values(a.depths or [",".join(map(str, DEFAULT_DEPTHS))], "depths", float),
+            trials=a.trials, seed=a.seed, haystack=a.haystack,
+            filter_from=_tokens(a.filter_from) if a.filter_from else None, tokenizer=a.tokenizer, device=a.device,
+            dtype=a.dtype, batch_size=a.batch_size, halving=a.halving, shard=shard, force=a.force, progress=progress)
+    except LongMambaTableError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    unit = "prompts" if a.task == "passkey" else "windows"
+    if shard[1] > 1:
+        print(f"shard {a.shard}: {result.points_evaluated} points evaluated, {result.points_reused} already in {a.db} "
+              f"({result.prompts_run} {unit} run)")
+        print("join the shards with `longmamba merge --db MAIN SHARD…`; a tune with the same options on MAIN then "
+              "ranks every point without evaluating")
+        return 0
+    if a.best:
+        w = result.best
+        if w is not None:
+            from .fingerprint import swift_description
+            print(f"{w.table} {swift_description(w.theta)}")
+        return 0
+    for line in format_result(result, halving=a.halving, task=a.task):
+        print(line)
+    print(f"{result.points_evaluated} points evaluated ({result.prompts_run} {unit}), {result.points_reused} reused "
+          f"from {a.db}; 0 tables solved", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
