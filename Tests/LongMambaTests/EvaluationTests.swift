@@ -132,6 +132,27 @@ import Testing
         #expect(reused.map(\.longMambaAccuracy) == whole3.map(\.longMambaAccuracy))
         for (r, w) in zip(reused, whole3) { #expect(abs((r.keptShare ?? 0) - (w.keptShare ?? 0)) < 1e-3) }
     }
+
+    @Test func keysOfAnotherTokenCountMoveTheNeedleAndGetTheirOwnPrefix() throws {
+        // The demo tokenizer writes some five-digit keys in 3 tokens and others in 4 or 5: at 512
+        // tokens, depth 1, seed 7 the needle of trial 0 starts later than those of trials 1 and 2.
+        let model = ModelFixtures.root.appendingPathComponent("Fixtures/demo-model").path
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("lm-pk-\(UUID().uuidString).sqlite").path
+        var o = CalibrationOptions(modelDirectory: model, corpusPaths: [ModelFixtures.root.appendingPathComponent("Fixtures/demo-corpus/train-sample.jsonl.zst").path],
+                                   databasePath: db)
+        o.sampleCount = 2; o.interval = 64; o.maxLength = 1024
+        let tableID = try CalibrationJob(options: o).run().tableIDs[0]
+        var options = EvaluationOptions(modelDirectory: model, text: nil, lengths: [512])
+        options.table = .stored(database: db, table: tableID)
+        options.theta = 0.01; options.depths = [1]; options.trials = 3; options.seed = 7
+        var starts: [Int] = []
+        let reused = try EvaluationJob(options: options).runPasskey(onPrompt: { starts.append($0.needleStart) })
+        #expect(Set(starts).count > 1)
+        options.reusePrefix = false
+        let whole = try EvaluationJob(options: options).runPasskey()
+        #expect(reused.points.map(\.longMambaAccuracy) == whole.points.map(\.longMambaAccuracy))
+        #expect(abs(reused.points[0].keptShare! - whole.points[0].keptShare!) < 1e-6)
+    }
 }
 
 @Suite struct PositionPerplexityTests {

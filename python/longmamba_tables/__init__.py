@@ -5,17 +5,24 @@
     table = store.table(3)                      # table.lengths, table.training_length, table.fingerprint, …
     row = table.lookup(8000, theta=0.05)        # row.length, row.layers[i].delta_threshold / .global_channel
     lmt.check("cal.sqlite")                     # [] for a healthy store, else one line per problem
-    handle = lmt.apply_longmamba(model, table, theta=0.05)   # a transformers Mamba / Mamba-2 / Falcon-Mamba model
+    handle = lmt.apply_longmamba(model, table, theta=0.05)   # a transformers Mamba / Mamba-2 / Falcon-Mamba / Zamba2 model
     handle.remove()                             # or: with lmt.apply_longmamba(...): ...
+    lmt.passkey(model, tokenizer, table, theta=0.05, lengths=[4096]).to_json()     # = longmamba eval --task passkey
+    lmt.perplexity(model, tokenizer, table, text="eval.txt", lengths=[4096]).to_json()  # = longmamba eval
 """
-from .errors import (LongMambaTableError, ModelMismatchError, NewerSchemaError, NotAStoreError,
-                     UnknownTableError, UnsupportedModelError)
+from .errors import (BatchTooLargeError, EvaluationError, LongMambaTableError, ModelMismatchError, NewerSchemaError,
+                     NotAStoreError, PasskeyError, UnknownTableError, UnsupportedModelError)
 from .store import (DEFAULT_THETA, SUPPORTED_SCHEMA, TIE_RULE, LayerTable, Row, RowLayer, Store, Table, TableInfo,
                     check, default_filter_start, load_export, nearest_index, open)
-from .apply import LongMambaHandle, apply_longmamba, perplexity, remove_longmamba
+from .apply import LongMambaHandle, apply_longmamba, continuing_prefill, remove_longmamba
+from .evaluate import (DEFAULT_DEPTHS, PasskeyPoint, PasskeyPrompts, PasskeyResults, PerplexityPoint, PerplexityResults,
+                       PositionBucket, passkey, perplexity)
 
 __version__ = "0.1.0"
 __all__ = ["open", "check", "load_export", "Store", "Table", "TableInfo", "LayerTable", "Row", "RowLayer", "nearest_index",
            "default_filter_start", "apply_longmamba", "remove_longmamba", "perplexity", "LongMambaHandle",
            "DEFAULT_THETA", "SUPPORTED_SCHEMA", "TIE_RULE", "LongMambaTableError", "NotAStoreError",
-           "NewerSchemaError", "UnknownTableError", "ModelMismatchError", "UnsupportedModelError"]
+           "NewerSchemaError", "UnknownTableError", "ModelMismatchError", "UnsupportedModelError",
+           "continuing_prefill", "passkey", "PasskeyPrompts", "PasskeyPoint", "PasskeyResults", "PerplexityPoint",
+           "PerplexityResults", "PositionBucket", "DEFAULT_DEPTHS", "EvaluationError", "PasskeyError",
+           "BatchTooLargeError"]

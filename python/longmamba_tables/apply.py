@@ -9,16 +9,20 @@ prefill operation). See docs/method.md §4 in the repository.
 
 How: transformers (5.x) runs the full-sequence scan through module functions
 (`modeling_mamba.mamba_selective_scan`, `modeling_falcon_mamba.mamba_selective_scan`,
-`modeling_mamba2.mamba2_chunk_scan`), on CPU its torch code and on CUDA the mamba_ssm kernel
-where installed. Those functions are wrapped once; the wrapper filters only inside the forward
-of a mixer of a patched model (a forward pre-hook marks it), so other models are untouched.
+`modeling_mamba2.mamba2_chunk_scan`, `modeling_zamba2.mamba2_chunk_scan`), on CPU its torch code
+and on CUDA the mamba_ssm kernel where installed. Those functions are wrapped once; the wrapper
+filters only inside the forward of a mixer of a patched model (a forward pre-hook marks it), so
+other models are untouched.
+
+`continuing_prefill(model)` lets a multi-token forward continue from a cache in every
+architecture: Mamba-2 and Zamba2 pass the cached state to their chunk scan, but the Mamba-1 /
+Falcon-Mamba full-sequence scan starts from zero, so the wrapper adds the cached state's part.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
-
-import numpy as np
 
 from .errors import LongMambaTableError, ModelMismatchError, UnsupportedModelError
 from .store import DEFAULT_THETA, Table, check_theta, default_filter_start
@@ -28,12 +32,19 @@ _SCANS = [
     ("transformers.models.mamba.modeling_mamba", "mamba_selective_scan", "m1"),
     ("transformers.models.falcon_mamba.modeling_falcon_mamba", "mamba_selective_scan", "m1"),
     ("transformers.models.mamba2.modeling_mamba2", "mamba2_chunk_scan", "m2"),
+    ("transformers.models.zamba2.modeling_zamba2", "mamba2_chunk_scan", "m2"),
 ]
-_MIXERS = {"MambaMixer": ("mamba", "m1"), "FalconMambaMixer": ("falcon_mamba", "m1"), "Mamba2Mixer": ("mamba2", "m2")}
-_SUPPORTED = "MambaForCausalLM, Mamba2ForCausalLM, FalconMambaForCausalLM (and their base models)"
+# Zamba2's Mamba layers are Mamba-2 mixers (dt per head); its table covers every layer, hybrid
+# layers included (their Mamba mixer is the same), in the model's layer order.
+_MIXERS = {"MambaMixer": ("mamba", "m1"), "FalconMambaMixer": ("falcon_mamba", "m1"), "Mamba2Mixer": ("mamba2", "m2"),
+           "Zamba2MambaMixer": ("zamba2", "m2")}
+_SUPPORTED = "MambaForCausalLM, Mamba2ForCausalLM, FalconMambaForCausalLM, Zamba2ForCausalLM (and their base models)"
 
 # The mixer whose forward is running: (handle, layer index, its filter for this call or None).
 _active = contextvars.ContextVar("longmamba_active_mixer", default=None)
+# Mamba-1 mixer continuing from a cache (`continuing_prefill`): its cached state h_0 [B, C, N].
+_initial = contextvars.ContextVar("longmamba_initial_state", default=None)
+_UNSET = object()
 _installed = {}   # (module, function) -> original
 _users = [0]
 
@@ -53,9 +64,31 @@ def _filter_dt(dt, channel_dim, active):
     tau = tau.to(device=dt.device, dtype=dt.dtype).view(shape)
     is_global = is_global.to(device=dt.device).view(shape)
     keep = dt > tau
-    handle.kept[layer] += int((keep & is_global).sum())
+    kept = keep & is_global
+    handle.kept[layer] += int(kept.sum())
     handle.considered[layer] += int(is_global.sum()) * dt.numel() // dt.shape[channel_dim]
+    if handle._prefill_length is not _UNSET:   # per sequence (batch row) as well, summed over layers
+        per_sequence = kept.reshape(kept.shape[0], -1).sum(1).cpu()
+        previous = handle._sequence_kept
+        handle._sequence_kept = per_sequence if previous is None else previous + per_sequence
     return torch.where(is_global & ~keep, torch.zeros_like(dt), dt)
+
+
+def _add_initial_state(out, h0, dt, A, C, z, return_last_state):
+    """Mamba-1 scan output from a zero state, plus the part of a starting state h_0: the state at t
+    is h_t(0) + exp(A · Σ_{s≤t} Δ_s) ⊙ h_0 (the decays multiply), so y_t gains C_t · that (gated
+    by silu(z) as the scan gates y), and the final state gains its last column."""
+    import torch
+    import torch.nn.functional as F
+    decay = torch.exp(A.float()[None, :, None, :] * torch.cumsum(dt.float(), dim=2)[..., None])   # [B, C, L, N]
+    carried = decay * h0.float()[:, :, None, :]
+    y = torch.einsum("bcln,bnl->bcl", carried, C.float())                                        # C: [B, N, L]
+    if z is not None:
+        y = y * F.silu(z.float())
+    if return_last_state:
+        scan, last = out
+        return (scan + y.to(scan.dtype)), (last + carried[:, :, -1].to(last.dtype))
+    return out + y.to(out.dtype)
 
 
 def _wrap(original, kind):
@@ -64,15 +97,17 @@ def _wrap(original, kind):
 
     if kind == "m1":
         def scan(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kw):
-            active = _active_rule()
-            if active is None:
+            active, h0 = _active_rule(), _initial.get()
+            if active is None and h0 is None:
                 return original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kw)
             if delta_bias is not None:
                 dt = dt + delta_bias.to(dt.dtype)[..., None]
             if delta_softplus:
                 dt = F.softplus(dt)
-            dt = _filter_dt(dt, 1, active)                                # dt: [B, d_inner, L]
-            return original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=None, delta_softplus=False, **kw)
+            if active is not None:
+                dt = _filter_dt(dt, 1, active)                            # dt: [B, d_inner, L]
+            out = original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=None, delta_softplus=False, **kw)
+            return out if h0 is None else _add_initial_state(out, h0, dt, A, C, z, kw.get("return_last_state", False))
     else:
         def scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
                  dt_limit=(0.0, float("inf")), **kw):
@@ -141,6 +176,8 @@ class LongMambaHandle:
         self.last_row = None         # the Row used by the latest filtered prefill
         self._hooks = []
         self._rows = {}              # S -> per-layer (τ tensor, global mask tensor)
+        self._prefill_length = _UNSET  # inside prefill(): the prompt length whose row applies (None: no filter)
+        self._sequence_kept = None     # inside prefill(): kept pairs per batch row, all layers, since the last take
 
     def reset_counts(self):
         self.kept = [0] * len(self.kept)
@@ -164,11 +201,39 @@ class LongMambaHandle:
         self.last_row = row
         return tensors
 
+    @contextlib.contextmanager
+    def prefill(self, length):
+        """Inside, every full-sequence scan belongs to a prompt of `length` tokens, whatever the
+        length of the call: a prompt prefilled in pieces (a shared prefix, then each suffix from a
+        copy of its cache) is filtered with the row for `length` when length ≥ filter_from, as the
+        CLI filters every chunk of a prompt. length None: nothing is filtered (the vanilla pass).
+        Kept pairs are also counted per batch row: `take_sequence_kept()`."""
+        if self._prefill_length is not _UNSET:
+            raise LongMambaTableError("prefill() is already active on this model")
+        self._prefill_length = None if length is None else int(length)
+        self._sequence_kept = None
+        try:
+            yield self
+        finally:
+            self._prefill_length = _UNSET
+            self._sequence_kept = None
+
+    def take_sequence_kept(self):
+        """(token, global channel) pairs that kept Δ per batch row, summed over layers, since the
+        last call (inside `prefill`): a CPU int64 tensor [B], or None when nothing was filtered."""
+        kept, self._sequence_kept = self._sequence_kept, None
+        return kept
+
     def _pre_hook(self, layer):
         def hook(module, args, kwargs):
-            hidden = args[0] if args else kwargs.get("hidden_states")
-            S = int(hidden.shape[1])
-            rule = self._row(S)[layer] if S >= self.filter_from and S > 1 else None
+            if self._prefill_length is _UNSET:       # one call = one prompt; decode steps (1 token) never
+                hidden = args[0] if args else kwargs.get("hidden_states")
+                S = int(hidden.shape[1])
+                on = S >= self.filter_from and S > 1
+            else:
+                S = self._prefill_length
+                on = S is not None and S >= self.filter_from
+            rule = self._row(S)[layer] if on else None
             module._longmamba_token = _active.set((self, layer, rule))
         return hook
 
@@ -232,7 +297,9 @@ def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_fr
     _install()
     for i, (_, mixer, _) in enumerate(mixers):
         handle._hooks.append(mixer.register_forward_pre_hook(handle._pre_hook(i), with_kwargs=True))
-        handle._hooks.append(mixer.register_forward_hook(LongMambaHandle._post_hook, with_kwargs=True))
+        # always_call: a forward that raises (out of memory) must not leave its filter active.
+        handle._hooks.append(mixer.register_forward_hook(LongMambaHandle._post_hook, with_kwargs=True,
+                                                         always_call=True))
     model._longmamba_handle = handle
     return handle
 
@@ -244,10 +311,40 @@ def remove_longmamba(model):
         handle.remove()
 
 
-def perplexity(model, input_ids) -> float:
-    """exp(mean negative log-likelihood of tokens 1…S−1) of one prompt processed at once."""
-    import torch
-    with torch.no_grad():
-        logits = model(input_ids).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
-    return float(np.exp(nll.item()))
+def _carry_pre_hook(module, args, kwargs):
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    cache = kwargs.get("cache", kwargs.get("cache_params"))
+    h0 = None
+    if cache is not None and hidden.shape[1] > 1 and module.layer_idx < len(cache.layers):
+        h0 = cache.get_recurrent_state(module.layer_idx)       # None before the first forward
+    module._longmamba_carry = _initial.set(h0)
+
+
+def _carry_post_hook(module, args, kwargs, output):
+    token = getattr(module, "_longmamba_carry", None)
+    if token is not None:
+        _initial.reset(token)
+        module._longmamba_carry = None
+
+
+@contextlib.contextmanager
+def continuing_prefill(model):
+    """Inside, a multi-token forward with a cache continues from the cached state in every
+    supported architecture, so a prompt may be prefilled in pieces (a shared prefix once, then
+    each continuation from a copy of its cache) with the logits of one whole forward. Mamba-2 and
+    Zamba2 do that already; for Mamba-1 / Falcon-Mamba the scan wrapper adds the state's part."""
+    mixers = [mixer for _, mixer, (_, kind) in _mixers(model) if kind == "m1"]
+    if not mixers:
+        yield
+        return
+    hooks = []
+    _install()
+    try:
+        for mixer in mixers:
+            hooks.append(mixer.register_forward_pre_hook(_carry_pre_hook, with_kwargs=True))
+            hooks.append(mixer.register_forward_hook(_carry_post_hook, with_kwargs=True, always_call=True))
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        _uninstall()

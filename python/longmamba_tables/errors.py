@@ -26,3 +26,15 @@ class ModelMismatchError(LongMambaTableError):
 
 class UnsupportedModelError(LongMambaTableError, TypeError):
     """The model class has no Mamba mixers this package knows how to patch."""
+
+
+class EvaluationError(LongMambaTableError):
+    """An evaluation (perplexity, passkey) refused, as `longmamba eval` refuses it."""
+
+
+class PasskeyError(EvaluationError):
+    """Passkey prompts that cannot be built (depth, length, haystack, tokenizer)."""
+
+
+class BatchTooLargeError(EvaluationError):
+    """A batch of prompts does not fit in the device's memory; the message names a batch size that may."""

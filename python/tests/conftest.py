@@ -60,3 +60,36 @@ def tables(tmp_path_factory):
         prompt = rng.integers(0, V, PROMPT_LENGTH)
         out[name] = (str(db), table_id, prompt)
     return out
+
+
+DEMO_MODEL = os.path.join(ROOT, "Fixtures", "demo-model")
+ZAMBA2_MODEL = os.path.join(MODELS, "zamba2-tiny-calib")   # the fixture tokenizer's vocabulary, L = 256
+
+
+def calibrated_export(directory, model, corpus, *options):
+    """`longmamba calibrate` into a fresh store, then its table exported as safetensors (read with
+    lmt.load_export, so the tests do not depend on the store's schema)."""
+    db = directory / "cal.sqlite"
+    table_id = run_longmamba("calibrate", "--model", model, "--corpus", corpus, "--db", db, *options).split()[-1]
+    path = directory / "table.safetensors"
+    run_longmamba("export", "--db", db, "--table", table_id, "--format", "safetensors", "--out", path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def demo_table(tmp_path_factory):
+    """The demo model's table as `make run` calibrates it, made small: 2 samples, lengths 64…1024
+    (training length 128: filtering from 192 tokens)."""
+    return calibrated_export(tmp_path_factory.mktemp("demo-table"), DEMO_MODEL,
+                             os.path.join(ROOT, "Fixtures", "demo-corpus", "train-sample.jsonl.zst"),
+                             "--samples", "2", "--interval", "64", "--max-length", "1024", "--clamp", "0.1",
+                             "--aggregate", "max")
+
+
+@pytest.fixture(scope="session")
+def zamba2_table(tmp_path_factory):
+    """A Zamba2 table as the Swift pipeline test calibrates one: zamba2-tiny-calib, 2 samples,
+    lengths 256…1024 (training length 256: filtering from 384 tokens)."""
+    return calibrated_export(tmp_path_factory.mktemp("zamba2-table"), ZAMBA2_MODEL,
+                             os.path.join(ROOT, "Fixtures", "corpus", "fixture.jsonl.zst"),
+                             "--samples", "2", "--interval", "256", "--max-length", "1024")

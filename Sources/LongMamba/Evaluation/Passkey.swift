@@ -279,13 +279,17 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
             for depth in depths {
                 var vanillaHits = 0, longMambaHits = 0
                 var kept = 0.0, filtered = 0
-                // Everything before the needle is the same in every trial (only the key changes):
-                // prefill it once per method and continue each trial from a copy of its state.
-                // Exact, because the filter acts on each token's own Δ (causal).
-                let shared = try self.prompts.prompt(length: S, depth: depth, key: PasskeyPrompts.key(seed: seed, length: S, depth: depth, trial: 0))
-                let prefixTokens = shared.tokens[..<shared.needleStart]
-                let vanillaPrefix = measureVanilla ? try sharedPrefix(prefixTokens, filter: nil) : nil
-                let filteredPrefix = try filter.map { try sharedPrefix(prefixTokens, filter: $0) }
+                // Everything before the needle is the same in every trial whose needle starts at the
+                // same token (keys of another token count move it): prefill it once per start and
+                // method and continue each trial from a copy of its state. Exact, because the
+                // filter acts on each token's own Δ (causal).
+                var vanillaPrefixes: [Int: SharedPrefix] = [:], filteredPrefixes: [Int: SharedPrefix] = [:]
+                func shared(_ cache: inout [Int: SharedPrefix], _ prompt: (tokens: [Int], needleStart: Int), filter: LongMambaFilter?) throws -> SharedPrefix {
+                    if let hit = cache[prompt.needleStart] { return hit }
+                    let made = try sharedPrefix(prompt.tokens[..<prompt.needleStart], filter: filter)
+                    cache[prompt.needleStart] = made
+                    return made
+                }
                 for trial in 0..<trials {
                     progress("passkey length \(S) depth \(depth): trial \(trial + 1)/\(trials)")
                     let key = PasskeyPrompts.key(seed: seed, length: S, depth: depth, trial: trial)
@@ -293,13 +297,15 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
                     onPrompt?(PasskeyPrompt(length: S, depth: depth, trial: trial, key: key, needleStart: prompt.needleStart, tokens: prompt.tokens))
                     let steps = self.prompts.tokenizer.encode(" " + key).count + 1
                     var vanilla = false
-                    if let vanillaPrefix {
+                    if measureVanilla {
+                        let vanillaPrefix = try shared(&vanillaPrefixes, prompt, filter: nil)
                         let answer = try answer(continuing: vanillaPrefix.state, prompt.tokens[vanillaPrefix.length...], filter: nil, steps: steps)
                         vanilla = PasskeyPrompts.answer(in: answer) == key
                         vanillaHits += vanilla ? 1 : 0
                         prompts += 1
                     }
-                    if let filter, let filteredPrefix {
+                    if let filter {
+                        let filteredPrefix = try shared(&filteredPrefixes, prompt, filter: filter)
                         // A fresh counter per prompt: the filter is the same, the counts are this prompt's.
                         let run = LongMambaFilterRun(filter: filter)
                         let answer = try answer(continuing: filteredPrefix.state, prompt.tokens[filteredPrefix.length...], filter: run.deltaFilter, steps: steps)
