@@ -9,6 +9,10 @@
     handle.remove()                             # or: with lmt.apply_longmamba(...): ...
     lmt.passkey(model, tokenizer, table, theta=0.05, lengths=[4096]).to_json()     # = longmamba eval --task passkey
     lmt.perplexity(model, tokenizer, table, text="eval.txt", lengths=[4096]).to_json()  # = longmamba eval
+    lmt.fingerprint("model_dir")                # = longmamba inspect --model model_dir
+    lmt.tune("cal.sqlite", 1, "model_dir", task="passkey", lengths=[8192], device="cuda")  # = longmamba tune, same store
+
+    python -m longmamba_tables tune --db cal.sqlite --run 1 --model DIR --task passkey --lengths 8k,16k --device cuda
 """
 from .errors import (BatchTooLargeError, EvaluationError, LongMambaTableError, ModelMismatchError, NewerSchemaError,
                      NotAStoreError, PasskeyError, UnknownTableError, UnsupportedModelError)
@@ -17,6 +21,9 @@ from .store import (DEFAULT_THETA, SUPPORTED_SCHEMA, TIE_RULE, LayerTable, Row, 
 from .apply import LongMambaHandle, apply_longmamba, continuing_prefill, remove_longmamba
 from .evaluate import (DEFAULT_DEPTHS, PasskeyPoint, PasskeyPrompts, PasskeyResults, PerplexityPoint, PerplexityResults,
                        PositionBucket, passkey, perplexity)
+from .fingerprint import fingerprint
+from .evaluations import Evaluation, EvaluationPoint, EvaluationWriter, read_evaluations
+from .tune import TuneResult, TuneRow, tune
 
 __version__ = "0.1.0"
 __all__ = ["open", "check", "load_export", "Store", "Table", "TableInfo", "LayerTable", "Row", "RowLayer", "nearest_index",
@@ -25,4 +32,5 @@ __all__ = ["open", "check", "load_export", "Store", "Table", "TableInfo", "Layer
            "NewerSchemaError", "UnknownTableError", "ModelMismatchError", "UnsupportedModelError",
            "continuing_prefill", "passkey", "PasskeyPrompts", "PasskeyPoint", "PasskeyResults", "PerplexityPoint",
            "PerplexityResults", "PositionBucket", "DEFAULT_DEPTHS", "EvaluationError", "PasskeyError",
-           "BatchTooLargeError"]
+           "BatchTooLargeError", "fingerprint", "Evaluation", "EvaluationPoint", "EvaluationWriter", "read_evaluations",
+           "tune", "TuneResult", "TuneRow"]
