@@ -88,9 +88,13 @@ let package = Package(
             ],
             swiftSettings: commandSettings
         ),
+        // Tests compile without optimisation even in release (`make test`): an optimised whole-module
+        // compile of the test target took longer than everything it tests runs. The library and
+        // kernels under test stay the optimised release build users run.
         .testTarget(
             name: "LongMambaTests",
-            dependencies: ["LongMamba", "LongMambaKernels"]
+            dependencies: ["LongMamba", "LongMambaKernels"],
+            swiftSettings: [.unsafeFlags(["-Onone", "-no-whole-module-optimization"], .when(configuration: .release))]
         ),
     ]
 )

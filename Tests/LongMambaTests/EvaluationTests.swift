@@ -330,6 +330,11 @@ import Testing
         #expect(throws: TuneError.emptyGrid(what: "--theta")) { try TuneJob(options: options(db, run, thetas: [], clamps: [0.05])).run() }
         #expect(throws: TuneError.nonPositiveTheta(0)) { try TuneJob(options: options(db, run, thetas: [0], clamps: [0.05])).run() }
         #expect(throws: StoreError.unknownRun(path: db, id: 9)) { try TuneJob(options: options(db, 9, thetas: [0.05], clamps: [0.05])).run() }
+        // A length beyond the tables is refused before any point is evaluated or stored.
+        var beyond = options(db, run, thetas: [0.05], clamps: [0.05])
+        beyond.lengths = [300, 4096]
+        #expect(throws: TuneError.beyondTables(length: 4096, largest: 2048, path: db, run: run)) { try TuneJob(options: beyond).run() }
+        #expect(try CalibrationStore(path: db, readOnly: true).evaluations().isEmpty)
         // A row written by a newer tool (a task this one does not know) is refused, and kept.
         let store = try CalibrationStore(path: db)
         try store.saveEvaluation(EvaluationRecord(evaluationKey: "k", tableID: nil, theta: nil, task: "ruler", length: 1, metric: "score", value: 1, textHash: "h"))

@@ -4,40 +4,63 @@ device, into the same store (see tune.py). Flags, defaults and output are the CL
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .errors import LongMambaTableError
 from .tune import DEFAULT_CLAMPS, DEFAULT_DEPTHS, DEFAULT_THETAS, format_result, tune
 
 
+class _Usage(Exception):
+    """A bad option value, refused in the CLI's words (its `ValidationError`)."""
+
+
 def _values(parts, name, convert):
-    """Repeat the option or comma-separate values (the CLI's list grammar)."""
+    """Repeat the option or comma-separate values (the CLI's list grammar, `listValues`)."""
+    items = [v.strip() for part in parts for v in part.split(",")]
+    if not items or items == [""]:
+        raise _Usage(f"--{name} needs at least one value")
     out = []
-    for part in parts:
-        for v in part.split(","):
-            v = v.strip()
-            if not v:
-                continue
-            try:
-                out.append(convert(v))
-            except ValueError:
-                raise SystemExit(f"error: --{name}: '{v}' is not a valid value") from None
+    for v in items:
+        try:
+            out.append(convert(v))
+        except ValueError:
+            raise _Usage(f"--{name}: '{v}' is not a valid value") from None
     return out
+
+
+def _theta_values(parts):
+    """θ values, each a finite number > 0 (the CLI's `thetaValues`)."""
+    from .fingerprint import swift_description
+    values = _values(parts, "theta", float)
+    for t in values:
+        if not (math.isfinite(t) and t > 0):
+            raise _Usage(f"--theta must be a finite number > 0, got {swift_description(t)}")
+    return values
+
+
+def _aggregation(v: str) -> str:
+    if v not in ("max", "mean"):
+        raise ValueError(v)
+    return v
 
 
 def _tokens(v: str) -> int:
     """Token counts take k = ×1000 (2k = 2000)."""
     n = float(v[:-1]) * 1000 if v.lower().endswith("k") else float(v)
-    if n != int(n) or n < 1:
+    if not math.isfinite(n) or n != int(n) or n < 1:
         raise ValueError(v)
     return int(n)
 
 
 def _shard(v: str):
     parts = v.split("/")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise SystemExit("error: --shard must look like i/n, e.g. 0/4")
-    return int(parts[0]), int(parts[1])
+    try:
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise _Usage("--shard must look like i/n, e.g. 0/4")
 
 
 def main(argv=None) -> int:
@@ -51,6 +74,10 @@ def main(argv=None) -> int:
     t.add_argument("--theta", action="append", help="θ values > 0 (repeat or comma-separate).")
     t.add_argument("--clamp", action="append", help="Clamp fractions p (repeat or comma-separate).")
     t.add_argument("--aggregate", action="append", help="Aggregations: max, mean (repeat or comma-separate).")
+    t.add_argument("--interval", help="Tabulate every this many tokens: the grid of the tables to tune (default: the "
+                                      "run's calibrated grid).")
+    t.add_argument("--max-length", help="Longest tabulated length of the tables to tune (default: the run's calibrated "
+                                        "grid).")
     t.add_argument("--task", default="perplexity", choices=["perplexity", "passkey"], help="perplexity or passkey.")
     t.add_argument("--text", help="Perplexity: text file.")
     t.add_argument("--tokens", help="Perplexity: instead of --text, whitespace-separated token ids.")
@@ -75,19 +102,28 @@ def main(argv=None) -> int:
     t.add_argument("--quiet", action="store_true", help="No progress on stderr.")
     a = parser.parse_args(argv)
 
-    shard = _shard(a.shard)
+    def token_count(v, name):
+        return None if v is None else _values([v], name, _tokens)[0]
+
     progress = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        result = tune(
-            a.db, a.run, a.model,
-            thetas=_values(a.theta or [",".join(map(str, DEFAULT_THETAS))], "theta", float),
+        shard = _shard(a.shard)
+        options = dict(
+            thetas=_theta_values(a.theta or [",".join(map(str, DEFAULT_THETAS))]),
             clamps=_values(a.clamp or [",".join(map(str, DEFAULT_CLAMPS))], "clamp", float),
-            aggregations=_values(a.aggregate or ["max"], "aggregate", str),
-            lengths=_values(a.lengths, "lengths", _tokens), task=a.task, text=a.text, tokens=a.tokens,
-            windows=a.windows, depths=_values(a.depths or [",".join(map(str, DEFAULT_DEPTHS))], "depths", float),
-            trials=a.trials, seed=a.seed, haystack=a.haystack,
-            filter_from=_tokens(a.filter_from) if a.filter_from else None, tokenizer=a.tokenizer, device=a.device,
-            dtype=a.dtype, batch_size=a.batch_size, halving=a.halving, shard=shard, force=a.force, progress=progress)
+            aggregations=_values(a.aggregate or ["max"], "aggregate", _aggregation),
+            lengths=_values(a.lengths, "lengths", _tokens),
+            depths=_values(a.depths or [",".join(map(str, DEFAULT_DEPTHS))], "depths", float),
+            filter_from=token_count(a.filter_from, "filter-from"), interval=token_count(a.interval, "interval"),
+            max_length=token_count(a.max_length, "max-length"))
+    except _Usage as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = tune(a.db, a.run, a.model, task=a.task, text=a.text, tokens=a.tokens, windows=a.windows, trials=a.trials,
+                      seed=a.seed, haystack=a.haystack, tokenizer=a.tokenizer, device=a.device, dtype=a.dtype,
+                      batch_size=a.batch_size, halving=a.halving, shard=shard, force=a.force, progress=progress,
+                      **options)
     except LongMambaTableError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

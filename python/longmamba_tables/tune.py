@@ -24,8 +24,8 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import LongMambaTableError, ModelMismatchError
-from .evaluations import (FLOAT32, UNFILTERED_DETAIL, Evaluation, EvaluationWriter, passkey_detail, perplexity_detail,
-                          token_ids_hash)
+from .evaluations import (FLOAT32, UNFILTERED_DETAIL, WRITER_SCHEMA, Evaluation, EvaluationWriter, OlderSchemaError,
+                          _schema_version, passkey_detail, perplexity_detail)
 from .fingerprint import fingerprint as model_fingerprint, swift_description
 from .store import default_filter_start, open as open_store
 
@@ -161,10 +161,13 @@ def _check_grid(thetas, clamps, aggregations, lengths, shard):
 def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, aggregations=("max",), lengths=(),
          task: str = "perplexity", text=None, tokens=None, windows: int = 1, depths=DEFAULT_DEPTHS, trials: int = 10,
          seed: int = 0, haystack=None, filter_from=None, tokenizer=None, device=None, dtype=None, batch_size=None,
-         halving: bool = False, shard=(0, 1), force: bool = False, progress=None, model=None) -> TuneResult:
+         halving: bool = False, shard=(0, 1), force: bool = False, progress=None, model=None, interval=None,
+         max_length=None) -> TuneResult:
     """`longmamba tune` with transformers on `device` in `dtype` (see the module doc). model: an
-    already loaded transformers model of `model_dir` (else it is loaded from there). progress:
-    called with a line per point evaluated."""
+    already loaded transformers model of `model_dir` (else it is loaded from there when the first
+    point is measured: a grid whose points are all stored ranks without torch's work). progress:
+    called with a line per point evaluated. interval, max_length: the grid of the tables to tune
+    (the CLI's `--interval`, `--max-length`; None: the grid the run was calibrated with)."""
     from . import evaluate
 
     thetas, clamps = [float(t) for t in thetas], [float(p) for p in clamps]
@@ -182,41 +185,43 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     db, model_dir = os.fspath(db), os.fspath(model_dir)
     say = progress or (lambda line: None)
 
-    # The run, its tables, and the model's identity, all checked before the model is loaded.
+    # The store, the run, its tables, the model's identity and the lengths, all checked before the
+    # model is loaded; a store this package cannot write is refused before anything else.
+    version = _schema_version(db)
+    if version < WRITER_SCHEMA:
+        raise OlderSchemaError(f"{db}: was written by an older longmamba (schema {version}): run "
+                               f"`longmamba migrate --db {db}` first")
     with open_store(db) as store:
         info = store.run(run)
         if info.status != "complete":
             raise LongMambaTableError(f"{db}: run {info.id} has status '{info.status}'; only complete runs can be tuned")
+        interval = int(interval) if interval is not None else info.interval
+        max_length = int(max_length) if max_length is not None else info.max_length
         grid, missing = [], []
         known = [t for t in store.tables() if t.run_id == info.id and t.method == "longmamba"]
         for p in clamps:
             for a in aggregations:
-                found = next((t for t in known if t.clamp_fraction == p and t.aggregation == a and t.interval == info.interval
-                              and t.max_length == info.max_length and t.training_length == info.sample_length), None)
+                found = next((t for t in known if t.clamp_fraction == p and t.aggregation == a and t.interval == interval
+                              and t.max_length == max_length and t.training_length == info.sample_length), None)
                 if found is None:
                     missing.append((p, a))
                 else:
                     grid.append(found)
         if missing:
             names = ", ".join(f"p = {swift_description(p)}, aggregate {a}" for p, a in missing)
-            raise TuneError(f"{db}: run {info.id} has no table for {names}; this package evaluates tables already in the "
-                            f"store: solve them first with\n  {_sweep_command(db, info.id, missing, info.interval, info.max_length)}")
+            why = ("a shard only evaluates tables already in the store (every shard must agree on table ids)" if sharded
+                   else "this package evaluates tables already in the store")
+            raise TuneError(f"{db}: run {info.id} has no table for {names}; {why}: solve them first with\n  "
+                            f"{_sweep_command(db, info.id, missing, interval, max_length)}")
         tables = {t.id: store.table(t.id) for t in grid}   # every row checked, content hash verified
     fingerprint = model_fingerprint(model_dir)
     if fingerprint != info.fingerprint and not force:
         raise ModelMismatchError(f"the table was calibrated on model {info.fingerprint[:12]}, not on {model_dir} "
                                  f"({fingerprint[:12]}); pass --force to use it anyway")
-
     numeric = dtype_name(dtype)
-    if model is None:
-        import torch
-        import transformers
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    import torch
-    target = torch.device(device) if device is not None else next(model.parameters()).device
-    where = device_label(target)
+    # The tokenizer is needed for passkey prompts and a --text; --tokens are ids already (as the CLI).
     tokenizer_path = tokenizer or os.path.join(model_dir, "tokenizer.json")
-    if not os.path.exists(tokenizer_path):
+    if (task == "passkey" or tokens is None) and not os.path.exists(tokenizer_path):
         raise LongMambaTableError(f"{model_dir} has no tokenizer.json; pass --tokenizer FILE")
 
     # What one round evaluates (the CLI's `Evaluator`): the task with its trials or windows.
@@ -231,6 +236,35 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
             raise LongMambaTableError(f"{tokens}: not a file of whitespace-separated token ids ({e})") from None
     else:
         token_ids = evaluate._token_ids(tokenizer_path, text)[0]
+    filter_start = int(filter_from) if filter_from is not None else default_filter_start(info.sample_length)
+    # Lengths the evaluation would refuse midway (the CLI stores the points before such a length
+    # first): refused here, with the evaluation's words, before anything is run or written.
+    largest = min(int(table.lengths[-1]) for table in tables.values())
+    for S in lengths:
+        if S < 1:
+            raise TuneError(f"tune: length {S} must be a positive number of tokens")
+        if token_ids is not None and len(token_ids) < S:
+            raise LongMambaTableError(f"the text has {len(token_ids)} tokens, fewer than the requested length {S}")
+        if S >= filter_start and S > largest:
+            need = -(-max(lengths) // interval) * interval
+            command = _sweep_command(db, info.id, [(t.clamp_fraction, t.aggregation) for t in grid], interval, need)
+            raise TuneError(f"length {S} is beyond the table's largest length {largest}; solve with a larger --max-length:"
+                            f"\n  {command}\nthen tune with --interval {interval} --max-length {need}")
+
+    # The model's device: `device`, else where the given model is, else the CPU it loads on.
+    if device is None and model is not None:
+        target = next(model.parameters()).device
+    else:
+        target = device
+    where = "cpu" if target is None or str(target) == "cpu" else device_label(target)
+    loaded = [model]
+
+    def the_model():
+        if loaded[0] is None:
+            import torch
+            import transformers
+            loaded[0] = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        return loaded[0]
 
     def evaluation(effort: int) -> Evaluation:
         if task == "passkey":
@@ -241,7 +275,6 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
 
     higher = task == "passkey"
     result = TuneResult(metric="accuracy" if higher else "perplexity", higher_is_better=higher, lengths=lengths)
-    filter_start = int(filter_from) if filter_from is not None else default_filter_start(info.sample_length)
     common = dict(filter_from=filter_from, device=target, dtype=numeric,
                   batch_size=batch_size, fingerprint=fingerprint, force=force)
 
@@ -249,12 +282,12 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         table = tables[table_id] if table_id is not None else None
         th = theta if theta is not None else 0.05
         if task == "passkey":
-            r = evaluate.passkey(model, prompts, table=table, theta=th, lengths=[S], depths=depths, trials=effort, seed=seed,
-                                 include_vanilla=table is None, **common)
+            r = evaluate.passkey(the_model(), prompts, table=table, theta=th, lengths=[S], depths=depths, trials=effort,
+                                 seed=seed, include_vanilla=table is None, **common)
             accuracies = [p.vanilla_accuracy if table is None else
                           (p.longmamba_accuracy if p.longmamba_accuracy is not None else p.vanilla_accuracy) for p in r.points]
             return sum(accuracies) / len(accuracies), passkey_detail(depths, accuracies, effort), len(depths) * effort
-        r = evaluate.perplexity(model, token_ids, table=table, theta=th, lengths=[S], windows=effort,
+        r = evaluate.perplexity(the_model(), token_ids, table=table, theta=th, lengths=[S], windows=effort,
                                 include_vanilla=table is None, **common)
         p = r.points[0]
         value = p.vanilla_perplexity if table is None else (p.longmamba_perplexity if p.longmamba_perplexity is not None

@@ -100,6 +100,8 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
     case shardedHalving
     /// A shard evaluates tables already in the store, so that every shard's table ids agree.
     case shardNeedsTables(path: String, run: Int64, missing: [String], command: String)
+    /// A length beyond the tables' grid: refused before anything is evaluated.
+    case beyondTables(length: Int, largest: Int, path: String, run: Int64)
 
     public var description: String {
         switch self {
@@ -110,6 +112,8 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .badShard(i, n): return "tune: --shard \(i)/\(n) is not a shard: give i/n with 0 ≤ i < n"
         case .shardedHalving:
             return "tune: --halving chooses each length's points from the previous length's results, so it cannot be sharded; shard the full grid, or run the halving on one machine"
+        case let .beyondTables(length, largest, path, run):
+            return "tune: length \(length) is beyond the tables' largest length \(largest); solve tables up to it first, e.g. `longmamba tune --db \(path) --run \(run) --max-length \(length) …` (or `longmamba sweep … --max-length \(length)`)"
         case let .shardNeedsTables(path, run, missing, command):
             return "\(path): run \(run) has no table for \(missing.joined(separator: ", ")); a shard only evaluates tables already in the store (every shard must agree on table ids): solve them first with\n  \(command)"
         }
@@ -188,6 +192,11 @@ public struct TuneJob {
                 throw TuneError.shardNeedsTables(path: o.databasePath, run: o.runID, missing: names,
                     command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(g.interval) --max-length \(g.maxLength)")
             }
+        }
+        // Every length within every table of the grid, or nothing is evaluated.
+        if let longest = o.lengths.max(), let shortest = grid.map(\.maxLength).min(), longest > shortest,
+           let largest = grid.map({ $0.lengths.last ?? 0 }).min(), longest > largest {
+            throw TuneError.beyondTables(length: longest, largest: largest, path: o.databasePath, run: o.runID)
         }
         let tables = try service.tables(run: o.runID, for: grid) { event in
             if case .solving(let p, let a) = event { progress("solving p = \(p), aggregate \(a.rawValue) from the stored recordings") }
