@@ -333,7 +333,8 @@ import Testing
         // A length beyond the tables is refused before any point is evaluated or stored.
         var beyond = options(db, run, thetas: [0.05], clamps: [0.05])
         beyond.lengths = [300, 4096]
-        #expect(throws: TuneError.beyondTables(length: 4096, largest: 2048, path: db, run: run)) { try TuneJob(options: beyond).run() }
+        #expect(throws: TuneError.beyondTables(length: 4096, largest: 2048, command: "longmamba sweep --db \(db) --run \(run) --clamp 0.05 --aggregate max --interval 256 --max-length 4096",
+                                               interval: 256, maxLength: 4096)) { try TuneJob(options: beyond).run() }
         #expect(try CalibrationStore(path: db, readOnly: true).evaluations().isEmpty)
         // A row written by a newer tool (a task this one does not know) is refused, and kept.
         let store = try CalibrationStore(path: db)

@@ -248,7 +248,7 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         if S >= filter_start and S > largest:
             need = -(-max(lengths) // interval) * interval
             command = _sweep_command(db, info.id, [(t.clamp_fraction, t.aggregation) for t in grid], interval, need)
-            raise TuneError(f"length {S} is beyond the table's largest length {largest}; solve with a larger --max-length:"
+            raise TuneError(f"tune: length {S} is beyond the tables' largest length {largest}; solve tables up to it first:"
                             f"\n  {command}\nthen tune with --interval {interval} --max-length {need}")
 
     # The model's device: `device`, else where the given model is, else the CPU it loads on.

@@ -101,7 +101,7 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A shard evaluates tables already in the store, so that every shard's table ids agree.
     case shardNeedsTables(path: String, run: Int64, missing: [String], command: String)
     /// A length beyond the tables' grid: refused before anything is evaluated.
-    case beyondTables(length: Int, largest: Int, path: String, run: Int64)
+    case beyondTables(length: Int, largest: Int, command: String, interval: Int, maxLength: Int)
 
     public var description: String {
         switch self {
@@ -112,8 +112,8 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .badShard(i, n): return "tune: --shard \(i)/\(n) is not a shard: give i/n with 0 ≤ i < n"
         case .shardedHalving:
             return "tune: --halving chooses each length's points from the previous length's results, so it cannot be sharded; shard the full grid, or run the halving on one machine"
-        case let .beyondTables(length, largest, path, run):
-            return "tune: length \(length) is beyond the tables' largest length \(largest); solve tables up to it first, e.g. `longmamba tune --db \(path) --run \(run) --max-length \(length) …` (or `longmamba sweep … --max-length \(length)`)"
+        case let .beyondTables(length, largest, command, interval, maxLength):
+            return "tune: length \(length) is beyond the tables' largest length \(largest); solve tables up to it first:\n  \(command)\nthen tune with --interval \(interval) --max-length \(maxLength)"
         case let .shardNeedsTables(path, run, missing, command):
             return "\(path): run \(run) has no table for \(missing.joined(separator: ", ")); a shard only evaluates tables already in the store (every shard must agree on table ids): solve them first with\n  \(command)"
         }
@@ -193,11 +193,6 @@ public struct TuneJob {
                     command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(g.interval) --max-length \(g.maxLength)")
             }
         }
-        // Every length within every table of the grid, or nothing is evaluated.
-        if let longest = o.lengths.max(), let shortest = grid.map(\.maxLength).min(), longest > shortest,
-           let largest = grid.map({ $0.lengths.last ?? 0 }).min(), longest > largest {
-            throw TuneError.beyondTables(length: longest, largest: largest, path: o.databasePath, run: o.runID)
-        }
         let tables = try service.tables(run: o.runID, for: grid) { event in
             if case .solving(let p, let a) = event { progress("solving p = \(p), aggregate \(a.rawValue) from the stored recordings") }
             if case .solved = event { result.tablesSolved += 1 }
@@ -206,6 +201,16 @@ public struct TuneJob {
         // Every table of the run has the run's L, so one filter start holds for the whole grid;
         // below it LongMamba is vanilla and the vanilla point is reused instead of rerun.
         let filterStart = o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: run.sampleLength)
+        // Every filtered length within every table of the grid, or nothing is evaluated.
+        let largest = grid.map { $0.lengths.last ?? 0 }.min() ?? 0
+        if let beyond = o.lengths.first(where: { $0 >= filterStart && $0 > largest }), let interval = grid.first?.interval {
+            let need = (o.lengths.max()! + interval - 1) / interval * interval
+            let clamps = Array(Set(grid.map(\.clampFraction))).sorted().map { "\($0)" }.joined(separator: ",")
+            let aggs = Array(Set(grid.map(\.aggregation.rawValue))).sorted().joined(separator: ",")
+            throw TuneError.beyondTables(length: beyond, largest: largest,
+                command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(interval) --max-length \(need)",
+                interval: interval, maxLength: need)
+        }
         var sources: [Int64: StoredTableSource] = [:]
 
         /// Evaluates (or finds) one point with `evaluator`; `vanilla`: that evaluator's vanilla value at `length`, if known.
