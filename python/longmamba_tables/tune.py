@@ -243,13 +243,15 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     for S in lengths:
         if S < 1:
             raise TuneError(f"tune: length {S} must be a positive number of tokens")
-        if token_ids is not None and len(token_ids) < S:
-            raise LongMambaTableError(f"the text has {len(token_ids)} tokens, fewer than the requested length {S}")
+    for S in lengths:                  # the tables first, then the text, as the CLI checks them
         if S >= filter_start and S > largest:
             need = -(-max(lengths) // interval) * interval
             command = _sweep_command(db, info.id, [(t.clamp_fraction, t.aggregation) for t in grid], interval, need)
             raise TuneError(f"tune: length {S} is beyond the tables' largest length {largest}; solve tables up to it first:"
                             f"\n  {command}\nthen tune with --interval {interval} --max-length {need}")
+    for S in lengths:
+        if token_ids is not None and len(token_ids) < S:
+            raise LongMambaTableError(f"the text has {len(token_ids)} tokens, fewer than the requested length {S}")
 
     # The model's device: `device`, else where the given model is, else the CPU it loads on.
     if device is None and model is not None:

@@ -541,7 +541,7 @@ def test_bad_input_is_refused_in_the_cli_words_and_leaves_the_store_as_it_was(ca
     cli_store = copy(calibrated["db"], tmp_path / "cli.sqlite")
     # the same words on both sides
     assert error(cli_tune(cli_store, *beyond, ok=False)) == message.replace(str(store), str(cli_store))
-    short = ["--tokens", calibrated["tokens"], "--lengths", "600,4096", "--theta", "0.05", "--clamp", "0.05"]
-    too_short = "Error: the text has 1200 tokens, fewer than the requested length 4096"
+    short = ["--tokens", calibrated["tokens"], "--lengths", "600,2048", "--theta", "0.05", "--clamp", "0.05"]
+    too_short = "Error: the text has 1200 tokens, fewer than the requested length 2048"
     assert refused(store, *short, same_as_cli=False) == too_short
     assert error(cli_tune(cli_store, *short, ok=False)) == too_short

@@ -340,6 +340,8 @@ private struct Evaluator {
         switch task {
         case let .perplexity(text, windows):
             tokens = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
+            // Every length, before any point is evaluated and stored.
+            if let S = o.lengths.first(where: { $0 > tokens.count }) { throw EvaluationError.textTooShort(tokens: tokens.count, length: S) }
             prompts = nil
             textHash = SHA256.hash(data: tokens.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString
             settings = "windows \(windows)"
