@@ -339,9 +339,10 @@ private struct Evaluator {
         options = o; self.task = task; self.model = model
         switch task {
         case let .perplexity(text, windows):
-            tokens = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
+            let ids = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
             // Every length, before any point is evaluated and stored.
-            if let S = o.lengths.first(where: { $0 > tokens.count }) { throw EvaluationError.textTooShort(tokens: tokens.count, length: S) }
+            if let S = o.lengths.first(where: { $0 > ids.count }) { throw EvaluationError.textTooShort(tokens: ids.count, length: S) }
+            tokens = ids
             prompts = nil
             textHash = SHA256.hash(data: tokens.map { Int32(truncatingIfNeeded: $0) }.littleEndianData).hexString
             settings = "windows \(windows)"
