@@ -83,6 +83,7 @@ struct EvalCommand: ParsableCommand {
         options.tokenizer = tokenizer
         options.depths = try listValues(depths, name: "depths") { Double($0) }
         options.reusePrefix = reusePrefix
+        options.method = tableOptions.method
         let job = EvaluationJob(options: options)
         let progress = ProgressLines(enabled: !quiet)
         let log: (String) -> Void = { progress.line($0) }

@@ -38,7 +38,7 @@ struct RecordCommand: ParsableCommand {
         if let source {
             try source.table.checkModel(fingerprint: runner.checkpoint.fingerprint(), force: tableOptions.force)
             let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
-                                               filterFrom: tableOptions.filterFrom?.value)
+                                               filterFrom: tableOptions.filterFrom?.value, method: tableOptions.method)
             filterRun = prefill.run
             metadata = prefill.metadata(tableName: source.name)
         }
@@ -51,12 +51,12 @@ struct RecordCommand: ParsableCommand {
             metadata["longmamba_considered"] = "\(filterRun.considered)"
         }
         try RecordingFile.write(layers: recorder.layers, logits: logits ? logitValues : nil, tokens: ids, checkpoint: runner.checkpoint, to: out,
-                                extraMetadata: metadata)
+                                extraMetadata: metadata.merging(source == nil ? [:] : ["longmamba_method": tableOptions.method.rawValue]) { a, _ in a })
         FileHandle.standardError.write(Data(String(format: "recorded %d layers × %d tokens × %d channels (%@) in %.2f s (%.0f tokens/s) → %@\n",
                                                    runner.config.layerCount, ids.count, runner.config.channelCount,
                                                    runner.config.architecture.rawValue, seconds, Double(ids.count) / seconds, out).utf8))
         if let filterRun {
-            FileHandle.standardError.write(Data("LongMamba: row \(metadata["longmamba_tabulated_length"] ?? "-"), θ = \(theta), kept \(filterRun.kept) of \(filterRun.considered) (token, global channel) pairs per layer\n".utf8))
+            FileHandle.standardError.write(Data("LongMamba (\(tableOptions.method.rawValue)): row \(metadata["longmamba_tabulated_length"] ?? "-"), θ = \(theta), kept \(filterRun.kept) of \(filterRun.considered) (token, global channel) pairs per layer\n".utf8))
         } else if source != nil {
             FileHandle.standardError.write(Data("LongMamba: \(ids.count) tokens is below the filter start \(metadata["longmamba_filter_from"] ?? "?"); no filtering\n".utf8))
         }
@@ -78,6 +78,8 @@ struct AppliedTableOptions: ParsableArguments {
     var filterFrom: TokenCount?
     @Flag(help: "Use a table made for another model (fingerprint mismatch).")
     var force = false
+    @Option(help: "How global channels are filtered: dt_thre (Δ > τ, per token), alpha, bound, norm, channelwise_topk (the authors' whole-prompt modes).")
+    var method: LongMambaMethod = .dtThre
 
     /// The table named on the command line, if any.
     func choice() throws -> TableChoice? {
@@ -91,4 +93,9 @@ struct AppliedTableOptions: ParsableArguments {
     }
 
     func open() throws -> (table: any ThresholdTableSource, name: String)? { try choice()?.open() }
+}
+
+extension LongMambaMethod: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument) }
+    public static var allValueStrings: [String] { allCases.map(\.rawValue) }
 }

@@ -11,10 +11,14 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
     case noText
     case unreadableResults(path: String)
     case notEvaluationResults(path: String, detail: String)
+    /// A whole-prompt method (alpha, bound, norm, channelwise_topk) was given a prompt in pieces.
+    case wholePromptInPieces(method: String)
 
     public var description: String {
         switch self {
         case let .nonPositiveTheta(t): return "θ must be > 0, got \(t)"
+        case let .wholePromptInPieces(method):
+            return "method \(method) sorts or sums Δ over the whole prompt, so the prompt must be processed in one piece, not in chunks or continued from a cached prefix (dt_thre is per token and can be)"
         case let .tableForAnotherModel(table, model, fingerprint) where table.hasPrefix("unfingerprinted"):
             return "the table's Δ were imported from recordings without a model fingerprint (\(table)), so it cannot be checked against \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway"
         case let .tableForAnotherModel(table, model, fingerprint):

@@ -52,6 +52,8 @@ public struct EvaluationOptions: Sendable {
     public var tokenizer: String?
     /// Passkey: prefill the part before the needle once per (length, depth) (see `PasskeyEvaluation`).
     public var reusePrefix = true
+    /// How the table's global channels are filtered (LongMambaMethods.swift).
+    public var method = LongMambaMethod.dtThre
 
     public init(modelDirectory: String, text: EvaluationText?, lengths: [Int]) {
         self.modelDirectory = modelDirectory; self.text = text; self.lengths = lengths
@@ -96,13 +98,15 @@ public struct EvaluationJob {
         let (ids, source) = try Self.tokens(text, modelDirectory: o.modelDirectory)
         let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PerplexityEvaluation(model: model, table: opened?.table)
-        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk)
+        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk, method: o.method)
         evaluation.windows = o.windows
         evaluation.bucketSize = o.bucketSize
         let points = try evaluation.run(tokens: ids, lengths: o.lengths, progress: progress)
-        return PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
-                                 theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
-                                 filterFromLength: filterStart(opened?.table), points: points)
+        var results = PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
+                                        theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
+                                        filterFromLength: filterStart(opened?.table), points: points)
+        results.method = opened == nil || o.method == .dtThre ? nil : o.method.rawValue
+        return results
     }
 }
 
@@ -115,16 +119,18 @@ extension EvaluationJob {
         let prompts = try PasskeyPrompts(modelDirectory: o.modelDirectory, tokenizer: o.tokenizer, haystack: o.haystack)
         let (opened, fingerprint) = try openTable(for: model)
         var evaluation = PasskeyEvaluation(model: model, prompts: prompts, table: opened?.table)
-        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk)
+        evaluation.configure(theta: o.theta, filterFrom: o.filterFrom, allowBeyondTable: o.allowBeyondTable, chunk: o.chunk, method: o.method)
         evaluation.trials = o.trials
         evaluation.seed = o.seed
         evaluation.reusePrefix = o.reusePrefix
         evaluation.onPrompt = onPrompt
         let (points, rate) = try evaluation.run(lengths: o.lengths, depths: o.depths, progress: progress)
-        return PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
-                              haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,
-                              theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
-                              filterFromLength: filterStart(opened?.table),
-                              promptsPerSecond: rate, points: points)
+        var results = PasskeyResults(model: o.modelDirectory, modelFingerprint: fingerprint, haystack: o.haystack ?? "filler",
+                                     haystackRepeated: o.lengths.contains { prompts.repeatsHaystack(length: $0) }, seed: o.seed,
+                                     theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
+                                     filterFromLength: filterStart(opened?.table),
+                                     promptsPerSecond: rate, points: points)
+        results.method = opened == nil || o.method == .dtThre ? nil : o.method.rawValue
+        return results
     }
 }

@@ -143,6 +143,8 @@ public struct PasskeyResults: Sendable, Codable {
     /// Content hash of the table applied (nil: vanilla only, or results of an older tool).
     public var tableContentHash: String?
     public var filterFromLength: Int?
+    /// How global channels were filtered, where not dt_thre (absent: dt_thre, or results of an older tool).
+    public var method: String?
     public var promptsPerSecond: Double
     public var points: [PasskeyPoint]
 
@@ -205,6 +207,9 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
     public var reusePrefix = true
     /// Called with every prompt before it runs (`eval --dump-prompts`).
     public var onPrompt: ((PasskeyPrompt) -> Void)?
+    /// How global channels are filtered; a whole-prompt method prefills each filtered prompt in
+    /// one piece, without prefix reuse.
+    public var method = LongMambaMethod.dtThre
 
     public init(model: MambaModel, prompts: PasskeyPrompts, table: (any ThresholdTableSource)? = nil) {
         self.model = model; self.prompts = prompts; self.table = table
@@ -224,11 +229,18 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
     /// Greedy answer of a prompt whose tokens before `tokens` already left `state`: prefills
     /// `tokens` (filtered by `filter` when given), then decodes `steps` tokens without
     /// filtering, carrying the state.
-    func answer(continuing state: SequenceState, _ tokens: ArraySlice<Int>, filter: DeltaFilter?, steps: Int) throws -> String {
+    /// `wholePrompt`: the filter needs every token at once: one forward over all of `tokens`.
+    func answer(continuing state: SequenceState, _ tokens: ArraySlice<Int>, filter: DeltaFilter?, steps: Int, wholePrompt: Bool = false) throws -> String {
         var state = state
         var none = DiscardingRecorder()
-        try prefill(tokens.dropLast(), onto: &state, filter: filter)
-        var logits = try model.forward(tokens: [tokens[tokens.endIndex - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
+        var logits: [Float]
+        if wholePrompt {
+            let all = try model.forward(tokens: Array(tokens), continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
+            logits = Array(all.suffix(model.config.paddedVocabSize))   // the last token's row
+        } else {
+            try prefill(tokens.dropLast(), onto: &state, filter: filter)
+            logits = try model.forward(tokens: [tokens[tokens.endIndex - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
+        }
         var generated: [Int] = []
         let V = min(model.config.vocabSize, prompts.tokenizer.vocabularySize)  // never pick a padding row
         for step in 0..<steps {
@@ -257,7 +269,7 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
 
     func sharedPrefix(_ tokens: ArraySlice<Int>, filter: LongMambaFilter?) throws -> SharedPrefix {
         var state = SequenceState(layerCount: model.config.layerCount)
-        guard reusePrefix else { return SharedPrefix(length: 0, state: state) }
+        guard reusePrefix, filter?.method.needsWholePrompt != true else { return SharedPrefix(length: 0, state: state) }
         let run = filter.map { LongMambaFilterRun(filter: $0) }
         try prefill(tokens, onto: &state, filter: run?.deltaFilter)
         return SharedPrefix(length: tokens.count, state: state, considered: run?.considered.reduce(0, +) ?? 0, kept: run?.kept.reduce(0, +) ?? 0)
@@ -272,7 +284,7 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
         let started = Date()
         for S in lengths {
             let prefill = try table.map {
-                try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)
+                try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable, method: method)
             }
             let filter = prefill?.run?.filter
             let measureVanilla = includeVanilla || filter == nil
@@ -308,7 +320,9 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
                         let filteredPrefix = try shared(&filteredPrefixes, prompt, filter: filter)
                         // A fresh counter per prompt: the filter is the same, the counts are this prompt's.
                         let run = LongMambaFilterRun(filter: filter)
-                        let answer = try answer(continuing: filteredPrefix.state, prompt.tokens[filteredPrefix.length...], filter: run.deltaFilter, steps: steps)
+                        let answer = try answer(continuing: filteredPrefix.state, prompt.tokens[filteredPrefix.length...], filter: run.deltaFilter, steps: steps,
+                                                wholePrompt: filter.method.needsWholePrompt)
+                        if run.piecewise { throw EvaluationError.wholePromptInPieces(method: filter.method.rawValue) }
                         longMambaHits += PasskeyPrompts.answer(in: answer) == key ? 1 : 0
                         let considered = filteredPrefix.considered + run.considered.reduce(0, +)
                         kept += considered == 0 ? 1 : Double(filteredPrefix.kept + run.kept.reduce(0, +)) / Double(considered)

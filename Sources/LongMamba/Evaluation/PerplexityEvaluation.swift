@@ -37,6 +37,8 @@ public struct PerplexityResults: Sendable, Codable {
     /// Content hash of the table applied (nil: vanilla only, or results of an older tool).
     public var tableContentHash: String?
     public var filterFromLength: Int?
+    /// How global channels were filtered, where not dt_thre (absent: dt_thre, or results of an older tool).
+    public var method: String?
     public var points: [PerplexityPoint]
 
     public init(model: String, modelFingerprint: String, text: String, theta: Double?, table: String?, tableContentHash: String? = nil,
@@ -105,12 +107,16 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
     public var bucketSize: Int?
     /// false: skip the vanilla pass (`tune` stores vanilla once); vanilla figures are then NaN.
     public var includeVanilla = true
+    /// How global channels are filtered; a whole-prompt method runs each filtered window in one piece.
+    public var method = LongMambaMethod.dtThre
 
     public init(model: MambaModel, table: (any ThresholdTableSource)? = nil) { self.model = model; self.table = table }
 
     /// Mean negative log-likelihood (nats) of tokens[1...] given their prefixes, and its count;
     /// `positions[t]` += −log p(token t+1 | tokens ≤ t) when given.
-    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?, positions: UnsafeMutablePointer<Double>? = nil) throws -> (sum: Double, count: Int) {
+    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?, positions: UnsafeMutablePointer<Double>? = nil,
+                               wholePrompt: Bool = false) throws -> (sum: Double, count: Int) {
+        let chunk = wholePrompt ? tokens.count : self.chunk
         var state = SequenceState(layerCount: model.config.layerCount)
         var none = DiscardingRecorder()
         var sum = 0.0, count = 0
@@ -147,7 +153,7 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
                 throw EvaluationError.textTooShort(tokens: tokens.count, length: S)
             }
             let prefill = try table.map {
-                try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable)
+                try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable, method: method)
             }
             let filter = prefill?.run?.filter
             let tabulated = prefill?.tabulatedLength
@@ -166,7 +172,9 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
                 }
                 if let filter {
                     let run = LongMambaFilterRun(filter: filter)
-                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: positions > 0 ? $0.baseAddress : nil) }
+                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: positions > 0 ? $0.baseAddress : nil,
+                                                                                                             wholePrompt: method.needsWholePrompt) }
+                    if run.piecewise { throw EvaluationError.wholePromptInPieces(method: filter.method.rawValue) }
                     filtered.sum += f.sum; filtered.count += f.count
                     kept += run.keptShare; runs += 1
                 }

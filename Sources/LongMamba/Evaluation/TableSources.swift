@@ -12,8 +12,15 @@ public protocol ThresholdTableSource {
     var trainingLength: Int { get }
     var lengths: [Int] { get }
     /// Thresholds at the tabulated length nearest `length` (the lookup's rounding rule) and the
-    /// global-channel mask for θ.
-    func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int)
+    /// global-channel mask for θ, with what `method` needs (α row, decay budgets).
+    func filter(length: Int, theta: Double, method: LongMambaMethod) throws -> (filter: LongMambaFilter, tabulatedLength: Int)
+}
+
+extension ThresholdTableSource {
+    /// The dt_thre filter.
+    public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
+        try filter(length: length, theta: theta, method: .dtThre)
+    }
 }
 
 /// A table stored in the SQLite store.
@@ -28,10 +35,13 @@ public struct StoredTableSource: ThresholdTableSource {
     public var contentHash: String? { info.contentHash }
     public var trainingLength: Int { info.parameters.trainingLength }
     public var lengths: [Int] { info.lengths }
-    public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
+    public func filter(length: Int, theta: Double, method: LongMambaMethod) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
         let result = try TableLookup(store: store).lookup(table: table, length: length, theta: theta)
-        let layers = result.layers.map { LongMambaFilter.Layer(deltaThreshold: $0.deltaThreshold, globalChannel: $0.globalChannel) }
-        return (LongMambaFilter(layers: layers), result.length)
+        let layers = try result.layers.map { l in
+            LongMambaFilter.Layer(deltaThreshold: l.deltaThreshold, globalChannel: l.globalChannel, keptFraction: l.keptFraction,
+                                  decayBudget: method == .bound || method == .norm ? try store.tableLayer(table: table, layer: l.layer).decayBudget : [])
+        }
+        return (LongMambaFilter(layers: layers, method: method), result.length)
     }
 }
 
@@ -52,7 +62,7 @@ public struct ExportedTableSource: ThresholdTableSource {
     public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
     public var contentHash: String? { file.metadata["content_hash"] }
     public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
-    public func filter(length: Int, theta: Double) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
+    public func filter(length: Int, theta: Double, method: LongMambaMethod) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
         guard let index = LengthRounding.nearestIndex(of: length, in: lengths) else {
             throw SafetensorsError.emptyTensor(path: file.path, tensor: "lengths")
         }
@@ -67,7 +77,27 @@ public struct ExportedTableSource: ThresholdTableSource {
             thresholds.append(Array(all[(index * C)..<((index + 1) * C)]))
             decays.append(decay)
         }
-        return (try LongMambaFilter(deltaThresholds: thresholds, cumulativeDecays: decays, theta: theta), lengths[index])
+        var filter = try LongMambaFilter(deltaThresholds: thresholds, cumulativeDecays: decays, theta: theta)
+        filter.method = method
+        // alpha needs the α row, bound and norm the decay budgets: exports carry both.
+        for i in 0..<layerCount {
+            let C = decays[i].count
+            if method == .alpha {
+                let all = try file.floats("layer.\(i).kept_fraction")
+                guard all.count == lengths.count * C else {
+                    throw SafetensorsError.valueCountMismatch(path: file.path, tensor: "layer.\(i).kept_fraction", count: all.count, rows: lengths.count, columns: C)
+                }
+                filter.layers[i].keptFraction = Array(all[(index * C)..<((index + 1) * C)])
+            }
+            if method == .bound || method == .norm {
+                let budget = try file.floats("layer.\(i).decay_budget")
+                guard budget.count == C else {
+                    throw SafetensorsError.valueCountMismatch(path: file.path, tensor: "layer.\(i).decay_budget", count: budget.count, rows: 1, columns: C)
+                }
+                filter.layers[i].decayBudget = budget
+            }
+        }
+        return (filter, lengths[index])
     }
 }
 
@@ -88,13 +118,16 @@ public protocol TableEvaluationSettings {
     var filterFromLength: Int? { get set }
     /// Past the table's largest length use its last row instead of refusing.
     var allowBeyondTable: Bool { get set }
-    /// Tokens per forward chunk.
+    /// Tokens per forward chunk (a whole-prompt method prefills a filtered prompt in one piece).
     var chunk: Int { get set }
+    /// How global channels are filtered.
+    var method: LongMambaMethod { get set }
 }
 
 extension TableEvaluationSettings {
-    public mutating func configure(theta: Double, filterFrom: Int?, allowBeyondTable: Bool, chunk: Int) {
+    public mutating func configure(theta: Double, filterFrom: Int?, allowBeyondTable: Bool, chunk: Int, method: LongMambaMethod = .dtThre) {
         self.theta = theta; filterFromLength = filterFrom; self.allowBeyondTable = allowBeyondTable; self.chunk = chunk
+        self.method = method
     }
 }
 
@@ -116,7 +149,7 @@ public struct LongMambaPrefill {
 
     /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
     public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Double,
-                filterFrom: Int? = nil, allowBeyondTable: Bool = true) throws {
+                filterFrom: Int? = nil, allowBeyondTable: Bool = true, method: LongMambaMethod = .dtThre) throws {
         guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
         self.theta = theta
         self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
@@ -124,7 +157,7 @@ public struct LongMambaPrefill {
             if length > (table.lengths.last ?? 0) && !allowBeyondTable {
                 throw EvaluationError.beyondTable(length: length, largest: table.lengths.last ?? 0)
             }
-            let f = try table.filter(length: length, theta: theta)
+            let f = try table.filter(length: length, theta: theta, method: method)
             try f.filter.validate(for: model.config)
             run = LongMambaFilterRun(filter: f.filter)
             tabulatedLength = f.tabulatedLength

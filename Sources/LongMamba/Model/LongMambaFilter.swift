@@ -61,13 +61,20 @@ public struct LongMambaFilter: Sendable {
         public var deltaThreshold: [Float]
         /// a_c > θ: [C]
         public var globalChannel: [Bool]
-        public init(deltaThreshold: [Float], globalChannel: [Bool]) {
+        /// α_c(S): [C] (the `alpha` method; empty when not needed)
+        public var keptFraction: [Float]
+        /// D_c: [C] (the `bound` and `norm` methods; empty when not needed)
+        public var decayBudget: [Float]
+        public init(deltaThreshold: [Float], globalChannel: [Bool], keptFraction: [Float] = [], decayBudget: [Float] = []) {
             self.deltaThreshold = deltaThreshold; self.globalChannel = globalChannel
+            self.keptFraction = keptFraction; self.decayBudget = decayBudget
         }
     }
     public var layers: [Layer]
+    /// How global channels are filtered (LongMambaMethods.swift); dt_thre unless chosen.
+    public var method: LongMambaMethod
 
-    public init(layers: [Layer]) { self.layers = layers }
+    public init(layers: [Layer], method: LongMambaMethod = .dtThre) { self.layers = layers; self.method = method }
 
     /// Classifies channels by θ: global where cumulative decay a_c > θ.
     public init(deltaThresholds: [[Float]], cumulativeDecays: [[Float]], theta: Double) throws {
@@ -75,6 +82,7 @@ public struct LongMambaFilter: Sendable {
         guard deltaThresholds.count == cumulativeDecays.count else {
             throw LongMambaFilterError.layerCountMismatch(thresholdLayers: deltaThresholds.count, decayLayers: cumulativeDecays.count)
         }
+        method = .dtThre
         layers = try zip(deltaThresholds, cumulativeDecays).enumerated().map { i, pair in
             guard pair.0.count == pair.1.count else {
                 throw LongMambaFilterError.channelCountMismatch(layer: i, thresholds: pair.0.count, decays: pair.1.count)
@@ -94,15 +102,31 @@ public struct LongMambaFilter: Sendable {
     }
 
     /// Applies the rule to one layer's Δ: [L, C]; returns how many (token, global channel)
-    /// pairs kept their Δ.
+    /// pairs kept their Δ. For a whole-prompt method `delta` must be the whole prompt.
     @discardableResult
     public func apply(layer: Int, delta: inout [Float], length: Int, channels: Int) -> Int {
         let rule = layers[layer]
+        if method.needsWholePrompt { return applyWholePrompt(rule, delta: &delta, length: length, channels: channels) }
         var kept = 0
         for t in 0..<length {
             for c in 0..<channels where rule.globalChannel[c] {
                 if delta[t * channels + c] > rule.deltaThreshold[c] { kept += 1 } else { delta[t * channels + c] = 0 }
             }
+        }
+        return kept
+    }
+
+    /// The whole-prompt methods, channel by channel: gather the channel's Δ over the prompt [S],
+    /// apply the rule, scatter it back.
+    func applyWholePrompt(_ rule: Layer, delta: inout [Float], length: Int, channels: Int) -> Int {
+        var kept = 0
+        var values = [Float](repeating: 0, count: length)   // one channel's Δ: [S]
+        for c in 0..<channels where rule.globalChannel[c] {
+            for t in 0..<length { values[t] = delta[t * channels + c] }
+            kept += WholePromptRule.apply(method, to: &values, threshold: rule.deltaThreshold[c],
+                                          keptFraction: rule.keptFraction.isEmpty ? 0 : rule.keptFraction[c],
+                                          decayBudget: rule.decayBudget.isEmpty ? 0 : rule.decayBudget[c])
+            for t in 0..<length { delta[t * channels + c] = values[t] }
         }
         return kept
     }
@@ -130,9 +154,18 @@ public final class LongMambaFilterRun: @unchecked Sendable {
         return total == 0 ? 1 : Double(kept.reduce(0, +)) / Double(total)
     }
 
+    /// A whole-prompt method saw the prompt in more than one piece (its results are not the
+    /// method's): the caller refuses them (`EvaluationError.wholePromptInPieces`).
+    public private(set) var piecewise = false
+    private var layerZeroCalls = 0
+
     /// The `DeltaFilter` to hand to `MambaModel.forward`.
     public var deltaFilter: DeltaFilter {
         { [self] layer, delta, length, channels in
+            if layer == 0 {
+                layerZeroCalls += 1
+                if layerZeroCalls > 1 && filter.method.needsWholePrompt { piecewise = true }
+            }
             considered[layer] += length * filter.layers[layer].globalChannel.filter { $0 }.count
             kept[layer] += filter.apply(layer: layer, delta: &delta, length: length, channels: channels)
         }
