@@ -37,6 +37,8 @@ public struct TuneOptions: Sendable {
     /// Coarse to fine (`TuneHalving`): every (table, θ) at the shortest length with a ninth or
     /// a third of the trials (windows), the best third on to the next length, and so on.
     public var halving = false
+    /// How global channels are filtered, compared side by side (default: dt_thre alone).
+    public var methods: [LongMambaMethod] = [.dtThre]
     /// `--shard i/n`: evaluate only points k with k mod n = i (`TuneJob.points`) and rank nothing;
     /// `merge` joins the shards' evaluations and a tune over the joined store ranks them all.
     public var shardIndex = 0
@@ -56,6 +58,8 @@ public struct TuneRow: Sendable, Equatable {
     public var clampFraction: Double?
     public var aggregation: Aggregation?
     public var theta: Double?
+    /// How global channels were filtered (nil: vanilla).
+    public var method: LongMambaMethod?
     /// metric at each of the options' lengths, in order (NaN: not evaluated, the row was dropped
     /// by `--halving` before that length)
     public var values: [Double]
@@ -146,11 +150,12 @@ public struct TuneJob {
     public init(options: TuneOptions) { self.options = options }
 
     /// The points of a full (not halving) grid in the order shards split them: vanilla at
-    /// every length, then each table of the grid (clamp fractions outer, aggregations inner), each
-    /// θ, each length. Point k belongs to shard k mod n.
-    public static func points(tables: [Int64], thetas: [Double], lengths: [Int]) -> [(table: Int64?, theta: Double?, length: Int)] {
-        var points: [(table: Int64?, theta: Double?, length: Int)] = lengths.map { (nil, nil, $0) }
-        for t in tables { for th in thetas { for S in lengths { points.append((t, th, S)) } } }
+    /// every length, then each method, each table of the grid (clamp fractions outer, aggregations
+    /// inner), each θ, each length. Point k belongs to shard k mod n.
+    public static func points(tables: [Int64], thetas: [Double], lengths: [Int], methods: [LongMambaMethod] = [.dtThre])
+        -> [(table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int)] {
+        var points: [(table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int)] = lengths.map { (nil, nil, nil, $0) }
+        for m in methods { for t in tables { for th in thetas { for S in lengths { points.append((t, th, m, S)) } } } }
         return points
     }
 
@@ -160,6 +165,7 @@ public struct TuneJob {
         guard !o.clampFractions.isEmpty else { throw TuneError.emptyGrid(what: "--clamp") }
         guard !o.aggregations.isEmpty else { throw TuneError.emptyGrid(what: "--aggregate") }
         guard !o.lengths.isEmpty else { throw TuneError.emptyGrid(what: "--lengths") }
+        guard !o.methods.isEmpty else { throw TuneError.emptyGrid(what: "--method") }
         for t in o.thetas where !(t > 0) { throw TuneError.nonPositiveTheta(t) }
         guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else { throw TuneError.badShard(index: o.shardIndex, count: o.shardCount) }
         let sharded = o.shardCount > 1
@@ -214,14 +220,15 @@ public struct TuneJob {
         var sources: [Int64: StoredTableSource] = [:]
 
         /// Evaluates (or finds) one point with `evaluator`; `vanilla`: that evaluator's vanilla value at `length`, if known.
-        func point(_ evaluator: Evaluator, table: Int64?, theta: Double?, length: Int, vanilla: Double?) throws -> (value: Double, measuredBy: String) {
+        func point(_ evaluators: Evaluators, table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int, vanilla: Double?) throws -> (value: Double, measuredBy: String) {
+            let evaluator = evaluators[method ?? .dtThre]
             let key = EvaluationRecord.pointKey(evaluationKey: evaluator.evaluationKey, tableID: table, theta: theta, length: length, metric: o.task.metric)
             if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return (stored.value, stored.measuredBy) }
             let value: Double, detail: String
             if table != nil, length < filterStart, let vanilla {
                 (value, detail) = (vanilla, "{\"filtered\":false}")
             } else {
-                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla") at \(length) tokens\(evaluator.effortNote)")
+                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla")\(method.map { $0 == .dtThre ? "" : " (\($0.rawValue))" } ?? "") at \(length) tokens\(evaluator.effortNote)")
                 let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
                 if let table, let source { sources[table] = source }
                 let measured = try evaluator.evaluate(table: source, theta: theta, length: length)
@@ -238,30 +245,33 @@ public struct TuneJob {
 
         // The candidates, in grid order.
         var rows: [TuneRow] = [TuneRow(values: [], score: .nan)]
-        for (parameters, table) in zip(grid, tables) {
-            for theta in o.thetas {
-                rows.append(TuneRow(table: table, clampFraction: parameters.clampFraction, aggregation: parameters.aggregation, theta: theta, values: [], score: .nan))
+        for method in o.methods {
+            for (parameters, table) in zip(grid, tables) {
+                for theta in o.thetas {
+                    rows.append(TuneRow(table: table, clampFraction: parameters.clampFraction, aggregation: parameters.aggregation, theta: theta,
+                                        method: method, values: [], score: .nan))
+                }
             }
         }
         func note(_ row: Int, _ measured: String) { if !rows[row].measuredBy.contains(measured) { rows[row].measuredBy.append(measured) } }
 
         if sharded {
-            let evaluator = try Evaluator(options: o, task: o.task, model: model, fingerprint: fingerprint)
+            let evaluator = try Evaluators(options: o, task: o.task, model: model, fingerprint: fingerprint)
             var vanillaAt: [Int: Double] = [:]
-            for (k, p) in Self.points(tables: tables, thetas: o.thetas, lengths: o.lengths).enumerated() where k % o.shardCount == o.shardIndex {
-                let v = try point(evaluator, table: p.table, theta: p.theta, length: p.length, vanilla: vanillaAt[p.length])
+            for (k, p) in Self.points(tables: tables, thetas: o.thetas, lengths: o.lengths, methods: o.methods).enumerated() where k % o.shardCount == o.shardIndex {
+                let v = try point(evaluator, table: p.table, theta: p.theta, method: p.method, length: p.length, vanilla: vanillaAt[p.length])
                 if p.table == nil { vanillaAt[p.length] = v.value }
             }
             return result
         }
 
         if !o.halving {
-            let evaluator = try Evaluator(options: o, task: o.task, model: model, fingerprint: fingerprint)
+            let evaluator = try Evaluators(options: o, task: o.task, model: model, fingerprint: fingerprint)
             for S in o.lengths {
-                let vanilla = try point(evaluator, table: nil, theta: nil, length: S, vanilla: nil)
+                let vanilla = try point(evaluator, table: nil, theta: nil, method: nil, length: S, vanilla: nil)
                 rows[0].values.append(vanilla.value); note(0, vanilla.measuredBy)
                 for i in 1..<rows.count {
-                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, length: S, vanilla: vanilla.value)
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].method, length: S, vanilla: vanilla.value)
                     rows[i].values.append(v.value); note(i, v.measuredBy)
                 }
             }
@@ -274,11 +284,11 @@ public struct TuneJob {
                 let S = o.lengths[li]
                 let task = o.task.with(effort: { TuneHalving.effort(full: $0, round: r, rounds: order.count) })
                 result.effortByLength.append(task.effort)
-                let evaluator = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint)
-                let vanilla = try point(evaluator, table: nil, theta: nil, length: S, vanilla: nil)
+                let evaluator = try Evaluators(options: o, task: task, model: model, fingerprint: fingerprint)
+                let vanilla = try point(evaluator, table: nil, theta: nil, method: nil, length: S, vanilla: nil)
                 rows[0].values[li] = vanilla.value; note(0, vanilla.measuredBy)
                 for i in alive {
-                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, length: S, vanilla: vanilla.value)
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].method, length: S, vanilla: vanilla.value)
                     rows[i].values[li] = v.value; note(i, v.measuredBy)
                 }
                 guard r + 1 < order.count else { break }
@@ -323,20 +333,34 @@ extension EvaluationRecord {
     public var measuredBy: String { "\(backend) \(device)" + (dtype == Self.float32 ? "" : " \(dtype)") }
 }
 
+/// One evaluator per method (the method is part of the evaluation key, except dt_thre's, whose
+/// keys are those of tools before methods); vanilla points use dt_thre's.
+private struct Evaluators {
+    let byMethod: [LongMambaMethod: Evaluator]
+    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
+        let base = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint, method: .dtThre)
+        var all: [LongMambaMethod: Evaluator] = [.dtThre: base]
+        for m in o.methods where m != .dtThre { all[m] = base.with(method: m, fingerprint: fingerprint) }
+        byMethod = all
+    }
+    subscript(method: LongMambaMethod) -> Evaluator { byMethod[method]! }
+}
+
 /// Evaluates one point (a table and θ, or vanilla, at one length) of the tune's task.
 private struct Evaluator {
     let options: TuneOptions
     let task: TuneTask
+    var method: LongMambaMethod
     let model: MambaModel
     /// The perplexity text's token ids (empty for passkey).
     let tokens: [Int]
     let prompts: PasskeyPrompts?
     let textHash: String
-    let settings: String
-    let evaluationKey: String
+    var settings: String
+    var evaluationKey: String
 
-    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
-        options = o; self.task = task; self.model = model
+    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String, method: LongMambaMethod) throws {
+        options = o; self.task = task; self.model = model; self.method = method
         switch task {
         case let .perplexity(text, windows):
             let ids = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
@@ -354,8 +378,18 @@ private struct Evaluator {
             textHash = SHA256.hash(data: Data("\(p.tokenizer.sha256)|\(haystackHash)".utf8)).hexString
             settings = "depths \(depths) trials \(trials) seed \(seed)"
         }
-        // What is evaluated, as a key: the task, the model, the text (or prompt options).
+        if method != .dtThre { settings += " method \(method.rawValue)" }
+        // What is evaluated, as a key: the task, the model, the text (or prompt options), the method.
         evaluationKey = EvaluationRecord.evaluationKey(task: task.name, fingerprint: fingerprint, textHash: textHash, settings: settings, filterFrom: o.filterFrom)
+    }
+
+    /// The same evaluation with another method (its own key).
+    func with(method m: LongMambaMethod, fingerprint: String) -> Evaluator {
+        var e = self
+        e.method = m
+        e.settings = settings + " method \(m.rawValue)"
+        e.evaluationKey = EvaluationRecord.evaluationKey(task: task.name, fingerprint: fingerprint, textHash: textHash, settings: e.settings, filterFrom: options.filterFrom)
+        return e
     }
 
     /// Progress suffix: the trials or windows of a halving round.
@@ -366,11 +400,18 @@ private struct Evaluator {
     }
 
     func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
+        var measured = try evaluateWithDtThreDetail(table: table, theta: theta, length: length)
+        // Points of another method say so in their detail (dt_thre's details are those of older tools).
+        if method != .dtThre { measured.detail = String(measured.detail.dropLast()) + ",\"method\":\"\(method.rawValue)\"}" }
+        return measured
+    }
+
+    func evaluateWithDtThreDetail(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
         let o = options
         switch task {
         case let .perplexity(_, windows):
             var e = PerplexityEvaluation(model: model, table: table)
-            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
+            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk, method: method)
             e.windows = windows
             e.includeVanilla = table == nil
             let p = try e.run(tokens: tokens, lengths: [length])[0]
@@ -378,7 +419,7 @@ private struct Evaluator {
             return (value, "{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}", p.windows)
         case let .passkey(depths, trials, seed, _):
             var e = PasskeyEvaluation(model: model, prompts: prompts!, table: table)
-            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk)
+            e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk, method: method)
             e.trials = trials
             e.seed = seed
             e.includeVanilla = table == nil
@@ -401,7 +442,8 @@ public struct TunedTheta: Sendable, Equatable {
     /// options) that measured it at every one of its lengths; nil when `tune` never evaluated it.
     public static func best(store: CalibrationStore, table: Int64) throws -> TunedTheta? {
         let rows = try store.evaluations()
-        let mine = rows.filter { $0.tableID == table && $0.theta != nil }
+        // dt_thre's evaluations only: θ of another method is not the θ a dt_thre backend should use.
+        let mine = rows.filter { $0.tableID == table && $0.theta != nil && !$0.detailJSON.contains("\"method\":") }
         // The newest evaluation first (rows come back in insertion order).
         var keys: [String] = []
         for r in mine.reversed() where !keys.contains(r.evaluationKey) { keys.append(r.evaluationKey) }
