@@ -256,6 +256,24 @@ import Testing
         #expect(full.pointsReused == 2 && full.pointsEvaluated == 5)
     }
 
+    @Test func methodsAreComparedOnTheSamePointsWithKeysOfTheirOwn() throws {
+        let (db, run) = try calibrated()
+        let plain = try TuneJob(options: options(db, run, thetas: [0.05], clamps: [0.05])).run()
+        var o = options(db, run, thetas: [0.05], clamps: [0.05])
+        o.methods = [.dtThre, .alpha, .norm]
+        let r = try TuneJob(options: o).run()
+        // vanilla and dt_thre are reused (their keys are those of a tune without methods); alpha and norm are new.
+        #expect(r.pointsReused == plain.pointsEvaluated && r.pointsEvaluated == 2 * 2)
+        #expect(r.ranked.count == 1 + 3 && Set(r.ranked.compactMap(\.method)) == [.dtThre, .alpha, .norm])
+        let rows = try CalibrationStore(path: db, readOnly: true).evaluations()
+        #expect(Set(rows.map(\.evaluationKey)).count == 3)
+        #expect(rows.filter { $0.detailJSON.contains("\"method\":\"alpha\"") }.count == 2)
+        // Below the filter start (300 < 384) every method is vanilla.
+        for row in r.ranked { #expect(row.values[0] == r.ranked.first { $0.table == nil }!.values[0]) }
+        // The report's default θ comes from dt_thre's evaluation only.
+        #expect(try TunedTheta.best(store: CalibrationStore(path: db, readOnly: true), table: 1)?.theta == 0.05)
+    }
+
     @Test func halvingSurvivorsAreTheBestThirdWithTiesInGridOrder() {
         #expect(TuneHalving.kept(1) == 1 && TuneHalving.kept(3) == 1 && TuneHalving.kept(4) == 2 && TuneHalving.kept(12) == 4)
         #expect(TuneHalving.survivors([0.2, 0.9, 0.9, 0.1, 0.9, 0.5], higherIsBetter: true) == [1, 2])

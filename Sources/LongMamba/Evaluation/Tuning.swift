@@ -226,7 +226,7 @@ public struct TuneJob {
             if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return (stored.value, stored.measuredBy) }
             let value: Double, detail: String
             if table != nil, length < filterStart, let vanilla {
-                (value, detail) = (vanilla, "{\"filtered\":false}")
+                (value, detail) = (vanilla, evaluator.method == .dtThre ? "{\"filtered\":false}" : "{\"filtered\":false,\"method\":\"\(evaluator.method.rawValue)\"}")
             } else {
                 progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla")\(method.map { $0 == .dtThre ? "" : " (\($0.rawValue))" } ?? "") at \(length) tokens\(evaluator.effortNote)")
                 let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
