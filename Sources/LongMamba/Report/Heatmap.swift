@@ -112,10 +112,12 @@ public enum TuneHeatmap {
             // Where the points were measured; a bfloat16/float16 evaluation is a heatmap of its own (its own key).
             var measured: [String] = []
             for p in points where !measured.contains(p.measuredBy) { measured.append(p.measuredBy) }
+            // The method, where not dt_thre: each method's points are an evaluation (a heatmap) of their own.
+            let method = LongMambaMethod.allCases.first { m in mine.contains { $0.detailJSON.contains("\"method\":\"\(m.rawValue)\"") } }
             let map = HeatmapSVG(
                 rowLabels: tableIDs.map { t in byID[t].map { "p \($0.parameters.clampFraction) \($0.parameters.aggregation.rawValue)" } ?? "table \(t)" },
                 columnLabels: thetas.map { "θ \($0)" },
-                panels: [HeatmapSVG.Panel(title: "tune: \(first.task) \(higher ? "mean accuracy" : "geo-mean perplexity") at \(lengths.map(String.init).joined(separator: ",")) (vanilla \(vanilla.map { higher ? String(format: "%.0f%%", 100 * $0) : String(format: "%.2f", $0) } ?? "-")); measured by \(measured.joined(separator: " + "))", values: values)],
+                panels: [HeatmapSVG.Panel(title: "tune\(method.map { " (\($0.rawValue))" } ?? ""): \(first.task) \(higher ? "mean accuracy" : "geo-mean perplexity") at \(lengths.map(String.init).joined(separator: ",")) (vanilla \(vanilla.map { higher ? String(format: "%.0f%%", 100 * $0) : String(format: "%.2f", $0) } ?? "-")); measured by \(measured.joined(separator: " + "))", values: values)],
                 caption: "channel threshold θ; rows: clamp fraction p and aggregation",
                 goodness: { v in hi > lo ? (higher ? (v - lo) / (hi - lo) : (hi - v) / (hi - lo)) : 1 },
                 format: { higher ? String(format: "%.0f%%", 100 * $0) : String(format: "%.2f", $0) })
