@@ -14,10 +14,10 @@ struct ReportCommand: ParsableCommand {
     var table: Int64
     @Option(help: "Channel threshold θ > 0 for the global/local split (default: the θ `tune` chose for this table, else 0.05).")
     var theta: Double?
-    @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot.")
-    var eval: String?
-    @Option(help: "JSON written by `longmamba eval --task passkey --json` to add the passkey heatmap.")
-    var passkey: String?
+    @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot (repeat for several methods, drawn side by side).")
+    var eval: [String] = []
+    @Option(help: "JSON written by `longmamba eval --task passkey --json` to add the passkey heatmap (repeat for several methods).")
+    var passkey: [String] = []
     @Option(help: "Output .html file.")
     var out: String
 
@@ -38,18 +38,18 @@ struct ReportCommand: ParsableCommand {
         }
         if theta == nil { FileHandle.standardError.write(Data("θ = \(chosen) (\(note))\n".utf8)) }
         // Results drawn into this table's report must have measured this table at this θ.
-        var curve: CalibrationReport.PerplexityCurve?
-        if let eval {
-            let results = try PerplexityResults.load(eval)
-            try CalibrationReport.check(results, path: eval, table: info, theta: chosen)
-            curve = results.curve
+        let perplexities = try eval.map { path in
+            let results = try PerplexityResults.load(path)
+            try CalibrationReport.check(results, path: path, table: info, theta: chosen)
+            return results
         }
         let passkeyResults = try passkey.map { path in
             let results = try PasskeyResults.load(path)
             try CalibrationReport.check(results, path: path, table: info, theta: chosen)
             return results
         }
-        let html = try CalibrationReport.html(store: store, table: table, theta: chosen, thetaNote: note, perplexity: curve, passkey: passkeyResults)
+        let html = try CalibrationReport.html(store: store, table: table, theta: chosen, thetaNote: note, perplexities: perplexities.map(\.curve),
+                                              passkeys: passkeyResults, positions: perplexities)
         do { try Data(html.utf8).write(to: URL(fileURLWithPath: out), options: .atomic) } catch {
             throw ReportError.cannotWrite(path: out, reason: SystemMessage.of(error))
         }

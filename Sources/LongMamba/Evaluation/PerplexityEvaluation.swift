@@ -86,7 +86,7 @@ public struct PerplexityResults: Sendable, Codable {
 
     public var curve: CalibrationReport.PerplexityCurve {
         CalibrationReport.PerplexityCurve(lengths: points.map(\.length), vanilla: points.map(\.vanillaPerplexity),
-                                          longMamba: points.map(\.longMambaPerplexity))
+                                          longMamba: points.map(\.longMambaPerplexity), method: method)
     }
 }
 

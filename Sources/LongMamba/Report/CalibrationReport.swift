@@ -9,9 +9,24 @@ public enum CalibrationReport {
         public var lengths: [Int]
         public var vanilla: [Double]
         public var longMamba: [Double?]
-        public init(lengths: [Int], vanilla: [Double], longMamba: [Double?]) {
-            self.lengths = lengths; self.vanilla = vanilla; self.longMamba = longMamba
+        /// How global channels were filtered (nil: dt_thre).
+        public var method: String?
+        public init(lengths: [Int], vanilla: [Double], longMamba: [Double?], method: String? = nil) {
+            self.lengths = lengths; self.vanilla = vanilla; self.longMamba = longMamba; self.method = method
         }
+    }
+
+    /// Several methods' curves on one chart: vanilla once (from the first), one line per method.
+    public static func perplexityChart(methods curves: [PerplexityCurve], theta: Double? = nil) -> SVGChart {
+        guard curves.count > 1 else { return perplexityChart(curves[0], theta: theta) }
+        var chart = perplexityChart(PerplexityCurve(lengths: curves[0].lengths, vanilla: curves[0].vanilla, longMamba: []), theta: theta)
+        chart.title = "perplexity: vanilla vs LongMamba's methods"
+        for (i, c) in curves.enumerated() {
+            let points = zip(c.lengths, c.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }
+            chart.series.append(SVGChart.Series(name: "\(c.method ?? "dt_thre")" + (theta.map { " θ=\($0)" } ?? ""), points: points,
+                                                color: SVGChart.palette[(i + 1) % SVGChart.palette.count], drawPoints: true))
+        }
+        return chart
     }
 
     /// Perplexity against length, vanilla and LongMamba, both axes logarithmic (the report's
@@ -48,6 +63,13 @@ public enum CalibrationReport {
     /// results drawn here must have been checked with `check(_:path:table:theta:)`.
     public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta, thetaNote: String? = nil,
                             perplexity: PerplexityCurve? = nil, passkey: PasskeyResults? = nil) throws -> String {
+        try html(store: store, table: id, theta: theta, thetaNote: thetaNote, perplexities: perplexity.map { [$0] } ?? [],
+                 passkeys: passkey.map { [$0] } ?? [])
+    }
+
+    /// The report with evaluations of several methods (one file each) side by side.
+    public static func html(store: CalibrationStore, table id: Int64, theta: Double = GlobalChannels.defaultTheta, thetaNote: String? = nil,
+                            perplexities: [PerplexityCurve], passkeys: [PasskeyResults], positions: [PerplexityResults] = []) throws -> String {
         guard theta > 0 else { throw ReportError.nonPositiveTheta(theta) }
         let info = try store.table(id)
         let metadata = try store.tableMetadata(id)
@@ -108,13 +130,16 @@ public enum CalibrationReport {
         }
         body += "</div>\n"
 
-        if let perplexity {
+        if !perplexities.isEmpty {
             body += "<h2>Perplexity against length (table \(id), θ = \(theta))</h2>\n"
-            let chart = perplexityChart(perplexity, theta: theta)
-            body += chart.svg() + "\n"
+            body += perplexityChart(methods: perplexities, theta: theta).svg() + "\n"
         }
-        if let passkey {
-            body += "<h2>Passkey retrieval (table \(id), θ = \(theta))</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
+        for results in positions where results.points.contains(where: { $0.byPosition != nil }) {
+            body += "<h2>Perplexity by position (table \(id), θ = \(theta), \(esc(results.method ?? "dt_thre")))</h2>\n" + positionChart(results).svg() + "\n"
+        }
+        for passkey in passkeys {
+            let method = passkeys.count > 1 ? ", \(esc(passkey.method ?? "dt_thre"))" : ""
+            body += "<h2>Passkey retrieval (table \(id), θ = \(theta)\(method))</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
         }
         let grids = try TuneHeatmap.svgs(store: store, run: info.runID)
         if !grids.isEmpty {
