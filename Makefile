@@ -29,7 +29,8 @@ test: deps
 # The embedded default: the trained demonstration model (KJV Mamba-2 with passkey examples,
 # training length 128) is calibrated on its Pile-format calibration corpus, θ and p are tuned by
 # passkey retrieval at 4× and 8× L, and the winner is evaluated (passkey 1×…16× L, perplexity
-# 1×…32× L on held-out text), reported and exported. Outputs in tables/ (git-ignored).
+# 1×…32× L on held-out text) with dt_thre and with the authors' other modes side by side, reported
+# and exported. Outputs in tables/ (git-ignored).
 MODEL ?= Fixtures/demo-model
 CORPUS ?= Fixtures/demo-corpus/train-sample.jsonl.zst
 EVAL_TEXT ?= Fixtures/demo-corpus/eval.txt
@@ -41,6 +42,8 @@ TUNE_THETAS ?= 0.01,0.05,0.1,0.3
 TUNE_CLAMPS ?= 0.05,0.1,0.2
 PASSKEY_LENGTHS ?= 128,256,512,1024,2048
 PASSKEY_DEPTHS ?= 0,0.25,0.5,0.75,1
+# The authors' other modes, evaluated with the tuned table and θ beside dt_thre.
+OTHER_METHODS ?= alpha bound norm channelwise_topk
 NAME := $(notdir $(MODEL))
 LM := .build/release/longmamba
 TUNE = $(LM) tune --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --task passkey --lengths $(TUNE_LENGTHS) \
@@ -59,8 +62,16 @@ run: release
 	$(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table $$table --theta $$theta \
 	  --lengths $(EVAL_LENGTHS) --windows 3 --by-position 128 \
 	  --json tables/$(NAME).eval.json --csv tables/$(NAME).eval.csv --svg tables/$(NAME).eval.svg && \
+	for m in $(OTHER_METHODS); do \
+	  $(LM) eval --task passkey --model $(MODEL) --db tables/$(NAME).sqlite --table $$table --theta $$theta --method $$m --quiet \
+	    --lengths $(PASSKEY_LENGTHS) --depths $(PASSKEY_DEPTHS) --trials 10 --seed 7 --json tables/$(NAME).passkey.$$m.json >/dev/null && \
+	  $(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table $$table --theta $$theta --method $$m --quiet \
+	    --lengths $(EVAL_LENGTHS) --windows 3 --by-position 128 --json tables/$(NAME).eval.$$m.json >/dev/null || exit 1; \
+	  echo "method $$m: tables/$(NAME).{passkey,eval}.$$m.json"; \
+	done && \
 	$(LM) report --db tables/$(NAME).sqlite --table $$table --theta $$theta --eval tables/$(NAME).eval.json \
-	  --passkey tables/$(NAME).passkey.json --out tables/$(NAME).html && \
+	  --passkey tables/$(NAME).passkey.json $(foreach m,$(OTHER_METHODS),--eval tables/$(NAME).eval.$(m).json --passkey tables/$(NAME).passkey.$(m).json) \
+	  --out tables/$(NAME).html && \
 	$(LM) export --db tables/$(NAME).sqlite --table $$table --theta $$theta --format safetensors --out tables/$(NAME).table.safetensors
 	@echo "tables/$(NAME).sqlite · evaluation: tables/$(NAME).{passkey,eval}.{json,svg} · report: tables/$(NAME).html · export: tables/$(NAME).table.safetensors"
 	@# The figures the READMEs quote, generated from this run's outputs and checked against them.

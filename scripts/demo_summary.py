@@ -4,7 +4,8 @@
     python3 scripts/demo_summary.py [--name demo-model] [--check FILE ...]
 
 Reads tables/NAME.sqlite (the tune grid in `evaluations`, the tables and their cumulative
-decays), tables/NAME.passkey.json and tables/NAME.eval.json, and writes
+decays), tables/NAME.passkey.json and tables/NAME.eval.json (and, where `make run` wrote them,
+tables/NAME.{passkey,eval}.METHOD.json of the authors' other modes), and writes
 tables/NAME.summary.md: the figures the READMEs quote, between the markers
 `<!-- make-run figures -->` and `<!-- /make-run figures -->`. With --check, each FILE's block
 between the same markers must equal the generated one; a difference is printed and the exit
@@ -115,6 +116,34 @@ def block(name):
     out.append("")
     out.append(f"Beyond L the table changes perplexity by {100 * min(change):+.1f} % to {100 * max(change):+.1f} %.")
     out.append("")
+
+    # The authors' other modes with the same table and θ, beside dt_thre.
+    methods = [("dt_thre", passkey, ppl)]
+    for m in ["alpha", "bound", "norm", "channelwise_topk"]:
+        pk_path, ppl_path = f"tables/{name}.passkey.{m}.json", f"tables/{name}.eval.{m}.json"
+        if os.path.exists(pk_path) and os.path.exists(ppl_path):
+            methods.append((m, json.load(open(pk_path)), json.load(open(ppl_path))))
+    if len(methods) > 1:
+        lengths_pk = sorted(by_length)
+        out.append(f"Methods with table {chosen}, θ = {theta} (passkey: mean over depths; perplexity: 3 windows):")
+        out.append("")
+        out.append("| method | " + " | ".join(f"passkey {S // L}× L" for S in lengths_pk) + " | "
+                   + " | ".join(f"ppl {p['length'] // L}× L" for p in pts) + " |")
+        out.append("|---|" + "---|" * (len(lengths_pk) + len(pts)))
+        row = ["vanilla"]
+        for S in lengths_pk:
+            ps = by_length[S]
+            row.append(pct(sum(get(p, "vanilla_accuracy", "vanillaAccuracy") for p in ps) / len(ps)))
+        row += [f"{get(p, 'vanilla_perplexity', 'vanillaPerplexity'):.2f}" for p in pts]
+        out.append("| " + " | ".join(row) + " |")
+        for m, pk, pp in methods:
+            row = [m]
+            for S in lengths_pk:
+                ps = [p for p in pk["points"] if p["length"] == S]
+                row.append(pct(sum(get(p, "long_mamba_accuracy", "longMambaAccuracy") for p in ps) / len(ps)))
+            row += [f"{get(p, 'long_mamba_perplexity', 'longMambaPerplexity'):.2f}" for p in pp["points"]]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
     out.append(END)
     return "\n".join(out) + "\n"
 
