@@ -80,3 +80,45 @@ import Testing
         #expect(EvaluationError.wholePromptInPieces(method: "alpha").description.contains("must be processed in one piece"))
     }
 }
+
+/// The authors' own mode functions, run on CPU by scripts/make_modes_golden.py on fixed Δ
+/// (Fixtures/golden/longmamba-modes.safetensors): ours equal theirs bit for bit where the golden
+/// says so (no ties; norm's sum order is torch's and matches to float rounding), and on ties keep
+/// the same number of tokens with the same values.
+@Suite struct LongMambaModesGoldenTests {
+    @Test(arguments: ["L3000", "L2100", "L1500"])
+    func everyModeEqualsTheAuthorsCode(length: String) throws {
+        let golden = try ModelFixtures.goldenFile("longmamba-modes")
+        let exact = Set((golden.metadata["exact"] ?? "").split(separator: ",").map(String.init))
+        #expect(!exact.isEmpty)
+        let theta = Double(try golden.floats("\(length).theta")[0])
+        let a = try golden.floats("\(length).cumulative_decay"), tau = try golden.floats("\(length).delta_threshold")
+        let alpha = try golden.floats("\(length).kept_fraction"), budget = try golden.floats("\(length).decay_budget")
+        let global = GlobalChannels.mask(cumulativeDecay: a, theta: theta)
+        for variant in ["distinct", "ties"] {
+            let input = try golden.floats("\(length)-\(variant).dt")             // [1, H, L]
+            let H = a.count, L = input.count / H
+            for method in LongMambaMethod.allCases {
+                let theirs = try golden.floats("\(length)-\(variant).\(method.rawValue)")
+                var ours = input
+                for c in 0..<H where global[c] {
+                    var channel = Array(input[(c * L)..<((c + 1) * L)])
+                    _ = WholePromptRule.apply(method, to: &channel, threshold: tau[c], keptFraction: alpha[c], decayBudget: budget[c])
+                    ours.replaceSubrange((c * L)..<((c + 1) * L), with: channel)
+                }
+                let name = "\(length)-\(variant).\(method.rawValue)"
+                if exact.contains(name) {
+                    #expect(ours == theirs, "\(name)")
+                } else if method == .norm {
+                    #expect(relativeError(ours, theirs) < 1e-6, "\(name)")
+                } else {
+                    // Ties at the cut: the same count kept and the same multiset of values per channel.
+                    for c in 0..<H {
+                        let o = ours[(c * L)..<((c + 1) * L)], t = theirs[(c * L)..<((c + 1) * L)]
+                        #expect(o.filter { $0 != 0 }.count == t.filter { $0 != 0 }.count && o.sorted() == t.sorted(), "\(name) channel \(c)")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -14,11 +14,11 @@
 
     python -m longmamba_tables tune --db cal.sqlite --run 1 --model DIR --task passkey --lengths 8k,16k --device cuda
 """
-from .errors import (BatchTooLargeError, EvaluationError, LongMambaTableError, ModelMismatchError, NewerSchemaError,
+from .errors import (BatchTooLargeError, EvaluationError, WholePromptError, LongMambaTableError, ModelMismatchError, NewerSchemaError,
                      NotAStoreError, PasskeyError, UnknownTableError, UnsupportedModelError)
 from .store import (DEFAULT_THETA, SUPPORTED_SCHEMA, TIE_RULE, LayerTable, Row, RowLayer, Store, Table, TableInfo,
                     check, default_filter_start, load_export, nearest_index, open)
-from .apply import LongMambaHandle, apply_longmamba, continuing_prefill, remove_longmamba
+from .apply import METHODS, LongMambaHandle, apply_longmamba, continuing_prefill, remove_longmamba
 from .evaluate import (DEFAULT_DEPTHS, PasskeyPoint, PasskeyPrompts, PasskeyResults, PerplexityPoint, PerplexityResults,
                        PositionBucket, passkey, perplexity)
 from .fingerprint import fingerprint
@@ -33,4 +33,4 @@ __all__ = ["open", "check", "load_export", "Store", "Table", "TableInfo", "Layer
            "continuing_prefill", "passkey", "PasskeyPrompts", "PasskeyPoint", "PasskeyResults", "PerplexityPoint",
            "PerplexityResults", "PositionBucket", "DEFAULT_DEPTHS", "EvaluationError", "PasskeyError",
            "BatchTooLargeError", "fingerprint", "Evaluation", "EvaluationPoint", "EvaluationWriter", "read_evaluations",
-           "tune", "TuneResult", "TuneRow"]
+           "tune", "TuneResult", "TuneRow", "WholePromptError", "METHODS"]

@@ -7,8 +7,9 @@ import argparse
 import math
 import sys
 
+from .apply import METHODS
 from .errors import LongMambaTableError
-from .tune import DEFAULT_CLAMPS, DEFAULT_DEPTHS, DEFAULT_THETAS, format_result, tune
+from .tune import DEFAULT_CLAMPS, DEFAULT_DEPTHS, DEFAULT_THETAS, format_result, shows_method, tune
 
 
 class _Usage(Exception):
@@ -41,6 +42,12 @@ def _theta_values(parts):
 
 def _aggregation(v: str) -> str:
     if v not in ("max", "mean"):
+        raise ValueError(v)
+    return v
+
+
+def _method(v: str) -> str:
+    if v not in METHODS:
         raise ValueError(v)
     return v
 
@@ -89,6 +96,8 @@ def main(argv=None) -> int:
     t.add_argument("--lengths", action="append", required=True, help="Lengths (repeat or comma-separate; k = ×1000).")
     t.add_argument("--filter-from", help="Filter only sequences of at least this many tokens (default 1.5 × L).")
     t.add_argument("--tokenizer", help="tokenizer.json (default: the model directory's).")
+    t.add_argument("--method", action="append", help="Methods compared side by side (repeat or comma-separate): "
+                                                     "dt_thre, alpha, bound, norm, channelwise_topk (default dt_thre).")
     t.add_argument("--device", help="torch device (default cpu), e.g. cuda, cuda:1.")
     t.add_argument("--dtype", default="float32", help="float32 (default), bf16 or fp16: the model's numeric type "
                                                        "(a bf16/fp16 point is stored apart from float32 ones).")
@@ -115,7 +124,8 @@ def main(argv=None) -> int:
             lengths=_values(a.lengths, "lengths", _tokens),
             depths=_values(a.depths or [",".join(map(str, DEFAULT_DEPTHS))], "depths", float),
             filter_from=token_count(a.filter_from, "filter-from"), interval=token_count(a.interval, "interval"),
-            max_length=token_count(a.max_length, "max-length"))
+            max_length=token_count(a.max_length, "max-length"),
+            methods=_values(a.method or ["dt_thre"], "method", _method))
     except _Usage as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
@@ -138,9 +148,11 @@ def main(argv=None) -> int:
         w = result.best
         if w is not None:
             from .fingerprint import swift_description
-            print(f"{w.table} {swift_description(w.theta)}")
+            # With another method than dt_thre alone, the winner's method follows: "table θ method".
+            method = f" {w.method or 'dt_thre'}" if shows_method(options["methods"]) else ""
+            print(f"{w.table} {swift_description(w.theta)}{method}")
         return 0
-    for line in format_result(result, halving=a.halving, task=a.task):
+    for line in format_result(result, halving=a.halving, task=a.task, methods=options["methods"]):
         print(line)
     print(f"{result.points_evaluated} points evaluated ({result.prompts_run} {unit}), {result.points_reused} reused "
           f"from {a.db}; 0 tables solved", file=sys.stderr)

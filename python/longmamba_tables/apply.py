@@ -3,6 +3,14 @@
 For a prompt of S tokens processed at once (prefill), with the table row nearest S, in each layer:
     global channel  ⇔  cumulative decay a_c > θ
     Δ_c,t := Δ_c,t if Δ_c,t > τ_c(S), else 0          (global channels only; strict >)
+That is the `dt_thre` method (the default). The LongMamba authors' other methods use the same
+table over the whole prompt, channel by channel (`method=`; see `whole_prompt_filter`):
+    alpha             keep the ⌈k⌉ largest Δ, k = min(α_c(S)·S, S) in float32 (ties: earlier token first)
+    bound             keep the m largest Δ, m = #{j : Σ_{i≤j} sorted Δ_i ≤ D_c}
+    norm              Δ := Δ · D_c / Σ_t Δ_c,t   (every token kept)
+    channelwise_topk  keep Δ > torch.quantile(Δ_c, 1 − k/S), k = min(S, 2000)
+They need the whole prompt in one forward: a forward that continues a cache (a prompt in
+pieces) is refused with `WholePromptError`.
 Δ is taken after the bias, softplus and the `time_step_limit` clamp, just before the scan: the
 same place as the Swift runner. Single-token decode steps are left alone (filtering is a
 prefill operation). See docs/method.md §4 in the repository.
@@ -24,7 +32,7 @@ import contextlib
 import contextvars
 import importlib
 
-from .errors import LongMambaTableError, ModelMismatchError, UnsupportedModelError
+from .errors import LongMambaTableError, ModelMismatchError, UnsupportedModelError, WholePromptError
 from .store import DEFAULT_THETA, Table, check_theta, default_filter_start
 
 # (module, function, kind): kind "m1" has dt [B, C, L] (channels = d_inner), "m2" dt [B, L, H].
@@ -48,6 +56,87 @@ _UNSET = object()
 _installed = {}   # (module, function) -> original
 _users = [0]
 
+#: How global channels are filtered: the CLI's `--method` values (LongMambaMethods.swift).
+METHODS = ("dt_thre", "alpha", "bound", "norm", "channelwise_topk")
+#: The methods that sort or sum Δ over the whole prompt: a prompt must be one forward.
+WHOLE_PROMPT_METHODS = frozenset(METHODS[1:])
+#: The authors' k of channelwise_topk (mamba2.py: `self.topk = 2000`).
+TOPK = 2000
+#: Δ values a whole-prompt method sorts at once (batch × channels × tokens): channels in groups.
+_WHOLE_PROMPT_ELEMENTS = 1 << 24
+
+
+def check_method(method) -> str:
+    """The method's name, or a LongMambaTableError naming the choices."""
+    if method not in METHODS:
+        raise LongMambaTableError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    return method
+
+
+def whole_prompt_error(method: str) -> WholePromptError:
+    """The CLI's refusal (`EvaluationError.wholePromptInPieces`), word for word."""
+    return WholePromptError(f"method {method} sorts or sums Δ over the whole prompt, so the prompt must be processed in "
+                            f"one piece, not in chunks or continued from a cached prefix (dt_thre is per token and can be)")
+
+
+def _topk_rank(S: int):
+    """(lo, hi, weight) of torch.quantile(x, 1 − k/S) over S values, k = min(S, 2000), as torch
+    computes them: q and q·(S − 1) in float32 (the rank), lo = ⌊rank⌋, hi = ⌈rank⌉, weight = rank − lo."""
+    import numpy as np
+    k = min(S, TOPK)
+    q = np.float32(1 - k / S)
+    rank = np.float32(q * np.float32(S - 1))
+    lo, hi = int(np.floor(rank)), int(np.ceil(rank))
+    return lo, hi, float(np.float32(rank - np.float32(lo)))
+
+
+def whole_prompt_filter(method: str, delta, kept_fraction=None, decay_budget=None):
+    """One whole-prompt method on Δ [B, G, S] (G channels, all global; the whole prompt):
+    (new Δ [B, G, S] in Δ's dtype, kept mask [B, G, S]). kept_fraction (alpha) and decay_budget
+    (bound, norm): float32 [G]. The rule is evaluated in float32, per batch row and channel:
+
+    alpha   k = min(α·S, S) (float32); the Δ sorted descending, ties by token (a stable sort); rank r
+            kept ⇔ r < k (⌈k⌉ tokens). The authors' torch.sort is unstable: among Δ tied at the cut
+            they keep arbitrary tokens (the same number, the same values).
+    bound   the same order; m = #{j : cumsum_j ≤ D}, the prefix sums accumulated in float64 and each
+            rounded to float32 (what torch.cumsum does with a float32 tensor on the CPU, so the
+            authors' code on the CPU); the first m kept.
+    norm    Δ · (D / Σ Δ): the sum in float64 rounded to float32, the quotient and product in float32
+            (the authors' float32 torch.sum may round Σ the other way: ≤ 1 ulp). Σ = 0 (all Δ zero)
+            leaves the zeros (the authors' would be NaN).
+    channelwise_topk  keep Δ > torch.quantile(Δ, 1 − k/S) (linear), k = min(S, 2000): sorted ascending,
+            lerp(sorted[lo], sorted[hi], weight) with torch's lerp (`_topk_rank`). k = S keeps all
+            but the smallest Δ (the threshold is the minimum); Δ tied at the threshold all go."""
+    import torch
+    B, G, S = delta.shape
+    x = delta.float()
+    if method == "norm":
+        total = x.double().sum(dim=-1).float()                              # [B, G]
+        budget = decay_budget.to(device=x.device, dtype=torch.float32)[None, :]
+        scale = torch.where(total > 0, budget / total, torch.ones_like(total))
+        return (x * scale[..., None]).to(delta.dtype), torch.ones_like(x, dtype=torch.bool)
+    if method == "channelwise_topk":
+        ascending = torch.sort(x, dim=-1).values
+        lo, hi, weight = _topk_rank(S)
+        below, above = ascending[..., lo], ascending[..., hi]
+        threshold = torch.lerp(below, above, torch.full_like(below, weight))  # as torch.quantile
+        keep = x > threshold[..., None]
+    elif method in ("alpha", "bound"):
+        values, order = torch.sort(x, dim=-1, descending=True, stable=True)
+        positions = torch.arange(S, device=x.device)
+        if method == "alpha":
+            k = torch.clamp(kept_fraction.to(device=x.device, dtype=torch.float32) * S, max=S)   # float32, [G]
+            in_sorted = (positions.to(torch.float32)[None, None, :] < k[None, :, None]).expand(B, G, S)
+        else:
+            sums = torch.cumsum(values.double(), dim=-1).float()
+            budget = decay_budget.to(device=x.device, dtype=torch.float32)
+            m = (sums <= budget[None, :, None]).sum(dim=-1)                  # [B, G]
+            in_sorted = positions[None, None, :] < m[..., None]
+        keep = torch.zeros_like(in_sorted).scatter_(-1, order, in_sorted)
+    else:
+        raise LongMambaTableError(f"method {method!r} is not a whole-prompt method")
+    return torch.where(keep, delta, torch.zeros_like(delta)), keep
+
 
 def _active_rule():
     """(handle, layer, (τ, global mask)) of the mixer running now, or None when nothing is filtered."""
@@ -55,23 +144,56 @@ def _active_rule():
     return None if active is None or active[2] is None else active
 
 
+def _count(handle, layer, kept, considered):
+    """Adds kept pairs (a bool tensor whose first axis is the batch, or counts per batch row) and
+    the pairs considered."""
+    handle.kept[layer] += int(kept.sum())
+    handle.considered[layer] += considered
+    if handle._prefill_length is not _UNSET:   # per sequence (batch row) as well, summed over layers
+        per_sequence = kept.reshape(kept.shape[0], -1).sum(1).cpu()
+        previous = handle._sequence_kept
+        handle._sequence_kept = per_sequence if previous is None else previous + per_sequence
+
+
 def _filter_dt(dt, channel_dim, active):
-    """Applies the active mixer's rule to Δ (after bias, softplus, clamp)."""
+    """Applies the active mixer's rule to Δ (after bias, softplus, clamp); channel_dim: the axis
+    of the channels (the batch is axis 0, the tokens the other one)."""
     import torch
-    handle, layer, (tau, is_global) = active
+    handle, layer, rule = active
+    tau, is_global = rule[0], rule[1]
+    if handle.method != "dt_thre":
+        return _filter_whole_prompt(dt, channel_dim, handle, layer, rule)
     shape = [1] * dt.dim()
     shape[channel_dim] = -1
     tau = tau.to(device=dt.device, dtype=dt.dtype).view(shape)
     is_global = is_global.to(device=dt.device).view(shape)
     keep = dt > tau
-    kept = keep & is_global
-    handle.kept[layer] += int(kept.sum())
-    handle.considered[layer] += int(is_global.sum()) * dt.numel() // dt.shape[channel_dim]
-    if handle._prefill_length is not _UNSET:   # per sequence (batch row) as well, summed over layers
-        per_sequence = kept.reshape(kept.shape[0], -1).sum(1).cpu()
-        previous = handle._sequence_kept
-        handle._sequence_kept = per_sequence if previous is None else previous + per_sequence
+    _count(handle, layer, keep & is_global, int(is_global.sum()) * dt.numel() // dt.shape[channel_dim])
     return torch.where(is_global & ~keep, torch.zeros_like(dt), dt)
+
+
+def _filter_whole_prompt(dt, channel_dim, handle, layer, rule):
+    """A whole-prompt method over the call's tokens (the whole prompt: pieces are refused before)."""
+    _, is_global, alpha, budget = rule
+    x = dt.movedim(channel_dim, 1)                                     # [B, C, S]
+    channels = is_global.to(device=dt.device).nonzero().flatten()
+    if channels.numel() == 0:
+        _count(handle, layer, dt.new_zeros((dt.shape[0], 1), dtype=bool), 0)
+        return dt
+    out = x.clone()
+    B, S = x.shape[0], x.shape[2]
+    step = max(1, _WHOLE_PROMPT_ELEMENTS // max(1, B * S))      # channels at a time: bounds the sort's memory
+    kept = None
+    for start in range(0, channels.numel(), step):
+        part = channels[start:start + step]
+        on_cpu = part.cpu()
+        new, keep = whole_prompt_filter(handle.method, x[:, part], None if alpha is None else alpha[on_cpu],
+                                        None if budget is None else budget[on_cpu])
+        out[:, part] = new
+        rows = keep.reshape(B, -1).sum(1)
+        kept = rows if kept is None else kept + rows
+    _count(handle, layer, kept, B * channels.numel() * S)
+    return out.movedim(1, channel_dim).contiguous()
 
 
 def _add_initial_state(out, h0, dt, A, C, z, return_last_state):
@@ -105,6 +227,8 @@ def _wrap(original, kind):
             if delta_softplus:
                 dt = F.softplus(dt)
             if active is not None:
+                if h0 is not None and active[0].method in WHOLE_PROMPT_METHODS:
+                    raise whole_prompt_error(active[0].method)           # continues a cached state
                 dt = _filter_dt(dt, 1, active)                            # dt: [B, d_inner, L]
             out = original(hidden_states, dt, A, B, C, D=D, z=z, delta_bias=None, delta_softplus=False, **kw)
             return out if h0 is None else _add_initial_state(out, h0, dt, A, C, z, kw.get("return_last_state", False))
@@ -115,6 +239,8 @@ def _wrap(original, kind):
             if active is None:
                 return original(hidden_states, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
                                 dt_limit=dt_limit, **kw)
+            if kw.get("initial_states") is not None and active[0].method in WHOLE_PROMPT_METHODS:
+                raise whole_prompt_error(active[0].method)               # continues a cached state
             if dt_bias is not None:
                 dt = dt + dt_bias.to(dt.dtype)
             if dt_softplus:
@@ -166,16 +292,18 @@ def _model_channels(mixer, kind):
 class LongMambaHandle:
     """What `apply_longmamba` returns: the patch, its counters, and `remove()`; also a context manager."""
 
-    def __init__(self, model, table, theta, filter_from, allow_beyond_table):
+    def __init__(self, model, table, theta, filter_from, allow_beyond_table, method="dt_thre"):
         self.model, self.table, self.theta = model, table, theta
         self.filter_from = filter_from
         self.allow_beyond_table = allow_beyond_table
+        #: how global channels are filtered (METHODS); all but dt_thre need a prompt in one forward
+        self.method = check_method(method)
         n = len(table.layers)
         self.kept = [0] * n          # (token, global channel) pairs that kept Δ, per layer
         self.considered = [0] * n    # (token, global channel) pairs seen, per layer
         self.last_row = None         # the Row used by the latest filtered prefill
         self._hooks = []
-        self._rows = {}              # S -> per-layer (τ tensor, global mask tensor)
+        self._rows = {}              # S -> per-layer (τ, global mask, α or None, D or None) tensors
         self._prefill_length = _UNSET  # inside prefill(): the prompt length whose row applies (None: no filter)
         self._sequence_kept = None     # inside prefill(): kept pairs per batch row, all layers, since the last take
 
@@ -196,7 +324,12 @@ class LongMambaHandle:
                     f"length {S} is beyond the table's largest length {int(self.table.lengths[-1])}; solve with a larger "
                     f"--max-length, or pass allow_beyond_table=True to use the largest")
             row = self.table.lookup(S, theta=self.theta)
-            self._rows[S] = (row, [(torch.from_numpy(l.delta_threshold), torch.from_numpy(l.global_channel)) for l in row.layers])
+            alpha = self.method == "alpha"
+            budget = self.method in ("bound", "norm")
+            self._rows[S] = (row, [(torch.from_numpy(l.delta_threshold), torch.from_numpy(l.global_channel),
+                                    torch.from_numpy(l.kept_fraction) if alpha else None,
+                                    torch.from_numpy(self.table.layers[i].decay_budget.copy()) if budget else None)
+                                   for i, l in enumerate(row.layers)])
         row, tensors = self._rows[S]
         self.last_row = row
         return tensors
@@ -207,7 +340,8 @@ class LongMambaHandle:
         length of the call: a prompt prefilled in pieces (a shared prefix, then each suffix from a
         copy of its cache) is filtered with the row for `length` when length ≥ filter_from, as the
         CLI filters every chunk of a prompt. length None: nothing is filtered (the vanilla pass).
-        Kept pairs are also counted per batch row: `take_sequence_kept()`."""
+        Kept pairs are also counted per batch row: `take_sequence_kept()`. A whole-prompt method
+        refuses a filtered call of fewer than `length` tokens, or one that continues a cache."""
         if self._prefill_length is not _UNSET:
             raise LongMambaTableError("prefill() is already active on this model")
         self._prefill_length = None if length is None else int(length)
@@ -226,13 +360,23 @@ class LongMambaHandle:
 
     def _pre_hook(self, layer):
         def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            call = int(hidden.shape[1])
             if self._prefill_length is _UNSET:       # one call = one prompt; decode steps (1 token) never
-                hidden = args[0] if args else kwargs.get("hidden_states")
-                S = int(hidden.shape[1])
+                S = call
                 on = S >= self.filter_from and S > 1
             else:
                 S = self._prefill_length
                 on = S is not None and S >= self.filter_from
+            if self.method in WHOLE_PROMPT_METHODS:
+                if self._prefill_length is _UNSET:
+                    # The piece's length is not the prompt's: any multi-token forward that
+                    # continues a cache is refused, filtered or not.
+                    pieces = call > 1 and _continues_cache(module, kwargs)
+                else:
+                    pieces = on and (call != S or _continues_cache(module, kwargs))
+                if pieces:
+                    raise whole_prompt_error(self.method)
             rule = self._row(S)[layer] if on else None
             module._longmamba_token = _active.set((self, layer, rule))
         return hook
@@ -263,14 +407,18 @@ class LongMambaHandle:
 
 
 def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_from=None, *,
-                    allow_beyond_table: bool = False, fingerprint=None, force: bool = False) -> LongMambaHandle:
+                    allow_beyond_table: bool = False, fingerprint=None, force: bool = False,
+                    method: str = "dt_thre") -> LongMambaHandle:
     """Patches Δ in the Mamba mixers of a transformers model with `table` (see the module doc).
 
     filter_from: filter prompts of at least this many tokens; None: the CLI's default, 1.5 × the
     table's training length. fingerprint: the model's longmamba fingerprint (`longmamba inspect`),
     checked against the table's unless `force`. Layers, channels and the architecture are always
-    checked (also unless `force`)."""
+    checked (also unless `force`). method: how global channels are filtered (METHODS; the CLI's
+    `--method`): dt_thre per token, or one of the authors' whole-prompt methods, which refuse a
+    forward that continues a cache (`WholePromptError`)."""
     theta = check_theta(theta)
+    method = check_method(method)
     mixers = _mixers(model)
     if not mixers:
         raise UnsupportedModelError(f"{type(model).__name__} is not supported: it has no Mamba mixers "
@@ -293,7 +441,7 @@ def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_fr
             raise ModelMismatchError(f"table layer {i} has {table.layers[i].channels} channels, the model {C}")
     if filter_from is None:
         filter_from = default_filter_start(table.training_length)
-    handle = LongMambaHandle(model, table, theta, int(filter_from), allow_beyond_table)
+    handle = LongMambaHandle(model, table, theta, int(filter_from), allow_beyond_table, method)
     _install()
     for i, (_, mixer, _) in enumerate(mixers):
         handle._hooks.append(mixer.register_forward_pre_hook(handle._pre_hook(i), with_kwargs=True))
@@ -309,6 +457,21 @@ def remove_longmamba(model):
     handle = getattr(model, "_longmamba_handle", None)
     if handle is not None:
         handle.remove()
+
+
+def _continues_cache(module, kwargs) -> bool:
+    """Whether the mixer's forward starts from a cached state (the cache holds one for its layer)."""
+    cache = kwargs.get("cache", kwargs.get("cache_params"))
+    if cache is None:
+        return False
+    index = getattr(module, "layer_idx", None)
+    layers = getattr(cache, "layers", None)
+    if index is None or layers is None or index >= len(layers):
+        return False
+    try:
+        return cache.get_recurrent_state(index) is not None
+    except ValueError:                 # not a layer with a recurrent state
+        return False
 
 
 def _carry_pre_hook(module, args, kwargs):

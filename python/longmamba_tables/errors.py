@@ -28,6 +28,10 @@ class UnsupportedModelError(LongMambaTableError, TypeError):
     """The model class has no Mamba mixers this package knows how to patch."""
 
 
+class WholePromptError(LongMambaTableError):
+    """A whole-prompt method (alpha, bound, norm, channelwise_topk) was given a prompt in pieces."""
+
+
 class EvaluationError(LongMambaTableError):
     """An evaluation (perplexity, passkey) refused, as `longmamba eval` refuses it."""
 

@@ -13,6 +13,11 @@ What differs is only how the work is scheduled, never what is computed:
   prefilled once and each trial continues from a copy of its cache (`reuse_prefix`); the filter
   acts on each token's own Δ, so this is exact. The row is the one for the whole prompt's length
   (`LongMambaHandle.prefill`), as the CLI filters every chunk of a prompt.
+
+`method=` chooses how global channels are filtered (the CLI's `--method`; apply.METHODS). The
+authors' whole-prompt methods (alpha, bound, norm, channelwise_topk) sort or sum Δ over the whole
+prompt, so each filtered prompt is one forward: no prefix reuse (as the CLI). The results name a
+method other than dt_thre (`method` in the JSON), as the CLI's do.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from .apply import apply_longmamba, continuing_prefill
+from .apply import WHOLE_PROMPT_METHODS, apply_longmamba, check_method, continuing_prefill
 from .errors import BatchTooLargeError, EvaluationError, LongMambaTableError, ModelMismatchError, PasskeyError
 from .store import DEFAULT_THETA, Table, check_theta, default_filter_start
 
@@ -247,11 +252,13 @@ class PasskeyResults:
     prompts_per_second: float
     points: list = field(default_factory=list)
     task: str = "passkey"
+    #: how global channels were filtered, where not dt_thre (None: dt_thre, or no table)
+    method: str = None
 
     def to_dict(self) -> dict:
         d = _present({"task": self.task, "model": self.model, "haystack": self.haystack,
                       "haystack_repeated": self.haystack_repeated, "seed": self.seed, "theta": self.theta,
-                      "table": self.table, "table_content_hash": self.table_content_hash,
+                      "table": self.table, "table_content_hash": self.table_content_hash, "method": self.method,
                       "filter_from_length": self.filter_from_length, "prompts_per_second": self.prompts_per_second,
                       "points": [p.to_dict() for p in self.points]})
         d["model_fingerprint"] = self.model_fingerprint       # required by the CLI's reader; None when unknown
@@ -305,10 +312,13 @@ class PerplexityResults:
     table_content_hash: str
     filter_from_length: int
     points: list = field(default_factory=list)
+    #: how global channels were filtered, where not dt_thre (None: dt_thre, or no table)
+    method: str = None
 
     def to_dict(self) -> dict:
         d = _present({"model": self.model, "text": self.text, "theta": self.theta, "table": self.table,
-                      "table_content_hash": self.table_content_hash, "filter_from_length": self.filter_from_length,
+                      "table_content_hash": self.table_content_hash, "method": self.method,
+                      "filter_from_length": self.filter_from_length,
                       "points": [p.to_dict() for p in self.points]})
         d["model_fingerprint"] = self.model_fingerprint
         return d
@@ -352,7 +362,7 @@ class _Run:
     """The model prepared for one evaluation: device, dtype, eval mode, the table applied."""
 
     def __init__(self, model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype,
-                 batch_size, model_name):
+                 batch_size, model_name, method="dt_thre"):
         import torch
         self.torch = torch
         self.model = model
@@ -382,7 +392,10 @@ class _Run:
         if table is not None:
             # The fingerprint is checked above, in the CLI's words; layers and channels always are.
             self.handle = apply_longmamba(model, table, theta=theta, filter_from=self.filter_start,
-                                          allow_beyond_table=allow_beyond_table, force=force)
+                                          allow_beyond_table=allow_beyond_table, force=force, method=method)
+        self.method = method
+        #: the results' `method`: named where a table filters with another method than dt_thre
+        self.method_name = method if table is not None and method != "dt_thre" else None
         self.embedding_rows = int(model.get_input_embeddings().weight.shape[0])
 
     def close(self):
@@ -432,14 +445,14 @@ class _Run:
 
 @contextlib.contextmanager
 def _running(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
-             model_name):
+             model_name, method="dt_thre"):
     import torch
     if table is not None and not isinstance(table, Table):
         raise EvaluationError(f"table must be a longmamba_tables.Table (store.table(id) or load_export(path)), "
                               f"not {type(table).__name__}")
     training = model.training
     run = _Run(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
-               model_name)
+               model_name, method)
     try:
         model.eval()
         with torch.no_grad(), continuing_prefill(model):
@@ -474,7 +487,8 @@ def _mean_share(kept, considered):
 def passkey(model, tokenizer, table: Table = None, theta: float = DEFAULT_THETA, lengths=None, depths=DEFAULT_DEPTHS,
             trials: int = 10, seed: int = 0, haystack=None, batch_size=None, filter_from=None,
             allow_beyond_table: bool = False, include_vanilla: bool = True, device=None, dtype=None, fingerprint=None,
-            force: bool = False, reuse_prefix: bool = True, progress=None, model_name=None) -> PasskeyResults:
+            force: bool = False, reuse_prefix: bool = True, progress=None, model_name=None,
+            method: str = "dt_thre") -> PasskeyResults:
     """Passkey retrieval at every (length, depth) over `trials` keys, vanilla and with `table`, as
     `longmamba eval --task passkey`. tokenizer: a tokenizer.json path, a `tokenizers.Tokenizer`
     or `PasskeyPrompts`. Greedy decoding over the first min(config vocab, tokenizer vocab) logits;
@@ -483,10 +497,13 @@ def passkey(model, tokenizer, table: Table = None, theta: float = DEFAULT_THETA,
     (None: all trials of a (length, depth)). reuse_prefix: prefill the text before the needle once
     per (length, depth) and continue every trial from a copy of its cache (exact). device, dtype:
     move the model there first ("cuda", "bf16", torch objects). fingerprint: the model's longmamba
-    fingerprint, checked against the table's unless `force`. progress: called with a line per batch."""
+    fingerprint, checked against the table's unless `force`. progress: called with a line per batch.
+    method: how global channels are filtered (the CLI's `--method`); a whole-prompt method
+    prefills each filtered prompt in one forward (reuse_prefix does not apply to it)."""
     if int(trials) < 1:
         raise PasskeyError("trials must be at least 1")
     theta = check_theta(theta)
+    method = check_method(method)
     depths = [float(d) for d in ([depths] if isinstance(depths, (int, float)) else depths)]
     for d in depths:
         if not (0 <= d <= 1):
@@ -508,7 +525,7 @@ def passkey(model, tokenizer, table: Table = None, theta: float = DEFAULT_THETA,
             cells.append((S, depth, keys, [prompts.prompt(S, depth, k) for k in keys], [prompts.steps(k) for k in keys]))
 
     with _running(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
-                  model_name) as run:
+                  model_name, method) as run:
         if prompts.largest_token_id >= run.embedding_rows:
             raise EvaluationError(f"{prompts.tokenizer_name} has token ids up to {prompts.largest_token_id}, but the "
                                   f"model in {run.name} has {run.embedding_rows} embedding rows "
@@ -529,7 +546,9 @@ def passkey(model, tokenizer, table: Table = None, theta: float = DEFAULT_THETA,
                 count += trials
             if table is not None:
                 if filtered:
-                    answers, kept = _answers(run, prompts, built, steps, S, S, V, reuse_prefix, progress,
+                    # A whole-prompt method sorts Δ over the whole prompt: one forward per prompt.
+                    answers, kept = _answers(run, prompts, built, steps, S, S, V,
+                                             reuse_prefix and method not in WHOLE_PROMPT_METHODS, progress,
                                              f"depth {depth}")
                     point.longmamba_accuracy = sum(PasskeyPrompts.answer(a) == k for a, k in zip(answers, keys)) / trials
                     point.kept_share = _mean_share(kept, S * plan.considered_per_token)
@@ -545,7 +564,8 @@ def passkey(model, tokenizer, table: Table = None, theta: float = DEFAULT_THETA,
         haystack_repeated=any(prompts.repeats_haystack(S) for S in lengths), seed=seed,
         theta=theta if table is not None else None, table=table.source if table is not None else None,
         table_content_hash=table.content_hash if table is not None else None,
-        filter_from_length=run.filter_start, prompts_per_second=count / seconds if seconds > 0 else 0.0, points=points)
+        filter_from_length=run.filter_start, prompts_per_second=count / seconds if seconds > 0 else 0.0, points=points,
+        method=run.method_name)
 
 
 def _answers(run, prompts, built, steps, S, filtered_length, V, reuse_prefix, progress, where):
@@ -656,7 +676,7 @@ def _sequence_perplexity(model, input_ids) -> float:
 def perplexity(model, tokenizer_or_ids, table: Table = None, theta: float = DEFAULT_THETA, lengths=None, windows: int = 1,
                by_position=None, filter_from=None, allow_beyond_table: bool = False, include_vanilla: bool = True,
                device=None, dtype=None, batch_size=None, text=None, fingerprint=None, force: bool = False,
-               progress=None, model_name=None):
+               progress=None, model_name=None, method: str = "dt_thre"):
     """Perplexity at each length on `windows` evenly spaced windows of the text, vanilla and with
     `table`, as `longmamba eval`: the same windows (offsets w·(n−S)//(windows−1)), the same NLL
     (float64 over the model's whole logits row), the same `by_position` buckets. The windows of
@@ -664,12 +684,14 @@ def perplexity(model, tokenizer_or_ids, table: Table = None, theta: float = DEFA
     (tokenizer.json path or `tokenizers.Tokenizer`) with text= a text file, or token ids.
 
     `perplexity(model, input_ids)` with a [1, S] tensor and nothing else is the float of that one
-    sequence with the model as it is (patched by `apply_longmamba` or not)."""
+    sequence with the model as it is (patched by `apply_longmamba` or not). method: how global
+    channels are filtered (the CLI's `--method`); every window is one forward whatever the method."""
     import torch
     if (isinstance(tokenizer_or_ids, torch.Tensor) and tokenizer_or_ids.dim() == 2 and table is None
             and lengths is None and text is None):
         return _sequence_perplexity(model, tokenizer_or_ids)
     theta = check_theta(theta)
+    method = check_method(method)
     if by_position is not None and int(by_position) < 1:
         raise EvaluationError(f"--by-position {by_position}: a bucket needs at least 1 position")
     tokens, source, tokenizer = _token_ids(tokenizer_or_ids, text)
@@ -681,7 +703,7 @@ def perplexity(model, tokenizer_or_ids, table: Table = None, theta: float = DEFA
             raise EvaluationError(f"the text has {len(tokens)} tokens, fewer than the requested length {S}")
     windows = int(windows)
     with _running(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
-                  model_name) as run:
+                  model_name, method) as run:
         V = run.embedding_rows
         if tokenizer is not None:
             largest = max(tokenizer[0].get_vocab(with_added_tokens=True).values())
@@ -743,4 +765,4 @@ def perplexity(model, tokenizer_or_ids, table: Table = None, theta: float = DEFA
                              theta=theta if table is not None else None,
                              table=table.source if table is not None else None,
                              table_content_hash=table.content_hash if table is not None else None,
-                             filter_from_length=run.filter_start, points=points)
+                             filter_from_length=run.filter_start, points=points, method=run.method_name)

@@ -15,14 +15,21 @@ CLI's keys as soon as it is measured, so
 
 `halving` (coarse to fine) and `shard` (every n-th point into a copy of the store, joined by
 `longmamba merge`) are the CLI's, point for point (Sources/LongMamba/Evaluation/Tuning.swift).
+
+`methods` (the CLI's `--method`) compares the authors' filter methods side by side on the same
+prompts: every (table, θ) once per method. dt_thre's points keep their keys; another method's
+evaluation settings end in ` method M` ("windows 3 method alpha") and its details name it;
+vanilla points are dt_thre's (vanilla does not depend on the method).
 """
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
 
+from .apply import METHODS
 from .errors import LongMambaTableError, ModelMismatchError
 from .evaluations import (FLOAT32, UNFILTERED_DETAIL, WRITER_SCHEMA, Evaluation, EvaluationWriter, OlderSchemaError,
                           _schema_version, passkey_detail, perplexity_detail)
@@ -55,6 +62,8 @@ class TuneRow:
     dropped_after: int = None
     #: where its points were measured ("torch cuda:0 (…) bfloat16", "swift cpu"), distinct, in order
     measured_by: list = field(default_factory=list)
+    #: how global channels were filtered (None: vanilla)
+    method: str = None
 
 
 @dataclass
@@ -101,15 +110,33 @@ def halving_survivors(values, higher_is_better: bool) -> list:
     return sorted(order[:halving_kept(len(values))])
 
 
-def shard_points(tables, thetas, lengths) -> list:
+def shard_points(tables, thetas, lengths, methods=None) -> list:
     """The points of a full grid in the order shards split them (the CLI's `TuneJob.points`):
-    vanilla at every length, then each table, θ, length. Point k belongs to shard k mod n."""
-    points = [(None, None, S) for S in lengths]
-    for t in tables:
-        for th in thetas:
-            for S in lengths:
-                points.append((t, th, S))
-    return points
+    vanilla at every length, then each method, table, θ, length. Point k belongs to shard k mod n.
+    Points are (table, θ, length); with `methods` given, (table, θ, method, length) (vanilla's
+    method None)."""
+    points = [(None, None, None, S) for S in lengths]
+    for m in (methods or ["dt_thre"]):
+        for t in tables:
+            for th in thetas:
+                for S in lengths:
+                    points.append((t, th, m, S))
+    return points if methods is not None else [(t, th, S) for t, th, _, S in points]
+
+
+def method_evaluation(e: Evaluation, method) -> Evaluation:
+    """The evaluation of `method`: dt_thre's (and vanilla's, method None) is `e` itself; another
+    method's settings end in ` method M` (its own evaluation key)."""
+    if method is None or method == "dt_thre":
+        return e
+    return dataclasses.replace(e, settings=f"{e.settings} method {method}")
+
+
+def method_detail(detail: str, method) -> str:
+    """A point's detail_json as the CLI writes it: another method than dt_thre is named last."""
+    if method is None or method == "dt_thre":
+        return detail
+    return f'{detail[:-1]},"method":"{method}"}}'
 
 
 def dtype_name(dtype) -> str:
@@ -143,10 +170,14 @@ def _sweep_command(db, run, missing, interval, max_length) -> str:
             f"--interval {interval} --max-length {max_length}")
 
 
-def _check_grid(thetas, clamps, aggregations, lengths, shard):
-    for values, what in [(thetas, "--theta"), (clamps, "--clamp"), (aggregations, "--aggregate"), (lengths, "--lengths")]:
+def _check_grid(thetas, clamps, aggregations, lengths, shard, methods=("dt_thre",)):
+    for values, what in [(thetas, "--theta"), (clamps, "--clamp"), (aggregations, "--aggregate"), (lengths, "--lengths"),
+                         (methods, "--method")]:
         if not values:
             raise TuneError(f"tune: give at least one value of {what}")
+    for m in methods:
+        if m not in METHODS:
+            raise TuneError(f"--method {m}: use {', '.join(METHODS)}")
     for t in thetas:
         if not (t > 0):
             raise TuneError(f"tune: θ must be > 0, got {swift_description(float(t))}")
@@ -162,18 +193,21 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
          task: str = "perplexity", text=None, tokens=None, windows: int = 1, depths=DEFAULT_DEPTHS, trials: int = 10,
          seed: int = 0, haystack=None, filter_from=None, tokenizer=None, device=None, dtype=None, batch_size=None,
          halving: bool = False, shard=(0, 1), force: bool = False, progress=None, model=None, interval=None,
-         max_length=None) -> TuneResult:
+         max_length=None, methods=("dt_thre",)) -> TuneResult:
     """`longmamba tune` with transformers on `device` in `dtype` (see the module doc). model: an
     already loaded transformers model of `model_dir` (else it is loaded from there when the first
     point is measured: a grid whose points are all stored ranks without torch's work). progress:
     called with a line per point evaluated. interval, max_length: the grid of the tables to tune
-    (the CLI's `--interval`, `--max-length`; None: the grid the run was calibrated with)."""
+    (the CLI's `--interval`, `--max-length`; None: the grid the run was calibrated with).
+    methods: the filter methods compared (the CLI's `--method`; apply.METHODS), each (table, θ)
+    evaluated once per method."""
     from . import evaluate
 
     thetas, clamps = [float(t) for t in thetas], [float(p) for p in clamps]
     aggregations, lengths = list(aggregations), [int(S) for S in lengths]
+    methods = [methods] if isinstance(methods, str) else list(methods)
     shard = (int(shard[0]), int(shard[1]))
-    _check_grid(thetas, clamps, aggregations, lengths, shard)
+    _check_grid(thetas, clamps, aggregations, lengths, shard, methods)
     sharded = shard[1] > 1
     if sharded and halving:
         raise TuneError("tune: --halving chooses each length's points from the previous length's results, so it cannot "
@@ -280,24 +314,26 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     common = dict(filter_from=filter_from, device=target, dtype=numeric,
                   batch_size=batch_size, fingerprint=fingerprint, force=force)
 
-    def measure(e: Evaluation, effort: int, table_id, theta, S):
+    def measure(e: Evaluation, effort: int, table_id, theta, S, method):
         table = tables[table_id] if table_id is not None else None
         th = theta if theta is not None else 0.05
+        kw = dict(common, method=method or "dt_thre")
         if task == "passkey":
             r = evaluate.passkey(the_model(), prompts, table=table, theta=th, lengths=[S], depths=depths, trials=effort,
-                                 seed=seed, include_vanilla=table is None, **common)
+                                 seed=seed, include_vanilla=table is None, **kw)
             accuracies = [p.vanilla_accuracy if table is None else
                           (p.longmamba_accuracy if p.longmamba_accuracy is not None else p.vanilla_accuracy) for p in r.points]
             return sum(accuracies) / len(accuracies), passkey_detail(depths, accuracies, effort), len(depths) * effort
         r = evaluate.perplexity(the_model(), token_ids, table=table, theta=th, lengths=[S], windows=effort,
-                                include_vanilla=table is None, **common)
+                                include_vanilla=table is None, **kw)
         p = r.points[0]
         value = p.vanilla_perplexity if table is None else (p.longmamba_perplexity if p.longmamba_perplexity is not None
                                                              else p.vanilla_perplexity)
         return value, perplexity_detail(p.windows, p.kept_share, p.tabulated_length), p.windows
 
     with EvaluationWriter(db, backend="torch", device=where, dtype=numeric) as writer:
-        def point(e: Evaluation, effort: int, table_id, theta, S, vanilla=None):
+        def point(e: Evaluation, effort: int, table_id, theta, S, vanilla=None, method=None):
+            e = method_evaluation(e, method)
             stored = writer.point(e.point_key(table_id, theta, S))
             if stored is not None:
                 result.points_reused += 1
@@ -305,17 +341,19 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
             if table_id is not None and S < filter_start and vanilla is not None:
                 value, detail = vanilla, UNFILTERED_DETAIL     # below the filter start LongMamba is vanilla
             else:
-                say(f"evaluating {'vanilla' if table_id is None else f'table {table_id} θ = {swift_description(theta)}'} "
-                    f"at {S} tokens" + (f" ({effort} {'trials' if higher else 'windows'})" if halving else ""))
-                value, detail, ran = measure(e, effort, table_id, theta, S)
+                named = "" if method in (None, "dt_thre") else f" ({method})"
+                say(f"evaluating {'vanilla' if table_id is None else f'table {table_id} θ = {swift_description(theta)}'}"
+                    f"{named} at {S} tokens" + (f" ({effort} {'trials' if higher else 'windows'})" if halving else ""))
+                value, detail, ran = measure(e, effort, table_id, theta, S, method)
                 result.prompts_run += ran
-            written = writer.add(e, S, value, table_id=table_id, theta=theta, detail_json=detail)
+            written = writer.add(e, S, value, table_id=table_id, theta=theta, detail_json=method_detail(detail, method))
             result.points_evaluated += 1
             return written.value, _measured_by(written)
 
         full = trials if task == "passkey" else int(windows)
-        rows = [TuneRow()] + [TuneRow(table=t.id, clamp_fraction=t.clamp_fraction, aggregation=t.aggregation, theta=th)
-                              for t in grid for th in thetas]
+        rows = [TuneRow()] + [TuneRow(table=t.id, clamp_fraction=t.clamp_fraction, aggregation=t.aggregation, theta=th,
+                                      method=m)
+                              for m in methods for t in grid for th in thetas]
 
         def note(i, measured):
             if measured not in rows[i].measured_by:
@@ -324,9 +362,9 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         if sharded:
             e = evaluation(full)
             vanilla_at = {}
-            for k, (t, th, S) in enumerate(shard_points([t.id for t in grid], thetas, lengths)):
+            for k, (t, th, m, S) in enumerate(shard_points([t.id for t in grid], thetas, lengths, methods)):
                 if k % shard[1] == shard[0]:
-                    value, _ = point(e, full, t, th, S, vanilla_at.get(S))
+                    value, _ = point(e, full, t, th, S, vanilla_at.get(S), m)
                     if t is None:
                         vanilla_at[S] = value
             return result
@@ -338,7 +376,7 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
                 rows[0].values.append(vanilla)
                 note(0, measured)
                 for i in range(1, len(rows)):
-                    value, measured = point(e, full, rows[i].table, rows[i].theta, S, vanilla)
+                    value, measured = point(e, full, rows[i].table, rows[i].theta, S, vanilla, rows[i].method)
                     rows[i].values.append(value)
                     note(i, measured)
         else:
@@ -356,7 +394,7 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
                 rows[0].values[li] = vanilla
                 note(0, measured)
                 for i in alive:
-                    value, measured = point(e, effort, rows[i].table, rows[i].theta, S, vanilla)
+                    value, measured = point(e, effort, rows[i].table, rows[i].theta, S, vanilla, rows[i].method)
                     rows[i].values[li] = value
                     note(i, measured)
                 if r + 1 == len(order):
@@ -380,8 +418,15 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     return result
 
 
-def format_result(result: TuneResult, halving: bool = False, task: str = "perplexity") -> list:
-    """The CLI's ranked table and `best:` line, as lines."""
+def shows_method(methods) -> bool:
+    """Whether the ranking names the method: when another method than dt_thre alone is tuned."""
+    return list(methods) != ["dt_thre"]
+
+
+def format_result(result: TuneResult, halving: bool = False, task: str = "perplexity", methods=("dt_thre",)) -> list:
+    """The CLI's ranked table and `best:` line, as lines (a "method" column after "agg", and the
+    winner's method, unless dt_thre alone was tuned)."""
+    show = shows_method(methods)
     def fmt(v):
         return f"{100 * v:.0f}%" if result.higher_is_better else f"{v:.3f}"
 
@@ -389,13 +434,14 @@ def format_result(result: TuneResult, halving: bool = False, task: str = "perple
         return "-" if math.isnan(v) else fmt(v)
 
     effort = [f" ({e})" for e in result.effort_by_length] if halving else [""] * len(result.lengths)
-    header = (["rank", "table", "p", "agg", "θ"] + [f"{result.metric}@{S}{x}" for S, x in zip(result.lengths, effort)]
+    header = (["rank", "table", "p", "agg"] + (["method"] if show else []) + ["θ"]
+              + [f"{result.metric}@{S}{x}" for S, x in zip(result.lengths, effort)]
               + ["mean" if result.higher_is_better else "geo-mean", "measured by"] + (["dropped"] if halving else []))
     rows = []
     for i, r in enumerate(result.ranked):
         row = [str(i + 1), "vanilla" if r.table is None else str(r.table),
-               "-" if r.clamp_fraction is None else swift_description(r.clamp_fraction), r.aggregation or "-",
-               "-" if r.theta is None else swift_description(r.theta)]
+               "-" if r.clamp_fraction is None else swift_description(r.clamp_fraction), r.aggregation or "-"]
+        row += ([r.method or "-"] if show else []) + ["-" if r.theta is None else swift_description(r.theta)]
         row += [value(v) for v in r.values] + [fmt(r.score), " + ".join(r.measured_by)]
         if halving:
             row.append("" if r.dropped_after is None else f"after {r.dropped_after}")
@@ -409,6 +455,7 @@ def format_result(result: TuneResult, halving: bool = False, task: str = "perple
     w = result.best
     if w is not None:
         vanilla = next((r.score for r in result.ranked if r.table is None), math.nan)
-        lines.append(f"best: table {w.table} (p = {swift_description(w.clamp_fraction)}, aggregate {w.aggregation}) with "
-                     f"θ = {swift_description(w.theta)}: {fmt(w.score)} against vanilla {fmt(vanilla)}")
+        how = f", method {w.method or 'dt_thre'}" if show else ""
+        lines.append(f"best: table {w.table} (p = {swift_description(w.clamp_fraction)}, aggregate {w.aggregation}{how}) "
+                     f"with θ = {swift_description(w.theta)}: {fmt(w.score)} against vanilla {fmt(vanilla)}")
     return lines

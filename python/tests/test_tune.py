@@ -1,7 +1,8 @@
 """`python -m longmamba_tables tune` against `longmamba tune`: real processes on real stores.
 
 A Python tune's points are reused by the CLI and the reverse, with the same keys, values and
-details; `--halving` keeps and drops the same rows on both sides; Python shards merged by
+details; `--halving` keeps and drops the same rows on both sides; `--method` compares filter methods with
+the CLI's keys, details and ranking; Python shards merged by
 `longmamba merge` rank without evaluating; bfloat16 points are evaluations of their own; a killed
 tune resumes; a Python and a CLI tune write one store at once; bad input is refused in the CLI's
 words and leaves the store as it was.
@@ -312,6 +313,59 @@ def test_halving_keeps_and_drops_the_same_rows_on_both_sides(calibrated, store, 
     assert summary(full) == (21, 7 * 3 * 9, 0)
     again = cli_tune(store, *halving)
     assert summary(again) == (0, 0, 12) and ranked(again) == ranked(py)
+
+
+# ---- 2b. methods -----------------------------------------------------------------------------------
+
+def test_methods_side_by_side_store_the_points_the_cli_stores(calibrated, store, tmp_path):
+    """--method dt_thre,alpha,norm: every (table, θ) once per method. dt_thre's keys are the keys
+    of a tune without --method; another method's are under settings `windows 1 method M` and its
+    details name it; vanilla is evaluated once. The CLI reuses every Python point and ranks them
+    alike (a method column after agg, the winner's method), and stores the same keys itself."""
+    from longmamba_tables.tune import method_evaluation
+    methods = ("dt_thre", "alpha", "norm")
+    grid = ["--tokens", calibrated["tokens"], "--lengths", "300,600", "--theta", "0.05", "--clamp", "0.05,0.2",
+            "--method", ",".join(methods), "--quiet"]
+    py = py_tune(store, *grid)
+    # vanilla at 300 and 600, 3 methods × 2 tables at 600 (at 300 they reuse vanilla's value).
+    assert summary(py) == (2 + 12, 2 + 6, 0)
+    cli = cli_tune(store, *grid)
+    assert summary(cli) == (0, 0, 14)
+    assert ranked(cli) == ranked(py)
+    rows, rest = ranked(py, drop=())
+    assert rows[0][:6] == ["rank", "table", "p", "agg", "method", "θ"]
+    assert sorted(r[4] for r in rows[1:]) == sorted(["-"] + [m for m in methods for _ in range(2)])
+    assert ", method " in rest[-1] and rest[-1].startswith("best: table ")
+    best = py_tune(store, *grid, "--best").stdout.split()
+    assert best == cli_tune(store, *grid, "--best").stdout.split() and best[2] in methods
+
+    cli_store = copy(calibrated["db"], tmp_path / "cli.sqlite")
+    assert summary(cli_tune(cli_store, *grid)) == (14, 8, 0)
+    mine, theirs = ({r["point_key"]: r for r in points(db)} for db in (store, cli_store))
+    e = Evaluation.perplexity(fingerprint(MODEL), calibrated["ids"], windows=1)
+    assert set(mine) == set(theirs) == ({e.point_key(None, None, S) for S in LENGTHS}
+                                        | {method_evaluation(e, m).point_key(t, 0.05, S)
+                                           for m in methods for t in (1, 2) for S in LENGTHS})
+    assert method_evaluation(e, "dt_thre") == e and method_evaluation(e, "alpha").settings == "windows 1 method alpha"
+    for key, a in mine.items():
+        b = theirs[key]
+        for name in ("evaluation_key", "table_id", "theta", "length", "detail_json"):
+            assert a[name] == b[name], (name, a, b)
+        assert a["value"] == pytest.approx(b["value"], rel=1e-6)
+        method = next((m for m in methods[1:] if a["evaluation_key"] == method_evaluation(e, m).key), None)
+        if a["table_id"] is None or method is None:
+            assert '"method"' not in a["detail_json"]
+        elif a["length"] == 300:
+            assert a["detail_json"] == f'{{"filtered":false,"method":"{method}"}}'
+        else:
+            assert a["detail_json"].endswith(f',"method":"{method}"}}') and '"tabulated_length":512' in a["detail_json"]
+    # Without --method: dt_thre's points, all reused.
+    plain = ["--tokens", calibrated["tokens"], "--lengths", "300,600", "--theta", "0.05", "--clamp", "0.05,0.2",
+             "--quiet"]
+    again = py_tune(store, *plain)
+    assert summary(again) == (0, 0, 6) and "method" not in ranked(again)[0][0]
+    assert error(py_tune(store, *plain, "--method", "topk", ok=False)) == \
+        error(cli_tune(store, *plain, "--method", "topk", ok=False))
 
 
 # ---- 3. shards -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 //
 //   dt_thre           keep Δ_t  ⇔  Δ_t > τ_c(S)                          (causal, per token)
 //   alpha             keep Δ_t  ⇔  rank(t) < k,  k = min(α_c(S)·S, S)    (⌈k⌉ tokens)
-//   bound             keep Δ_t  ⇔  rank(t) < m,  m = #{j : Σ_{rank ≤ j} Δ ≤ D_c}
+//   bound             keep Δ_t  ⇔  rank(t) < m,  m = #{j : f32(Σ_{rank ≤ j} Δ) ≤ D_c}  (sum in double)
 //   norm              Δ_t := Δ_t · D_c / Σ_t Δ_t                          (every token kept)
 //   channelwise_topk  keep Δ_t  ⇔  Δ_t > quantile(Δ, 1 − k/S), k = min(S, 2000)
 // A token not kept gets Δ := 0 (the authors' slow_factor 0). All but dt_thre look at every
@@ -48,17 +48,19 @@ enum WholePromptRule {
         return min(S, Int(k.rounded(.up)))
     }
 
-    /// bound: how many of the sorted Δ fit in the budget: #{j : cumsum_j ≤ D} (f32 running sum).
+    /// bound: how many of the sorted Δ fit in the budget: #{j : cumsum_j ≤ D}. torch's CPU cumsum
+    /// of float32 adds in double and rounds each running total to f32: so do we.
     static func boundCount(sortedDescending values: [Float], budget: Float) -> Int {
-        var sum: Float = 0, m = 0
+        var sum = 0.0, m = 0
         for v in values {
-            sum += v
-            if sum <= budget { m += 1 } else { break }   // Δ ≥ 0: the sum only grows
+            sum += Double(v)
+            if Float(sum) <= budget { m += 1 } else { break }   // Δ ≥ 0: the sum only grows
         }
         return m
     }
 
-    /// channelwise_topk: torch.quantile(Δ, 1 − k/S) with linear interpolation, in f32.
+    /// channelwise_topk: torch.quantile(Δ, 1 − k/S) with linear interpolation, in f32
+    /// (q = f32(1 − k/S), rank = q·(S − 1), between the neighbours below and above).
     static func topKThreshold(_ values: [Float], k topK: Int = LongMambaMethod.topK) -> Float {
         let S = values.count
         let k = min(S, topK)
@@ -67,7 +69,9 @@ enum WholePromptRule {
         let rank = q * Float(S - 1)
         let below = Int(rank.rounded(.down)), above = min(S - 1, below + 1)
         let weight = rank - Float(below)
-        return sorted[below] + weight * (sorted[above] - sorted[below])
+        // torch's CPU lerp, fused: from the nearer end.
+        let lo = sorted[below], hi = sorted[above]
+        return weight < 0.5 ? lo.addingProduct(weight, hi - lo) : hi.addingProduct(weight - 1, hi - lo)
     }
 
     /// Applies `method` to one channel's Δ in place; returns how many tokens kept their Δ.
