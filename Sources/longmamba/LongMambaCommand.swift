@@ -35,7 +35,21 @@ struct LongMambaCommand: AsyncParsableCommand {
                 """.utf8))
             Foundation.exit(70)
         }
+        restartWithSleepingBLASThreads()
         await Self.main(nil)
+    }
+
+    /// OpenBLAS's idle worker threads spin on sched_yield for 2^28 cycles after each call, on the
+    /// same cores as the scans between two matrix products: on 2 cores that cost 8–14 points of the
+    /// prefill's roofline (mamba2-130m at 2048: 66 → 75 %, docs/performance.md). OpenBLAS reads
+    /// OPENBLAS_THREAD_TIMEOUT (2^n cycles) only when it loads, so the tool sets it and starts
+    /// itself again, once; a value the user set is kept. If the restart fails it runs as it is.
+    static func restartWithSleepingBLASThreads() {
+        #if os(Linux)
+        guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return }
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        #endif
     }
 }
 
