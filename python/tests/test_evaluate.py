@@ -361,3 +361,28 @@ def test_refusals_are_worded_as_the_clis(demo_table, zamba2_table):
     with pytest.raises(lmt.PasskeyError, match="^the haystack text is empty$"):
         lmt.PasskeyPrompts(DEMO_TOKENIZER, haystack=[])
     assert not hasattr(model, "_longmamba_handle")
+
+
+def test_results_with_the_fingerprint_are_drawn_by_the_report(demo_table, tmp_path):
+    """With fingerprint=lmt.fingerprint(dir) (a model object does not say which weights it holds,
+    so the caller names them) the JSON names the model as `longmamba eval` does, and `longmamba
+    report` draws it for the table it measured; without it the report refuses the file."""
+    model = load(DEMO_MODEL)
+    table = lmt.load_export(demo_table)
+    fingerprint = lmt.fingerprint(DEMO_MODEL)
+    assert fingerprint == table.fingerprint
+    pk = lmt.passkey(model, DEMO_TOKENIZER, table, theta=THETA, lengths=[256], depths=[0, 1], trials=2, seed=7,
+                     fingerprint=fingerprint)
+    assert pk.model_fingerprint == fingerprint
+    path = tmp_path / "passkey.json"
+    path.write_text(pk.to_json())
+    db = tmp_path / "cal.sqlite"      # the report reads its table from a store: the same calibration as the export
+    run_longmamba("calibrate", "--model", DEMO_MODEL, "--corpus", os.path.join(ROOT, "Fixtures", "demo-corpus", "train-sample.jsonl.zst"),
+                  "--db", db, "--samples", "2", "--interval", "64", "--max-length", "1024", "--clamp", "0.1", "--aggregate", "max", "--quiet")
+    run_longmamba("report", "--db", db, "--table", "1", "--theta", THETA, "--passkey", path, "--out", tmp_path / "r.html")
+    assert "Passkey retrieval" in (tmp_path / "r.html").read_text()
+    anonymous = tmp_path / "anonymous.json"
+    anonymous.write_text(lmt.passkey(model, DEMO_TOKENIZER, table, theta=THETA, lengths=[256], depths=[0], trials=1).to_json())
+    refused = subprocess.run([longmamba_binary(), "report", "--db", str(db), "--table", "1", "--theta", str(THETA),
+                              "--passkey", str(anonymous), "--out", str(tmp_path / "r2.html")], capture_output=True, text=True)
+    assert refused.returncode != 0 and str(anonymous) in refused.stderr
