@@ -27,6 +27,7 @@ else:
 model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
 results = lmt.passkey(model, os.path.join(model_dir, "tokenizer.json"), table, theta=float(theta or 0.01),
                       lengths=[int(S) for S in (lengths or "128,256,512,1024").split(",")], trials=10, seed=7,
+                      fingerprint=lmt.fingerprint(model_dir),   # names the model, checks the table's, lets `report` draw it
                       progress=lambda line: print(line, file=sys.stderr))
 print(f"{'length':>8} {'depth':>6} {'vanilla':>8} {'LongMamba':>10} {'kept':>7}")
 for p in results.points:
