@@ -253,6 +253,12 @@ public struct CalibrationJob {
         }
     }
 
+    /// On two cores the encoding thread of `PipelinedEncodingRecorder` competes with the runner for
+    /// the cores it uses; encoding each layer on both cores in turn is faster there (mamba-130m at
+    /// 2048 on the 2-core Zen 4: recording 68–73 % of the prefill pipelined, see docs/performance.md
+    /// for inline). Wider machines keep the pipeline, which was measured faster where cores are idle.
+    static var encodesInline: Bool { ProcessInfo.processInfo.activeProcessorCount <= 2 }
+
     /// Step 3: records this shard's samples that are not committed yet, one transaction each.
     func recordMissingSamples(_ inputs: CalibrationInputs, run: Int64, in store: CalibrationStore, result: inout CalibrationResult,
                               progress: @escaping (CalibrationEvent) -> Void) throws {
@@ -264,11 +270,20 @@ public struct CalibrationJob {
         result.samplesResumed = mine.filter { recorded.contains($0) }.count
         var done = result.samplesResumed
         for k in mine where !recorded.contains(k) {
-            // Layer i is sorted and encoded on another thread while the runner computes layer i + 1.
-            var recorder = PipelinedEncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
             let start = Date()
-            try inputs.model.forward(tokens: sequences[k].map(Int.init), recorder: &recorder)
-            try store.commitSample(run: run, sample: k, layers: try recorder.finish())
+            let layers: [EncodedLayer]
+            if Self.encodesInline {
+                // Each layer sorted and encoded on every core right after the runner hands it over.
+                var recorder = EncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
+                try inputs.model.forward(tokens: sequences[k].map(Int.init), recorder: &recorder)
+                layers = recorder.layers
+            } else {
+                // Layer i is sorted and encoded on another thread while the runner computes layer i + 1.
+                var recorder = PipelinedEncodingRecorder(sample: k, representation: representation, layerCount: config.layerCount, progress: progress)
+                try inputs.model.forward(tokens: sequences[k].map(Int.init), recorder: &recorder)
+                layers = try recorder.finish()
+            }
+            try store.commitSample(run: run, sample: k, layers: layers)
             let seconds = Date().timeIntervalSince(start)
             result.samplesRecorded += 1
             result.recordingSeconds += seconds
