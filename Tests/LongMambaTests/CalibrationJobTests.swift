@@ -344,6 +344,14 @@ private extension CalibrationOptions {
             #expect(a.tabulatedLength == b.tabulatedLength)
             #expect(a.filter.layers.map(\.deltaThreshold) == b.filter.layers.map(\.deltaThreshold))
             #expect(a.filter.layers.map(\.globalChannel) == b.filter.layers.map(\.globalChannel))
+            // The whole-prompt methods read the α row and the decay budgets from either.
+            for method in [LongMambaMethod.alpha, .bound, .norm] {
+                let x = try exported.filter(length: length, theta: 0.02, method: method), y = try stored.filter(length: length, theta: 0.02, method: method)
+                #expect(x.filter.method == method && y.filter.method == method)
+                #expect(x.filter.layers.map(\.keptFraction) == y.filter.layers.map(\.keptFraction))
+                #expect(x.filter.layers.map(\.decayBudget) == y.filter.layers.map(\.decayBudget))
+                #expect(method == .alpha ? !y.filter.layers[0].keptFraction.isEmpty : !y.filter.layers[0].decayBudget.isEmpty)
+            }
         }
     }
 }

@@ -38,7 +38,8 @@ public struct StoredTableSource: ThresholdTableSource {
     public func filter(length: Int, theta: Double, method: LongMambaMethod) throws -> (filter: LongMambaFilter, tabulatedLength: Int) {
         let result = try TableLookup(store: store).lookup(table: table, length: length, theta: theta)
         let layers = try result.layers.map { l in
-            LongMambaFilter.Layer(deltaThreshold: l.deltaThreshold, globalChannel: l.globalChannel, keptFraction: l.keptFraction,
+            // What the method needs, and only that (an export gives the same: TableExport's tensors).
+            LongMambaFilter.Layer(deltaThreshold: l.deltaThreshold, globalChannel: l.globalChannel, keptFraction: method == .alpha ? l.keptFraction : [],
                                   decayBudget: method == .bound || method == .norm ? try store.tableLayer(table: table, layer: l.layer).decayBudget : [])
         }
         return (LongMambaFilter(layers: layers, method: method), result.length)
