@@ -90,29 +90,9 @@ def _json_number(x, float32: bool = False) -> str:
 
 
 def _json_string(s: str) -> str:
-    """A string as Swift's JSONEncoder writes it (with .withoutEscapingSlashes)."""
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    r"""A string as Swift's JSONEncoder writes it (with .withoutEscapingSlashes): Python's encoder
+    escapes the same characters the same way (\" \\ \n \r \t \b \f, other controls as \u00xx)."""
+    return json.dumps(s, ensure_ascii=False)
 
 
 class _Float:

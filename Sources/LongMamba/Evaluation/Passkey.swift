@@ -254,12 +254,7 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
         return try prompts.tokenizer.decode(generated)
     }
 
-    /// Greedy answer after prefilling the whole prompt `tokens` from an empty state.
-    func answer(_ tokens: [Int], filter: DeltaFilter?, steps: Int) throws -> String {
-        try answer(continuing: SequenceState(layerCount: model.config.layerCount), tokens[...], filter: filter, steps: steps)
-    }
-
-    /// The state after a prefix shared by every trial of one (length, depth), and the filter
+    /// The state after a prefix shared by the trials of one (length, depth) whose needle starts there, and the filter
     /// counts it added (nil: prefix reuse is off, every trial starts empty).
     struct SharedPrefix {
         var length: Int

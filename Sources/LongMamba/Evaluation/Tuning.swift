@@ -159,6 +159,13 @@ public struct TuneJob {
         return points
     }
 
+    /// The `longmamba sweep` that solves these (p, aggregation) tables of the run on this grid.
+    func sweepCommand(_ parameters: [SolverParameters], interval: Int, maxLength: Int) -> String {
+        let clamps = Array(Set(parameters.map(\.clampFraction))).sorted().map { "\($0)" }.joined(separator: ",")
+        let aggs = Array(Set(parameters.map(\.aggregation.rawValue))).sorted().joined(separator: ",")
+        return "longmamba sweep --db \(options.databasePath) --run \(options.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(interval) --max-length \(maxLength)"
+    }
+
     public func run(progress: (String) -> Void = { _ in }) throws -> TuneResult {
         let o = options
         guard !o.thetas.isEmpty else { throw TuneError.emptyGrid(what: "--theta") }
@@ -192,11 +199,9 @@ public struct TuneJob {
             let missing = grid.filter { !existing.contains($0) }
             if !missing.isEmpty {
                 let names = missing.map { "p = \($0.clampFraction), aggregate \($0.aggregation.rawValue)" }
-                let clamps = Array(Set(missing.map(\.clampFraction))).sorted().map { "\($0)" }.joined(separator: ",")
-                let aggs = Array(Set(missing.map(\.aggregation.rawValue))).sorted().joined(separator: ",")
                 let g = try service.grid(run: o.runID, interval: o.interval, maxLength: o.maxLength)
                 throw TuneError.shardNeedsTables(path: o.databasePath, run: o.runID, missing: names,
-                    command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(g.interval) --max-length \(g.maxLength)")
+                                                 command: sweepCommand(missing, interval: g.interval, maxLength: g.maxLength))
             }
         }
         let tables = try service.tables(run: o.runID, for: grid) { event in
@@ -211,11 +216,8 @@ public struct TuneJob {
         let largest = grid.map { $0.lengths.last ?? 0 }.min() ?? 0
         if let beyond = o.lengths.first(where: { $0 >= filterStart && $0 > largest }), let interval = grid.first?.interval {
             let need = (o.lengths.max()! + interval - 1) / interval * interval
-            let clamps = Array(Set(grid.map(\.clampFraction))).sorted().map { "\($0)" }.joined(separator: ",")
-            let aggs = Array(Set(grid.map(\.aggregation.rawValue))).sorted().joined(separator: ",")
-            throw TuneError.beyondTables(length: beyond, largest: largest,
-                command: "longmamba sweep --db \(o.databasePath) --run \(o.runID) --clamp \(clamps) --aggregate \(aggs) --interval \(interval) --max-length \(need)",
-                interval: interval, maxLength: need)
+            throw TuneError.beyondTables(length: beyond, largest: largest, command: sweepCommand(grid, interval: interval, maxLength: need),
+                                         interval: interval, maxLength: need)
         }
         var sources: [Int64: StoredTableSource] = [:]
 
@@ -226,7 +228,7 @@ public struct TuneJob {
             if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return (stored.value, stored.measuredBy) }
             let value: Double, detail: String
             if table != nil, length < filterStart, let vanilla {
-                (value, detail) = (vanilla, evaluator.method == .dtThre ? "{\"filtered\":false}" : "{\"filtered\":false,\"method\":\"\(evaluator.method.rawValue)\"}")
+                (value, detail) = (vanilla, evaluator.tagged("{\"filtered\":false}"))
             } else {
                 progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla")\(method.map { $0 == .dtThre ? "" : " (\($0.rawValue))" } ?? "") at \(length) tokens\(evaluator.effortNote)")
                 let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
@@ -338,7 +340,7 @@ extension EvaluationRecord {
 private struct Evaluators {
     let byMethod: [LongMambaMethod: Evaluator]
     init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
-        let base = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint, method: .dtThre)
+        let base = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint)
         var all: [LongMambaMethod: Evaluator] = [.dtThre: base]
         for m in o.methods where m != .dtThre { all[m] = base.with(method: m, fingerprint: fingerprint) }
         byMethod = all
@@ -359,8 +361,9 @@ private struct Evaluator {
     var settings: String
     var evaluationKey: String
 
-    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String, method: LongMambaMethod) throws {
-        options = o; self.task = task; self.model = model; self.method = method
+    /// dt_thre's evaluation (`with(method:fingerprint:)` gives another method's).
+    init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
+        options = o; self.task = task; self.model = model; method = .dtThre
         switch task {
         case let .perplexity(text, windows):
             let ids = try EvaluationJob.tokens(text, modelDirectory: o.modelDirectory).ids
@@ -378,8 +381,7 @@ private struct Evaluator {
             textHash = SHA256.hash(data: Data("\(p.tokenizer.sha256)|\(haystackHash)".utf8)).hexString
             settings = "depths \(depths) trials \(trials) seed \(seed)"
         }
-        if method != .dtThre { settings += " method \(method.rawValue)" }
-        // What is evaluated, as a key: the task, the model, the text (or prompt options), the method.
+        // What is evaluated, as a key: the task, the model, the text (or prompt options).
         evaluationKey = EvaluationRecord.evaluationKey(task: task.name, fingerprint: fingerprint, textHash: textHash, settings: settings, filterFrom: o.filterFrom)
     }
 
@@ -399,14 +401,13 @@ private struct Evaluator {
         return " (\(task.effort) windows)"
     }
 
-    func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
-        var measured = try evaluateWithDtThreDetail(table: table, theta: theta, length: length)
-        // Points of another method say so in their detail (dt_thre's details are those of older tools).
-        if method != .dtThre { measured.detail = String(measured.detail.dropLast()) + ",\"method\":\"\(method.rawValue)\"}" }
-        return measured
+    /// A point's detail, naming the method where it is not dt_thre (dt_thre's details are those
+    /// of older tools).
+    func tagged(_ detail: String) -> String {
+        method == .dtThre ? detail : String(detail.dropLast()) + ",\"method\":\"\(method.rawValue)\"}"
     }
 
-    func evaluateWithDtThreDetail(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
+    func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
         let o = options
         switch task {
         case let .perplexity(_, windows):
@@ -416,7 +417,7 @@ private struct Evaluator {
             e.includeVanilla = table == nil
             let p = try e.run(tokens: tokens, lengths: [length])[0]
             let value = table == nil ? p.vanillaPerplexity : (p.longMambaPerplexity ?? p.vanillaPerplexity)
-            return (value, "{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}", p.windows)
+            return (value, tagged("{\"windows\":\(p.windows),\"kept_share\":\(p.keptShare ?? 1),\"tabulated_length\":\(p.tabulatedLength.map(String.init) ?? "null")}"), p.windows)
         case let .passkey(depths, trials, seed, _):
             var e = PasskeyEvaluation(model: model, prompts: prompts!, table: table)
             e.configure(theta: theta ?? GlobalChannels.defaultTheta, filterFrom: o.filterFrom, allowBeyondTable: false, chunk: o.chunk, method: method)
@@ -426,7 +427,7 @@ private struct Evaluator {
             let points = try e.run(lengths: [length], depths: depths).points
             let accuracies = points.map { table == nil ? $0.vanillaAccuracy : ($0.longMambaAccuracy ?? $0.vanillaAccuracy) }
             let mean = accuracies.reduce(0, +) / Double(accuracies.count)
-            return (mean, "{\"depths\":\(depths),\"accuracy_by_depth\":\(accuracies),\"trials\":\(trials)}", depths.count * trials)
+            return (mean, tagged("{\"depths\":\(depths),\"accuracy_by_depth\":\(accuracies),\"trials\":\(trials)}"), depths.count * trials)
         }
     }
 }
