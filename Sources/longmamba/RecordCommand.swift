@@ -34,17 +34,20 @@ struct RecordCommand: ParsableCommand {
         let source = try tableOptions.open()
         let theta = tableOptions.theta
         var filterRun: LongMambaFilterRun?
+        var scales: LayerScales?
         var metadata: [String: String] = [:]
         if let source {
             try source.table.checkModel(fingerprint: runner.checkpoint.fingerprint(), force: tableOptions.force)
             let prefill = try LongMambaPrefill(table: source.table, model: runner, length: ids.count, theta: theta,
                                                filterFrom: tableOptions.filterFrom?.value, method: tableOptions.method)
             filterRun = prefill.run
+            scales = prefill.scales
             metadata = prefill.metadata(tableName: source.name)
         }
         var recorder = CollectingRecorder()
         let start = Date()
-        let logitValues = try runner.forward(tokens: ids, recorder: &recorder, computeLogits: logits, deltaFilter: filterRun?.deltaFilter)
+        let logitValues = try runner.forward(tokens: ids, recorder: &recorder, computeLogits: logits, deltaFilter: filterRun?.deltaFilter,
+                                              layerScales: scales)
         let seconds = Date().timeIntervalSince(start)
         if let filterRun {
             metadata["longmamba_kept"] = "\(filterRun.kept)"
@@ -92,7 +95,7 @@ struct AppliedTableOptions: ParsableArguments {
         return nil
     }
 
-    func open() throws -> (table: any ThresholdTableSource, name: String)? { try choice()?.open() }
+    func open() throws -> (table: any PrefillTableSource, name: String)? { try choice()?.open() }
 }
 
 extension LongMambaMethod: ExpressibleByArgument {

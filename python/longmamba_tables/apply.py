@@ -33,7 +33,7 @@ import contextvars
 import importlib
 
 from .errors import LongMambaTableError, ModelMismatchError, UnsupportedModelError, WholePromptError
-from .store import DEFAULT_THETA, Table, check_theta, default_filter_start
+from .store import DEFAULT_THETA, SCALE_METHODS, ScaleTable, Table, check_theta, default_filter_start
 
 # (module, function, kind): kind "m1" has dt [B, C, L] (channels = d_inner), "m2" dt [B, L, H].
 _SCANS = [
@@ -138,6 +138,25 @@ def whole_prompt_filter(method: str, delta, kept_fraction=None, decay_budget=Non
     return torch.where(keep, delta, torch.zeros_like(delta)), keep
 
 
+class _ScaleRule:
+    """One layer's per-layer scale in a forward: delta_scale multiplies Δ (after softplus and the
+    dt_limit clamp) by s; a_power runs the scan with A = −exp(s · A_log) (s · A_log in float32)."""
+    __slots__ = ("method", "scale", "a_log")
+
+    def __init__(self, method, scale, a_log):
+        self.method, self.scale, self.a_log = method, float(scale), a_log
+
+    def delta(self, dt):
+        return dt * self.scale if self.method == "delta_scale" else dt
+
+    def A(self, A):
+        if self.method != "a_power":
+            return A
+        import torch
+        a_log = self.a_log.detach().to(device=A.device, dtype=torch.float32)
+        return (-torch.exp(a_log * self.scale)).to(A.dtype).reshape(A.shape)
+
+
 def _active_rule():
     """(handle, layer, (τ, global mask)) of the mixer running now, or None when nothing is filtered."""
     active = _active.get()
@@ -226,7 +245,9 @@ def _wrap(original, kind):
                 dt = dt + delta_bias.to(dt.dtype)[..., None]
             if delta_softplus:
                 dt = F.softplus(dt)
-            if active is not None:
+            if active is not None and isinstance(active[2], _ScaleRule):
+                dt, A = active[2].delta(dt), active[2].A(A)             # the carried state decays with this A too
+            elif active is not None:
                 if h0 is not None and active[0].method in WHOLE_PROMPT_METHODS:
                     raise whole_prompt_error(active[0].method)           # continues a cached state
                 dt = _filter_dt(dt, 1, active)                            # dt: [B, d_inner, L]
@@ -246,7 +267,10 @@ def _wrap(original, kind):
             if dt_softplus:
                 dt = F.softplus(dt)
             dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1])
-            dt = _filter_dt(dt, 2, active)                                # dt: [B, L, H]
+            if isinstance(active[2], _ScaleRule):
+                dt, A = active[2].delta(dt), active[2].A(A)
+            else:
+                dt = _filter_dt(dt, 2, active)                            # dt: [B, L, H]
             return original(hidden_states, dt, A, B, C, chunk_size, D=D, dt_bias=None, dt_softplus=False,
                             dt_limit=(0.0, float("inf")), **kw)
     scan._longmamba_original = original
@@ -416,7 +440,11 @@ def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_fr
     checked against the table's unless `force`. Layers, channels and the architecture are always
     checked (also unless `force`). method: how global channels are filtered (METHODS; the CLI's
     `--method`): dt_thre per token, or one of the authors' whole-prompt methods, which refuse a
-    forward that continues a cache (`WholePromptError`)."""
+    forward that continues a cache (`WholePromptError`). A per-layer scale table (`ScaleTable`:
+    delta_scale, a_power) is applied by `apply_scales` (θ and method do not apply to it)."""
+    if isinstance(table, ScaleTable):
+        return apply_scales(model, table, filter_from, allow_beyond_table=allow_beyond_table, fingerprint=fingerprint,
+                            force=force)
     theta = check_theta(theta)
     method = check_method(method)
     mixers = _mixers(model)
@@ -450,6 +478,115 @@ def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_fr
                                                          always_call=True))
     model._longmamba_handle = handle
     return handle
+
+
+class ScaleHandle(LongMambaHandle):
+    """What `apply_scales` returns: a per-layer scale table (delta_scale or a_power) applied in
+    prefill; `remove()` (or `remove_longmamba(model)`) undoes it; also a context manager. Nothing
+    is filtered, so `kept_share` is 1."""
+
+    def __init__(self, model, table, filter_from, allow_beyond_table, a_logs, fixed=None):
+        self.model, self.table, self.theta = model, table, None
+        self.filter_from = filter_from
+        self.allow_beyond_table = allow_beyond_table
+        self.method = table.method if table is not None else fixed[0]
+        n = len(a_logs)
+        self.kept, self.considered = [0] * n, [0] * n
+        self.last_row = None
+        self._hooks = []
+        self._rows = {}
+        self._a_logs = a_logs
+        self._fixed = None
+        self._prefill_length = _UNSET
+        self._sequence_kept = None
+        if fixed is not None:
+            self.set_scales(fixed[1])
+
+    def set_scales(self, scales):
+        """Fixed scales s_l [layers] for every prefill, whatever its length (calibration's
+        candidate points); the table is not consulted."""
+        values = [float(v) for v in scales]
+        if len(values) != len(self._a_logs):
+            raise ModelMismatchError(f"{len(values)} scales for a model of {len(self._a_logs)} layers")
+        self._fixed = [_ScaleRule(self.method, v, a) for v, a in zip(values, self._a_logs)]
+
+    def _row(self, S):
+        if self._fixed is not None:
+            return self._fixed
+        if S not in self._rows:
+            largest = int(self.table.lengths[-1])
+            if S > largest and not self.allow_beyond_table:
+                raise LongMambaTableError(beyond_scale_table(S, largest))
+            row = self.table.row(S)
+            self._rows[S] = (row, [_ScaleRule(self.method, v, a) for v, a in zip(row.scales.tolist(), self._a_logs)])
+        row, rules = self._rows[S]
+        self.last_row = row
+        return rules
+
+
+def beyond_scale_table(S: int, largest: int) -> str:
+    """The refusal of a prompt longer than a scale table's largest calibrated length."""
+    return (f"length {S} is beyond the table's largest length {largest}; calibrate with a larger --lengths, or pass "
+            f"allow_beyond_table=True to use the largest")
+
+
+def _scale_mixers(model, layers: int, architecture=None, fingerprint=None, table=None, force=False):
+    mixers = _mixers(model)
+    if not mixers:
+        raise UnsupportedModelError(f"{type(model).__name__} is not supported: it has no Mamba mixers "
+                                    f"(supported: {_SUPPORTED})")
+    if getattr(model, "_longmamba_handle", None) is not None:
+        raise LongMambaTableError(f"{type(model).__name__} already has a LongMamba table applied; remove it first")
+    kind = mixers[0][2][0]
+    if table is not None and not force:
+        if fingerprint and table.fingerprint and fingerprint != table.fingerprint:
+            raise ModelMismatchError(f"the table was calibrated on model {table.fingerprint[:12]}, not on this one "
+                                     f"({fingerprint[:12]}); pass force=True to use it anyway")
+        if table.architecture and table.architecture != kind:
+            raise ModelMismatchError(f"the table was calibrated on a {table.architecture} model, not on this "
+                                     f"{kind} model; pass force=True to use it anyway")
+    if layers != len(mixers):
+        raise ModelMismatchError(f"table has {layers} layers, the model {len(mixers)}")
+    return mixers
+
+
+def _install_handle(model, handle, mixers):
+    _install()
+    for i, (_, mixer, _) in enumerate(mixers):
+        handle._hooks.append(mixer.register_forward_pre_hook(handle._pre_hook(i), with_kwargs=True))
+        handle._hooks.append(mixer.register_forward_hook(LongMambaHandle._post_hook, with_kwargs=True,
+                                                         always_call=True))
+    model._longmamba_handle = handle
+    return handle
+
+
+def apply_scales(model, table: ScaleTable, filter_from=None, *, allow_beyond_table: bool = False, fingerprint=None,
+                 force: bool = False) -> ScaleHandle:
+    """Applies a per-layer scale table (`store.table(id)` of method delta_scale or a_power) to the
+    Mamba mixers of a transformers model, in prefill only: for a prompt of S ≥ filter_from tokens
+    (None: 1.5 × the table's training length), with the row of the calibrated length nearest S,
+    layer l's Δ := s_l·Δ after softplus and the dt_limit clamp (delta_scale), or its scan's
+    A := −exp(s_l·A_log) (a_power). Decode steps use the model's own Δ and A. A prompt longer than
+    the largest calibrated length is refused unless allow_beyond_table. fingerprint: the model's
+    longmamba fingerprint, checked against the table's unless `force`."""
+    if not isinstance(table, ScaleTable):
+        raise LongMambaTableError(f"apply_scales needs a per-layer scale table (delta_scale or a_power), not "
+                                  f"{type(table).__name__}")
+    mixers = _scale_mixers(model, table.layer_count, fingerprint=fingerprint, table=table, force=force)
+    if filter_from is None:
+        filter_from = default_filter_start(table.training_length)
+    handle = ScaleHandle(model, table, int(filter_from), allow_beyond_table, [m.A_log for _, m, _ in mixers])
+    return _install_handle(model, handle, mixers)
+
+
+def apply_fixed_scales(model, method: str, scales) -> ScaleHandle:
+    """Scales s_l [layers] of `method` applied to every multi-token forward (every prefill, any
+    length): what calibration evaluates at each SPSA point. `handle.set_scales` changes them."""
+    if method not in SCALE_METHODS:
+        raise LongMambaTableError(f"method {method!r} is not one of {', '.join(SCALE_METHODS)}")
+    mixers = _scale_mixers(model, len(scales))
+    handle = ScaleHandle(model, None, 1, True, [m.A_log for _, m, _ in mixers], fixed=(method, scales))
+    return _install_handle(model, handle, mixers)
 
 
 def remove_longmamba(model):

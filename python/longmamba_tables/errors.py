@@ -42,3 +42,12 @@ class PasskeyError(EvaluationError):
 
 class BatchTooLargeError(EvaluationError):
     """A batch of prompts does not fit in the device's memory; the message names a batch size that may."""
+
+
+class UnknownMethodError(LongMambaTableError):
+    """A table whose method (or row kind) this package does not know: written by a newer tool.
+    The store's other tables still read."""
+
+
+class CalibrationError(LongMambaTableError):
+    """A scale calibration (`calibrate_scales`) refused: the job, its store or its model."""

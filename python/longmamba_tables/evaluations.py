@@ -33,8 +33,9 @@ import numpy as np
 from .errors import LongMambaTableError, NewerSchemaError, NotAStoreError, UnknownTableError
 from .fingerprint import swift_array_description, swift_description
 
-#: The schema the writer writes: v4 added evaluations.backend, device and dtype.
-WRITER_SCHEMA = 4
+#: The schema the writer writes: v4 added evaluations.backend, device and dtype; v5 (per-layer scale
+#: tables) left evaluations as they were.
+WRITER_SCHEMA = 5
 #: Tasks and their metric (a row with another task or metric was written by a newer tool).
 METRICS = {"perplexity": "perplexity", "passkey": "accuracy"}
 #: Numeric types a point can be measured in; float32 keys are those of schema 3.
@@ -294,7 +295,7 @@ def read_evaluations(path, evaluation_key: str = None) -> list:
 
 
 class EvaluationWriter:
-    """Writes evaluation points into a store of schema 4, as `longmamba tune` does: each point in
+    """Writes evaluation points into a store of schema 5, as `longmamba tune` does: each point in
     its own short transaction (BEGIN IMMEDIATE … COMMIT), a point already stored left as it is
     (INSERT … ON CONFLICT(point_key) DO NOTHING). Another writer (a running `longmamba tune` or
     `calibrate`) is waited for up to `busy_timeout` seconds. A store of an older schema is refused

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import LongMambaTableError, NewerSchemaError, NotAStoreError, UnknownTableError
+from .errors import LongMambaTableError, NewerSchemaError, NotAStoreError, UnknownMethodError, UnknownTableError
 
-#: The store schema this package reads (the Swift tool's `CalibrationStore.schemaVersion`).
-SUPPORTED_SCHEMA = 4
+#: The store schema this package reads (the Swift tool's `CalibrationStore.schemaVersion`); v1–v4 read too.
+SUPPORTED_SCHEMA = 5
 #: The authors' channel threshold for mamba2-1.3b; the CLI's default θ.
 DEFAULT_THETA = 0.05
 #: The lookup rule, word for word as `longmamba lookup` reports it.
@@ -159,6 +159,57 @@ class Table:
                    beyond_last_length=length > int(self.lengths[-1]), theta=theta, layers=layers)
 
 
+@dataclass
+class ScaleRow:
+    """One lookup of a per-layer scale table: the calibrated length nearest `requested_length`
+    and each layer's scale s_l there."""
+    requested_length: int
+    length: int
+    beyond_last_length: bool
+    method: str
+    scales: np.ndarray            # [layers] float32
+    rounding: str = TIE_RULE
+
+
+@dataclass
+class ScaleTable:
+    """A per-layer scale table (v5): `delta_scale` (MambaExtend: Δ := s_l·Δ) or `a_power` (Mamba
+    Modulation: A := −exp(s_l·A_log)), s_l(S) for each layer l and calibrated length S."""
+    id: int
+    run_id: int
+    method: str
+    lengths: np.ndarray           # [T] int64, ascending
+    scales: np.ndarray            # [layers, T] float32, finite > 0
+    parameters: dict              # parameters_json, parsed
+    training_length: int
+    fingerprint: str
+    content_hash: str
+    metadata: dict = field(default_factory=dict)
+    source: str = ""
+    row_kind: str = "per_layer"
+
+    @property
+    def architecture(self):
+        return self.metadata.get("architecture") or None
+
+    @property
+    def layer_count(self) -> int:
+        return int(self.scales.shape[0])
+
+    def row(self, length: int) -> ScaleRow:
+        """The scales at the calibrated length nearest `length` (the lookup's rounding rule:
+        exactly halfway the shorter; beyond the last, the last)."""
+        length = int(length)
+        if length <= 0:
+            raise LongMambaTableError(f"length {length} must be a positive number of tokens")
+        t = nearest_index(length, self.lengths)
+        return ScaleRow(requested_length=length, length=int(self.lengths[t]),
+                        beyond_last_length=length > int(self.lengths[-1]), method=self.method,
+                        scales=self.scales[:, t].copy())
+
+    lookup = row
+
+
 #: The paper's table grid, for runs that recorded none (the CLI's `TableService.defaultGrid`).
 DEFAULT_GRID = (1000, 256_000)
 
@@ -180,6 +231,9 @@ class RunInfo:
 
 @dataclass
 class TableInfo:
+    """A table's row (`Store.tables()`). Per-layer scale tables (v5) have no clamp fraction,
+    aggregation, interval or max_length (None) and their calibrated `lengths`. A table whose
+    method this package does not know is listed with `problem` set (and what could be read)."""
     id: int
     run_id: int
     method: str
@@ -194,6 +248,10 @@ class TableInfo:
     architecture: str
     model_fingerprint: str
     created_at: str
+    row_kind: str = "per_channel"
+    lengths: tuple = None
+    #: why the table cannot be read by this package (a newer tool's method), else None
+    problem: str = None
 
 
 # ---- decoding rows: every check of a record type in one place ------------------------------------
@@ -201,8 +259,15 @@ class TableInfo:
 # any column: each decoder below checks types, sizes and values before numpy sees a byte, so a
 # damaged row is refused by name rather than crashing or answering from inconsistent rows.
 
-#: Methods this reader knows (`threshold_tables.method`).
-KNOWN_METHODS = ("longmamba",)
+#: Methods this reader knows (`threshold_tables.method`): per-channel Δ thresholds, and (v5) the
+#: per-layer scales of MambaExtend (`delta_scale`) and Mamba Modulation (`a_power`).
+SCALE_METHODS = ("delta_scale", "a_power")
+KNOWN_METHODS = ("longmamba",) + SCALE_METHODS
+#: `threshold_tables.row_kind` (v5; every earlier table is per_channel) of each method.
+ROW_KINDS = {"longmamba": "per_channel", "delta_scale": "per_layer", "a_power": "per_layer"}
+#: The keys of a scale table's `parameters_json`.
+SCALE_PARAMETER_KEYS = ("lengths", "perturbation", "sample_count", "samples_hash", "seed", "stability", "step_size",
+                        "steps", "training_length")
 #: The keys of a longmamba table's `parameters_json`.
 PARAMETER_KEYS = ("aggregation", "clamp_fraction", "interval", "max_length", "training_length")
 AGGREGATIONS = ("max", "mean")
@@ -310,7 +375,7 @@ class _TableRecord:
 _TABLE_KEYS = ["table_id", "method", "parameters", "clamp_fraction", "aggregation", "interval", "max_length",
                "training_length", "layer_count", "length_count", "content_hash", "tool_version", "schema_version",
                "created_at", "model_fingerprint", "architecture", "model_config", "run_id", "sample_count",
-               "recorded_length", "seed", "tokenizer_hash", "calibration_key"]
+               "recorded_length", "seed", "tokenizer_hash", "calibration_key", "row_kind"]
 # The columns that repeat parameters_json (the schema lets them be NULL): metadata key, column, parameter.
 _PARAMETER_COLUMNS = [("clamp_fraction", "clamp_fraction", "clamp_fraction"), ("aggregation", "aggregation", "aggregation"),
                       ("interval", "interval_tokens", "interval"), ("max_length", "max_length", "max_length"),
@@ -323,11 +388,12 @@ def _table_query(schema: int) -> str:
     # a table whose run or model is gone is reported, not mistaken for an unknown id.
     sample_length = "r.sample_length" if schema >= 2 else "r.training_length"
     calibration_key = "r.calibration_key" if schema >= 2 else "NULL"
+    row_kind = "t.row_kind" if schema >= 5 else "'per_channel'"   # v5 added it; earlier tables are per channel
     return f"""
         SELECT t.id, t.method, t.parameters_json, t.clamp_fraction, t.aggregation, t.interval_tokens, t.max_length,
                t.training_length, t.layer_count, t.length_count, t.content_hash, t.tool_version, t.schema_version,
                t.created_at, m.fingerprint, m.architecture, m.config_json, t.run_id, r.sample_count, {sample_length},
-               r.seed, r.tokenizer_hash, {calibration_key}, r.id IS NOT NULL, m.id IS NOT NULL
+               r.seed, r.tokenizer_hash, {calibration_key}, {row_kind}, r.id IS NOT NULL, m.id IS NOT NULL
         FROM threshold_tables t LEFT JOIN calibration_runs r ON r.id = t.run_id LEFT JOIN models m ON m.id = r.model_id"""
 
 
@@ -344,8 +410,17 @@ def _decode_table_row(path: str, row) -> _TableRecord:
         raise LongMambaTableError(f"{where}: the model of its run {values['run_id']} is not in models")
     method = _text(where, "method", values["method"])
     if method not in KNOWN_METHODS:
-        raise LongMambaTableError(f"{where}: method is {method!r}, expected {' or '.join(KNOWN_METHODS)} "
-                                  f"(written by a newer longmamba? upgrade it)")
+        raise UnknownMethodError(f"{where}: method is {method!r}, expected {_choices(KNOWN_METHODS)} "
+                                 f"(written by a newer longmamba? upgrade it; the table was left in the store)")
+    row_kind = _text(where, "row_kind", values["row_kind"])
+    if row_kind not in ROW_KINDS.values():
+        raise UnknownMethodError(f"{where}: row_kind is {row_kind!r}, expected per_channel or per_layer "
+                                 f"(written by a newer longmamba? upgrade it; the table was left in the store)")
+    if row_kind != ROW_KINDS[method]:
+        raise LongMambaTableError(f"{where}: row_kind is {row_kind!r}, but a {method} table's rows are "
+                                  f"{ROW_KINDS[method]}")
+    if method in SCALE_METHODS:
+        return _decode_scale_table_row(path, values, where, method)
     parameters_json = _text(where, "parameters_json", values["parameters"])
     p = _json(parameters_json)
     if not isinstance(p, dict):
@@ -386,6 +461,189 @@ def _decode_table_row(path: str, row) -> _TableRecord:
                         max_length=max_length, training_length=training_length, layer_count=layer_count,
                         length_count=length_count, content_hash=content_hash, fingerprint=fingerprint,
                         architecture=metadata["architecture"], created_at=metadata["created_at"], metadata=metadata)
+
+
+def _choices(values) -> str:
+    """'a, b or c'."""
+    values = list(values)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+@dataclass
+class _ScaleRecord:
+    """A `threshold_tables` row of a per-layer scale table (v5), checked by `_decode_scale_table_row`."""
+    id: int
+    run_id: int
+    method: str
+    parameters_json: str
+    parameters: dict
+    lengths: np.ndarray           # [T] int64, from parameters_json
+    training_length: int
+    layer_count: int
+    length_count: int
+    content_hash: str
+    fingerprint: str
+    architecture: str
+    created_at: str
+    metadata: dict
+
+
+def _positive_int(where: str, name: str, v, minimum: int = 1) -> int:
+    if not _is_int(v) or v < minimum:
+        raise LongMambaTableError(f"{where}: {name} is {v!r}, expected an integer ≥ {minimum}")
+    return v
+
+
+def _finite_number(where: str, name: str, v, positive: bool = True) -> float:
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)):
+        raise LongMambaTableError(f"{where}: {name} is {v!r}, expected a finite number{' > 0' if positive else ''}")
+    return float(v)
+
+
+def check_scale_parameters(where: str, parameters_json: str) -> dict:
+    """A scale table's (or scale job's) parameters_json, every key checked: lengths strictly
+    increasing, K, seed, the SPSA gains, L. Returns the parsed object."""
+    p = _json(parameters_json)
+    if not isinstance(p, dict):
+        raise LongMambaTableError(f"{where}: parameters_json is {parameters_json[:80]!r}, expected a JSON object "
+                                  f"with {', '.join(SCALE_PARAMETER_KEYS)}")
+    missing = [k for k in SCALE_PARAMETER_KEYS if k not in p]
+    if missing:
+        raise LongMambaTableError(f"{where}: parameters_json has no {', '.join(missing)} "
+                                  f"(expected {', '.join(SCALE_PARAMETER_KEYS)})")
+    lengths = p["lengths"]
+    if not (isinstance(lengths, list) and lengths and all(_is_int(S) and 2 <= S < 2 ** 63 for S in lengths)):
+        raise LongMambaTableError(f"{where}: parameters_json lengths is {str(lengths)[:80]}, expected a non-empty "
+                                  f"list of lengths ≥ 2 tokens")
+    if any(b <= a for a, b in zip(lengths, lengths[1:])):
+        raise LongMambaTableError(f"{where}: parameters_json lengths {lengths} are not strictly increasing")
+    _positive_int(where, "parameters_json sample_count", p["sample_count"])
+    _positive_int(where, "parameters_json steps", p["steps"], 0)
+    _positive_int(where, "parameters_json training_length", p["training_length"])
+    _positive_int(where, "parameters_json seed", p["seed"], 0)
+    if p["seed"] >= 2 ** 64:
+        raise LongMambaTableError(f"{where}: parameters_json seed is {p['seed']}, beyond a u64")
+    _finite_number(where, "parameters_json perturbation", p["perturbation"])
+    _finite_number(where, "parameters_json step_size", p["step_size"])
+    _positive_int(where, "parameters_json stability", p["stability"], 0)
+    h = p["samples_hash"]
+    if not (isinstance(h, str) and len(h) == 64 and all(ch in "0123456789abcdef" for ch in h)):
+        raise LongMambaTableError(f"{where}: parameters_json samples_hash is {str(h)[:80]!r}, expected 64 lowercase "
+                                  f"hex digits")
+    canonical = scale_parameters_json(p)
+    if canonical != parameters_json:
+        raise LongMambaTableError(f"{where}: parameters_json is not in canonical form (expected {canonical})")
+    return p
+
+
+def scale_parameters_json(p: dict) -> str:
+    """A scale table's canonical parameters_json: keys sorted, no spaces, the two real numbers as
+    Swift writes a Double (0.1, 0.5, 1.0)."""
+    from .fingerprint import swift_description
+    return (f'{{"lengths":[{",".join(str(int(S)) for S in p["lengths"])}],'
+            f'"perturbation":{swift_description(float(p["perturbation"]))},"sample_count":{int(p["sample_count"])},'
+            f'"samples_hash":"{p["samples_hash"]}","seed":{int(p["seed"])},"stability":{int(p["stability"])},'
+            f'"step_size":{swift_description(float(p["step_size"]))},"steps":{int(p["steps"])},'
+            f'"training_length":{int(p["training_length"])}}}')
+
+
+def _decode_scale_table_row(path: str, values: dict, where: str, method: str) -> _ScaleRecord:
+    """Every check of a per-layer scale table's `threshold_tables` row (v5): its parameters, the
+    columns that repeat them (clamp_fraction, aggregation, interval_tokens, max_length NULL;
+    training_length L), counts and hash text."""
+    parameters_json = _text(where, "parameters_json", values["parameters"])
+    p = check_scale_parameters(where, parameters_json)
+    lengths = np.asarray(p["lengths"], dtype=np.int64)
+    for key, column in (("clamp_fraction", "clamp_fraction"), ("aggregation", "aggregation"),
+                        ("interval", "interval_tokens"), ("max_length", "max_length")):
+        if values[key] is not None:
+            raise LongMambaTableError(f"{where}: {column} is {_kind(values[key])}, expected NULL (a {method} table "
+                                      f"has no per-channel grid)")
+    training_length = p["training_length"]
+    v = values["training_length"]
+    if v is not None and (isinstance(v, bool) or v != training_length):
+        raise LongMambaTableError(f"{where}: training_length is {_kind(v)}, parameters_json says {training_length!r}")
+    layer_count = _integer(where, "layer_count", values["layer_count"], 1)
+    length_count = _integer(where, "length_count", values["length_count"], 1)
+    if length_count != len(lengths):
+        raise LongMambaTableError(f"{where}: length_count is {length_count}, expected {len(lengths)} "
+                                  f"(parameters_json lengths {p['lengths']})")
+    content_hash = _text(where, "content_hash", values["content_hash"])
+    if len(content_hash) != 64 or any(ch not in "0123456789abcdef" for ch in content_hash):
+        raise LongMambaTableError(f"{where}: content_hash is {content_hash[:80]!r}, expected 64 lowercase hex digits")
+    fingerprint = _text(where, "the model's fingerprint", values["model_fingerprint"])
+    metadata = {k: ("" if v is None else str(v)) for k, v in values.items()}
+    metadata["training_length"] = str(training_length)
+    return _ScaleRecord(id=values["table_id"], run_id=values["run_id"], method=method, parameters_json=parameters_json,
+                        parameters=p, lengths=lengths, training_length=training_length, layer_count=layer_count,
+                        length_count=length_count, content_hash=content_hash, fingerprint=fingerprint,
+                        architecture=metadata["architecture"], created_at=metadata["created_at"], metadata=metadata)
+
+
+_SCALE_LAYER_QUERY = """
+    SELECT layer_index, length_count, lengths_i64, scales_f32 FROM table_scales WHERE table_id = ? ORDER BY layer_index"""
+
+
+def _decode_scale_layer_row(path: str, table: _ScaleRecord, row) -> tuple:
+    """One `table_scales` row against its table: (layer, scales float32 [T])."""
+    i, T, lengths_blob, scales = row
+    where = f"{path}: table {table.id} layer {_key(i)}"
+    i = _integer(where, "layer_index", i, 0)
+    if i >= table.layer_count:
+        raise LongMambaTableError(f"{where}: layer_index {i} is beyond the table's layer_count {table.layer_count}")
+    T = _integer(where, "length_count", T, 1)
+    if T != table.length_count:
+        raise LongMambaTableError(f"{where}: length_count is {T}, the table's length_count is {table.length_count}")
+    lengths = np.frombuffer(_blob(where, "lengths_i64", lengths_blob, 8 * T, f"T={T} × 8"), dtype="<i8").astype(np.int64)
+    if not np.array_equal(lengths, table.lengths):
+        k = int(np.flatnonzero(lengths != table.lengths)[0])
+        raise LongMambaTableError(f"{where}: lengths_i64[{k}] is {lengths[k]}, expected {table.lengths[k]} "
+                                  f"(the table's calibrated lengths {table.lengths.tolist()})")
+    scales = _floats(where, "scales_f32", scales, T, f"T={T} × 4")
+    ok = np.isfinite(scales) & (scales > 0)
+    if not ok.all():
+        k = int(np.flatnonzero(~ok)[0])
+        more = f" ({int((~ok).sum())} such values)" if (~ok).sum() > 1 else ""
+        raise LongMambaTableError(f"{where}: scales_f32 holds {float(scales[k])} at length {int(lengths[k])} (entry {k})"
+                                  f"{more}, expected finite scales > 0")
+    return i, scales
+
+
+def scale_table_hash(method: str, parameters_json: str, fingerprint: str, layers) -> str:
+    """A scale table's content hash (docs/store-format.md, "Scale tables"): SHA-256 over method,
+    parameters_json and the model's fingerprint, each followed by a 0 byte, then per layer in
+    increasing index `layer {i} scales` and a 0 byte, its lengths_i64 and scales_f32 as stored.
+    layers: (index, lengths_i64 bytes, scales_f32 bytes) in increasing index."""
+    h = _ScaleHash(method, parameters_json, fingerprint)
+    for i, lengths, scales in layers:
+        h.add_layer((i, None, lengths, scales))
+    return h.value
+
+
+class _ScaleHash:
+    """The scale table's content hash, fed one stored `table_scales` row at a time."""
+
+    def __init__(self, method, parameters_json, fingerprint):
+        self._h = None
+        if all(isinstance(s, str) for s in (method, parameters_json, fingerprint)):
+            self._h = hashlib.sha256()
+            for s in (method, parameters_json, fingerprint):
+                self._h.update(_utf8(s) + b"\0")
+
+    def add_layer(self, row):
+        if self._h is None:
+            return
+        i, _, lengths, scales = row
+        if not (_is_int(i) and isinstance(lengths, bytes) and isinstance(scales, bytes)):
+            self._h = None
+            return
+        self._h.update(_utf8(f"layer {i} scales") + b"\0")
+        self._h.update(lengths)
+        self._h.update(scales)
+
+    @property
+    def value(self):
+        return None if self._h is None else self._h.hexdigest()
 
 
 _LAYER_QUERY = """
@@ -551,7 +809,21 @@ class Store:
             raise LongMambaTableError(f"{self.path}: threshold_tables cannot be read ({e})") from None
         infos = []
         for row in rows:
-            t = _decode_table_row(self.path, row)
+            try:
+                t = _decode_table_row(self.path, row)
+            except UnknownMethodError as e:
+                # A newer tool's table: listed as it is, never read; the others still are.
+                v = dict(zip(_TABLE_KEYS, row))
+                infos.append(TableInfo(v["table_id"], v["run_id"], v["method"], None, None, None, None,
+                                       v["training_length"], v["layer_count"], v["length_count"], v["content_hash"],
+                                       v["architecture"], v["model_fingerprint"], v["created_at"], v["row_kind"],
+                                       problem=str(e)))
+                continue
+            if isinstance(t, _ScaleRecord):
+                infos.append(TableInfo(t.id, t.run_id, t.method, None, None, None, None, t.training_length,
+                                       t.layer_count, t.length_count, t.content_hash, t.architecture, t.fingerprint,
+                                       t.created_at, "per_layer", tuple(int(S) for S in t.lengths)))
+                continue
             infos.append(TableInfo(t.id, t.run_id, t.method, t.clamp_fraction, t.aggregation, t.interval, t.max_length,
                                    t.training_length, t.layer_count, t.length_count, t.content_hash, t.architecture,
                                    t.fingerprint, t.created_at))
@@ -577,7 +849,7 @@ class Store:
             if _is_int(interval) and _is_int(longest) and 0 < interval <= longest:
                 grid = (interval, longest)
         if grid is None:   # runs of older tools: the grid of the run's first table, else the paper's
-            first = next((t for t in self.tables() if t.run_id == run_id and t.method in KNOWN_METHODS), None)
+            first = next((t for t in self.tables() if t.run_id == run_id and t.method == "longmamba"), None)
             grid = (first.interval, first.max_length) if first else DEFAULT_GRID
         return RunInfo(id=run_id, status=_text(where, "status", row[1]),
                        sample_length=_integer(where, "sample_length", row[2], 1),
@@ -586,10 +858,60 @@ class Store:
                        fingerprint=_text(where, "fingerprint", row[6]), architecture=_text(where, "architecture", row[7]),
                        interval=grid[0], max_length=grid[1])
 
-    def table(self, table_id: int) -> Table:
+    def table(self, table_id: int):
         """The table, every row checked and its content hash verified; a damaged or altered
-        table raises LongMambaTableError naming the table, the layer and the column."""
+        table raises LongMambaTableError naming the table, the layer and the column. A per-channel
+        table (`longmamba`) is a `Table`, a per-layer one (`delta_scale`, `a_power`) a `ScaleTable`;
+        a method this package does not know raises UnknownMethodError (the other tables still read)."""
         return self._read_table(int(table_id), None)
+
+    def scale_table(self, table_id: int) -> "ScaleTable":
+        """`table(id)`, refused unless it is a per-layer scale table."""
+        table = self.table(table_id)
+        if not isinstance(table, ScaleTable):
+            raise LongMambaTableError(f"{self.path}: table {table_id} is a {table.metadata.get('method')} table, not a "
+                                      f"per-layer scale table ({_choices(SCALE_METHODS)})")
+        return table
+
+    def _read_scale_table(self, table_id: int, row, table: "_ScaleRecord", fail):
+        """The rows of a per-layer scale table (`table_scales`), checked, and its content hash."""
+        digest = _ScaleHash(row[1], row[2], row[14])
+        scales, indices = {}, []
+        try:
+            for layer_row in self._db.execute(_SCALE_LAYER_QUERY, (table_id,)):
+                digest.add_layer(layer_row)
+                indices.append(layer_row[0])
+                try:
+                    i, values = _decode_scale_layer_row(self.path, table, layer_row)
+                    scales[i] = values
+                except LongMambaTableError as e:
+                    fail(e)
+        except sqlite3.DatabaseError as e:
+            fail(LongMambaTableError(f"{self.path}: table {table_id} cannot be read ({e})"))
+            return None
+        present = set(indices)
+        missing = [k for k in range(min(table.layer_count, len(indices) + 3)) if k not in present]
+        if missing:
+            count = table.layer_count - sum(1 for i in present if _is_int(i) and 0 <= i < table.layer_count)
+            shown = ", ".join(map(str, missing[:3])) + (", …" if count > 3 else "")
+            fail(LongMambaTableError(
+                f"{self.path}: table {table_id}: layer{'s' if count > 1 else ''} {shown} "
+                f"{'are' if count > 1 else 'is'} missing from table_scales "
+                f"(layer_count is {table.layer_count}, {len(indices)} stored)"))
+            return None
+        computed = digest.value
+        if computed is not None and computed != table.content_hash:
+            fail(LongMambaTableError(
+                f"{self.path}: table {table_id}: content_hash {table.content_hash[:12]}… does not match its rows "
+                f"(recomputed {computed[:12]}…): {ALTERED.format('table')}"))
+            return None
+        if len(scales) != table.layer_count:
+            return None
+        return ScaleTable(id=table.id, run_id=table.run_id, method=table.method, lengths=table.lengths.copy(),
+                          scales=np.stack([scales[i] for i in range(table.layer_count)]).astype(np.float32),
+                          parameters=table.parameters, training_length=table.training_length,
+                          fingerprint=table.fingerprint, content_hash=table.content_hash,
+                          metadata=table.metadata, source=f"{self.path}#{table_id}")
 
     def _read_table(self, table_id: int, problems):
         """table(id) when `problems` is None (the first problem raises); check() passes a list
@@ -606,9 +928,17 @@ class Store:
                                         f"(list them with `longmamba tables --db {self.path}`)")
             try:
                 table = _decode_table_row(self.path, row)
+            except UnknownMethodError as e:
+                fail(e)             # a newer tool's table: its rows are not this package's to judge
+                return None
             except LongMambaTableError as e:
                 fail(e)
+                if row[1] in SCALE_METHODS:   # its rows are not table_layers': nothing more to check
+                    return None
                 table = None
+            if isinstance(table, _ScaleRecord):
+                result = self._read_scale_table(table_id, row, table, fail)
+                return None if problems is not None else result
             digest = _TableHash(row[1], row[2], row[14])
             layers, indices = [], []
             # Row by row: the hash is fed as the layers stream, so a big table is held once.

@@ -13,6 +13,12 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
     case notEvaluationResults(path: String, detail: String)
     /// A whole-prompt method (alpha, bound, norm, channelwise_topk) was given a prompt in pieces.
     case wholePromptInPieces(method: String)
+    /// A prompt longer than a scale table's largest calibrated length.
+    case beyondScaleTable(length: Int, largest: Int)
+    /// `--method` (a mode of LongMamba's thresholds) given with a per-layer scale table.
+    case methodOfScaleTable(method: String, table: String)
+    /// An export whose `method` metadata this tool does not know.
+    case unknownExportMethod(path: String, method: String)
 
     public var description: String {
         switch self {
@@ -25,6 +31,12 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
             return "the table was calibrated on model \(table.prefix(12)), not on \(model) (\(fingerprint.prefix(12))); pass --force to use it anyway"
         case let .beyondTable(length, largest):
             return "length \(length) is beyond the table's largest length \(largest); solve with a larger --max-length, or pass --allow-beyond-table to use the largest"
+        case let .beyondScaleTable(length, largest):
+            return "length \(length) is beyond the scale table's largest calibrated length \(largest); calibrate it with `longmamba calibrate-scales --lengths …,\(length)`, or pass --allow-beyond-table to use the scales of \(largest)"
+        case let .methodOfScaleTable(method, table):
+            return "--method \(method) filters with LongMamba Δ thresholds; this is a \(table) table (one scale per layer), which has no modes: leave --method out"
+        case let .unknownExportMethod(path, method):
+            return "\(path): a table export of the method '\(method)', which this tool does not know (written by a newer tool?)"
         case let .lengthTooShort(S): return "length \(S) is too short to measure perplexity"
         case let .badBucketSize(n): return "--by-position \(n): a bucket needs at least 1 position"
         case let .textTooShort(n, S): return "the text has \(n) tokens, fewer than the requested length \(S)"

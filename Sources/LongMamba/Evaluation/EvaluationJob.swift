@@ -9,11 +9,18 @@ public enum TableChoice: Sendable, Equatable {
     case exported(path: String)
 
     /// Opens the table (read-only) and names it for results and metadata ("db#id" or the file).
-    public func open() throws -> (table: any ThresholdTableSource, name: String) {
+    public func open() throws -> (table: any PrefillTableSource, name: String) {
         switch self {
         case let .stored(database, table):
-            return (try StoredTableSource(store: try CalibrationStore(path: database, readOnly: true), table: table), "\(database)#\(table)")
+            let store = try CalibrationStore(path: database, readOnly: true)
+            switch try store.tableKind(table) {
+            case .scales: return (try StoredScaleSource(store: store, table: table), "\(database)#\(table)")
+            case .thresholds: return (try StoredTableSource(store: store, table: table), "\(database)#\(table)")
+            case let .unknown(method, rowKind): throw StoreError.unknownTableMethod(path: database, id: table, method: method, rowKind: rowKind)
+            }
         case let .exported(path):
+            let file = try SafetensorsFile(path: path)
+            if file.info("layer.0.scale") != nil { return (try ExportedScaleSource(file: file), path) }
             return (try ExportedTableSource(path: path), path)
         }
     }
@@ -79,7 +86,7 @@ public struct EvaluationJob {
     }
 
     /// Opens the chosen table and applies the fingerprint policy once (refused unless `force`).
-    func openTable(for model: MambaModel) throws -> (opened: (table: any ThresholdTableSource, name: String)?, fingerprint: String) {
+    func openTable(for model: MambaModel) throws -> (opened: (table: any PrefillTableSource, name: String)?, fingerprint: String) {
         let opened = try options.table?.open()
         let fingerprint = model.checkpoint.fingerprint()
         try opened?.table.checkModel(fingerprint: fingerprint, name: options.modelDirectory, force: options.force)
@@ -87,7 +94,7 @@ public struct EvaluationJob {
     }
 
     /// The filter start the results report: --filter-from, else the table's default; nil without a table.
-    func filterStart(_ table: (any ThresholdTableSource)?) -> Int? {
+    func filterStart(_ table: (any PrefillTableSource)?) -> Int? {
         table.map { options.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: $0.trainingLength) }
     }
 

@@ -191,7 +191,7 @@ public struct PasskeyPrompt: Sendable, Codable, Equatable {
 public struct PasskeyEvaluation: TableEvaluationSettings {
     public var model: MambaModel
     public var prompts: PasskeyPrompts
-    public var table: (any ThresholdTableSource)?
+    public var table: (any PrefillTableSource)?
     public var theta = GlobalChannels.defaultTheta
     public var filterFromLength: Int?
     public var allowBeyondTable = false
@@ -211,17 +211,17 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
     /// one piece, without prefix reuse.
     public var method = LongMambaMethod.dtThre
 
-    public init(model: MambaModel, prompts: PasskeyPrompts, table: (any ThresholdTableSource)? = nil) {
+    public init(model: MambaModel, prompts: PasskeyPrompts, table: (any PrefillTableSource)? = nil) {
         self.model = model; self.prompts = prompts; self.table = table
     }
 
-    /// Prefills `tokens` onto `state` in chunks (filtered by `filter` when given).
-    func prefill(_ tokens: ArraySlice<Int>, onto state: inout SequenceState, filter: DeltaFilter?) throws {
+    /// Prefills `tokens` onto `state` in chunks (filtered by `filter`, scaled by `scales` when given).
+    func prefill(_ tokens: ArraySlice<Int>, onto state: inout SequenceState, filter: DeltaFilter?, scales: LayerScales? = nil) throws {
         var none = DiscardingRecorder()
         var start = tokens.startIndex
         while start < tokens.endIndex {
             let end = min(tokens.endIndex, start + chunk)
-            try model.forward(tokens: Array(tokens[start..<end]), continuing: &state, recorder: &none, deltaFilter: filter)
+            try model.forward(tokens: Array(tokens[start..<end]), continuing: &state, recorder: &none, deltaFilter: filter, layerScales: scales)
             start = end
         }
     }
@@ -230,7 +230,8 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
     /// `tokens` (filtered by `filter` when given), then decodes `steps` tokens without
     /// filtering, carrying the state.
     /// `wholePrompt`: the filter needs every token at once: one forward over all of `tokens`.
-    func answer(continuing state: SequenceState, _ tokens: ArraySlice<Int>, filter: DeltaFilter?, steps: Int, wholePrompt: Bool = false) throws -> String {
+    func answer(continuing state: SequenceState, _ tokens: ArraySlice<Int>, filter: DeltaFilter?, scales: LayerScales? = nil, steps: Int,
+                wholePrompt: Bool = false) throws -> String {
         var state = state
         var none = DiscardingRecorder()
         var logits: [Float]
@@ -238,8 +239,9 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
             let all = try model.forward(tokens: Array(tokens), continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
             logits = Array(all.suffix(model.config.paddedVocabSize))   // the last token's row
         } else {
-            try prefill(tokens.dropLast(), onto: &state, filter: filter)
-            logits = try model.forward(tokens: [tokens[tokens.endIndex - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter)
+            try prefill(tokens.dropLast(), onto: &state, filter: filter, scales: scales)
+            logits = try model.forward(tokens: [tokens[tokens.endIndex - 1]], continuing: &state, recorder: &none, computeLogits: true, deltaFilter: filter,
+                                       layerScales: scales)
         }
         var generated: [Int] = []
         let V = min(model.config.vocabSize, prompts.tokenizer.vocabularySize)  // never pick a padding row
@@ -262,11 +264,11 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
         var considered = 0, kept = 0
     }
 
-    func sharedPrefix(_ tokens: ArraySlice<Int>, filter: LongMambaFilter?) throws -> SharedPrefix {
+    func sharedPrefix(_ tokens: ArraySlice<Int>, filter: LongMambaFilter?, scales: LayerScales? = nil) throws -> SharedPrefix {
         var state = SequenceState(layerCount: model.config.layerCount)
         guard reusePrefix, filter?.method.needsWholePrompt != true else { return SharedPrefix(length: 0, state: state) }
         let run = filter.map { LongMambaFilterRun(filter: $0) }
-        try prefill(tokens, onto: &state, filter: run?.deltaFilter)
+        try prefill(tokens, onto: &state, filter: run?.deltaFilter, scales: scales)
         return SharedPrefix(length: tokens.count, state: state, considered: run?.considered.reduce(0, +) ?? 0, kept: run?.kept.reduce(0, +) ?? 0)
     }
 
@@ -282,7 +284,9 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
                 try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable, method: method)
             }
             let filter = prefill?.run?.filter
-            let measureVanilla = includeVanilla || filter == nil
+            let scales = prefill?.scales   // a scale table's s_l at S (filter is then nil)
+            let active = prefill?.isActive ?? false
+            let measureVanilla = includeVanilla || !active
             for depth in depths {
                 var vanillaHits = 0, longMambaHits = 0
                 var kept = 0.0, filtered = 0
@@ -291,9 +295,10 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
                 // method and continue each trial from a copy of its state. Exact, because the
                 // filter acts on each token's own Δ (causal).
                 var vanillaPrefixes: [Int: SharedPrefix] = [:], filteredPrefixes: [Int: SharedPrefix] = [:]
-                func shared(_ cache: inout [Int: SharedPrefix], _ prompt: (tokens: [Int], needleStart: Int), filter: LongMambaFilter?) throws -> SharedPrefix {
+                func shared(_ cache: inout [Int: SharedPrefix], _ prompt: (tokens: [Int], needleStart: Int), filter: LongMambaFilter?,
+                            scales: LayerScales? = nil) throws -> SharedPrefix {
                     if let hit = cache[prompt.needleStart] { return hit }
-                    let made = try sharedPrefix(prompt.tokens[..<prompt.needleStart], filter: filter)
+                    let made = try sharedPrefix(prompt.tokens[..<prompt.needleStart], filter: filter, scales: scales)
                     cache[prompt.needleStart] = made
                     return made
                 }
@@ -311,7 +316,15 @@ public struct PasskeyEvaluation: TableEvaluationSettings {
                         vanillaHits += vanilla ? 1 : 0
                         prompts += 1
                     }
-                    if let filter {
+                    if let scales {
+                        // Per-layer scales act on each token's own Δ or on A: causal, so the prefix is shared too.
+                        let scaledPrefix = try shared(&filteredPrefixes, prompt, filter: nil, scales: scales)
+                        let answer = try answer(continuing: scaledPrefix.state, prompt.tokens[scaledPrefix.length...], filter: nil, scales: scales, steps: steps)
+                        longMambaHits += PasskeyPrompts.answer(in: answer) == key ? 1 : 0
+                        kept += 1
+                        filtered += 1
+                        prompts += 1
+                    } else if let filter {
                         let filteredPrefix = try shared(&filteredPrefixes, prompt, filter: filter)
                         // A fresh counter per prompt: the filter is the same, the counts are this prompt's.
                         let run = LongMambaFilterRun(filter: filter)

@@ -92,7 +92,7 @@ public struct PerplexityResults: Sendable, Codable {
 
 public struct PerplexityEvaluation: TableEvaluationSettings {
     public var model: MambaModel
-    public var table: (any ThresholdTableSource)?
+    public var table: (any PrefillTableSource)?
     public var theta: Double = GlobalChannels.defaultTheta
     /// Filter only windows of at least this many tokens (default 1.5 × the table's training
     /// length: the authors filter from 3k tokens on a 2k model).
@@ -110,11 +110,11 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
     /// How global channels are filtered; a whole-prompt method runs each filtered window in one piece.
     public var method = LongMambaMethod.dtThre
 
-    public init(model: MambaModel, table: (any ThresholdTableSource)? = nil) { self.model = model; self.table = table }
+    public init(model: MambaModel, table: (any PrefillTableSource)? = nil) { self.model = model; self.table = table }
 
     /// Mean negative log-likelihood (nats) of tokens[1...] given their prefixes, and its count;
     /// `positions[t]` += −log p(token t+1 | tokens ≤ t) when given.
-    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?, positions: UnsafeMutablePointer<Double>? = nil,
+    func negativeLogLikelihood(_ tokens: [Int], deltaFilter: DeltaFilter?, layerScales: LayerScales? = nil, positions: UnsafeMutablePointer<Double>? = nil,
                                wholePrompt: Bool = false) throws -> (sum: Double, count: Int) {
         let chunk = wholePrompt ? tokens.count : self.chunk
         var state = SequenceState(layerCount: model.config.layerCount)
@@ -125,7 +125,7 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
         while start < tokens.count {
             let end = min(tokens.count, start + chunk)
             let logits = try model.forward(tokens: Array(tokens[start..<end]), continuing: &state, recorder: &none,
-                                           computeLogits: true, deltaFilter: deltaFilter)
+                                           computeLogits: true, deltaFilter: deltaFilter, layerScales: layerScales)
             for t in start..<end where t + 1 < tokens.count {
                 let row = (t - start) * V
                 var maxLogit = -Float.infinity
@@ -156,6 +156,8 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
                 try LongMambaPrefill(table: $0, model: model, length: S, theta: theta, filterFrom: filterFromLength, allowBeyondTable: allowBeyondTable, method: method)
             }
             let filter = prefill?.run?.filter
+            let scales = prefill?.scales   // a scale table's s_l at S (filter is then nil)
+            let active = prefill?.isActive ?? false
             let tabulated = prefill?.tabulatedLength
             let offsets = windows <= 1 || tokens.count == S ? [0] : (0..<windows).map { $0 * (tokens.count - S) / (windows - 1) }
             var vanilla = (sum: 0.0, count: 0), filtered = (sum: 0.0, count: 0)
@@ -166,11 +168,16 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
             for (w, offset) in offsets.enumerated() {
                 progress("length \(S): window \(w + 1)/\(offsets.count)")
                 let window = Array(tokens[offset..<(offset + S)])
-                if includeVanilla || filter == nil {  // below the filter start LongMamba is this same pass
+                if includeVanilla || !active {  // below the filter start LongMamba is this same pass
                     let v = try vanillaAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, positions: positions > 0 ? $0.baseAddress : nil) }
                     vanilla.sum += v.sum; vanilla.count += v.count
                 }
-                if let filter {
+                if let scales {
+                    let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: nil, layerScales: scales,
+                                                                                                             positions: positions > 0 ? $0.baseAddress : nil) }
+                    filtered.sum += f.sum; filtered.count += f.count
+                    kept += 1; runs += 1
+                } else if let filter {
                     let run = LongMambaFilterRun(filter: filter)
                     let f = try filteredAt.withUnsafeMutableBufferPointer { try negativeLogLikelihood(window, deltaFilter: run.deltaFilter, positions: positions > 0 ? $0.baseAddress : nil,
                                                                                                              wholePrompt: method.needsWholePrompt) }
@@ -179,10 +186,10 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
                     kept += run.keptShare; runs += 1
                 }
             }
-            var point = PerplexityPoint(length: S, windows: offsets.count, vanillaPerplexity: includeVanilla || filter == nil ? Foundation.exp(vanilla.sum / Double(vanilla.count)) : .nan)
+            var point = PerplexityPoint(length: S, windows: offsets.count, vanillaPerplexity: includeVanilla || !active ? Foundation.exp(vanilla.sum / Double(vanilla.count)) : .nan)
             if table != nil {
                 // Below the filtering start LongMamba is vanilla.
-                point.longMambaPerplexity = filter != nil ? Foundation.exp(filtered.sum / Double(filtered.count)) : point.vanillaPerplexity
+                point.longMambaPerplexity = active ? Foundation.exp(filtered.sum / Double(filtered.count)) : point.vanillaPerplexity
                 point.tabulatedLength = tabulated
                 point.keptShare = runs > 0 ? kept / Double(runs) : 1
                 point.globalChannels = filter?.globalChannelCounts.reduce(0, +)
@@ -192,7 +199,7 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
                     let end = min(S - 1, start + N), n = Double((end - start) * offsets.count)
                     var b = PositionBucket(start: start, end: end, vanillaPerplexity: Foundation.exp(vanillaAt[start..<end].reduce(0, +) / n))
                     if table != nil {
-                        b.longMambaPerplexity = filter != nil ? Foundation.exp(filteredAt[start..<end].reduce(0, +) / n) : b.vanillaPerplexity
+                        b.longMambaPerplexity = active ? Foundation.exp(filteredAt[start..<end].reduce(0, +) / n) : b.vanillaPerplexity
                     }
                     return b
                 }

@@ -3,14 +3,26 @@
 // filter or not at this length, with which table row, checked against the model.
 import Foundation
 
-/// Where LongMamba thresholds come from: a table in the store or an exported safetensors table.
-public protocol ThresholdTableSource {
+/// Any table that changes the prefill: LongMamba thresholds (`ThresholdTableSource`) or
+/// per-layer scales (`ScaleTableSource`), from the store or an export.
+public protocol PrefillTableSource {
     var modelFingerprint: String? { get }
     /// The stored table's content hash (an export carries it as `content_hash`): what the
     /// results of an evaluation name, so the report can check they belong to its table.
     var contentHash: String? { get }
     var trainingLength: Int { get }
     var lengths: [Int] { get }
+}
+
+/// Where per-layer scales come from (delta_scale, a_power).
+public protocol ScaleTableSource: PrefillTableSource {
+    var scaleMethod: ScaleMethod { get }
+    /// s_l of every layer at the calibrated length nearest `length` (the lookup's rounding rule).
+    func scales(length: Int) throws -> (scales: LayerScales, tabulatedLength: Int)
+}
+
+/// Where LongMamba thresholds come from: a table in the store or an exported safetensors table.
+public protocol ThresholdTableSource: PrefillTableSource {
     /// Thresholds at the tabulated length nearest `length` (the lookup's rounding rule) and the
     /// global-channel mask for θ, with what `method` needs (α row, decay budgets).
     func filter(length: Int, theta: Double, method: LongMambaMethod) throws -> (filter: LongMambaFilter, tabulatedLength: Int)
@@ -102,7 +114,61 @@ public struct ExportedTableSource: ThresholdTableSource {
     }
 }
 
-extension ThresholdTableSource {
+/// A scale table in the store.
+public struct StoredScaleSource: ScaleTableSource {
+    public let info: ScaleTableInfo
+    /// [layers][T]
+    public let table: [[Float]]
+    public init(store: CalibrationStore, table id: Int64) throws {
+        info = try store.scaleTable(id); table = try store.scales(table: id)
+    }
+    public var modelFingerprint: String? { info.modelFingerprint }
+    public var contentHash: String? { info.contentHash }
+    public var trainingLength: Int { info.parameters.trainingLength }
+    public var lengths: [Int] { info.lengths }
+    public var scaleMethod: ScaleMethod { info.method }
+    public func scales(length: Int) throws -> (scales: LayerScales, tabulatedLength: Int) {
+        let t = LengthRounding.nearestIndex(of: length, in: lengths)!   // a stored table has ≥ 1 length
+        return (LayerScales(method: info.method, scales: table.map { $0[t] }), lengths[t])
+    }
+}
+
+/// A scale table exported with `longmamba export --format safetensors`: lengths i64 [T],
+/// layer.{i}.scale f32 [T], metadata `method`.
+public struct ExportedScaleSource: ScaleTableSource {
+    public let file: SafetensorsFile
+    public let lengths: [Int]
+    public let scaleMethod: ScaleMethod
+    /// [layers][T]
+    let table: [[Float]]
+    public init(file: SafetensorsFile) throws {
+        self.file = file
+        lengths = try file.integers("lengths")
+        guard !lengths.isEmpty else { throw SafetensorsError.emptyTensor(path: file.path, tensor: "lengths") }
+        guard let method = ScaleMethod(rawValue: file.metadata["method"] ?? "") else {
+            throw EvaluationError.unknownExportMethod(path: file.path, method: file.metadata["method"] ?? "(none)")
+        }
+        scaleMethod = method
+        var rows: [[Float]] = []
+        while file.info("layer.\(rows.count).scale") != nil {
+            let row = try file.floats("layer.\(rows.count).scale")
+            guard row.count == lengths.count else {
+                throw SafetensorsError.valueCountMismatch(path: file.path, tensor: "layer.\(rows.count).scale", count: row.count, rows: 1, columns: lengths.count)
+            }
+            rows.append(row)
+        }
+        table = rows
+    }
+    public var modelFingerprint: String? { file.metadata["model_fingerprint"] }
+    public var contentHash: String? { file.metadata["content_hash"] }
+    public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
+    public func scales(length: Int) throws -> (scales: LayerScales, tabulatedLength: Int) {
+        let t = LengthRounding.nearestIndex(of: length, in: lengths)!
+        return (LayerScales(method: scaleMethod, scales: table.map { $0[t] }), lengths[t])
+    }
+}
+
+extension PrefillTableSource {
     /// Refuses a table calibrated on another model (fingerprint mismatch) unless `force`.
     /// Done once per model, not per length: the fingerprint hashes every weight.
     public func checkModel(fingerprint: String, name: String = "this one", force: Bool) throws {
@@ -144,35 +210,48 @@ public struct LongMambaPrefill {
     public let theta: Double
     public let filterFrom: Int
     /// The tabulated length whose row is applied; nil when the sequence is below the filter start.
-    public let tabulatedLength: Int?
-    /// Counts what the filter keeps; nil when no filtering applies.
-    public let run: LongMambaFilterRun?
+    public private(set) var tabulatedLength: Int?
+    /// Counts what the filter keeps; nil when no filtering applies (or the table holds scales).
+    public private(set) var run: LongMambaFilterRun?
+    /// A scale table's s_l for this length; nil below the start or for a threshold table.
+    public private(set) var scales: LayerScales?
 
     /// - allowBeyondTable: past the table's largest length use its last row (otherwise refuse).
-    public init(table: any ThresholdTableSource, model: MambaModel, length: Int, theta: Double,
+    public init(table: any PrefillTableSource, model: MambaModel, length: Int, theta: Double,
                 filterFrom: Int? = nil, allowBeyondTable: Bool = true, method: LongMambaMethod = .dtThre) throws {
         guard theta > 0 else { throw EvaluationError.nonPositiveTheta(theta) }
         self.theta = theta
         self.filterFrom = filterFrom ?? Self.defaultFilterStart(trainingLength: table.trainingLength)
-        if length >= self.filterFrom {
-            if length > (table.lengths.last ?? 0) && !allowBeyondTable {
-                throw EvaluationError.beyondTable(length: length, largest: table.lengths.last ?? 0)
+        guard length >= self.filterFrom else { return }
+        if length > (table.lengths.last ?? 0) && !allowBeyondTable {
+            throw table is any ScaleTableSource ? EvaluationError.beyondScaleTable(length: length, largest: table.lengths.last ?? 0)
+                                                : EvaluationError.beyondTable(length: length, largest: table.lengths.last ?? 0)
+        }
+        if let table = table as? any ScaleTableSource {
+            guard method == .dtThre else { throw EvaluationError.methodOfScaleTable(method: method.rawValue, table: table.scaleMethod.rawValue) }
+            let s = try table.scales(length: length)
+            guard s.scales.scales.count == model.config.layerCount else {
+                throw ModelRunError.scaleLayerMismatch(scales: s.scales.scales.count, modelLayers: model.config.layerCount)
             }
+            scales = s.scales
+            tabulatedLength = s.tabulatedLength
+        } else if let table = table as? any ThresholdTableSource {
             let f = try table.filter(length: length, theta: theta, method: method)
             try f.filter.validate(for: model.config)
             run = LongMambaFilterRun(filter: f.filter)
             tabulatedLength = f.tabulatedLength
-        } else {
-            run = nil
-            tabulatedLength = nil
         }
     }
+
+    /// Whether this prefill changes the model (a filter or scales apply at this length).
+    public var isActive: Bool { run != nil || scales != nil }
 
     /// What a recording made with this prefill says about it.
     public func metadata(tableName: String) -> [String: String] {
         var m = ["longmamba_table": tableName, "longmamba_theta": "\(theta)", "longmamba_filter_from": "\(filterFrom)"]
         if let tabulatedLength { m["longmamba_tabulated_length"] = "\(tabulatedLength)" }
         if let run { m["longmamba_global_channels"] = "\(run.filter.globalChannelCounts)" }
+        if let scales { m["longmamba_scale_method"] = scales.method.rawValue; m["longmamba_scales"] = "\(scales.scales)" }
         return m
     }
 }

@@ -18,6 +18,8 @@ public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
     case stateLayerMismatch(stateLayers: Int, modelLayers: Int)
     /// Zamba2: a hybrid layer's weights asked for a layer the schedule does not make hybrid.
     case notHybridLayer(layer: Int)
+    /// A per-layer scale table with another layer count than the model.
+    case scaleLayerMismatch(scales: Int, modelLayers: Int)
 
     public var description: String {
         switch self {
@@ -29,6 +31,8 @@ public enum ModelRunError: Error, CustomStringConvertible, Sendable, Equatable {
             return "sequence state has \(stateLayers) layers, the model \(modelLayers)"
         case let .notHybridLayer(layer):
             return "layer \(layer) is not a hybrid layer of this Zamba2 model"
+        case let .scaleLayerMismatch(scales, modelLayers):
+            return "the scale table has \(scales) layers, the model \(modelLayers)"
         }
     }
 }
@@ -76,16 +80,22 @@ public final class MambaModel: @unchecked Sendable {
     /// `computeLogits` (otherwise an empty array: calibration skips the LM head).
     @discardableResult
     public func forward<R: DeltaRecorder>(tokens: [Int], recorder: inout R, computeLogits: Bool = false,
-                                          deltaFilter: DeltaFilter? = nil) throws -> [Float] {
+                                          deltaFilter: DeltaFilter? = nil, layerScales: LayerScales? = nil) throws -> [Float] {
         var state = SequenceState(layerCount: config.layerCount)
-        return try forward(tokens: tokens, continuing: &state, recorder: &recorder, computeLogits: computeLogits, deltaFilter: deltaFilter)
+        return try forward(tokens: tokens, continuing: &state, recorder: &recorder, computeLogits: computeLogits, deltaFilter: deltaFilter,
+                           layerScales: layerScales)
     }
 
     /// Runs the next chunk of a sequence from `state` (conv histories and SSM states of every
-    /// layer) and leaves `state` after the chunk's last token.
+    /// layer) and leaves `state` after the chunk's last token. `layerScales`: a per-layer scale
+    /// method (ScaleMethods.swift) applied to this chunk.
     @discardableResult
     public func forward<R: DeltaRecorder>(tokens: [Int], continuing state: inout SequenceState, recorder: inout R,
-                                          computeLogits: Bool = false, deltaFilter: DeltaFilter? = nil) throws -> [Float] {
+                                          computeLogits: Bool = false, deltaFilter: DeltaFilter? = nil,
+                                          layerScales: LayerScales? = nil) throws -> [Float] {
+        if let layerScales, layerScales.scales.count != config.layerCount {
+            throw ModelRunError.scaleLayerMismatch(scales: layerScales.scales.count, modelLayers: config.layerCount)
+        }
         try validate(tokens: tokens)
         guard state.layers.count == config.layerCount else {
             throw ModelRunError.stateLayerMismatch(stateLayers: state.layers.count, modelLayers: config.layerCount)
@@ -109,11 +119,19 @@ public final class MambaModel: @unchecked Sendable {
                 rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
             }
             let mixer = try mixer(layer)
-            let filter: LayerDeltaFilter? = deltaFilter.map { f in
+            var filter: LayerDeltaFilter? = deltaFilter.map { f in
                 { delta in f(layer, &delta, L, self.config.channelCount) }
             }
+            var decayRates: [Float]? = nil                                                   // A' (a_power): A's shape
+            switch layerScales?.method {
+            case .deltaScale?:
+                filter = { [filter] delta in layerScales!.scaleDelta(&delta, layer: layer); filter?(&delta) }
+            case .aPower?:
+                decayRates = layerScales!.poweredDecay(aLog: try checkpoint.floats(mixerName(layer) + "A_log"), layer: layer)
+            case nil: break
+            }
             let delta = mixer.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace,
-                                      deltaFilter: filter, useReferenceScan: useReferenceScan)
+                                      deltaFilter: filter, decayRates: decayRates, useReferenceScan: useReferenceScan)
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
             try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: mixer.decayRates, aShape: mixer.decayShape))
         }
@@ -126,6 +144,9 @@ public final class MambaModel: @unchecked Sendable {
         linear(normed, rows: L, inFeatures: dModel, weight: head, outFeatures: V, into: &logits)
         return logits
     }
+
+    /// The prefix of a layer's mixer tensors (every architecture after `sanitize`).
+    private func mixerName(_ layer: Int) -> String { "backbone.layers.\(layer).mixer." }
 
     /// Forward without recording.
     public func logits(tokens: [Int]) throws -> [Float] {

@@ -137,8 +137,11 @@ struct ThresholdTableRecord: Codable, FetchableRecord, MutablePersistableRecord 
     var toolVersion: String
     var schemaVersion: Int
     var createdAt: String
+    /// 'per_channel' (rows in table_layers) or 'per_layer' (rows in table_scales), v5.
+    var rowKind: String = TableRowKind.perChannel.rawValue
 
     enum CodingKeys: String, CodingKey {
+        case rowKind = "row_kind"
         case id, runID = "run_id", method, parametersJSON = "parameters_json", clampFraction = "clamp_fraction", aggregation
         case intervalTokens = "interval_tokens", maxLength = "max_length", trainingLength = "training_length"
         case layerCount = "layer_count", lengthCount = "length_count", contentHash = "content_hash"

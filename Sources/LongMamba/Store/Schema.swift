@@ -11,12 +11,15 @@
 //   v4  where each evaluation point was measured: evaluations.backend ('swift' | 'torch'),
 //       device ('cpu', 'cuda:0 (NVIDIA H100 …)') and dtype ('float32' | 'bfloat16' | 'float16');
 //       rows of v3 were all measured by the Swift runner on the CPU in float32
+//   v5  per-layer scale tables (MambaExtend's delta_scale, Mamba Modulation's a_power):
+//       threshold_tables.row_kind ('per_channel' | 'per_layer'), their rows in table_scales, and
+//       their SPSA calibration in scale_jobs (parameters, sampled tokens) and scale_steps (every step)
 import Foundation
 import GRDB
 
 extension CalibrationStore {
     /// Schema version this tool writes and understands.
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -186,6 +189,52 @@ extension CalibrationStore {
                 ALTER TABLE evaluations ADD COLUMN device TEXT NOT NULL DEFAULT 'cpu';
                 ALTER TABLE evaluations ADD COLUMN dtype TEXT NOT NULL DEFAULT 'float32';
                 PRAGMA user_version = 4;
+                """)
+        }
+        m.registerMigration("v5: per-layer scale tables and their calibration") { db in
+            try db.execute(sql: """
+                ALTER TABLE threshold_tables ADD COLUMN row_kind TEXT NOT NULL DEFAULT 'per_channel';
+                CREATE TABLE table_scales (
+                    table_id INTEGER NOT NULL REFERENCES threshold_tables(id),
+                    layer_index INTEGER NOT NULL,
+                    length_count INTEGER NOT NULL,
+                    lengths_i64 BLOB NOT NULL,
+                    scales_f32 BLOB NOT NULL,
+                    PRIMARY KEY (table_id, layer_index)
+                );
+                CREATE TRIGGER table_scales_are_immutable BEFORE UPDATE ON table_scales
+                    BEGIN SELECT RAISE(ABORT, 'threshold tables are immutable'); END;
+                CREATE TRIGGER table_scales_are_never_deleted BEFORE DELETE ON table_scales
+                    BEGIN SELECT RAISE(ABORT, 'threshold tables are immutable'); END;
+                CREATE TABLE scale_jobs (
+                    id INTEGER PRIMARY KEY,
+                    job_key TEXT NOT NULL UNIQUE,
+                    run_id INTEGER NOT NULL REFERENCES calibration_runs(id),
+                    method TEXT NOT NULL,
+                    parameters_json TEXT NOT NULL,
+                    sample_count INTEGER NOT NULL,
+                    sample_length INTEGER NOT NULL,
+                    token_ids_i32 BLOB NOT NULL,
+                    table_id INTEGER REFERENCES threshold_tables(id),
+                    created_at TEXT NOT NULL
+                );
+                CREATE TABLE scale_steps (
+                    job_id INTEGER NOT NULL REFERENCES scale_jobs(id),
+                    length INTEGER NOT NULL,
+                    step INTEGER NOT NULL,
+                    log_scales_f32 BLOB NOT NULL,
+                    loss_plus REAL,
+                    loss_minus REAL,
+                    best_loss REAL NOT NULL,
+                    best_log_scales_f32 BLOB NOT NULL,
+                    outcome TEXT NOT NULL,
+                    backend TEXT NOT NULL DEFAULT 'swift',
+                    device TEXT NOT NULL DEFAULT 'cpu',
+                    dtype TEXT NOT NULL DEFAULT 'float32',
+                    created_at TEXT NOT NULL,
+                    PRIMARY KEY (job_id, length, step)
+                );
+                PRAGMA user_version = 5;
                 """)
         }
         return m

@@ -47,6 +47,14 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case evaluationOfMissingTable(source: String, id: Int64, table: Int64, contentHash: String, target: String)
     /// `merge`: a point whose point_key is not the one its own columns give (another key rule, or altered).
     case evaluationKeyMismatch(path: String, id: Int64)
+    // Scale tables (v5).
+    /// A table of a method this tool does not know (a newer tool's): refused, left in the store.
+    case unknownTableMethod(path: String, id: Int64, method: String, rowKind: String)
+    /// A scale table where a threshold table is needed, or the reverse.
+    case notAThresholdTable(path: String, id: Int64, method: String)
+    case notAScaleTable(path: String, id: Int64, kind: String)
+    case invalidScaleTable(path: String, problem: String)
+    case unknownScaleJob(path: String, id: Int64)
 
     public var description: String {
         switch self {
@@ -67,6 +75,16 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
             let shown = tables.prefix(5).joined(separator: ", ") + (tables.count > 5 ? ", …" : "")
             return "\(path): the file holds no longmamba schema but another application's tables (\(shown)); nothing was written. Use another path."
         case let .database(path, detail): return "\(path): \(detail)"
+        case let .unknownTableMethod(path, id, method, rowKind):
+            return "\(path): table \(id) has the method '\(method)' (\(rowKind) rows), which this tool does not know; written by a newer tool? Upgrade longmamba to use it; it was left in the store."
+        case let .notAThresholdTable(path, id, method):
+            return "\(path): table \(id) is a \(method) table (one scale per layer), not LongMamba Δ thresholds; θ, --method and the per-channel outputs do not apply to it"
+        case let .notAScaleTable(path, id, kind):
+            return "\(path): table \(id) is \(kind), not a per-layer scale table"
+        case let .invalidScaleTable(path, problem):
+            return "\(path): not a valid scale table: \(problem); nothing was written"
+        case let .unknownScaleJob(path, id):
+            return "\(path): no scale calibration job with id \(id) (`longmamba calibrate-scales` prints the job it uses)"
         case let .unknownTable(path, id): return "\(path): no threshold table with id \(id) (list them with `longmamba tables --db \(path)`)"
         case let .unknownRun(path, id): return "\(path): no calibration run with id \(id)"
         case let .unknownModel(path, id): return "\(path): no model with id \(id)"

@@ -75,14 +75,19 @@ extension CalibrationStore {
         }
     }
 
-    /// All tables, oldest first.
+    /// All LongMamba threshold tables, oldest first (scale tables: `scaleTables`; tables of a
+    /// method this tool does not know are skipped here and refused when asked for by id).
     public func tables() throws -> [ThresholdTableInfo] {
-        let ids = try read { db in try Int64.fetchAll(db, sql: "SELECT id FROM threshold_tables ORDER BY id") }
-        return try ids.map { try table($0) }
+        try tableKinds().filter { $0.kind == .thresholds }.map { try table($0.id) }
     }
 
     public func table(_ id: Int64) throws -> ThresholdTableInfo {
-        try read { db in
+        switch try tableKind(id) {
+        case .thresholds: break
+        case let .scales(method): throw StoreError.notAThresholdTable(path: path, id: id, method: method.rawValue)
+        case let .unknown(method, rowKind): throw StoreError.unknownTableMethod(path: path, id: id, method: method, rowKind: rowKind)
+        }
+        return try read { db in
             guard let t = try ThresholdTableRecord.fetchOne(db, key: id), let run = try CalibrationRunInfo.fetchOne(db, key: t.runID),
                   let model = try ModelInfo.fetchOne(db, key: run.modelID) else { throw StoreError.unknownTable(path: path, id: id) }
             let params = try t.validatedParameters(path: path)
