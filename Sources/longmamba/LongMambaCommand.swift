@@ -11,6 +11,8 @@ struct LongMambaCommand: AsyncParsableCommand {
         subcommands: [
             // The main job: corpus → samples → Δ → tables, resumable, shardable
             CalibrateCommand.self, MergeCommand.self,
+            // The per-layer scale methods (MambaExtend, Mamba Modulation): SPSA into a table
+            CalibrateScalesCommand.self,
             // Corpus and tokenizer
             SampleCommand.self, TokenizeCommand.self,
             // Model runner (Δ recordings)
