@@ -47,6 +47,7 @@ struct CalibrateScalesCommand: ParsableCommand {
         let display = ProgressLines(enabled: !quiet)
         let started = Date()
         let result = try ScaleCalibrationJob(options: options).run { event in
+            guard !quiet else { return }
             switch event {
             case let .sampling(samples, length): display.note("sampling \(samples) packed samples of \(length) tokens")
             case let .job(id, reused): display.note(reused ? "job \(id): resuming" : "job \(id)")

@@ -32,7 +32,7 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Lengths (repeat or comma-separate; k = ×1000, e.g. 2k,4k).") var lengths: [String] = []
     @Option(help: "Filter only sequences of at least this many tokens (default 1.5 × L).") var filterFrom: TokenCount?
     @Option(help: "tokenizer.json (default: the model directory's).") var tokenizer: String?
-    @Option(help: "Methods compared side by side (repeat or comma-separate): dt_thre, alpha, bound, norm, channelwise_topk.") var method: [String] = ["dt_thre"]
+    @Option(help: "Methods compared side by side (repeat or comma-separate): dt_thre, alpha, bound, norm, channelwise_topk (modes of the θ × p tables), delta_scale, a_power (every such table of the run, from calibrate-scales).") var method: [String] = ["dt_thre"]
     @Flag(help: "Coarse to fine: every point at the shortest length with a ninth (then a third) of the trials or windows, the best third on to the next length, and so on.") var halving = false
     @Option(help: "Evaluate only points k with k mod n = i (i/n, e.g. 0/4) into this database; `longmamba merge` joins the shards' evaluations.") var shard: String = "0/1"
     @Flag(help: "Print only the winner: table id and θ.") var best = false
@@ -62,7 +62,9 @@ struct TuneCommand: ParsableCommand {
         options.tokenizer = tokenizer
         options.force = force
         options.halving = halving
-        options.methods = try listValues(method, name: "method") { LongMambaMethod(rawValue: $0) }
+        let names = try listValues(method, name: "method") { LongMambaMethod(rawValue: $0) != nil || ScaleMethod(rawValue: $0) != nil ? $0 : nil }
+        options.methods = names.compactMap { LongMambaMethod(rawValue: $0) }
+        options.scaleMethods = names.compactMap { ScaleMethod(rawValue: $0) }
         let parts = shard.split(separator: "/").compactMap { Int($0) }
         guard parts.count == 2 else { throw ValidationError("--shard must look like i/n, e.g. 0/4") }
         (options.shardIndex, options.shardCount) = (parts[0], parts[1])
@@ -74,16 +76,16 @@ struct TuneCommand: ParsableCommand {
             print("join the shards with `longmamba merge --db MAIN SHARD…`; a tune with the same options on MAIN then ranks every point without evaluating")
             return
         }
+        let showMethod = options.methods != [.dtThre] || !options.scaleMethods.isEmpty
         if best {
-            guard let winner = result.best, let table = winner.table, let th = winner.theta else { return }
-            // With several methods the winner's method follows: "table θ method".
-            print("\(table) \(th)" + (options.methods != [.dtThre] ? " \(winner.method?.rawValue ?? "dt_thre")" : ""))
+            guard let winner = result.best, let table = winner.table else { return }
+            // With several methods the winner's method follows: "table θ method" (θ "-" for a scale table).
+            print("\(table) \(winner.theta.map { "\($0)" } ?? "-")" + (showMethod ? " \(winner.methodName ?? "dt_thre")" : ""))
             return
         }
         func fmt(_ v: Double) -> String { result.higherIsBetter ? String(format: "%.0f%%", 100 * v) : String(format: "%.3f", v) }
         func value(_ v: Double) -> String { v.isNaN ? "-" : fmt(v) }
         let effort = halving ? result.effortByLength.map { " (\($0))" } : result.lengths.map { _ in "" }
-        let showMethod = options.methods != [.dtThre]
         let header = ["rank", "table", "p", "agg"] + (showMethod ? ["method"] : []) + ["θ"] + zip(result.lengths, effort).map { "\(result.metric)@\($0.0)\($0.1)" }
             + [result.higherIsBetter ? "mean" : "geo-mean", "measured by"] + (halving ? ["dropped"] : [])
         var rows: [[String]] = []
@@ -92,7 +94,7 @@ struct TuneCommand: ParsableCommand {
             let p: String = r.clampFraction.map { "\($0)" } ?? "-"
             let agg: String = r.aggregation?.rawValue ?? "-"
             let th: String = r.theta.map { "\($0)" } ?? "-"
-            var row: [String] = [String(i + 1), table, p, agg] + (showMethod ? [r.method?.rawValue ?? "-"] : []) + [th]
+            var row: [String] = [String(i + 1), table, p, agg] + (showMethod ? [r.methodName ?? "-"] : []) + [th]
             row += r.values.map(value)
             row.append(fmt(r.score))
             row.append(r.measuredBy.joined(separator: " + "))
@@ -105,7 +107,10 @@ struct TuneCommand: ParsableCommand {
             print("halving: \(zip(result.lengths, result.effortByLength).map { "\($0.1) \(per) at \($0.0)" }.joined(separator: ", ")); the best third of each length went on to the next")
         }
         FileHandle.standardError.write(Data("\(result.pointsEvaluated) points evaluated (\(result.promptsRun) \(options.task.unit)), \(result.pointsReused) reused from \(db); \(result.tablesSolved) tables solved\n".utf8))
-        if let w = result.best, let table = w.table, let th = w.theta {
+        if let w = result.best, let table = w.table, let scale = w.scaleMethod {
+            let vanilla = result.ranked.first { $0.table == nil }?.score ?? .nan
+            print("best: table \(table) (\(scale.rawValue), per-layer scales): \(fmt(w.score)) against vanilla \(fmt(vanilla))")
+        } else if let w = result.best, let table = w.table, let th = w.theta {
             let vanilla = result.ranked.first { $0.table == nil }?.score ?? .nan
             let how = showMethod ? ", method \(w.method?.rawValue ?? "dt_thre")" : ""
             print("best: table \(table) (p = \(w.clampFraction ?? 0), aggregate \(w.aggregation?.rawValue ?? "?")\(how)) with θ = \(th): \(fmt(w.score)) against vanilla \(fmt(vanilla))")

@@ -10,7 +10,7 @@
 //   δ_k          ±1 per layer from SplitMix64(seed ^ S·φ ^ k·ψ), top bit of each draw
 //   v±           f32(u ± c_k·δ_k): the two points evaluated at step k
 //   ĝ            (f(v+) − f(v−)) / (2·c_k·δ_k): the simultaneous-perturbation gradient
-//   u ← f32(clamp(u − a_k·ĝ, −3, 3));  best ← the evaluated point of lowest f
+//   u ← f32(clamp(u − clip(a_k·ĝ, ±step_size), −3, 3));  best ← the evaluated point of lowest f
 import Foundation
 
 public struct ScaleCalibrationOptions: Sendable {
@@ -197,7 +197,8 @@ public struct ScaleCalibrationJob {
                     let ak = SPSA.stepSize(gain!, stability: stability, step: k)
                     next = zip(u, delta).map { ui, d in
                         let g = (fPlus - fMinus) / (2 * ck * Double(d))
-                        return Float(min(SPSA.logScaleBound, max(-SPSA.logScaleBound, Double(ui) - ak * g)))
+                        let move = min(o.stepSize, max(-o.stepSize, ak * g))   // no step moves u_l by more than step_size
+                        return Float(min(SPSA.logScaleBound, max(-SPSA.logScaleBound, Double(ui) - move)))
                     }
                     if fPlus < bestLoss { bestLoss = fPlus; bestU = plus }
                     if fMinus < bestLoss { bestLoss = fMinus; bestU = minus }

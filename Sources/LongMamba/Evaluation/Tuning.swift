@@ -39,6 +39,8 @@ public struct TuneOptions: Sendable {
     public var halving = false
     /// How global channels are filtered, compared side by side (default: dt_thre alone).
     public var methods: [LongMambaMethod] = [.dtThre]
+    /// Per-layer scale methods compared beside them: every stored table of the run with that method.
+    public var scaleMethods: [ScaleMethod] = []
     /// `--shard i/n`: evaluate only points k with k mod n = i (`TuneJob.points`) and rank nothing;
     /// `merge` joins the shards' evaluations and a tune over the joined store ranks them all.
     public var shardIndex = 0
@@ -58,8 +60,12 @@ public struct TuneRow: Sendable, Equatable {
     public var clampFraction: Double?
     public var aggregation: Aggregation?
     public var theta: Double?
-    /// How global channels were filtered (nil: vanilla).
+    /// How global channels were filtered (nil: vanilla or a scale table).
     public var method: LongMambaMethod?
+    /// A per-layer scale table's method (then `method` and θ are nil).
+    public var scaleMethod: ScaleMethod?
+    /// The method as the CLI names it (nil: vanilla).
+    public var methodName: String? { scaleMethod?.rawValue ?? method?.rawValue }
     /// metric at each of the options' lengths, in order (NaN: not evaluated, the row was dropped
     /// by `--halving` before that length)
     public var values: [Double]
@@ -106,6 +112,8 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
     case shardNeedsTables(path: String, run: Int64, missing: [String], command: String)
     /// A length beyond the tables' grid: refused before anything is evaluated.
     case beyondTables(length: Int, largest: Int, command: String, interval: Int, maxLength: Int)
+    /// `--method delta_scale|a_power` with no such table for the run.
+    case noScaleTables(path: String, run: Int64, method: String)
 
     public var description: String {
         switch self {
@@ -118,6 +126,8 @@ public enum TuneError: Error, CustomStringConvertible, Sendable, Equatable {
             return "tune: --halving chooses each length's points from the previous length's results, so it cannot be sharded; shard the full grid, or run the halving on one machine"
         case let .beyondTables(length, largest, command, interval, maxLength):
             return "tune: length \(length) is beyond the tables' largest length \(largest); solve tables up to it first:\n  \(command)\nthen tune with --interval \(interval) --max-length \(maxLength)"
+        case let .noScaleTables(path, run, method):
+            return "\(path): run \(run) has no \(method) table; calibrate one first:\n  longmamba calibrate-scales --db \(path) --run \(run) --model DIR --corpus FILES --method \(method) --lengths …"
         case let .shardNeedsTables(path, run, missing, command):
             return "\(path): run \(run) has no table for \(missing.joined(separator: ", ")); a shard only evaluates tables already in the store (every shard must agree on table ids): solve them first with\n  \(command)"
         }
@@ -152,10 +162,13 @@ public struct TuneJob {
     /// The points of a full (not halving) grid in the order shards split them: vanilla at
     /// every length, then each method, each table of the grid (clamp fractions outer, aggregations
     /// inner), each θ, each length. Point k belongs to shard k mod n.
-    public static func points(tables: [Int64], thetas: [Double], lengths: [Int], methods: [LongMambaMethod] = [.dtThre])
-        -> [(table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int)] {
-        var points: [(table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int)] = lengths.map { (nil, nil, nil, $0) }
-        for m in methods { for t in tables { for th in thetas { for S in lengths { points.append((t, th, m, S)) } } } }
+    /// Then each scale table (of `scaleTables`, in order) at each length, without θ.
+    public static func points(tables: [Int64], thetas: [Double], lengths: [Int], methods: [LongMambaMethod] = [.dtThre],
+                              scaleTables: [(table: Int64, method: ScaleMethod)] = [])
+        -> [(table: Int64?, theta: Double?, method: String?, length: Int)] {
+        var points: [(table: Int64?, theta: Double?, method: String?, length: Int)] = lengths.map { (nil, nil, nil, $0) }
+        for m in methods { for t in tables { for th in thetas { for S in lengths { points.append((t, th, m.rawValue, S)) } } } }
+        for t in scaleTables { for S in lengths { points.append((t.table, nil, t.method.rawValue, S)) } }
         return points
     }
 
@@ -172,7 +185,7 @@ public struct TuneJob {
         guard !o.clampFractions.isEmpty else { throw TuneError.emptyGrid(what: "--clamp") }
         guard !o.aggregations.isEmpty else { throw TuneError.emptyGrid(what: "--aggregate") }
         guard !o.lengths.isEmpty else { throw TuneError.emptyGrid(what: "--lengths") }
-        guard !o.methods.isEmpty else { throw TuneError.emptyGrid(what: "--method") }
+        guard !o.methods.isEmpty || !o.scaleMethods.isEmpty else { throw TuneError.emptyGrid(what: "--method") }
         for t in o.thetas where !(t > 0) { throw TuneError.nonPositiveTheta(t) }
         guard o.shardCount >= 1, o.shardIndex >= 0, o.shardIndex < o.shardCount else { throw TuneError.badShard(index: o.shardIndex, count: o.shardCount) }
         let sharded = o.shardCount > 1
@@ -219,19 +232,35 @@ public struct TuneJob {
             throw TuneError.beyondTables(length: beyond, largest: largest, command: sweepCommand(grid, interval: interval, maxLength: need),
                                          interval: interval, maxLength: need)
         }
-        var sources: [Int64: StoredTableSource] = [:]
+        // The scale tables compared: every table of the run with each scale method, each within its lengths.
+        var scaleTables: [(table: Int64, method: ScaleMethod)] = []
+        for m in o.scaleMethods {
+            let found = try store.scaleTables(run: o.runID, method: m)
+            guard !found.isEmpty else { throw TuneError.noScaleTables(path: o.databasePath, run: o.runID, method: m.rawValue) }
+            for t in found {
+                if let beyond = o.lengths.first(where: { $0 >= filterStart && $0 > t.lengths.last! }) {
+                    throw EvaluationError.beyondScaleTable(length: beyond, largest: t.lengths.last!)
+                }
+                scaleTables.append((t.id, m))
+            }
+        }
+        var sources: [Int64: any PrefillTableSource] = [:]
 
         /// Evaluates (or finds) one point with `evaluator`; `vanilla`: that evaluator's vanilla value at `length`, if known.
-        func point(_ evaluators: Evaluators, table: Int64?, theta: Double?, method: LongMambaMethod?, length: Int, vanilla: Double?) throws -> (value: Double, measuredBy: String) {
-            let evaluator = evaluators[method ?? .dtThre]
+        func point(_ evaluators: Evaluators, table: Int64?, theta: Double?, method: String?, length: Int, vanilla: Double?) throws -> (value: Double, measuredBy: String) {
+            let evaluator = evaluators[method ?? LongMambaMethod.dtThre.rawValue]
             let key = EvaluationRecord.pointKey(evaluationKey: evaluator.evaluationKey, tableID: table, theta: theta, length: length, metric: o.task.metric)
             if let stored = try store.evaluation(pointKey: key) { result.pointsReused += 1; return (stored.value, stored.measuredBy) }
             let value: Double, detail: String
             if table != nil, length < filterStart, let vanilla {
                 (value, detail) = (vanilla, evaluator.tagged("{\"filtered\":false}"))
             } else {
-                progress("evaluating \(table.map { "table \($0) θ = \(theta ?? 0)" } ?? "vanilla")\(method.map { $0 == .dtThre ? "" : " (\($0.rawValue))" } ?? "") at \(length) tokens\(evaluator.effortNote)")
-                let source = try table.map { id in try sources[id] ?? StoredTableSource(store: store, table: id) }
+                progress("evaluating \(table.map { id in "table \(id)" + (theta.map { " θ = \($0)" } ?? "") } ?? "vanilla")\(method.map { $0 == LongMambaMethod.dtThre.rawValue ? "" : " (\($0))" } ?? "") at \(length) tokens\(evaluator.effortNote)")
+                let source: (any PrefillTableSource)? = try table.map { id in
+                    if let s = sources[id] { return s }
+                    if case .scales = try store.tableKind(id) { return try StoredScaleSource(store: store, table: id) }
+                    return try StoredTableSource(store: store, table: id)
+                }
                 if let table, let source { sources[table] = source }
                 let measured = try evaluator.evaluate(table: source, theta: theta, length: length)
                 (value, detail) = (measured.value, measured.detail)
@@ -255,12 +284,13 @@ public struct TuneJob {
                 }
             }
         }
+        for t in scaleTables { rows.append(TuneRow(table: t.table, scaleMethod: t.method, values: [], score: .nan)) }
         func note(_ row: Int, _ measured: String) { if !rows[row].measuredBy.contains(measured) { rows[row].measuredBy.append(measured) } }
 
         if sharded {
             let evaluator = try Evaluators(options: o, task: o.task, model: model, fingerprint: fingerprint)
             var vanillaAt: [Int: Double] = [:]
-            for (k, p) in Self.points(tables: tables, thetas: o.thetas, lengths: o.lengths, methods: o.methods).enumerated() where k % o.shardCount == o.shardIndex {
+            for (k, p) in Self.points(tables: tables, thetas: o.thetas, lengths: o.lengths, methods: o.methods, scaleTables: scaleTables).enumerated() where k % o.shardCount == o.shardIndex {
                 let v = try point(evaluator, table: p.table, theta: p.theta, method: p.method, length: p.length, vanilla: vanillaAt[p.length])
                 if p.table == nil { vanillaAt[p.length] = v.value }
             }
@@ -273,7 +303,7 @@ public struct TuneJob {
                 let vanilla = try point(evaluator, table: nil, theta: nil, method: nil, length: S, vanilla: nil)
                 rows[0].values.append(vanilla.value); note(0, vanilla.measuredBy)
                 for i in 1..<rows.count {
-                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].method, length: S, vanilla: vanilla.value)
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].methodName, length: S, vanilla: vanilla.value)
                     rows[i].values.append(v.value); note(i, v.measuredBy)
                 }
             }
@@ -290,7 +320,7 @@ public struct TuneJob {
                 let vanilla = try point(evaluator, table: nil, theta: nil, method: nil, length: S, vanilla: nil)
                 rows[0].values[li] = vanilla.value; note(0, vanilla.measuredBy)
                 for i in alive {
-                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].method, length: S, vanilla: vanilla.value)
+                    let v = try point(evaluator, table: rows[i].table, theta: rows[i].theta, method: rows[i].methodName, length: S, vanilla: vanilla.value)
                     rows[i].values[li] = v.value; note(i, v.measuredBy)
                 }
                 guard r + 1 < order.count else { break }
@@ -338,14 +368,15 @@ extension EvaluationRecord {
 /// One evaluator per method (the method is part of the evaluation key, except dt_thre's, whose
 /// keys are those of tools before methods); vanilla points use dt_thre's.
 private struct Evaluators {
-    let byMethod: [LongMambaMethod: Evaluator]
+    let byMethod: [String: Evaluator]
     init(options o: TuneOptions, task: TuneTask, model: MambaModel, fingerprint: String) throws {
         let base = try Evaluator(options: o, task: task, model: model, fingerprint: fingerprint)
-        var all: [LongMambaMethod: Evaluator] = [.dtThre: base]
-        for m in o.methods where m != .dtThre { all[m] = base.with(method: m, fingerprint: fingerprint) }
+        var all: [String: Evaluator] = [LongMambaMethod.dtThre.rawValue: base]
+        for m in o.methods where m != .dtThre { all[m.rawValue] = base.with(method: m, fingerprint: fingerprint) }
+        for m in o.scaleMethods { all[m.rawValue] = base.with(methodName: m.rawValue, fingerprint: fingerprint) }
         byMethod = all
     }
-    subscript(method: LongMambaMethod) -> Evaluator { byMethod[method]! }
+    subscript(method: String) -> Evaluator { byMethod[method]! }
 }
 
 /// Evaluates one point (a table and θ, or vanilla, at one length) of the tune's task.
@@ -353,6 +384,8 @@ private struct Evaluator {
     let options: TuneOptions
     let task: TuneTask
     var method: LongMambaMethod
+    /// The method in the key and detail: `method`'s name, or a scale table's (delta_scale, a_power).
+    var methodName = LongMambaMethod.dtThre.rawValue
     let model: MambaModel
     /// The perplexity text's token ids (empty for passkey).
     let tokens: [Int]
@@ -387,9 +420,17 @@ private struct Evaluator {
 
     /// The same evaluation with another method (its own key).
     func with(method m: LongMambaMethod, fingerprint: String) -> Evaluator {
-        var e = self
+        var e = with(methodName: m.rawValue, fingerprint: fingerprint)
         e.method = m
-        e.settings = settings + " method \(m.rawValue)"
+        return e
+    }
+
+    /// The same evaluation keyed and tagged with another method's name (scale tables: the prefill
+    /// takes the method from the table).
+    func with(methodName name: String, fingerprint: String) -> Evaluator {
+        var e = self
+        e.methodName = name
+        e.settings = settings + " method \(name)"
         e.evaluationKey = EvaluationRecord.evaluationKey(task: task.name, fingerprint: fingerprint, textHash: textHash, settings: e.settings, filterFrom: options.filterFrom)
         return e
     }
@@ -404,10 +445,10 @@ private struct Evaluator {
     /// A point's detail, naming the method where it is not dt_thre (dt_thre's details are those
     /// of older tools).
     func tagged(_ detail: String) -> String {
-        method == .dtThre ? detail : String(detail.dropLast()) + ",\"method\":\"\(method.rawValue)\"}"
+        methodName == LongMambaMethod.dtThre.rawValue ? detail : String(detail.dropLast()) + ",\"method\":\"\(methodName)\"}"
     }
 
-    func evaluate(table: (any ThresholdTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
+    func evaluate(table: (any PrefillTableSource)?, theta: Double?, length: Int) throws -> (value: Double, detail: String, prompts: Int) {
         let o = options
         switch task {
         case let .perplexity(_, windows):
