@@ -117,8 +117,10 @@ import Testing
     }
 
     @Test func anUnknownMethodOrEncodingIsRefused() throws {
-        try expectTableRefused(try altered("UPDATE threshold_tables SET method = 'delta_scale' WHERE id = 1"),
-                               "table 1: method 'delta_scale' is not a method this tool knows")
+        try expectTableRefused(try altered("UPDATE threshold_tables SET method = 'future_method' WHERE id = 1"),
+                               "table 1 has the method 'future_method' (per_channel rows), which this tool does not know")
+        try expectTableRefused(try altered("UPDATE threshold_tables SET row_kind = 'per_layer' WHERE id = 1"),
+                               "table 1 has the method 'longmamba' (per_layer rows), which this tool does not know")
         let path = try altered("UPDATE recordings SET encoding = 'logrice-v2' WHERE sample_index = 0 AND layer_index = 0")
         let store = try CalibrationStore(path: path, readOnly: true)
         let error = #expect(throws: StoreError.self) { try store.layerSamples(run: 1, layer: 0) }

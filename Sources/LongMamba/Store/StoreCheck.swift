@@ -53,9 +53,11 @@ extension CalibrationStore {
         for id in tableIDs {
             report.tables += 1
             do {
-                let info = try table(id)
                 verifiedTables.withLock { _ = $0.remove(id) }   // verify again, whatever this store object saw before
-                try verifyTable(info)
+                switch try tableKind(id) {
+                case .scales: _ = try scales(table: id)
+                default: try verifyTable(try table(id))   // an unknown method is reported by table()
+                }
             } catch { note(error) }
         }
         do { report.evaluations = try evaluations().count } catch { note(error) }
