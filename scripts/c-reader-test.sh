@@ -42,12 +42,18 @@ refused() {  # refused WHAT EXPECTED-TEXT lookup-args…: the reader must fail a
   grep -q -- "$text" "$TMP/err" || { echo "c-reader: unclear refusal of $what: $(cat "$TMP/err")" >&2; exit 1; }
   echo "c-reader: refuses $what: $(sed "s|$TMP/||" "$TMP/err")"
 }
-damaged_copy "$TMP/newer.sqlite" "PRAGMA user_version = 5;"
-refused "schema version 5" "schema version 5" "$TMP/newer.sqlite" 1 1024 0 0.05
+damaged_copy "$TMP/newer.sqlite" "PRAGMA user_version = 6;"
+refused "schema version 6" "schema version 6" "$TMP/newer.sqlite" 1 1024 0 0.05
 damaged_copy "$TMP/short.sqlite" "DROP TRIGGER table_layers_are_immutable;
   UPDATE table_layers SET delta_thresholds_f32 = substr(delta_thresholds_f32, 1, length(delta_thresholds_f32) - 4)
   WHERE table_id = 1 AND layer_index = 0;"
 refused "a truncated delta_thresholds_f32" "delta_thresholds_f32" "$TMP/short.sqlite" 1 4096 0 0.05
+# A per-layer scale table (schema 5) is not LongMamba thresholds: named and refused.
+SCALE_TABLE=$("$BIN" calibrate-scales --db "$DB" --run 1 --model "$ROOT/Fixtures/models/mamba2-tiny-calib" \
+  --corpus "$ROOT/Fixtures/corpus/fixture.jsonl.zst" --method delta_scale --lengths 512 --samples 1 --steps 0 --quiet \
+  | sed -n 's/^table \([0-9]*\).*/\1/p')
+[ -n "$SCALE_TABLE" ] || { echo "c-reader: calibrate-scales made no table" >&2; exit 1; }
+refused "a delta_scale table" "method 'delta_scale'" "$DB" "$SCALE_TABLE" 512 0 0.05
 
 # The cases and the comparison live in Python (json, sqlite3, struct: the standard library only),
 # which runs both readers for every case.

@@ -20,7 +20,7 @@
 
 /* The newest schema version this reader was written against (docs: "A reader should refuse a
  * version newer than it knows"). */
-#define KNOWN_SCHEMA_VERSION 4
+#define KNOWN_SCHEMA_VERSION 5
 
 /* Blobs are little-endian whatever the host is, so decode byte by byte instead of memcpy. */
 static uint32_t le_u32(const unsigned char *p) {
@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
     }
 
     /* The table's own counts, to cross-check the layer row against. */
-    if (sqlite3_prepare_v2(db, "SELECT layer_count, length_count FROM threshold_tables WHERE id = ?",
+    if (sqlite3_prepare_v2(db, "SELECT layer_count, length_count, method FROM threshold_tables WHERE id = ?",
                            -1, &stmt, NULL) != SQLITE_OK) {
         fprintf(stderr, "lookup: %s: %s\n", path, sqlite3_errmsg(db));
         goto done;
@@ -149,6 +149,17 @@ int main(int argc, char **argv) {
     }
     int64_t layer_count = sqlite3_column_int64(stmt, 0);
     int64_t table_length_count = sqlite3_column_int64(stmt, 1);
+    /* Version 5 adds per-layer scale tables (delta_scale, a_power) and may hold methods a
+       newer tool wrote: this reader applies LongMamba's per-channel thresholds only. */
+    const unsigned char *method = sqlite3_column_text(stmt, 2);
+    if (method == NULL || strcmp((const char *)method, "longmamba") != 0) {
+        fprintf(stderr, "lookup: %s: table %lld has the method '%s', not LongMamba thresholds "
+                "(per-channel rows); this reader does not apply it\n",
+                path, (long long)table_id, method ? (const char *)method : "(null)");
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        goto done;
+    }
     sqlite3_finalize(stmt);
     stmt = NULL;
     if (layer < 0 || layer >= layer_count) {
