@@ -5,7 +5,7 @@ import LongMamba
 struct LookupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lookup",
-        abstract: "Thresholds at the tabulated length nearest to S and the global-channel mask (a_c > θ), as JSON.",
+        abstract: "Thresholds at the tabulated length nearest to S and the global-channel mask (a_c > θ), as JSON (a scale table: each layer's scale).",
         discussion: "Rounding: \(LengthRounding.tieRule).")
 
     @Option(help: "SQLite database.") var db: String
@@ -18,6 +18,10 @@ struct LookupCommand: ParsableCommand {
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
+        if case .scales = try store.tableKind(table) {   // one scale per layer: θ does not apply
+            print(try ScaleTableExport.lookupJSON(store: store, table: table, length: length.value, layer: layer))
+            return
+        }
         print(try TableLookup(store: store).lookup(table: table, length: length.value, layer: layer, theta: theta).json())
     }
 }

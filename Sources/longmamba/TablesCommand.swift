@@ -3,37 +3,55 @@ import Foundation
 import LongMamba
 
 struct TablesCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tables", abstract: "List the threshold tables in a database.")
+    static let configuration = CommandConfiguration(commandName: "tables", abstract: "List the tables in a database: LongMamba thresholds (per channel) and per-layer scales.")
 
     @Option(help: "SQLite database.") var db: String
     @Flag(help: "Print JSON (snake_case keys) instead of a text table.") var json = false
 
     struct Row: Encodable {
-        var id: Int64, runId: Int64, method: String, clampFraction: Double, aggregation: String, interval: Int, maxLength: Int
-        var trainingLength: Int, layerCount: Int, lengthCount: Int, architecture: String, recordingRepresentation: String
+        var id: Int64, runId: Int64, method: String, rowKind: String, clampFraction: Double? = nil, aggregation: String? = nil, interval: Int? = nil
+        var maxLength: Int? = nil, lengths: [Int]? = nil
+        var trainingLength: Int, layerCount: Int, lengthCount: Int, architecture: String, recordingRepresentation: String? = nil
         var modelFingerprint: String, contentHash: String, createdAt: String
+
+        /// The text table's cells.
+        var cells: [String] {
+            let p = clampFraction.map { "\($0)" } ?? "-"
+            let grid = maxLength.map(String.init) ?? (lengths ?? []).map(String.init).joined(separator: ",")
+            return [String(id), String(runId), method, p, aggregation ?? "-", interval.map(String.init) ?? "-", grid,
+                    String(trainingLength), String(layerCount), architecture, recordingRepresentation ?? "-", createdAt, String(contentHash.prefix(12))]
+        }
     }
 
     func run() throws {
         let store = try CalibrationStore(path: db, readOnly: true)
-        let tables = try store.tables()
-        if json {
-            let rows = tables.map { t in
-                Row(id: t.id, runId: t.runID, method: t.method, clampFraction: t.parameters.clampFraction, aggregation: t.parameters.aggregation.rawValue,
-                    interval: t.parameters.interval, maxLength: t.parameters.maxLength, trainingLength: t.parameters.trainingLength,
-                    layerCount: t.layerCount, lengthCount: t.lengths.count, architecture: t.architecture,
-                    recordingRepresentation: t.recordingRepresentation, modelFingerprint: t.modelFingerprint, contentHash: t.contentHash, createdAt: t.createdAt)
+        var listed: [Row] = []
+        var unknown: [String] = []
+        for (id, kind) in try store.tableKinds() {
+            switch kind {
+            case .thresholds:
+                let t = try store.table(id)
+                listed.append(Row(id: t.id, runId: t.runID, method: t.method, rowKind: TableRowKind.perChannel.rawValue, clampFraction: t.parameters.clampFraction,
+                                  aggregation: t.parameters.aggregation.rawValue, interval: t.parameters.interval, maxLength: t.parameters.maxLength,
+                                  trainingLength: t.parameters.trainingLength, layerCount: t.layerCount, lengthCount: t.lengths.count, architecture: t.architecture,
+                                  recordingRepresentation: t.recordingRepresentation, modelFingerprint: t.modelFingerprint, contentHash: t.contentHash, createdAt: t.createdAt))
+            case .scales:
+                let t = try store.scaleTable(id)
+                listed.append(Row(id: t.id, runId: t.runID, method: t.method.rawValue, rowKind: TableRowKind.perLayer.rawValue, lengths: t.lengths,
+                                  trainingLength: t.parameters.trainingLength, layerCount: t.layerCount, lengthCount: t.lengths.count, architecture: t.architecture,
+                                  modelFingerprint: t.modelFingerprint, contentHash: t.contentHash, createdAt: t.createdAt))
+            case let .unknown(method, rowKind):
+                unknown.append("table \(id): method '\(method)' (\(rowKind) rows) is not one this tool knows (a newer tool's?); not listed, left in the store")
             }
-            try printJSON(rows)
+        }
+        for line in unknown { FileHandle.standardError.write(Data("note: \(line)\n".utf8)) }
+        if json {
+            try printJSON(listed)
             return
         }
-        let rows = tables.map { t in
-            [String(t.id), String(t.runID), t.method, String(t.parameters.clampFraction), t.parameters.aggregation.rawValue,
-             String(t.parameters.interval), String(t.parameters.maxLength), String(t.parameters.trainingLength), String(t.layerCount),
-             t.architecture, t.recordingRepresentation, t.createdAt, String(t.contentHash.prefix(12))]
-        }
+        let rows = listed.map(\.cells)
         if rows.isEmpty { print("no tables in \(db)"); return }
-        printTable(header: ["id", "run", "method", "p", "agg", "interval", "max_len", "L", "layers", "arch", "recording", "created_at", "hash"], rows: rows)
+        printTable(header: ["id", "run", "method", "p", "agg", "interval", "max_len (scales: lengths)", "L", "layers", "arch", "recording", "created_at", "hash"], rows: rows)
     }
 }
 

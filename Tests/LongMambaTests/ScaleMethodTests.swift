@@ -152,6 +152,27 @@ import Testing
         #expect(second.ranked.map(\.values) == tuned.ranked.map(\.values))
     }
 
+    @Test func anExportedScaleTableAppliesAsTheStoredOneAndLooksUpTheNearestLength() throws {
+        let (db, run) = try calibrated()
+        let store = try CalibrationStore(path: db)
+        let p = ScaleTableParameters(lengths: [512, 1024], perturbation: 0.1, sampleCount: 1, samplesHash: "h", seed: 0, stability: 1, stepSize: 0.1, steps: 1, trainingLength: 256)
+        let id = try store.saveScaleTable(run: run, method: .deltaScale, parameters: p, scales: [[1.25, 0.5], [0.75, 2]])
+        let file = temporaryPath("export") + ".safetensors"
+        try TableExport.export(store: store, table: id, format: .safetensors, to: file)
+        let stored = try StoredScaleSource(store: store, table: id), exported = try ExportedScaleSource(file: SafetensorsFile(path: file))
+        for S in [400, 700, 800, 5000] {
+            #expect(try stored.scales(length: S).scales == exported.scales(length: S).scales)
+        }
+        #expect(try exported.scales(length: 768).tabulatedLength == 512)   // halfway: the shorter row
+        #expect(try exported.scales(length: 900).scales.scales == [0.5, 2])
+        #expect(exported.contentHash == stored.contentHash && exported.trainingLength == 256)
+        let json = try ScaleTableExport.lookupJSON(store: store, table: id, length: 700, layer: 1)
+        #expect(json.contains("\"tabulated_length\":512") && json.contains("{\"layer\":1,\"scale\":0.75}"))
+        #expect(throws: ExportError.methodNotInFormat(path: file, method: "delta_scale", format: "longmamba-artifacts")) {
+            try TableExport.export(store: store, table: id, format: .longmambaArtifacts, to: file)
+        }
+    }
+
     @Test func aTableOfAnUnknownMethodIsRefusedByIdAndLeftInTheStore() throws {
         let (db, run) = try calibrated()
         let store = try CalibrationStore(path: db)

@@ -23,10 +23,12 @@ public enum ExportError: Error, CustomStringConvertible, Sendable, Equatable {
     case cannotCreateDirectory(path: String, reason: String)
     /// A tabulated length the authors' "{n}k" keys cannot name.
     case lengthNotThousands(directory: String, length: Int)
+    /// A format that has no place for the table's method (the authors' layout and scale tables).
+    case methodNotInFormat(path: String, method: String, format: String)
 
     public var path: String {
         switch self {
-        case let .cannotWrite(path, _), let .cannotCreateDirectory(path, _), let .lengthNotThousands(path, _): return path
+        case let .cannotWrite(path, _), let .cannotCreateDirectory(path, _), let .lengthNotThousands(path, _), let .methodNotInFormat(path, _, _): return path
         }
     }
 
@@ -36,6 +38,8 @@ public enum ExportError: Error, CustomStringConvertible, Sendable, Equatable {
             return "\(path): cannot write: \(reason)"
         case let .cannotCreateDirectory(path, reason):
             return "\(path): cannot create directory: \(reason)"
+        case let .methodNotInFormat(path, method, format):
+            return "\(path): a table of \(method) scales (one per layer) has no \(format) form (the authors' code has no such method); export it as safetensors or json"
         case let .lengthNotThousands(directory, length):
             return "\(directory): length \(length) is not a whole number of thousands; the authors' files key lengths as \"{n}k\". Solve with --interval 1000 (or a multiple)."
         }
@@ -50,6 +54,10 @@ public enum TableExport {
     /// (`layer.{i}.raw_dt_threshold`, for fused-kernel runtimes; see `RawDeltaThresholds`).
     public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil,
                               rawDeltaThresholds: RawDeltaThresholds? = nil) throws {
+        if case .scales = try store.tableKind(id) {
+            guard rawDeltaThresholds == nil, theta == nil else { throw StoreError.notAThresholdTable(path: store.path, id: id, method: try store.scaleTable(id).method.rawValue) }
+            return try ScaleTableExport.export(store: store, table: id, format: format, to: path)
+        }
         let info = try store.table(id)
         var metadata = try store.tableMetadata(id)
         // Zamba2: say that layer i is the model's layer i (hybrid layers included) and which are hybrid.

@@ -78,7 +78,7 @@ public enum StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case let .unknownTableMethod(path, id, method, rowKind):
             return "\(path): table \(id) has the method '\(method)' (\(rowKind) rows), which this tool does not know; written by a newer tool? Upgrade longmamba to use it; it was left in the store."
         case let .notAThresholdTable(path, id, method):
-            return "\(path): table \(id) is a \(method) table (one scale per layer), not LongMamba Δ thresholds; θ, --method and the per-channel outputs do not apply to it"
+            return "\(path): table \(id) holds \(method) scales (one per layer), not LongMamba Δ thresholds; θ, --method and the per-channel outputs do not apply to it"
         case let .notAScaleTable(path, id, kind):
             return "\(path): table \(id) is \(kind), not a per-layer scale table"
         case let .invalidScaleTable(path, problem):
