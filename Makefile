@@ -44,6 +44,12 @@ PASSKEY_LENGTHS ?= 128,256,512,1024,2048
 PASSKEY_DEPTHS ?= 0,0.25,0.5,0.75,1
 # The authors' other modes, evaluated with the tuned table and θ beside dt_thre.
 OTHER_METHODS ?= alpha bound norm channelwise_topk
+# The per-layer scale methods (MambaExtend's delta_scale, Mamba Modulation's a_power), calibrated by
+# SPSA on the run's corpus at each length the evaluations filter, then evaluated the same way.
+SCALE_METHODS ?= delta_scale a_power
+SCALE_LENGTHS ?= 256,512,1024,2048,4096
+SCALE_SAMPLES ?= 6
+SCALE_STEPS ?= 16
 NAME := $(notdir $(MODEL))
 LM := .build/release/longmamba
 TUNE = $(LM) tune --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --task passkey --lengths $(TUNE_LENGTHS) \
@@ -69,8 +75,18 @@ run: release
 	    --lengths $(EVAL_LENGTHS) --windows 3 --by-position 128 --json tables/$(NAME).eval.$$m.json >/dev/null || exit 1; \
 	  echo "method $$m: tables/$(NAME).{passkey,eval}.$$m.json"; \
 	done && \
+	for m in $(SCALE_METHODS); do \
+	  st="$$($(LM) calibrate-scales --db tables/$(NAME).sqlite --run 1 --model $(MODEL) --corpus $(CORPUS) --method $$m \
+	    --lengths $(SCALE_LENGTHS) --samples $(SCALE_SAMPLES) --steps $(SCALE_STEPS) --quiet | sed -n 's/^table \([0-9]*\).*/\1/p')" && \
+	  [ -n "$$st" ] && \
+	  $(LM) eval --task passkey --model $(MODEL) --db tables/$(NAME).sqlite --table $$st --quiet \
+	    --lengths $(PASSKEY_LENGTHS) --depths $(PASSKEY_DEPTHS) --trials 10 --seed 7 --json tables/$(NAME).passkey.$$m.json >/dev/null && \
+	  $(LM) eval --model $(MODEL) --text $(EVAL_TEXT) --db tables/$(NAME).sqlite --table $$st --quiet \
+	    --lengths $(EVAL_LENGTHS) --windows 3 --by-position 128 --json tables/$(NAME).eval.$$m.json >/dev/null || exit 1; \
+	  echo "method $$m: table $$st, tables/$(NAME).{passkey,eval}.$$m.json"; \
+	done && \
 	$(LM) report --db tables/$(NAME).sqlite --table $$table --theta $$theta --eval tables/$(NAME).eval.json \
-	  --passkey tables/$(NAME).passkey.json $(foreach m,$(OTHER_METHODS),--eval tables/$(NAME).eval.$(m).json --passkey tables/$(NAME).passkey.$(m).json) \
+	  --passkey tables/$(NAME).passkey.json $(foreach m,$(OTHER_METHODS) $(SCALE_METHODS),--eval tables/$(NAME).eval.$(m).json --passkey tables/$(NAME).passkey.$(m).json) \
 	  --out tables/$(NAME).html && \
 	$(LM) export --db tables/$(NAME).sqlite --table $$table --theta $$theta --format safetensors --out tables/$(NAME).table.safetensors
 	@echo "tables/$(NAME).sqlite · evaluation: tables/$(NAME).{passkey,eval}.{json,svg} · report: tables/$(NAME).html · export: tables/$(NAME).table.safetensors"

@@ -14,7 +14,7 @@ struct ReportCommand: ParsableCommand {
     var table: Int64
     @Option(help: "Channel threshold θ > 0 for the global/local split (default: the θ `tune` chose for this table, else 0.05).")
     var theta: Double?
-    @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot (repeat for several methods, drawn side by side).")
+    @Option(help: "JSON written by `longmamba eval --json` to add the perplexity plot (repeat for several methods, drawn side by side; the run's scale tables too).")
     var eval: [String] = []
     @Option(help: "JSON written by `longmamba eval --task passkey --json` to add the passkey heatmap (repeat for several methods).")
     var passkey: [String] = []
@@ -37,15 +37,17 @@ struct ReportCommand: ParsableCommand {
             (chosen, note) = (GlobalChannels.defaultTheta, "the default: tune has not evaluated this table")
         }
         if theta == nil { FileHandle.standardError.write(Data("θ = \(chosen) (\(note))\n".utf8)) }
-        // Results drawn into this table's report must have measured this table at this θ.
+        // Results drawn into this table's report must have measured this table at this θ, or one
+        // of the run's scale tables (per-layer methods, drawn beside it).
+        let scaleTables = try store.scaleTables(run: info.runID)
         let perplexities = try eval.map { path in
             let results = try PerplexityResults.load(path)
-            try CalibrationReport.check(results, path: path, table: info, theta: chosen)
+            try CalibrationReport.check(results, path: path, table: info, theta: chosen, scaleTables: scaleTables)
             return results
         }
         let passkeyResults = try passkey.map { path in
             let results = try PasskeyResults.load(path)
-            try CalibrationReport.check(results, path: path, table: info, theta: chosen)
+            try CalibrationReport.check(results, path: path, table: info, theta: chosen, scaleTables: scaleTables)
             return results
         }
         let html = try CalibrationReport.html(store: store, table: table, theta: chosen, thetaNote: note, perplexities: perplexities.map(\.curve),

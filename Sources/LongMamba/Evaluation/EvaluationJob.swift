@@ -112,7 +112,7 @@ public struct EvaluationJob {
         var results = PerplexityResults(model: o.modelDirectory, modelFingerprint: fingerprint, text: source,
                                         theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
                                         filterFromLength: filterStart(opened?.table), points: points)
-        results.method = opened == nil || o.method == .dtThre ? nil : o.method.rawValue
+        results.method = (opened?.table as? any ScaleTableSource)?.scaleMethod.rawValue ?? (opened == nil || o.method == .dtThre ? nil : o.method.rawValue)
         return results
     }
 }
@@ -137,7 +137,7 @@ extension EvaluationJob {
                                      theta: opened == nil ? nil : o.theta, table: opened?.name, tableContentHash: opened?.table.contentHash,
                                      filterFromLength: filterStart(opened?.table),
                                      promptsPerSecond: rate, points: points)
-        results.method = opened == nil || o.method == .dtThre ? nil : o.method.rawValue
+        results.method = (opened?.table as? any ScaleTableSource)?.scaleMethod.rawValue ?? (opened == nil || o.method == .dtThre ? nil : o.method.rawValue)
         return results
     }
 }

@@ -23,7 +23,8 @@ public enum CalibrationReport {
         chart.title = "perplexity: vanilla vs LongMamba's methods"
         for (i, c) in curves.enumerated() {
             let points = zip(c.lengths, c.longMamba).compactMap { l, v in v.map { (x: Double(l), y: $0) } }
-            chart.series.append(SVGChart.Series(name: "\(c.method ?? "dt_thre")" + (theta.map { " θ=\($0)" } ?? ""), points: points,
+            let scale = c.method.flatMap(ScaleMethod.init(rawValue:)) != nil   // per-layer scales: no θ
+            chart.series.append(SVGChart.Series(name: "\(c.method ?? "dt_thre")" + (scale ? "" : theta.map { " θ=\($0)" } ?? ""), points: points,
                                                 color: SVGChart.palette[(i + 1) % SVGChart.palette.count], drawPoints: true))
         }
         return chart
@@ -72,6 +73,11 @@ public enum CalibrationReport {
                             perplexities: [PerplexityCurve], passkeys: [PasskeyResults], positions: [PerplexityResults] = []) throws -> String {
         guard theta > 0 else { throw ReportError.nonPositiveTheta(theta) }
         let info = try store.table(id)
+        // "table 3, θ = 0.01, alpha", or a scale table's "delta_scale, db#5".
+        func sectionName(_ method: String?, _ table: String?) -> String {
+            if let method, ScaleMethod(rawValue: method) != nil { return "\(esc(method)): per-layer scales, \(esc(table ?? ""))" }
+            return "table \(id), θ = \(theta), \(esc(method ?? "dt_thre"))"
+        }
         let metadata = try store.tableMetadata(id)
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
         let p = info.parameters
@@ -135,11 +141,10 @@ public enum CalibrationReport {
             body += perplexityChart(methods: perplexities, theta: theta).svg() + "\n"
         }
         for results in positions where results.points.contains(where: { $0.byPosition != nil }) {
-            body += "<h2>Perplexity by position (table \(id), θ = \(theta), \(esc(results.method ?? "dt_thre")))</h2>\n" + positionChart(results).svg() + "\n"
+            body += "<h2>Perplexity by position (\(sectionName(results.method, results.table)))</h2>\n" + positionChart(results).svg() + "\n"
         }
         for passkey in passkeys {
-            let method = passkeys.count > 1 ? ", \(esc(passkey.method ?? "dt_thre"))" : ""
-            body += "<h2>Passkey retrieval (table \(id), θ = \(theta)\(method))</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
+            body += "<h2>Passkey retrieval (\(sectionName(passkey.method, passkey.table)))</h2>\n" + PasskeyHeatmap.svg(passkey) + "\n"
         }
         let grids = try TuneHeatmap.svgs(store: store, run: info.runID)
         if !grids.isEmpty {

@@ -34,6 +34,8 @@ public protocol MeasuredTable {
     var table: String? { get }
     var tableContentHash: String? { get }
     var theta: Double? { get }
+    /// The method, where not dt_thre (a mode, or a scale table's delta_scale / a_power).
+    var method: String? { get }
 }
 
 extension PerplexityResults: MeasuredTable {}
@@ -42,11 +44,20 @@ extension PasskeyResults: MeasuredTable {}
 extension CalibrationReport {
     /// Refuses results (read from `path`) that did not measure `table` on its model at `theta`.
     /// Results of older tools name no content hash: their "db#id" is compared instead.
-    public static func check(_ results: some MeasuredTable, path: String, table info: ThresholdTableInfo, theta: Double) throws {
+    /// Results of a per-layer scale method must have measured one of `scaleTables` (the run's
+    /// scale tables, drawn beside this table's methods); θ does not apply to them.
+    public static func check(_ results: some MeasuredTable, path: String, table info: ThresholdTableInfo, theta: Double,
+                             scaleTables: [ScaleTableInfo] = []) throws {
         guard results.modelFingerprint == info.modelFingerprint else {
             throw ReportError.resultsOfAnotherModel(path: path, measured: results.modelFingerprint, tableModel: info.modelFingerprint)
         }
         guard let measured = results.table else { return }   // vanilla only: no table, no θ
+        if let method = results.method, ScaleMethod(rawValue: method) != nil {
+            guard scaleTables.contains(where: { $0.method.rawValue == method && $0.contentHash == results.tableContentHash }) else {
+                throw ReportError.resultsOfAnotherTable(path: path, measured: measured, table: info.id)
+            }
+            return
+        }
         if let hash = results.tableContentHash {
             guard hash == info.contentHash else { throw ReportError.resultsOfAnotherTable(path: path, measured: measured, table: info.id) }
         } else if let id = measured.split(separator: "#").last.flatMap({ Int64($0) }), measured.contains("#"), id != info.id {
