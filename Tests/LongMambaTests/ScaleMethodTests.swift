@@ -46,27 +46,32 @@ import Testing
         #expect(scaled != vanilla)
     }
 
-    @Test func aPowerEqualsACheckpointWhoseALogIsScaled() throws {
-        // A' = −exp(s · A_log): the same as running a copy of the checkpoint with A_log := s · A_log.
-        let s: [Float] = [0.5, 2.0]
+    @Test(arguments: ["mamba2-tiny-calib", "mamba-tiny-hf", "zamba2-tiny-calib"])
+    func aPowerEqualsACheckpointWhoseALogIsScaled(name: String) throws {
+        // A' = −exp(s · A_log): the same as running a copy of the checkpoint with A_log := s · A_log
+        // (Mamba-2: A_log [H]; Mamba-1: A_log [d_inner, N]; Zamba2: hybrid layers included).
+        let source = ModelFixtures.model(name)
+        let layers = try ModelCheckpoint(directory: source).config.layerCount
+        let s: [Float] = (0..<layers).map { [0.5, 2.0, 1.3][$0 % 3] }
         let dir = temporaryPath("apower")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for f in ["config.json", "tokenizer.json"] {
-            try FileManager.default.copyItem(atPath: Self.model + "/" + f, toPath: dir + "/" + f)
+        for f in ["config.json", "tokenizer.json"] where FileManager.default.fileExists(atPath: source + "/" + f) {
+            try FileManager.default.copyItem(atPath: source + "/" + f, toPath: dir + "/" + f)
         }
-        let file = try SafetensorsFile(path: Self.model + "/model.safetensors")
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
         var writer = SafetensorsWriter(metadata: file.metadata)
         for t in file.tensors {
-            if t.name.hasSuffix("mixer.A_log"), let layer = Int(t.name.split(separator: ".")[2]) {
+            // backbone.layers.{i}.mixer.A_log; Zamba2: model.layers.{i}.mamba.A_log, model.layers.{i}.mamba_decoder.mamba.A_log
+            if t.name.hasSuffix(".A_log"), let layer = Int(t.name.split(separator: ".")[2]) {
                 writer.add(t.name, shape: t.shape, floats: try file.floats(t.name).map { s[layer] * $0 })
             } else {
                 writer.add(t.name, dtype: t.dtype, shape: t.shape, data: Data(file.bytes(of: t)))
             }
         }
         try writer.write(to: dir + "/model.safetensors")
-        let tokens = (0..<150).map { ($0 * 13 + 5) % 1000 }
-        let powered = try logits(try MambaModel(directory: Self.model), tokens, scales: LayerScales(method: .aPower, scales: s))
+        let tokens = (0..<150).map { ($0 * 13 + 5) % 500 }
+        let powered = try logits(try MambaModel(directory: source), tokens, scales: LayerScales(method: .aPower, scales: s))
         let rewritten = try logits(try MambaModel(directory: dir), tokens)
         #expect(powered == rewritten)
     }
