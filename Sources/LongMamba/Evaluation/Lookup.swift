@@ -30,12 +30,15 @@ public struct LookupResult: Sendable, Codable, Equatable {
         public let deltaThreshold: [Float]
         public let keptFraction: [Float]
         public let cumulativeDecay: [Float]
+        /// D_c: the decay budget the bound and norm modes use.
+        public let decayBudget: [Float]
         /// a_c > θ: the channel is global and filtered with τ.
         public let globalChannel: [Bool]
         public let globalChannelCount: Int
 
         enum CodingKeys: String, CodingKey {
             case layer, deltaThreshold = "delta_threshold", keptFraction = "kept_fraction", cumulativeDecay = "cumulative_decay"
+            case decayBudget = "decay_budget"
             case globalChannel = "global_channel", globalChannelCount = "global_channel_count"
         }
     }
@@ -46,9 +49,21 @@ public struct LookupResult: Sendable, Codable, Equatable {
     public let rounding: String
     public let theta: Double
     public let layers: [Layer]
+    /// The table's method and what a backend does with each mode of it.
+    public var method = CalibrationStore.longMambaMethod
+    public var modes = LookupResult.modeRules
+
+    /// The authors' modes of one per-channel table, in words (docs/method.md §4).
+    public static let modeRules = [
+        "dt_thre": "in a global channel keep Δ_t if Δ_t > delta_threshold, else Δ_t := 0 (per token, prefill only)",
+        "alpha": "in a global channel keep the ⌈min(kept_fraction·S, S)⌉ largest Δ of the prompt, others := 0 (whole prompt at once)",
+        "bound": "in a global channel keep the largest Δ while their running sum ≤ decay_budget, others := 0 (whole prompt at once)",
+        "norm": "in a global channel Δ_t := Δ_t · decay_budget / Σ_t Δ_t (whole prompt at once)",
+        "channelwise_topk": "in a global channel keep Δ_t > quantile(Δ, 1 − min(S, 2000)/S), others := 0 (whole prompt at once)",
+    ]
 
     enum CodingKeys: String, CodingKey {
-        case table, requestedLength = "requested_length", length, beyondLastLength = "beyond_last_length", rounding, theta, layers
+        case table, requestedLength = "requested_length", length, beyondLastLength = "beyond_last_length", rounding, theta, layers, method, modes
     }
 
     public func json() throws -> String {
@@ -98,7 +113,7 @@ public struct TableLookup {
             let row = (index * l.channels)..<((index + 1) * l.channels)
             let mask = GlobalChannels.mask(cumulativeDecay: l.cumulativeDecay, theta: theta)
             return LookupResult.Layer(layer: i, deltaThreshold: Array(l.deltaThreshold[row]), keptFraction: Array(l.keptFraction[row]),
-                                      cumulativeDecay: l.cumulativeDecay, globalChannel: mask, globalChannelCount: mask.filter { $0 }.count)
+                                      cumulativeDecay: l.cumulativeDecay, decayBudget: l.decayBudget, globalChannel: mask, globalChannelCount: mask.filter { $0 }.count)
         }
         return LookupResult(table: id, requestedLength: length, length: info.lengths[index],
                             beyondLastLength: length > (info.lengths.last ?? 0), rounding: LengthRounding.tieRule, theta: theta, layers: layers)
