@@ -5,7 +5,7 @@
 
 Reads tables/NAME.sqlite (the tune grid in `evaluations`, the tables and their cumulative
 decays), tables/NAME.passkey.json and tables/NAME.eval.json (and, where `make run` wrote them,
-tables/NAME.{passkey,eval}.METHOD.json of the authors' other modes), and writes
+tables/NAME.{passkey,eval}.METHOD.json of the authors' other modes and the scale methods), and writes
 tables/NAME.summary.md: the figures the READMEs quote, between the markers
 `<!-- make-run figures -->` and `<!-- /make-run figures -->`. With --check, each FILE's block
 between the same markers must equal the generated one; a difference is printed and the exit
@@ -48,7 +48,7 @@ def block(name):
     db = sqlite3.connect(f"file:tables/{name}.sqlite?mode=ro", uri=True)
     passkey = json.load(open(f"tables/{name}.passkey.json"))
     ppl = json.load(open(f"tables/{name}.eval.json"))
-    tables = {i: (p, a) for i, p, a in db.execute("SELECT id, clamp_fraction, aggregation FROM threshold_tables")}
+    tables = {i: (p, a) for i, p, a in db.execute("SELECT id, clamp_fraction, aggregation FROM threshold_tables WHERE method = 'longmamba'")}
     L = db.execute("SELECT sample_length FROM calibration_runs ORDER BY id LIMIT 1").fetchone()[0]
     chosen = int(passkey["table"].split("#")[-1])
     theta = passkey["theta"]
@@ -119,13 +119,15 @@ def block(name):
 
     # The authors' other modes with the same table and θ, beside dt_thre.
     methods = [("dt_thre", passkey, ppl)]
-    for m in ["alpha", "bound", "norm", "channelwise_topk"]:
+    for m in ["alpha", "bound", "norm", "channelwise_topk", "delta_scale", "a_power"]:
         pk_path, ppl_path = f"tables/{name}.passkey.{m}.json", f"tables/{name}.eval.{m}.json"
         if os.path.exists(pk_path) and os.path.exists(ppl_path):
             methods.append((m, json.load(open(pk_path)), json.load(open(ppl_path))))
     if len(methods) > 1:
         lengths_pk = sorted(by_length)
-        out.append(f"Methods with table {chosen}, θ = {theta} (passkey: mean over depths; perplexity: 3 windows):")
+        scaled = [m for m, _, _ in methods if m in ("delta_scale", "a_power")]
+        note = (f"; {' and '.join(scaled)}: their own per-layer tables from `calibrate-scales`, no θ" if scaled else "")
+        out.append(f"Methods with table {chosen}, θ = {theta}{note} (passkey: mean over depths; perplexity: 3 windows):")
         out.append("")
         out.append("| method | " + " | ".join(f"passkey {S // L}× L" for S in lengths_pk) + " | "
                    + " | ".join(f"ppl {p['length'] // L}× L" for p in pts) + " |")
