@@ -1,5 +1,6 @@
 """`python -m longmamba_tables tune …`: the CLI's `longmamba tune`, with transformers on any torch
-device, into the same store (see tune.py). Flags, defaults and output are the CLI's; `--device`,
+device, into the same store (see tune.py); `python -m longmamba_tables calibrate-scales --job J …`:
+the SPSA steps of a job `longmamba calibrate-scales --prepare-only` stored (see scales.py). Flags, defaults and output are the CLI's; `--device`,
 `--dtype` and `--batch-size` are this side's own."""
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _aggregation(v: str) -> str:
 
 
 def _method(v: str) -> str:
-    if v not in METHODS:
+    from .store import SCALE_METHODS
+    if v not in METHODS + SCALE_METHODS:
         raise ValueError(v)
     return v
 
@@ -97,7 +99,9 @@ def main(argv=None) -> int:
     t.add_argument("--filter-from", help="Filter only sequences of at least this many tokens (default 1.5 × L).")
     t.add_argument("--tokenizer", help="tokenizer.json (default: the model directory's).")
     t.add_argument("--method", action="append", help="Methods compared side by side (repeat or comma-separate): "
-                                                     "dt_thre, alpha, bound, norm, channelwise_topk (default dt_thre).")
+                                                     "dt_thre, alpha, bound, norm, channelwise_topk (modes of the θ × p "
+                                                     "tables), delta_scale, a_power (every such table of the run, from "
+                                                     "calibrate-scales) (default dt_thre).")
     t.add_argument("--device", help="torch device (default cpu), e.g. cuda, cuda:1.")
     t.add_argument("--dtype", default="float32", help="float32 (default), bf16 or fp16: the model's numeric type "
                                                        "(a bf16/fp16 point is stored apart from float32 ones).")
@@ -109,7 +113,19 @@ def main(argv=None) -> int:
     t.add_argument("--best", action="store_true", help="Print only the winner: table id and θ.")
     t.add_argument("--force", action="store_true", help="Use a run calibrated on another model (fingerprint mismatch).")
     t.add_argument("--quiet", action="store_true", help="No progress on stderr.")
+    c = commands.add_parser("calibrate-scales", help="Run (or resume) a per-layer scale calibration prepared by "
+                                                     "`longmamba calibrate-scales … --prepare-only`, on any torch device.")
+    c.add_argument("--db", required=True, help="SQLite database.")
+    c.add_argument("--job", required=True, type=int, help="Scale calibration job id (`longmamba calibrate-scales "
+                                                          "--prepare-only` prints it).")
+    c.add_argument("--model", required=True, help="Model directory (the run's model; transformers format).")
+    c.add_argument("--device", help="torch device (default cpu), e.g. cuda, cuda:1.")
+    c.add_argument("--dtype", default="float32", help="float32 (default), bf16 or fp16: the model's numeric type.")
+    c.add_argument("--batch-size", type=int, help="Samples per forward; default: all samples of a length.")
+    c.add_argument("--quiet", action="store_true", help="No progress on stderr.")
     a = parser.parse_args(argv)
+    if a.command == "calibrate-scales":
+        return _calibrate_scales(a)
 
     def token_count(v, name):
         return None if v is None else _values([v], name, _tokens)[0]
@@ -150,12 +166,30 @@ def main(argv=None) -> int:
             from .fingerprint import swift_description
             # With another method than dt_thre alone, the winner's method follows: "table θ method".
             method = f" {w.method or 'dt_thre'}" if shows_method(options["methods"]) else ""
-            print(f"{w.table} {swift_description(w.theta)}{method}")
+            theta = "-" if w.theta is None else swift_description(w.theta)     # a scale table has no θ
+            print(f"{w.table} {theta}{method}")
         return 0
     for line in format_result(result, halving=a.halving, task=a.task, methods=options["methods"]):
         print(line)
     print(f"{result.points_evaluated} points evaluated ({result.prompts_run} {unit}), {result.points_reused} reused "
           f"from {a.db}; 0 tables solved", file=sys.stderr)
+    return 0
+
+
+def _calibrate_scales(a) -> int:
+    import time
+    from .scales import calibrate_scales
+    progress = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    try:
+        r = calibrate_scales(a.db, a.job, a.model, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
+                             progress=progress)
+    except LongMambaTableError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    wall = time.monotonic() - started
+    print(f"table {r.table_id} ({r.method}, lengths {','.join(map(str, r.lengths))}) · job {r.job_id} · "
+          f"{r.steps_run} steps, {r.forward_passes} forward passes · wall {wall:.1f} s")
     return 0
 
 

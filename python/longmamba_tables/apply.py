@@ -516,18 +516,13 @@ class ScaleHandle(LongMambaHandle):
         if S not in self._rows:
             largest = int(self.table.lengths[-1])
             if S > largest and not self.allow_beyond_table:
+                from .evaluate import beyond_scale_table
                 raise LongMambaTableError(beyond_scale_table(S, largest))
             row = self.table.row(S)
             self._rows[S] = (row, [_ScaleRule(self.method, v, a) for v, a in zip(row.scales.tolist(), self._a_logs)])
         row, rules = self._rows[S]
         self.last_row = row
         return rules
-
-
-def beyond_scale_table(S: int, largest: int) -> str:
-    """The refusal of a prompt longer than a scale table's largest calibrated length."""
-    return (f"length {S} is beyond the table's largest length {largest}; calibrate with a larger --lengths, or pass "
-            f"allow_beyond_table=True to use the largest")
 
 
 def _scale_mixers(model, layers: int, architecture=None, fingerprint=None, table=None, force=False):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from .apply import WHOLE_PROMPT_METHODS, apply_longmamba, check_method, continuing_prefill
 from .errors import BatchTooLargeError, EvaluationError, LongMambaTableError, ModelMismatchError, PasskeyError
-from .store import DEFAULT_THETA, Table, check_theta, default_filter_start
+from .store import DEFAULT_THETA, ScaleTable, Table, check_theta, default_filter_start
 
 #: The CLI's default needle depths (`eval --depths`).
 DEFAULT_DEPTHS = (0, 0.25, 0.5, 0.75, 1)
@@ -252,7 +252,7 @@ class PasskeyResults:
     prompts_per_second: float
     points: list = field(default_factory=list)
     task: str = "passkey"
-    #: how global channels were filtered, where not dt_thre (None: dt_thre, or no table)
+    #: how global channels were filtered, where not dt_thre, or a scale table's method (None: dt_thre, or no table)
     method: str = None
 
     def to_dict(self) -> dict:
@@ -312,7 +312,7 @@ class PerplexityResults:
     table_content_hash: str
     filter_from_length: int
     points: list = field(default_factory=list)
-    #: how global channels were filtered, where not dt_thre (None: dt_thre, or no table)
+    #: how global channels were filtered, where not dt_thre, or a scale table's method (None: dt_thre, or no table)
     method: str = None
 
     def to_dict(self) -> dict:
@@ -389,13 +389,17 @@ class _Run:
         self.filter_start = None if table is None else int(filter_from if filter_from is not None
                                                             else default_filter_start(table.training_length))
         self.handle = None
+        self.scales = isinstance(table, ScaleTable)
+        if self.scales and method != "dt_thre":
+            raise EvaluationError(scale_table_method_error(method, table.method))
         if table is not None:
             # The fingerprint is checked above, in the CLI's words; layers and channels always are.
             self.handle = apply_longmamba(model, table, theta=theta, filter_from=self.filter_start,
                                           allow_beyond_table=allow_beyond_table, force=force, method=method)
         self.method = method
         #: the results' `method`: named where a table filters with another method than dt_thre
-        self.method_name = method if table is not None and method != "dt_thre" else None
+        self.method_name = (table.method if self.scales
+                            else method if table is not None and method != "dt_thre" else None)
         self.embedding_rows = int(model.get_input_embeddings().weight.shape[0])
 
     def close(self):
@@ -409,8 +413,12 @@ class _Run:
             return _Plan()
         largest = int(self.table.lengths[-1])
         if S > largest and not self.allow_beyond_table:
+            if self.scales:
+                raise EvaluationError(beyond_scale_table(S, largest))
             raise EvaluationError(f"length {S} is beyond the table's largest length {largest}; solve with a larger "
                                   f"--max-length, or pass allow_beyond_table=True to use the largest")
+        if self.scales:        # nothing is filtered: every token kept (kept_share 1), no global channels
+            return _Plan(tabulated_length=self.table.row(S).length)
         row = self.table.lookup(S, theta=self.theta)
         return _Plan(tabulated_length=row.length, considered_per_token=sum(l.global_channel_count for l in row.layers))
 
@@ -447,9 +455,9 @@ class _Run:
 def _running(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
              model_name, method="dt_thre"):
     import torch
-    if table is not None and not isinstance(table, Table):
-        raise EvaluationError(f"table must be a longmamba_tables.Table (store.table(id) or load_export(path)), "
-                              f"not {type(table).__name__}")
+    if table is not None and not isinstance(table, (Table, ScaleTable)):
+        raise EvaluationError(f"table must be a longmamba_tables.Table or ScaleTable (store.table(id) or "
+                              f"load_export(path)), not {type(table).__name__}")
     training = model.training
     run = _Run(model, table, theta, filter_from, allow_beyond_table, fingerprint, force, device, dtype, batch_size,
                model_name, method)
@@ -460,6 +468,19 @@ def _running(model, table, theta, filter_from, allow_beyond_table, fingerprint, 
     finally:
         run.close()
         model.train(training)
+
+
+def beyond_scale_table(S: int, largest: int, option: str = "allow_beyond_table=True") -> str:
+    """The CLI's refusal of a prompt longer than a scale table's largest calibrated length (the
+    CLI names its --allow-beyond-table; Python calls `option`)."""
+    return (f"length {S} is beyond the scale table's largest calibrated length {largest}; calibrate it with "
+            f"`longmamba calibrate-scales --lengths …,{S}`, or pass {option} to use the scales of {largest}")
+
+
+def scale_table_method_error(method: str, table_method: str) -> str:
+    """The CLI's refusal of a filter method with a per-layer scale table."""
+    return (f"--method {method} filters with LongMamba Δ thresholds; this is a {table_method} table (one scale per "
+            f"layer), which has no modes: leave --method out")
 
 
 def _check_lengths(lengths, name="lengths"):
@@ -748,7 +769,7 @@ def perplexity(model, tokenizer_or_ids, table: Table = None, theta: float = DEFA
                 point.longmamba_perplexity = math.exp(sums[S] / count) if filtered else vanilla
                 point.tabulated_length = plan.tabulated_length
                 point.kept_share = _mean_share(kept_all, S * plan.considered_per_token) if filtered else 1.0
-                point.global_channels = plan.considered_per_token if filtered else None
+                point.global_channels = plan.considered_per_token if filtered and not run.scales else None
             if by_position is not None:
                 N = int(by_position)
                 point.by_position = []

@@ -375,15 +375,16 @@ class EvaluationWriter:
 
     def add(self, evaluation: Evaluation, length: int, value: float, table_id=None, theta=None,
             detail_json: str = "{}") -> EvaluationPoint:
-        """Stores one point of `evaluation` (vanilla: table_id and theta None), unless a point with
-        its key is already stored. Returns the stored row; `.inserted` says which happened."""
+        """Stores one point of `evaluation` (vanilla: table_id and theta None; a per-layer scale
+        table: theta None), unless a point with its key is already stored. Returns the stored row; `.inserted` says which happened."""
         if evaluation.dtype != self.dtype:
             raise LongMambaTableError(f"the evaluation is keyed for {evaluation.dtype} but this writer records points "
                                       f"measured in {self.dtype}")
         if not _is_int(length) or length < 1:
             raise LongMambaTableError(f"length must be a positive whole number of tokens, got {length!r}")
-        if (table_id is None) != (theta is None):
-            raise LongMambaTableError("a table point needs both table_id and theta; a vanilla point neither")
+        if table_id is None and theta is not None:
+            raise LongMambaTableError("a vanilla point has no θ (a table point has table_id, and θ unless the table "
+                                      "holds per-layer scales)")
         if table_id is not None and not _is_int(table_id):
             raise LongMambaTableError(f"table_id must be a whole number, got {table_id!r}")
         if theta is not None:

@@ -12,8 +12,9 @@ each calibrated length S separately, in log space u_l = log s_l from u = 0:
            forward with s = f32(exp(u)) applied in prefill (every position)
     step k = 1…K_steps:
       a_k = a / (k + A)^0.602,  c_k = c / k^0.101
+      a = step_size · (j + A)^0.602 / |ĝ_j| at the first step j with finite losses (it moves u by step_size)
       δ_k,l = ±1: the top bit of SplitMix64's l-th output, seeded seed ^ S·φ ^ k·0xBF58476D1CE4E5B9
-      v± = f32(u ± c_k δ_k);  ĝ_l = (f+ − f−) / (2 c_k δ_k,l);  u := f32(clamp(u − a_k ĝ, −3, 3))
+      v± = f32(u ± c_k δ_k);  ĝ_l = (f+ − f−) / (2 c_k δ_k,l);  u := f32(clamp(u − clip(a_k ĝ, ±step_size), −3, 3))
       a non-finite f+ or f− rejects the step (u unchanged, recorded)
     best = the evaluated point with the lowest f; the table stores s = f32(exp(best u))
 
@@ -26,7 +27,6 @@ transaction; a table with the same content hash already in the run is reused.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sqlite3
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CalibrationError, LongMambaTableError, ModelMismatchError, NewerSchemaError, NotAStoreError
+from .errors import CalibrationError, LongMambaTableError, ModelMismatchError, NotAStoreError
 from .store import SCALE_METHODS, check_scale_parameters, scale_table_hash
 
 #: The schema whose scale_jobs and scale_steps this module writes.
@@ -68,10 +68,26 @@ def perturbation_signs(seed: int, length: int, step: int, layers: int) -> np.nda
     return signs
 
 
-def gains(step: int, step_size: float, perturbation: float, stability: float):
+def gains(step: int, a: float, perturbation: float, stability: int):
     """(a_k, c_k) of step k: a / (k + A)^0.602 and c / k^0.101, in float64."""
-    k = float(step)
-    return float(step_size) / (k + float(stability)) ** ALPHA, float(perturbation) / k ** GAMMA
+    return float(a) / float(int(step) + int(stability)) ** ALPHA, float(perturbation) / float(step) ** GAMMA
+
+
+def gain(step_size: float, stability: int, step: int, loss_plus: float, loss_minus: float, perturbation: float) -> float:
+    """a, set from the first step j whose two losses are finite (Spall's advice): a = step_size ·
+    (j + A)^0.602 / |ĝ_j|, |ĝ_j| = |f+ − f−| / (2 c_j), so that step moves every u_l by step_size;
+    step_size itself where ĝ_j = 0."""
+    g = abs(float(loss_plus) - float(loss_minus)) / (2 * (float(perturbation) / float(step) ** GAMMA))
+    return float(step_size) * float(int(step) + int(stability)) ** ALPHA / g if g > 0 else float(step_size)
+
+
+def first_gain(job: "ScaleJob", steps) -> float:
+    """a from the stored steps of one length (the first with finite losses), or None."""
+    p = job.parameters
+    for r in steps:
+        if r.step >= 1 and r.loss_plus is not None and r.loss_minus is not None:
+            return gain(p["step_size"], p["stability"], r.step, r.loss_plus, r.loss_minus, p["perturbation"])
+    return None
 
 
 def f32(x) -> np.ndarray:
@@ -90,11 +106,13 @@ def candidates(u, signs, c_k):
     return f32(u + c_k * signs), f32(u - c_k * signs)
 
 
-def spsa_update(u, signs, a_k, c_k, loss_plus, loss_minus) -> np.ndarray:
-    """u − a_k ĝ, ĝ_l = (f+ − f−) / (2 c_k δ_l), clamped to [−3, 3], rounded to float32 (float64 before)."""
+def spsa_update(u, signs, a_k, c_k, loss_plus, loss_minus, step_size) -> np.ndarray:
+    """u − clip(a_k ĝ, ±step_size), ĝ_l = (f+ − f−) / (2 c_k δ_l), clamped to [−3, 3], rounded to
+    float32 (float64 before): no step moves a u_l by more than step_size."""
     u = np.asarray(u, dtype=np.float32).astype(np.float64)
     g = (float(loss_plus) - float(loss_minus)) / (2.0 * c_k * signs)
-    return f32(np.clip(u - a_k * g, -U_LIMIT, U_LIMIT))
+    move = np.clip(a_k * g, -float(step_size), float(step_size))
+    return f32(np.clip(u - move, -U_LIMIT, U_LIMIT))
 
 
 def samples_hash(token_ids) -> str:
@@ -151,10 +169,14 @@ class StepRecord:
 class CalibrationResult:
     table_id: int
     job_id: int
-    #: steps run now (start rows included), per length; 0 where the store had them all
-    steps_run: dict = field(default_factory=dict)
+    method: str = ""
+    lengths: list = field(default_factory=list)
+    #: SPSA steps (k ≥ 1) this call committed, and forward passes of S tokens (one per sample) it ran
+    steps_run: int = 0
+    forward_passes: int = 0
+    #: whether the job's table was there already (or an identical one of the run was linked)
     reused_table: bool = False
-    #: best f per length (the stored table's samples loss)
+    #: best f per length (the loss of the table's scales on the job's samples)
     best_loss: dict = field(default_factory=dict)
 
 
@@ -226,8 +248,8 @@ def read_job(db, path: str, job_id: int) -> ScaleJob:
                      "LEFT JOIN calibration_runs r ON r.id = j.run_id LEFT JOIN models m ON m.id = r.model_id "
                      "WHERE j.id = ?", (int(job_id),)).fetchone()
     if row is None:
-        raise CalibrationError(f"{path}: no scale calibration job with id {job_id} (prepare one with `longmamba "
-                               f"calibrate-scales … --prepare-only`)")
+        raise CalibrationError(f"{path}: no scale calibration job with id {job_id} (`longmamba calibrate-scales` prints "
+                               f"the job it uses)")
     jid, key, run_id, method, parameters_json, K, length, blob, table_id, fingerprint, layers = row
     where = f"{path}: scale job {jid}"
     if method not in SCALE_METHODS:
@@ -301,19 +323,17 @@ def _finite(x) -> bool:
 
 
 def rejected_outcome(loss_plus: float, loss_minus: float) -> str:
-    """The outcome of a step with a non-finite loss."""
-    bad = [f"f{sign} = {_text(v)}" for sign, v in (("+", loss_plus), ("−", loss_minus)) if not math.isfinite(v)]
-    return f"rejected: non-finite loss ({', '.join(bad)})"
+    """The outcome of a step with a non-finite loss, as the CLI words it (Swift's Double text)."""
+    from .fingerprint import swift_description
+    return f"rejected: non-finite loss (f+ {swift_description(loss_plus)}, f− {swift_description(loss_minus)})"
 
 
-def _text(v: float) -> str:
-    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-def spsa_step(job: ScaleJob, S: int, k: int, previous: StepRecord, loss, **where) -> StepRecord:
-    """Step k at length S from the previous step's state; loss(v) evaluates f at float32 log scales."""
+def spsa_step(job: ScaleJob, S: int, k: int, previous: StepRecord, loss, a=None, **where):
+    """Step k at length S from the previous step's state; loss(v) evaluates f at float32 log scales;
+    a: the gain set by an earlier step (None: this step's finite losses set it). Returns (the
+    step's record, a)."""
     p = job.parameters
-    a_k, c_k = gains(k, p["step_size"], p["perturbation"], p["stability"])
+    _, c_k = gains(k, 1.0, p["perturbation"], p["stability"])
     signs = perturbation_signs(p["seed"], S, k, job.layer_count)
     v_plus, v_minus = candidates(previous.log_scales, signs, c_k)
     f_plus, f_minus = float(loss(v_plus)), float(loss(v_minus))
@@ -322,11 +342,15 @@ def spsa_step(job: ScaleJob, S: int, k: int, previous: StepRecord, loss, **where
         if math.isfinite(f) and f < best:
             best, best_u = f, v
     if math.isfinite(f_plus) and math.isfinite(f_minus):
-        u, outcome = spsa_update(previous.log_scales, signs, a_k, c_k, f_plus, f_minus), "step"
+        if a is None:
+            a = gain(p["step_size"], p["stability"], k, f_plus, f_minus, p["perturbation"])
+        a_k, _ = gains(k, a, p["perturbation"], p["stability"])
+        u, outcome = spsa_update(previous.log_scales, signs, a_k, c_k, f_plus, f_minus, p["step_size"]), "step"
     else:
         u, outcome = previous.log_scales.copy(), rejected_outcome(f_plus, f_minus)
-    return StepRecord(S, k, u, f_plus if math.isfinite(f_plus) else None, f_minus if math.isfinite(f_minus) else None,
-                      best, np.asarray(best_u, dtype=np.float32), outcome, **where)
+    record = StepRecord(S, k, u, f_plus if math.isfinite(f_plus) else None, f_minus if math.isfinite(f_minus) else None,
+                        best, np.asarray(best_u, dtype=np.float32), outcome, **where)
+    return record, a
 
 
 def table_rows(job: ScaleJob, steps: dict):
@@ -381,12 +405,14 @@ class _Loss:
         self.handle = apply_fixed_scales(model, method, [1.0] * layers)
         self.device = next(model.parameters()).device
         self.batch_size = batch_size
+        self.passes = 0
 
     def __call__(self, tokens: np.ndarray, v) -> float:
         from .evaluate import _negative_log_likelihoods
         torch = self.torch
         self.handle.set_scales(scales_of(v).tolist())
         K, S = tokens.shape
+        self.passes += K
         n = K if self.batch_size is None else int(self.batch_size)
         total = 0.0
         with torch.no_grad():
@@ -403,13 +429,19 @@ class _Loss:
         self.handle.remove()
 
 
+def other_model(job: ScaleJob, fingerprint: str) -> str:
+    """The CLI's refusal of another model than the run's (ScaleCalibrationError.otherModel)."""
+    return (f"run {job.run_id} was recorded on model {job.fingerprint[:12]}, not on this one ({fingerprint[:12]}): "
+            f"scales are calibrated for the run's model")
+
+
 def calibrate_scales(db, job_id: int, model, device=None, dtype=None, batch_size=None, progress=None,
-                     fingerprint=None, force: bool = False, loss=None) -> CalibrationResult:
+                     fingerprint=None, loss=None) -> CalibrationResult:
     """Runs (or resumes) the SPSA calibration of job `job_id` of store `db` (prepared by `longmamba
     calibrate-scales … --prepare-only`, or a job the CLI started): every missing step of every
     length, each committed as it finishes, then the table. model: a model directory (loaded with
-    transformers in float32, its fingerprint checked against the run's unless `force`) or a loaded
-    transformers model (`fingerprint=` checked if given). device, dtype: where and in what the model
+    transformers in float32, its fingerprint checked against the run's: scales are calibrated for
+    the run's model) or a loaded transformers model (`fingerprint=` checked if given). device, dtype: where and in what the model
     runs ("cuda", "bf16"); batch_size: samples per forward (None: all K). progress: called with a
     line per step. loss: replaces f (tests: a loss that returns NaN). Returns the table id and
     what was run."""
@@ -417,6 +449,7 @@ def calibrate_scales(db, job_id: int, model, device=None, dtype=None, batch_size
     from .fingerprint import fingerprint as model_fingerprint
     from .tune import device_label, dtype_name
 
+    from .evaluate import _number
     path = os.fspath(db)
     say = progress or (lambda line: None)
     if batch_size is not None and int(batch_size) < 1:
@@ -427,17 +460,20 @@ def calibrate_scales(db, job_id: int, model, device=None, dtype=None, batch_size
     training = None
     try:
         job = read_job(store.db, path, job_id)
-        result = CalibrationResult(table_id=job.table_id, job_id=job.id)
+        result = CalibrationResult(table_id=job.table_id, job_id=job.id, method=job.method, lengths=job.lengths)
+        steps = read_steps(store.db, job, path)
+        say(f"job {job.id}: resuming" if any(steps.get(S) for S in job.lengths) else f"job {job.id}")
         if job.table_id is not None:
             result.reused_table = True
+            result.best_loss = {S: steps[S][-1].best_loss for S in job.lengths if steps.get(S)}
             return result
-        steps = read_steps(store.db, job, path)
-        if isinstance(model, (str, os.PathLike)):
+        if loss is not None:
+            model = None
+        elif isinstance(model, (str, os.PathLike)):
             model_dir = os.fspath(model)
             found = model_fingerprint(model_dir)
-            if found != job.fingerprint and not force:
-                raise ModelMismatchError(f"the job's run was calibrated on model {job.fingerprint[:12]}, not on "
-                                         f"{model_dir} ({found[:12]}); pass --force to use it anyway")
+            if found != job.fingerprint:
+                raise ModelMismatchError(other_model(job, found))
             todo = any(len(steps.get(S, [])) < job.steps + 1 for S in job.lengths)
             if todo:
                 import torch
@@ -445,9 +481,8 @@ def calibrate_scales(db, job_id: int, model, device=None, dtype=None, batch_size
                 model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
             else:
                 model = None
-        elif fingerprint and fingerprint != job.fingerprint and not force:
-            raise ModelMismatchError(f"the job's run was calibrated on model {job.fingerprint[:12]}, not on this one "
-                                     f"({fingerprint[:12]}); pass force=True to use it anyway")
+        elif fingerprint and fingerprint != job.fingerprint:
+            raise ModelMismatchError(other_model(job, fingerprint))
         where = {}
         if model is not None:
             torch_dtype = _torch_dtype(numeric)
@@ -462,28 +497,38 @@ def calibrate_scales(db, job_id: int, model, device=None, dtype=None, batch_size
                 raise CalibrationError(f"{path}: scale job {job.id} has token ids outside the model's vocabulary "
                                        f"(ids 0 to {vocabulary - 1})")
             handle = _Loss(model, job.method, job.layer_count, batch_size)
+        def note(r: StepRecord, start: float):
+            losses = "" if r.loss_plus is None else \
+                f"f+ {r.loss_plus:.5f} f− {r.loss_minus if r.loss_minus is not None else math.nan:.5f} · "
+            rejected = f" · {r.outcome}" if r.outcome.startswith("rejected") else ""
+            say(f"{job.method} length {r.length} step {r.step}/{job.steps}: {losses}best perplexity "
+                f"{math.exp(r.best_loss):.4f} (start {start:.4f}){rejected}")
+
         for S in job.lengths:
             done = steps.get(S, [])
             tokens = job.token_ids[:, :S]
-            f = (lambda v, tokens=tokens: loss(S, v)) if loss is not None else (lambda v, tokens=tokens: handle(tokens, v))
-            ran = 0
-            if not done:
-                say(f"length {S}: step 0/{job.steps} (the vanilla model)")
+            f = (lambda v, S=S: loss(S, v)) if loss is not None else (lambda v, tokens=tokens: handle(tokens, v))
+            if done:
+                say(f"length {S}: {len(done) - 1} steps already stored")
+            else:
                 zero = np.zeros(job.layer_count, dtype=np.float32)
                 f0 = float(f(zero))
                 if not math.isfinite(f0):
-                    raise CalibrationError(f"length {S}: the vanilla model's loss is {f0} on the job's samples; nothing "
-                                           f"to calibrate from")
+                    raise CalibrationError(f"the vanilla model's loss at length {S} is not finite ({_number(f0)}); "
+                                           f"nothing to calibrate from")
                 done.append(_insert_step(store, job, StepRecord(S, 0, zero, None, None, f0, zero, "start", **where)))
-                ran += 1
+                note(done[-1], math.exp(f0))
+            start = math.exp(done[0].best_loss)
             while done[-1].step < job.steps:
                 k = done[-1].step + 1
-                say(f"length {S}: step {k}/{job.steps}")
-                done.append(_insert_step(store, job, spsa_step(job, S, k, done[-1], f, **where)))
-                ran += 1
+                record, _ = spsa_step(job, S, k, done[-1], f, first_gain(job, done), **where)
+                # The stored step (another writer's, if it committed this step first) is what goes on.
+                done.append(_insert_step(store, job, record))
+                result.steps_run += 1
+                note(done[-1], start)
             steps[S] = done
-            result.steps_run[S] = ran
             result.best_loss[S] = done[-1].best_loss
+        result.forward_passes = handle.passes if handle is not None else 0
         result.table_id, result.reused_table = _write_table(store, job, steps)
         return result
     finally:

@@ -409,16 +409,12 @@ def _decode_table_row(path: str, row) -> _TableRecord:
     if not model_found:
         raise LongMambaTableError(f"{where}: the model of its run {values['run_id']} is not in models")
     method = _text(where, "method", values["method"])
-    if method not in KNOWN_METHODS:
-        raise UnknownMethodError(f"{where}: method is {method!r}, expected {_choices(KNOWN_METHODS)} "
-                                 f"(written by a newer longmamba? upgrade it; the table was left in the store)")
     row_kind = _text(where, "row_kind", values["row_kind"])
-    if row_kind not in ROW_KINDS.values():
-        raise UnknownMethodError(f"{where}: row_kind is {row_kind!r}, expected per_channel or per_layer "
-                                 f"(written by a newer longmamba? upgrade it; the table was left in the store)")
-    if row_kind != ROW_KINDS[method]:
-        raise LongMambaTableError(f"{where}: row_kind is {row_kind!r}, but a {method} table's rows are "
-                                  f"{ROW_KINDS[method]}")
+    if ROW_KINDS.get(method) != row_kind:
+        # The CLI's words (StoreError.unknownTableMethod): a (method, row kind) this tool does not know.
+        raise UnknownMethodError(f"{path}: table {table_id} has the method '{method}' ({row_kind} rows), which this "
+                                 f"tool does not know; written by a newer tool? Upgrade longmamba to use it; it was "
+                                 f"left in the store.")
     if method in SCALE_METHODS:
         return _decode_scale_table_row(path, values, where, method)
     parameters_json = _text(where, "parameters_json", values["parameters"])
@@ -1058,8 +1054,41 @@ def _read_safetensors(path: str):
     return tensors, metadata
 
 
-def load_export(path: str) -> Table:
-    """Reads `longmamba export --format safetensors` or `--format json`."""
+def _export_metadata_value(v):
+    return "" if v is None else (v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), sort_keys=True))
+
+
+def _scale_export(path: str, lengths, rows, metadata: dict) -> "ScaleTable":
+    """A per-layer scale table from an export: lengths [T], rows [layers][T], the metadata."""
+    method = metadata.get("method") or "(none)"
+    if method not in SCALE_METHODS:
+        raise UnknownMethodError(f"{path}: a table export of the method '{method}', which this tool does not know "
+                                 f"(written by a newer tool?)")
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size == 0 or np.any(np.diff(lengths) <= 0):
+        raise LongMambaTableError(f"{path}: lengths {lengths.tolist()} are not increasing calibrated lengths")
+    scales = np.asarray(rows, dtype=np.float32)
+    if scales.ndim != 2 or scales.shape[1] != lengths.size or scales.shape[0] == 0:
+        raise LongMambaTableError(f"{path}: the layers' scales have shape {list(scales.shape)}, expected [layers, "
+                                  f"{lengths.size}]")
+    if not (np.isfinite(scales) & (scales > 0)).all():
+        raise LongMambaTableError(f"{path}: the scales must be finite and > 0")
+    metadata = {k: _export_metadata_value(v) for k, v in metadata.items()}
+    parameters = _json(metadata.get("parameters", "") or "") or {}
+    training = metadata.get("training_length") or parameters.get("training_length") or 0
+
+    def integer(key):
+        v = metadata.get(key)
+        return int(v) if v not in (None, "") and str(v).lstrip("-").isdigit() else None
+    return ScaleTable(id=integer("table_id"), run_id=integer("run_id"), method=method, lengths=lengths, scales=scales,
+                      parameters=parameters if isinstance(parameters, dict) else {}, training_length=int(training),
+                      fingerprint=metadata.get("model_fingerprint") or None, content_hash=metadata.get("content_hash") or None,
+                      metadata=metadata, source=path)
+
+
+def load_export(path: str):
+    """Reads `longmamba export --format safetensors` or `--format json`: a `Table`, or for a
+    per-layer scale table (tensors `lengths` and `layer.{i}.scale`, metadata `method`) a `ScaleTable`."""
     if path.endswith(".json"):
         try:
             with builtins.open(path, "r", encoding="utf-8") as f:
@@ -1068,6 +1097,11 @@ def load_export(path: str) -> Table:
             raise LongMambaTableError(f"{path}: not a longmamba JSON table ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != "longmamba-table":
             raise LongMambaTableError(f"{path}: not a longmamba JSON table (no \"format\": \"longmamba-table\")")
+        metadata = doc.get("metadata", {}) if isinstance(doc.get("metadata"), dict) else {}
+        layers = doc.get("layers") or []
+        if (metadata.get("row_kind") == "per_layer" or metadata.get("method") not in (None, "longmamba")
+                or (layers and isinstance(layers[0], dict) and "scale" in layers[0])):
+            return _scale_export(path, doc.get("lengths", []), [l.get("scale") for l in layers], metadata)
         lengths = np.asarray(doc["lengths"], dtype=np.int64)
         layers = [LayerTable(layer=int(l["layer"]),
                              delta_threshold=np.asarray(l["threshold"], dtype=np.float32).reshape(len(lengths), l["channels"]),
@@ -1078,6 +1112,12 @@ def load_export(path: str) -> Table:
                   for l in doc["layers"]]
         return Table(lengths=lengths, layers=layers, metadata=dict(doc.get("metadata", {})), source=path)
     tensors, metadata = _read_safetensors(path)
+    if "lengths" in tensors and "layer.0.scale" in tensors:
+        rows, i = [], 0
+        while f"layer.{i}.scale" in tensors:
+            rows.append(tensors[f"layer.{i}.scale"].astype(np.float32).reshape(-1))
+            i += 1
+        return _scale_export(path, tensors["lengths"], rows, metadata)
     if "lengths" not in tensors or "layer.0.threshold" not in tensors:
         raise LongMambaTableError(f"{path}: tensor 'layer.0.threshold' not found: not a longmamba table export")
     lengths = tensors["lengths"].astype(np.int64)

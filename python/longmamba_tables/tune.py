@@ -19,7 +19,9 @@ CLI's keys as soon as it is measured, so
 `methods` (the CLI's `--method`) compares the authors' filter methods side by side on the same
 prompts: every (table, θ) once per method. dt_thre's points keep their keys; another method's
 evaluation settings end in ` method M` ("windows 3 method alpha") and its details name it;
-vanilla points are dt_thre's (vanilla does not depend on the method).
+vanilla points are dt_thre's (vanilla does not depend on the method). `delta_scale` and `a_power`
+(per-layer scale tables, made by `calibrate-scales`) compare every such table of the run, once each
+and without θ (stored θ NULL), with the same key and detail conventions.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from .errors import LongMambaTableError, ModelMismatchError
 from .evaluations import (FLOAT32, UNFILTERED_DETAIL, WRITER_SCHEMA, Evaluation, EvaluationWriter, OlderSchemaError,
                           _schema_version, passkey_detail, perplexity_detail)
 from .fingerprint import fingerprint as model_fingerprint, swift_description
-from .store import default_filter_start, open as open_store
+from .store import SCALE_METHODS, default_filter_start, open as open_store
 
 #: The CLI's defaults (`longmamba tune --help`).
 DEFAULT_THETAS = (0.01, 0.05, 0.1, 0.3)
@@ -110,17 +112,22 @@ def halving_survivors(values, higher_is_better: bool) -> list:
     return sorted(order[:halving_kept(len(values))])
 
 
-def shard_points(tables, thetas, lengths, methods=None) -> list:
+def shard_points(tables, thetas, lengths, methods=None, scale_tables=()) -> list:
     """The points of a full grid in the order shards split them (the CLI's `TuneJob.points`):
-    vanilla at every length, then each method, table, θ, length. Point k belongs to shard k mod n.
-    Points are (table, θ, length); with `methods` given, (table, θ, method, length) (vanilla's
-    method None)."""
+    vanilla at every length, then each method, table, θ, length, then each scale table (id,
+    method) at each length without θ. Point k belongs to shard k mod n. Points are (table, θ,
+    length); with `methods` given, (table, θ, method, length) (vanilla's method None)."""
     points = [(None, None, None, S) for S in lengths]
-    for m in (methods or ["dt_thre"]):
+    for m in (methods if methods is not None else ["dt_thre"]):
+        if m in SCALE_METHODS:
+            continue
         for t in tables:
             for th in thetas:
                 for S in lengths:
                     points.append((t, th, m, S))
+    for t, m in scale_tables:
+        for S in lengths:
+            points.append((t, None, m, S))
     return points if methods is not None else [(t, th, S) for t, th, _, S in points]
 
 
@@ -176,8 +183,8 @@ def _check_grid(thetas, clamps, aggregations, lengths, shard, methods=("dt_thre"
         if not values:
             raise TuneError(f"tune: give at least one value of {what}")
     for m in methods:
-        if m not in METHODS:
-            raise TuneError(f"--method {m}: use {', '.join(METHODS)}")
+        if m not in METHODS + SCALE_METHODS:
+            raise TuneError(f"--method {m}: use {', '.join(METHODS + SCALE_METHODS)}")
     for t in thetas:
         if not (t > 0):
             raise TuneError(f"tune: θ must be > 0, got {swift_description(float(t))}")
@@ -200,7 +207,8 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     called with a line per point evaluated. interval, max_length: the grid of the tables to tune
     (the CLI's `--interval`, `--max-length`; None: the grid the run was calibrated with).
     methods: the filter methods compared (the CLI's `--method`; apply.METHODS), each (table, θ)
-    evaluated once per method."""
+    evaluated once per method; delta_scale, a_power: every per-layer scale table of the run with
+    that method, once each (no θ). With scale methods alone the θ × p grid is not needed."""
     from . import evaluate
 
     thetas, clamps = [float(t) for t in thetas], [float(p) for p in clamps]
@@ -232,8 +240,12 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         interval = int(interval) if interval is not None else info.interval
         max_length = int(max_length) if max_length is not None else info.max_length
         grid, missing = [], []
-        known = [t for t in store.tables() if t.run_id == info.id and t.method == "longmamba"]
-        for p in clamps:
+        listed = store.tables()
+        known = [t for t in listed if t.run_id == info.id and t.method == "longmamba"]
+        # Threshold methods tune the θ × p grid; scale methods alone do not need it.
+        threshold_methods = [m for m in methods if m not in SCALE_METHODS]
+        scale_methods = [m for m in methods if m in SCALE_METHODS]
+        for p in (clamps if threshold_methods else []):
             for a in aggregations:
                 found = next((t for t in known if t.clamp_fraction == p and t.aggregation == a and t.interval == interval
                               and t.max_length == max_length and t.training_length == info.sample_length), None)
@@ -248,6 +260,16 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
             raise TuneError(f"{db}: run {info.id} has no table for {names}; {why}: solve them first with\n  "
                             f"{_sweep_command(db, info.id, missing, interval, max_length)}")
         tables = {t.id: store.table(t.id) for t in grid}   # every row checked, content hash verified
+        # Every scale table of the run with each scale method (in id order), as the CLI compares them.
+        scale_tables = []
+        for m in scale_methods:
+            found = [t for t in listed if t.run_id == info.id and t.method == m and t.problem is None]
+            if not found:
+                raise TuneError(f"{db}: run {info.id} has no {m} table; calibrate one first:\n  longmamba calibrate-scales "
+                                f"--db {db} --run {info.id} --model DIR --corpus FILES --method {m} --lengths …")
+            for t in found:
+                tables[t.id] = store.table(t.id)
+                scale_tables.append((t.id, m))
     fingerprint = model_fingerprint(model_dir)
     if fingerprint != info.fingerprint and not force:
         raise ModelMismatchError(f"the table was calibrated on model {info.fingerprint[:12]}, not on {model_dir} "
@@ -273,16 +295,21 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     filter_start = int(filter_from) if filter_from is not None else default_filter_start(info.sample_length)
     # Lengths the evaluation would refuse midway (the CLI stores the points before such a length
     # first): refused here, with the evaluation's words, before anything is run or written.
-    largest = min(int(table.lengths[-1]) for table in tables.values())
+    largest = min((int(tables[t.id].lengths[-1]) for t in grid), default=None)
     for S in lengths:
         if S < 1:
             raise TuneError(f"tune: length {S} must be a positive number of tokens")
     for S in lengths:                  # the tables first, then the text, as the CLI checks them
-        if S >= filter_start and S > largest:
+        if largest is not None and S >= filter_start and S > largest:
             need = -(-max(lengths) // interval) * interval
             command = _sweep_command(db, info.id, [(t.clamp_fraction, t.aggregation) for t in grid], interval, need)
             raise TuneError(f"tune: length {S} is beyond the tables' largest length {largest}; solve tables up to it first:"
                             f"\n  {command}\nthen tune with --interval {interval} --max-length {need}")
+    for t, _ in scale_tables:          # then each scale table within its calibrated lengths
+        biggest = int(tables[t].lengths[-1])
+        beyond = next((S for S in lengths if S >= filter_start and S > biggest), None)
+        if beyond is not None:
+            raise TuneError(evaluate.beyond_scale_table(beyond, biggest, option="--allow-beyond-table"))
     for S in lengths:
         if token_ids is not None and len(token_ids) < S:
             raise LongMambaTableError(f"the text has {len(token_ids)} tokens, fewer than the requested length {S}")
@@ -317,7 +344,8 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
     def measure(e: Evaluation, effort: int, table_id, theta, S, method):
         table = tables[table_id] if table_id is not None else None
         th = theta if theta is not None else 0.05
-        kw = dict(common, method=method or "dt_thre")
+        # A scale table takes its method from the table: the evaluation's filter method stays dt_thre.
+        kw = dict(common, method="dt_thre" if method is None or method in SCALE_METHODS else method)
         if task == "passkey":
             r = evaluate.passkey(the_model(), prompts, table=table, theta=th, lengths=[S], depths=depths, trials=effort,
                                  seed=seed, include_vanilla=table is None, **kw)
@@ -342,7 +370,9 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
                 value, detail = vanilla, UNFILTERED_DETAIL     # below the filter start LongMamba is vanilla
             else:
                 named = "" if method in (None, "dt_thre") else f" ({method})"
-                say(f"evaluating {'vanilla' if table_id is None else f'table {table_id} θ = {swift_description(theta)}'}"
+                what = ("vanilla" if table_id is None else f"table {table_id}"
+                        + ("" if theta is None else f" θ = {swift_description(theta)}"))
+                say(f"evaluating {what}"
                     f"{named} at {S} tokens" + (f" ({effort} {'trials' if higher else 'windows'})" if halving else ""))
                 value, detail, ran = measure(e, effort, table_id, theta, S, method)
                 result.prompts_run += ran
@@ -353,7 +383,8 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         full = trials if task == "passkey" else int(windows)
         rows = [TuneRow()] + [TuneRow(table=t.id, clamp_fraction=t.clamp_fraction, aggregation=t.aggregation, theta=th,
                                       method=m)
-                              for m in methods for t in grid for th in thetas]
+                              for m in threshold_methods for t in grid for th in thetas]
+        rows += [TuneRow(table=t, method=m) for t, m in scale_tables]
 
         def note(i, measured):
             if measured not in rows[i].measured_by:
@@ -362,7 +393,8 @@ def tune(db, run: int, model_dir, thetas=DEFAULT_THETAS, clamps=DEFAULT_CLAMPS, 
         if sharded:
             e = evaluation(full)
             vanilla_at = {}
-            for k, (t, th, m, S) in enumerate(shard_points([t.id for t in grid], thetas, lengths, methods)):
+            for k, (t, th, m, S) in enumerate(shard_points([t.id for t in grid], thetas, lengths, threshold_methods,
+                                                          scale_tables)):
                 if k % shard[1] == shard[0]:
                     value, _ = point(e, full, t, th, S, vanilla_at.get(S), m)
                     if t is None:
@@ -453,7 +485,10 @@ def format_result(result: TuneResult, halving: bool = False, task: str = "perple
         lines.append("halving: " + ", ".join(f"{e} {per} at {S}" for S, e in zip(result.lengths, result.effort_by_length))
                      + "; the best third of each length went on to the next")
     w = result.best
-    if w is not None:
+    if w is not None and w.method in SCALE_METHODS:
+        vanilla = next((r.score for r in result.ranked if r.table is None), math.nan)
+        lines.append(f"best: table {w.table} ({w.method}, per-layer scales): {fmt(w.score)} against vanilla {fmt(vanilla)}")
+    elif w is not None:
         vanilla = next((r.score for r in result.ranked if r.table is None), math.nan)
         how = f", method {w.method or 'dt_thre'}" if show else ""
         lines.append(f"best: table {w.table} (p = {swift_description(w.clamp_fraction)}, aggregate {w.aggregation}{how}) "

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import MODELS, ROOT, longmamba_binary, run_longmamba
 from longmamba_tables.errors import NewerSchemaError, NotAStoreError, UnknownTableError, LongMambaTableError
-from longmamba_tables.evaluations import (UNFILTERED_DETAIL, Evaluation, EvaluationWriter, OlderSchemaError,
+from longmamba_tables.evaluations import (UNFILTERED_DETAIL, WRITER_SCHEMA, Evaluation, EvaluationWriter, OlderSchemaError,
                                           evaluation_key, passkey_detail, passkey_settings, perplexity_detail,
                                           point_key, read_evaluations, token_ids_hash, tokenizer_hash)
 from longmamba_tables.fingerprint import fingerprint
@@ -39,11 +39,22 @@ def user_version(db) -> int:
 
 
 def at_schema(db, version):
-    """Converts a store between schema 3 and 4 in place, as the CLI's v4 migration does (or
-    undoes it: a schema-3 store once the binary writes 4)."""
+    """Converts a store between schema 3, 4 and 5 in place, as the CLI's migrations do (or undoes
+    them, a step at a time: a schema-3 or 4 store once the binary writes 5)."""
     c = sqlite3.connect(db, isolation_level=None)
     try:
         now = c.execute("PRAGMA user_version").fetchone()[0]
+        while now == 5 and version < 5:      # v5 undone: no scale tables, no row_kind
+            c.executescript("""BEGIN;
+                DROP TABLE table_scales; DROP TABLE scale_steps; DROP TABLE scale_jobs;
+                DROP TRIGGER threshold_tables_are_never_deleted;
+                DELETE FROM threshold_tables WHERE row_kind != 'per_channel';
+                CREATE TRIGGER threshold_tables_are_never_deleted BEFORE DELETE ON threshold_tables
+                    BEGIN SELECT RAISE(ABORT, 'threshold tables are immutable'); END;
+                ALTER TABLE threshold_tables DROP COLUMN row_kind;
+                DELETE FROM grdb_migrations WHERE identifier LIKE 'v5%';
+                PRAGMA user_version = 4; COMMIT;""")
+            now = 4
         if now == 3 and version == 4:
             c.executescript(f"""BEGIN;
                 ALTER TABLE evaluations ADD COLUMN backend TEXT NOT NULL DEFAULT 'swift';
@@ -115,7 +126,8 @@ def store(calibrated, tmp_path):
 
 @pytest.fixture
 def store_v4(store):
-    return at_schema(store, 4)
+    """A store of the schema the writer writes (the name is older than schema 5)."""
+    return at_schema(store, WRITER_SCHEMA)
 
 
 def rows(db):
@@ -206,23 +218,25 @@ def test_the_keys_of_a_cli_tune_are_computed_in_python(calibrated, store):
 def test_older_and_newer_stores_are_refused_untouched(store, tmp_path):
     v1 = tmp_path / "v1.sqlite"
     shutil.copy(V1_STORE, v1)
+    v4 = tmp_path / "v4.sqlite"
+    shutil.copy(store, v4)
+    at_schema(str(v4), 4)
     v3 = at_schema(store, 3)
-    for path, version in ((str(v1), 1), (v3, 3)):
+    for path, version in ((str(v1), 1), (v3, 3), (str(v4), 4)):
         before = file_state(path)
         with pytest.raises(OlderSchemaError) as e:
             EvaluationWriter(path)
         assert str(e.value) == (f"{path}: was written by an older longmamba (schema {version}): run "
                                 f"`longmamba migrate --db {path}` first")
         assert file_state(path) == before
-    newer = tmp_path / "v5.sqlite"
-    shutil.copy(store, newer)
-    at_schema(str(newer), 4)
+    newer = tmp_path / "v6.sqlite"
+    shutil.copy(v4, newer)
     with sqlite3.connect(newer) as c:
-        c.execute("PRAGMA user_version = 5")
+        c.execute("PRAGMA user_version = 6")
     before = file_state(newer)
-    with pytest.raises(NewerSchemaError, match="schema version 5; this tool understands up to 4"):
+    with pytest.raises(NewerSchemaError, match="schema version 6; this tool understands up to 5"):
         EvaluationWriter(newer)
-    with pytest.raises(NewerSchemaError, match="schema version 5; this tool understands up to 4"):
+    with pytest.raises(NewerSchemaError, match="schema version 6; this tool understands up to 5"):
         Store(str(newer))
     assert file_state(newer) == before
     with pytest.raises(NotAStoreError, match="no such database"):
@@ -230,9 +244,10 @@ def test_older_and_newer_stores_are_refused_untouched(store, tmp_path):
     assert not os.path.exists(tmp_path / "missing.sqlite")
 
 
-def test_the_reader_accepts_schema_4(store_v4):
-    assert SUPPORTED_SCHEMA == 4 and user_version(store_v4) == 4
-    with Store(store_v4) as s:
+def test_the_reader_accepts_schema_4(store):
+    at_schema(store, 4)
+    assert SUPPORTED_SCHEMA == 5 and user_version(store) == 4
+    with Store(store) as s:
         infos = s.tables()
         assert [i.id for i in infos] == [1, 2]
         assert s.table(2).training_length == 64
@@ -257,8 +272,8 @@ def test_writer_semantics(store_v4, calibrated):
         assert [q.point_key for q in w.points(ev.key)] == [p.point_key, t.point_key]
         with pytest.raises(UnknownTableError, match="no threshold table with id 42"):
             w.add(ev, length=128, value=1.0, table_id=42, theta=0.05)
-        with pytest.raises(LongMambaTableError, match="needs both table_id and theta"):
-            w.add(ev, length=128, value=1.0, table_id=1)
+        with pytest.raises(LongMambaTableError, match="a vanilla point has no θ"):
+            w.add(ev, length=128, value=1.0, theta=0.05)
         with EvaluationWriter(store_v4, dtype="bfloat16") as other, \
                 pytest.raises(LongMambaTableError, match="keyed for float32 but this writer records points measured in"):
             other.add(ev, length=128, value=1.0)

@@ -57,6 +57,16 @@ def test_the_gains_are_spalls(k, a, c, A):
     assert c_k == c / math.pow(k, 0.101)
 
 
+def test_a_is_set_from_the_first_finite_step_so_that_it_moves_u_by_the_step_size():
+    # Step j = 2, A = 5, c = 0.1: |ĝ| = |f+ − f−| / (2 c / 2^0.101).
+    g = abs(3.2 - 3.0) / (2 * 0.1 / 2 ** 0.101)
+    a = sc.gain(0.1, 5, 2, 3.2, 3.0, 0.1)
+    assert a == 0.1 * 7 ** 0.602 / g
+    a_2, c_2 = sc.gains(2, a, 0.1, 5)
+    assert a_2 * g == pytest.approx(0.1, rel=1e-15)
+    assert sc.gain(0.1, 5, 1, 3.0, 3.0, 0.1) == 0.1             # ĝ = 0: a = step_size
+
+
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -70,14 +80,17 @@ def test_candidates_update_and_scales_round_as_documented():
     for i in range(4):
         assert float(plus[i]) == f32(float(u[i]) + c_k * signs[i])
         assert float(minus[i]) == f32(float(u[i]) - c_k * signs[i])
-    a_k = 0.5 / (3 + 5) ** 0.602
+    a_k = 0.05 / (3 + 5) ** 0.602
     f_plus, f_minus = 3.25, 3.5
-    new = sc.spsa_update(u, signs, a_k, c_k, f_plus, f_minus)
+    new = sc.spsa_update(u, signs, a_k, c_k, f_plus, f_minus, 0.1)
     for i in range(4):
         g = (f_plus - f_minus) / (2 * c_k * signs[i])
+        assert abs(a_k * g) < 0.1
         assert float(new[i]) == f32(min(3.0, max(-3.0, float(u[i]) - a_k * g)))
-    # A huge gradient clamps u to [−3, 3].
-    assert sc.spsa_update(u, signs, 1e6, c_k, 10.0, 0.0).tolist() == [-3.0, 3.0, 3.0, -3.0]
+    # A huge gradient moves each u_l by step_size at most, and u stays in [−3, 3].
+    big = sc.spsa_update(u, signs, 1e6, c_k, 10.0, 0.0, 0.1)
+    assert big.tolist() == [f32(float(x) - 0.1 * d) for x, d in zip(u, signs)]
+    assert sc.spsa_update(u, signs, 1e6, c_k, 10.0, 0.0, 5.0).tolist() == [-3.0, 3.0, f32(float(u[2]) + 5), f32(float(u[3]) - 5)]
     assert [float(s) for s in sc.scales_of(u)] == [f32(math.exp(float(x))) for x in u]
 
 
@@ -86,14 +99,16 @@ def test_a_step_with_a_non_finite_loss_is_rejected_and_u_kept():
                       parameters={"step_size": 0.5, "perturbation": 0.1, "stability": 5, "seed": 0})
     start = sc.StepRecord(64, 0, np.zeros(3, np.float32), None, None, 4.0, np.zeros(3, np.float32), "start")
     losses = iter([float("nan"), 3.0])
-    r = sc.spsa_step(job, 64, 1, start, lambda v: next(losses))
+    r, a = sc.spsa_step(job, 64, 1, start, lambda v: next(losses))
+    assert a is None                                              # no finite pair yet: a is not set
     assert r.outcome.startswith("rejected: ") and r.log_scales.tolist() == [0.0, 0.0, 0.0]
     assert r.loss_plus is None and r.loss_minus == 3.0
     # The finite point was evaluated: it is the best so far.
     signs = sc.perturbation_signs(0, 64, 1, 3)
     assert r.best_loss == 3.0 and r.best_log_scales.tolist() == sc.candidates(np.zeros(3), signs, 0.1)[1].tolist()
-    ok = sc.spsa_step(job, 64, 2, r, lambda v: 5.0)
-    assert ok.outcome == "step" and ok.best_loss == 3.0
+    ok, a = sc.spsa_step(job, 64, 2, r, lambda v: 5.0)
+    assert ok.outcome == "step" and ok.best_loss == 3.0 and a == 0.5     # ĝ = 0: a = step_size
+    assert sc.first_gain(job, [start, r, ok]) == 0.5
 
 
 def test_samples_hash_and_job_key():

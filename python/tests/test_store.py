@@ -73,7 +73,7 @@ def test_a_newer_schema_is_refused_with_the_cli_message_and_left_unmodified(tabl
     before = newer.read_bytes()
     with pytest.raises(lmt.NewerSchemaError) as e:
         lmt.open(str(newer))
-    assert "schema version 7; this tool understands up to 4" in str(e.value)
+    assert "schema version 7; this tool understands up to 5" in str(e.value)
     assert str(e.value) in cli_error("tables", "--db", newer)
     assert newer.read_bytes() == before
 

@@ -564,10 +564,14 @@ def test_bad_input_is_refused_in_the_cli_words_and_leaves_the_store_as_it_was(ca
     v3 = at_schema_3(copy(store, tmp_path / "v3.sqlite"))
     assert refused(v3, *tokens, same_as_cli=False) == (
         f"Error: {v3}: was written by an older longmamba (schema 3): run `longmamba migrate --db {v3}` first")
-    v5 = copy(store, tmp_path / "v5.sqlite")
-    with sqlite3.connect(v5) as c:
-        c.execute("PRAGMA user_version = 5")
-    assert "schema version 5; this tool understands up to 4" in refused(v5, *tokens)
+    v6 = copy(store, tmp_path / "v6.sqlite")
+    with sqlite3.connect(v6) as c:
+        c.execute("PRAGMA user_version = 6")
+    assert "schema version 6; this tool understands up to 5" in refused(v6, *tokens)
+    # A scale method whose tables the run does not have (calibrate-scales makes them).
+    assert refused(store, *tokens, "--method", "delta_scale") == (
+        f"Error: {store}: run 1 has no delta_scale table; calibrate one first:\n  longmamba calibrate-scales --db {store} "
+        f"--run 1 --model DIR --corpus FILES --method delta_scale --lengths …")
 
     assert refused(store, *tokens, run=9) == f"Error: {store}: no calibration run with id 9"
     for theta in ("0", "-0.5"):

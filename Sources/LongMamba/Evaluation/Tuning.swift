@@ -204,7 +204,8 @@ public struct TuneJob {
 
         // Tables: reused when the run has them, solved from the stored recordings otherwise.
         let service = TableService(store: store)
-        let grid = try o.clampFractions.flatMap { p in try o.aggregations.map {
+        // Only scale methods asked for: no θ × p table is needed (none is solved or checked).
+        let grid = o.methods.isEmpty ? [] : try o.clampFractions.flatMap { p in try o.aggregations.map {
             try service.parameters(run: o.runID, clampFraction: p, aggregation: $0, interval: o.interval, maxLength: o.maxLength)
         } }
         if sharded {
@@ -227,7 +228,7 @@ public struct TuneJob {
         let filterStart = o.filterFrom ?? LongMambaPrefill.defaultFilterStart(trainingLength: run.sampleLength)
         // Every filtered length within every table of the grid, or nothing is evaluated.
         let largest = grid.map { $0.lengths.last ?? 0 }.min() ?? 0
-        if let beyond = o.lengths.first(where: { $0 >= filterStart && $0 > largest }), let interval = grid.first?.interval {
+        if !grid.isEmpty, let beyond = o.lengths.first(where: { $0 >= filterStart && $0 > largest }), let interval = grid.first?.interval {
             let need = (o.lengths.max()! + interval - 1) / interval * interval
             throw TuneError.beyondTables(length: beyond, largest: largest, command: sweepCommand(grid, interval: interval, maxLength: need),
                                          interval: interval, maxLength: need)
