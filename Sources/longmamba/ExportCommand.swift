@@ -22,6 +22,7 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .customLong("raw-dt-model"), help: "Model directory: also export thresholds in raw-dt space (softplus⁻¹(τ) − dt_bias per channel) for fused-kernel runtimes.")
     var rawDtModel: String?
     @Flag(help: "Export for a model whose fingerprint differs from the table's (with --raw-dt-model).") var force = false
+    @Option(help: "The authors' mode chosen for this table (dt_thre, alpha, bound, norm, channelwise_topk): recorded in the metadata with its rule (every export lists all modes' rules).") var method: LongMambaMethod?
 
     func validate() throws {
         if let theta { try checkTheta(theta) }
@@ -35,14 +36,14 @@ struct ExportCommand: ParsableCommand {
             // Written whole to a temporary file first, so a failure prints nothing half-written.
             let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("longmamba-export-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: temporary) }
-            try TableExport.export(store: store, table: table, format: format, to: temporary, theta: theta, rawDeltaThresholds: rawDt)
+            try TableExport.export(store: store, table: table, format: format, to: temporary, theta: theta, rawDeltaThresholds: rawDt, mode: method)
             guard let data = FileManager.default.contents(atPath: temporary) else { throw OutputError.cannotWrite(path: "-", reason: "the export could not be read back") }
             FileHandle.standardOutput.write(data)
         } else {
-            try TableExport.export(store: store, table: table, format: format, to: out, theta: theta, rawDeltaThresholds: rawDt)
+            try TableExport.export(store: store, table: table, format: format, to: out, theta: theta, rawDeltaThresholds: rawDt, mode: method)
             FileHandle.standardError.write(Data("wrote table \(table) as \(format.rawValue) to \(out)\n".utf8))
         }
-        if theta == nil {
+        if theta == nil, case .thresholds = try store.tableKind(table) {
             FileHandle.standardError.write(Data("note: no θ travels with this export (pass --theta, e.g. the one `longmamba tune --best` prints)\n".utf8))
         }
     }

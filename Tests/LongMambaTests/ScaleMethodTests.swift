@@ -178,6 +178,21 @@ import Testing
         }
     }
 
+    @Test func exportsOfThresholdTablesSayWhatEachModeDoesAndWhichWasChosen() throws {
+        let (db, _) = try calibrated()
+        let store = try CalibrationStore(path: db)
+        let id = try store.tables()[0].id
+        let file = temporaryPath("modes") + ".safetensors"
+        try TableExport.export(store: store, table: id, format: .safetensors, to: file, mode: .bound)
+        let metadata = try SafetensorsFile(path: file).metadata
+        #expect(metadata["mode"] == "bound" && metadata["apply"] == LookupResult.modeRules["bound"])
+        let modes = try JSONSerialization.jsonObject(with: Data(metadata["modes"]!.utf8)) as? [String: String]
+        #expect(Set(modes?.keys ?? [:].keys) == Set(LongMambaMethod.allCases.map(\.rawValue)))
+        let lookup = try TableLookup(store: store).lookup(table: id, length: 700)
+        let budget = try store.tableLayer(table: id, layer: 0).decayBudget
+        #expect(lookup.method == "longmamba" && lookup.layers[0].decayBudget == budget)
+    }
+
     @Test func aTableOfAnUnknownMethodIsRefusedByIdAndLeftInTheStore() throws {
         let (db, run) = try calibrated()
         let store = try CalibrationStore(path: db)

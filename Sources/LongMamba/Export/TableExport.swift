@@ -52,10 +52,12 @@ public enum TableExport {
     /// backend gets the table and θ together.
     /// `rawDeltaThresholds`: also write each layer's thresholds in raw-dt space
     /// (`layer.{i}.raw_dt_threshold`, for fused-kernel runtimes; see `RawDeltaThresholds`).
+    /// `mode`: the authors' mode chosen for this table (e.g. by `tune --method`), recorded with its
+    /// rule; every export also lists every mode's rule (`modes`).
     public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String, theta: Double? = nil,
-                              rawDeltaThresholds: RawDeltaThresholds? = nil) throws {
+                              rawDeltaThresholds: RawDeltaThresholds? = nil, mode: LongMambaMethod? = nil) throws {
         if case .scales = try store.tableKind(id) {
-            guard rawDeltaThresholds == nil, theta == nil else { throw StoreError.notAThresholdTable(path: store.path, id: id, method: try store.scaleTable(id).method.rawValue) }
+            guard rawDeltaThresholds == nil, theta == nil, mode == nil else { throw StoreError.notAThresholdTable(path: store.path, id: id, method: try store.scaleTable(id).method.rawValue) }
             return try ScaleTableExport.export(store: store, table: id, format: format, to: path)
         }
         let info = try store.table(id)
@@ -67,6 +69,8 @@ public enum TableExport {
         }
         let layers = try (0..<info.layerCount).map { try store.tableLayer(table: id, layer: $0) }
         if rawDeltaThresholds != nil { metadata["raw_dt_threshold"] = RawDeltaThresholds.rule }
+        metadata["modes"] = JSONText.canonical(object: LookupResult.modeRules)
+        if let mode { metadata["mode"] = mode.rawValue; metadata["apply"] = LookupResult.modeRules[mode.rawValue] }
         if let theta {
             metadata["theta"] = "\(theta)"
             metadata["global_channels_at_theta"] = "[" + layers.map { String(GlobalChannels.count(cumulativeDecay: $0.cumulativeDecay, theta: theta)) }.joined(separator: ",") + "]"
@@ -83,7 +87,7 @@ public enum TableExport {
     /// JSON exports write them typed (safetensors' `__metadata__` holds strings only, by its format).
     static let numericKeys: Set<String> = ["table_id", "clamp_fraction", "interval", "max_length", "training_length", "layer_count",
                                            "length_count", "schema_version", "run_id", "sample_count", "recorded_length", "seed", "theta"]
-    static let documentKeys: Set<String> = ["parameters", "model_config", "corpus_provenance", "recording_metadata",
+    static let documentKeys: Set<String> = ["parameters", "model_config", "corpus_provenance", "recording_metadata", "modes",
                                             "global_channels_at_theta", "hybrid_layers"]
 
     /// The metadata as one JSON object, numbers as numbers and JSON documents as objects/arrays
