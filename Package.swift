@@ -40,6 +40,7 @@ var librarySettings: [SwiftSetting] = [
 var commandSettings: [SwiftSetting] = []
 if let cpu = simdTargetCPU() {
     kernelSettings.append(.unsafeFlags(["-target-cpu", cpu]))
+    if cpu == "haswell" { kernelSettings.append(.define("LONGMAMBA_KERNELS_AVX2")) }   // 8-float registers: see StateSpaceDualScan.defaultLanes
     librarySettings.append(.unsafeFlags(["-target-cpu", cpu]))
     commandSettings.append(.define(cpu == "skylake-avx512" ? "LONGMAMBA_BUILT_AVX512" : (cpu == "haswell" ? "LONGMAMBA_BUILT_AVX2" : "LONGMAMBA_BUILT_OTHER")))
 }

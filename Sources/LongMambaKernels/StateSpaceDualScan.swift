@@ -58,17 +58,39 @@ public enum StateSpaceDualScan {
     /// Whether `fast` handles this shape (16 head-dim rows per register, state in pairs).
     public static func fastApplies(_ shape: SSDShape) -> Bool { shape.headDim % 16 == 0 && shape.stateSize % 2 == 0 }
 
-    /// The same recurrence with 16 head-dim rows p in the lanes of a SIMD register, so no
-    /// horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
+    /// Head-dim rows per register of `fast`: 16 (one AVX-512 register) where the kernels are built
+    /// for AVX-512, 8 (one AVX2 register) otherwise — with 16 lanes on AVX2 the two-token loop's
+    /// state, accumulators and broadcasts need more than its 16 registers and spill. Every lane
+    /// computes its row p with the same operations in the same order, so both give the same bits.
+    #if LONGMAMBA_KERNELS_AVX2
+    public static let defaultLanes = 8
+    #else
+    public static let defaultLanes = 16
+    #endif
+
+    /// The same recurrence with `lanes` (8 or 16) head-dim rows p in the lanes of a SIMD register,
+    /// so no horizontal sums are needed: the state is stored h[n] = (h[p, n])_p, and per token
     ///   h[n] ← e^{Δ A_h} h[n] + (Δ x) · B[n];   y += h[n] · C[n]   (B[n], C[n] broadcast).
     /// Heads are spread over the cores. `scratch`: `shape.scratchCount(length: L)` floats.
     public static func fast(xBC: UnsafePointer<Float>, delta: UnsafePointer<Float>, length L: Int, shape: SSDShape,
                             A: UnsafePointer<Float>, D: UnsafePointer<Float>, ssm: UnsafeMutablePointer<Float>,
-                            into y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+                            into y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, lanes: Int = defaultLanes) {
+        if lanes == 8 {
+            fast(SIMD8<Float>.self, xBC: xBC, delta: delta, length: L, shape: shape, A: A, D: D, ssm: ssm, into: y, scratch: scratch)
+        } else {
+            fast(SIMD16<Float>.self, xBC: xBC, delta: delta, length: L, shape: shape, A: A, D: D, ssm: ssm, into: y, scratch: scratch)
+        }
+    }
+
+    @inline(__always)
+    static func fast<V: SIMD>(_: V.Type, xBC: UnsafePointer<Float>, delta: UnsafePointer<Float>, length L: Int, shape: SSDShape,
+                              A: UnsafePointer<Float>, D: UnsafePointer<Float>, ssm: UnsafeMutablePointer<Float>,
+                              into y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) where V.Scalar == Float {
         precondition(fastApplies(shape))
+        let W = V.scalarCount
         let P = shape.headDim, N = shape.stateSize, H = shape.heads, dInner = shape.dInner
         let G = shape.groups, GN = G * N, convDim = shape.convDim, headsPerGroup = H / G
-        let rowBlocks = P / 16
+        let rowBlocks = P / W
         // Gather each head's x and each group's B|C into contiguous time series so every worker
         // streams through memory (rows of xBC are too far apart for the hardware prefetcher).
         let xHeads = scratch                                   // x: [H, L, P]
@@ -90,60 +112,60 @@ public enum StateSpaceDualScan {
         // Workers read shared inputs and write disjoint (head, row block) parts of y and the state.
         nonisolated(unsafe) let (xs, ds, bcs, ys, states, As, Ds) = (UnsafePointer(xHeads), UnsafePointer(deltaHeads), UnsafePointer(bcGroups), y, ssm, A, D)
         DispatchQueue.concurrentPerform(iterations: H * rowBlocks) { job in
-            let h = job / rowBlocks, p0 = (job % rowBlocks) * 16
+            let h = job / rowBlocks, p0 = (job % rowBlocks) * W
             let g = h / headsPerGroup, Ah = As[h], Dh = Ds[h]
-            let sp = UnsafeMutablePointer<Vec16>.allocate(capacity: N)       // h[:, p0..<p0+16]: [N] × 16
-            sp.initialize(repeating: Vec16(), count: N)
+            let sp = UnsafeMutablePointer<V>.allocate(capacity: N)            // h[:, p0..<p0+W]: [N] × W
+            sp.initialize(repeating: V(), count: N)
             defer { sp.deallocate() }
             let base = h * P * N                                              // ssm: [H, P, N]
-            for n in 0..<N { for lane in 0..<16 { sp[n][lane] = states[base + (p0 + lane) * N + n] } }
-            defer { for n in 0..<N { for lane in 0..<16 { states[base + (p0 + lane) * N + n] = sp[n][lane] } } }
+            for n in 0..<N { for lane in 0..<W { sp[n][lane] = states[base + (p0 + lane) * N + n] } }
+            defer { for n in 0..<N { for lane in 0..<W { states[base + (p0 + lane) * N + n] = sp[n][lane] } } }
             // Two tokens per pass over the state: h is loaded and stored once for both
             // (the scan is bound by state traffic, not arithmetic).
             var t = 0
             while t + 1 < L {
                 let dtA = ds[h * L + t], dtB = ds[h * L + t + 1]
-                let decayA = Vec16(repeating: Foundation.exp(dtA * Ah))    // e^{Δ_t A_h}
-                let decayB = Vec16(repeating: Foundation.exp(dtB * Ah))    // e^{Δ_{t+1} A_h}
-                let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
-                let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: Vec16.self)
+                let decayA = V(repeating: Foundation.exp(dtA * Ah))        // e^{Δ_t A_h}
+                let decayB = V(repeating: Foundation.exp(dtB * Ah))        // e^{Δ_{t+1} A_h}
+                let xA = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: V.self)
+                let xB = UnsafeRawPointer(xs + (h * L + t + 1) * P + p0).loadUnaligned(as: V.self)
                 let dtxA = xA * dtA, dtxB = xB * dtB
                 let BA = bcs + (g * L + t) * 2 * N, CA = BA + N, BB = CA + N, CB = BB + N
-                var a0 = xA * Dh, a1 = Vec16(), b0 = xB * Dh, b1 = Vec16()   // D_h x
+                var a0 = xA * Dh, a1 = V(), b0 = xB * Dh, b1 = V()           // D_h x
                 var n = 0
                 while n < N {
-                    let s0 = (decayA * sp[n]).addingProduct(dtxA, Vec16(repeating: BA[n]))         // h_t
-                    let s1 = (decayA * sp[n + 1]).addingProduct(dtxA, Vec16(repeating: BA[n + 1]))
-                    let u0 = (decayB * s0).addingProduct(dtxB, Vec16(repeating: BB[n]))             // h_{t+1}
-                    let u1 = (decayB * s1).addingProduct(dtxB, Vec16(repeating: BB[n + 1]))
+                    let s0 = (decayA * sp[n]).addingProduct(dtxA, V(repeating: BA[n]))             // h_t
+                    let s1 = (decayA * sp[n + 1]).addingProduct(dtxA, V(repeating: BA[n + 1]))
+                    let u0 = (decayB * s0).addingProduct(dtxB, V(repeating: BB[n]))                 // h_{t+1}
+                    let u1 = (decayB * s1).addingProduct(dtxB, V(repeating: BB[n + 1]))
                     sp[n] = u0; sp[n + 1] = u1
-                    a0 = a0.addingProduct(s0, Vec16(repeating: CA[n]))                            // y_t += h_t C_t
-                    a1 = a1.addingProduct(s1, Vec16(repeating: CA[n + 1]))
-                    b0 = b0.addingProduct(u0, Vec16(repeating: CB[n]))                            // y_{t+1} += h_{t+1} C_{t+1}
-                    b1 = b1.addingProduct(u1, Vec16(repeating: CB[n + 1]))
+                    a0 = a0.addingProduct(s0, V(repeating: CA[n]))                                // y_t += h_t C_t
+                    a1 = a1.addingProduct(s1, V(repeating: CA[n + 1]))
+                    b0 = b0.addingProduct(u0, V(repeating: CB[n]))                                // y_{t+1} += h_{t+1} C_{t+1}
+                    b1 = b1.addingProduct(u1, V(repeating: CB[n + 1]))
                     n += 2
                 }
-                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: Vec16.self)
-                UnsafeMutableRawPointer(ys + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: Vec16.self)
+                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: a0 + a1, as: V.self)
+                UnsafeMutableRawPointer(ys + (t + 1) * dInner + h * P + p0).storeBytes(of: b0 + b1, as: V.self)
                 t += 2
             }
             if t < L {                                                         // last token of an odd length
                 let dt = ds[h * L + t]
-                let decay = Vec16(repeating: Foundation.exp(dt * Ah))
-                let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: Vec16.self)
+                let decay = V(repeating: Foundation.exp(dt * Ah))
+                let xv = UnsafeRawPointer(xs + (h * L + t) * P + p0).loadUnaligned(as: V.self)
                 let dtx = xv * dt
                 let B = bcs + (g * L + t) * 2 * N, C = B + N
-                var acc0 = xv * Dh, acc1 = Vec16()
+                var acc0 = xv * Dh, acc1 = V()
                 var n = 0
                 while n < N {
-                    let h0 = (decay * sp[n]).addingProduct(dtx, Vec16(repeating: B[n]))
-                    let h1 = (decay * sp[n + 1]).addingProduct(dtx, Vec16(repeating: B[n + 1]))
+                    let h0 = (decay * sp[n]).addingProduct(dtx, V(repeating: B[n]))
+                    let h1 = (decay * sp[n + 1]).addingProduct(dtx, V(repeating: B[n + 1]))
                     sp[n] = h0; sp[n + 1] = h1
-                    acc0 = acc0.addingProduct(h0, Vec16(repeating: C[n]))
-                    acc1 = acc1.addingProduct(h1, Vec16(repeating: C[n + 1]))
+                    acc0 = acc0.addingProduct(h0, V(repeating: C[n]))
+                    acc1 = acc1.addingProduct(h1, V(repeating: C[n + 1]))
                     n += 2
                 }
-                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: Vec16.self)
+                UnsafeMutableRawPointer(ys + t * dInner + h * P + p0).storeBytes(of: acc0 + acc1, as: V.self)
             }
         }
     }

@@ -68,3 +68,34 @@ import Testing
         #expect(h.finalize() == SHA256.hash(data: long))   // the original is unchanged by its copy
     }
 }
+
+@Suite struct StateSpaceDualScanLaneTests {
+    /// The fast SSD scan with 8 lanes (AVX2 builds) and 16 lanes (AVX-512 builds) computes every
+    /// head-dim row with the same operations in the same order: the same bits, and the plain
+    /// recurrence's values, for an odd length (the last-token path) and a carried state.
+    @Test func eightAndSixteenLanesGiveTheSameBitsAsEachOtherAndTheReferenceValues() {
+        let shape = SSDShape(heads: 4, headDim: 32, stateSize: 16, groups: 2)
+        let L = 37
+        var rng = SplitMix64(seed: 11)
+        func uniform(_ lo: Float, _ hi: Float) -> Float { lo + (hi - lo) * Float(rng.next() >> 40) / Float(1 << 24) }
+        let xBC = (0..<(L * shape.convDim)).map { _ in uniform(-1, 1) }
+        let delta = (0..<(L * shape.heads)).map { _ in uniform(0.001, 0.3) }
+        let A = (0..<shape.heads).map { _ in -uniform(0.5, 8) }, D = (0..<shape.heads).map { _ in uniform(-1, 1) }
+        let initial = (0..<(shape.heads * shape.headDim * shape.stateSize)).map { _ in uniform(-0.5, 0.5) }
+        func run(_ lanes: Int?) -> (y: [Float], state: [Float]) {
+            var y = [Float](repeating: 0, count: L * shape.dInner), state = initial
+            var scratch = [Float](repeating: 0, count: shape.scratchCount(length: L))
+            if let lanes {
+                StateSpaceDualScan.fast(xBC: xBC, delta: delta, length: L, shape: shape, A: A, D: D, ssm: &state, into: &y, scratch: &scratch, lanes: lanes)
+            } else {
+                StateSpaceDualScan.reference(xBC: xBC, delta: delta, length: L, shape: shape, A: A, D: D, ssm: &state, into: &y)
+            }
+            return (y, state)
+        }
+        let eight = run(8), sixteen = run(16), plain = run(nil)
+        #expect(eight.y == sixteen.y && eight.state == sixteen.state)
+        let worst = zip(eight.y, plain.y).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+        #expect(worst < 1e-5, "largest relative difference \(worst)")
+        #expect(zip(eight.state, plain.state).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) })
+    }
+}
