@@ -96,6 +96,19 @@ import Testing
         #expect(abs(SPSA.stepSize(a, stability: 5, step: 1) * 0.01 / (2 * SPSA.perturbationSize(0.1, step: 1)) - 0.1) < 1e-12)
     }
 
+    @Test func aStepWithANonFiniteLossIsRejectedAndMovesAreClippedAndBounded() {
+        let u: [Float] = [0, 2.95, -1]
+        let delta: [Float] = [1, -1, 1]
+        #expect(SPSA.update(u, perturbation: delta, lossPlus: .nan, lossMinus: 2, perturbationSize: 0.1, stepSize: 1, maximumMove: 0.1) == nil)
+        #expect(SPSA.update(u, perturbation: delta, lossPlus: 2, lossMinus: .infinity, perturbationSize: 0.1, stepSize: 1, maximumMove: 0.1) == nil)
+        // ĝ = (2.2 − 2.0) / (2 · 0.1 · δ) = ±1; a·ĝ = ±0.05 within the clip.
+        let small = SPSA.update(u, perturbation: delta, lossPlus: 2.2, lossMinus: 2.0, perturbationSize: 0.1, stepSize: 0.05, maximumMove: 0.1)!
+        #expect(small == [Float(-0.05), Float(2.95 + 0.05), Float(-1.05)])
+        // A large step is clipped to ±0.1, and u stays within ±3.
+        let large = SPSA.update(u, perturbation: delta, lossPlus: 12, lossMinus: 2, perturbationSize: 0.1, stepSize: 1, maximumMove: 0.1)!
+        #expect(large == [Float(-0.1), Float(3), Float(-1.1)])
+    }
+
     @Test func calibrationStoresEveryStepResumesToTheSameTableAndKeepsTheBestPoint() throws {
         let (db, run) = try calibrated()
         let first = try ScaleCalibrationJob(options: scaleOptions(db, run, .deltaScale)).run()

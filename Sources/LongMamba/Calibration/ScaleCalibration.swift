@@ -91,6 +91,18 @@ public enum SPSA {
     public static let logScaleBound = 3.0
     /// s = f32(exp(u)) of a point u.
     public static func scales(_ u: [Float]) -> [Float] { u.map { Float(Foundation.exp(Double($0))) } }
+
+    /// One step's new u: u − clip(a_k·ĝ, ±stepSize), clamped to ±logScaleBound and rounded to f32;
+    /// nil when f+ or f− is not finite (the step is rejected and u stays).
+    public static func update(_ u: [Float], perturbation delta: [Float], lossPlus: Double, lossMinus: Double, perturbationSize ck: Double,
+                              stepSize ak: Double, maximumMove: Double) -> [Float]? {
+        guard lossPlus.isFinite, lossMinus.isFinite else { return nil }
+        return zip(u, delta).map { ui, d in
+            let g = (lossPlus - lossMinus) / (2 * ck * Double(d))
+            let move = min(maximumMove, max(-maximumMove, ak * g))   // no step moves u_l by more than step_size
+            return Float(min(logScaleBound, max(-logScaleBound, Double(ui) - move)))
+        }
+    }
 }
 
 /// Runs (or resumes) one scale calibration.
@@ -194,12 +206,8 @@ public struct ScaleCalibrationJob {
                     if gain == nil {
                         gain = SPSA.gain(stepSize: o.stepSize, stability: stability, step: k, lossPlus: fPlus, lossMinus: fMinus, perturbation: o.perturbation)
                     }
-                    let ak = SPSA.stepSize(gain!, stability: stability, step: k)
-                    next = zip(u, delta).map { ui, d in
-                        let g = (fPlus - fMinus) / (2 * ck * Double(d))
-                        let move = min(o.stepSize, max(-o.stepSize, ak * g))   // no step moves u_l by more than step_size
-                        return Float(min(SPSA.logScaleBound, max(-SPSA.logScaleBound, Double(ui) - move)))
-                    }
+                    next = SPSA.update(u, perturbation: delta, lossPlus: fPlus, lossMinus: fMinus, perturbationSize: ck,
+                                       stepSize: SPSA.stepSize(gain!, stability: stability, step: k), maximumMove: o.stepSize)!
                     if fPlus < bestLoss { bestLoss = fPlus; bestU = plus }
                     if fMinus < bestLoss { bestLoss = fMinus; bestU = minus }
                 } else {
