@@ -11,6 +11,11 @@ Where CUDA exists:
    memory. The table is synthetic (random τ, a third of the channels global): the filter's cost
    does not depend on its values.
 
+3. Scale calibration (delta_scale, a_power) on the GPU: a job prepared by the CLI on a copy of the
+   demo store (`longmamba calibrate-scales --prepare-only`, 4 samples of 1024 tokens, 2 SPSA
+   steps) run by Python on the CPU and on the GPU in float32: every step's losses to 1e-5
+   relative and log-scales to 1e-3, with the wall time per step on each.
+
 Without CUDA it says so and exits 0. `--device cpu --length 512` runs the same steps on the CPU
 at a small size, to check the script itself.
 """
@@ -132,6 +137,57 @@ def speed(device, length, trials, shapes):
                 torch.cuda.empty_cache()
 
 
+def scale_calibration(device):
+    """The same prepared SPSA job run by Python on the CPU and on `device` (float32)."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import tempfile
+    import longmamba_tables as lmt
+    from longmamba_tables.scales import calibrate_scales
+    store = os.path.join(ROOT, "tables", "demo-model.sqlite")
+    cli = os.path.join(ROOT, ".build", "release", "longmamba")
+    if not (os.path.exists(store) and os.path.exists(cli)):
+        print("\nscale calibration: skipped (needs `make run`'s tables/demo-model.sqlite and the built CLI)")
+        return True
+    model_dir = os.path.join(ROOT, "Fixtures", "demo-model")
+    corpus = os.path.join(ROOT, "Fixtures", "demo-corpus", "train-sample.jsonl.zst")
+    ok = True
+    print("\nscale calibration on the demo model: 4 samples of 1024 tokens, 2 SPSA steps, float32")
+    print("| method | where | s per step | max relative loss difference | max log-scale difference |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ["delta_scale", "a_power"]:
+            runs = {}
+            for where in dict.fromkeys(["cpu", device]):
+                db = os.path.join(tmp, f"{method}-{where.replace(':', '_')}.sqlite")
+                src = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+                dst = sqlite3.connect(db)
+                src.backup(dst)
+                dst.close(); src.close()
+                out = subprocess.run([cli, "calibrate-scales", "--db", db, "--run", "1", "--model", model_dir, "--corpus", corpus,
+                                      "--method", method, "--lengths", "1024", "--samples", "4", "--steps", "2", "--seed", "11",
+                                      "--prepare-only", "--quiet"], capture_output=True, text=True, check=True).stdout
+                job = int(out.split()[-1])
+                started = time.time()
+                result = calibrate_scales(db, job, model_dir, device=where, dtype="float32")
+                seconds = (time.time() - started) / max(1, result.steps_run)
+                con = sqlite3.connect(db)
+                rows = con.execute("SELECT step, loss_plus, loss_minus, log_scales_f32 FROM scale_steps WHERE job_id = ? ORDER BY step",
+                                   (job,)).fetchall()
+                con.close()
+                runs[where] = (seconds, rows)
+            base = runs["cpu"][1]
+            for where, (seconds, rows) in runs.items():
+                losses = max((abs(a - b) / abs(b) for r, q in zip(rows, base) for a, b in [(r[1], q[1]), (r[2], q[2])]
+                              if a is not None and b is not None), default=0.0)
+                scales = max(float(np.max(np.abs(np.frombuffer(r[3], "<f4") - np.frombuffer(q[3], "<f4")))) for r, q in zip(rows, base))
+                good = where == "cpu" or (losses <= 1e-5 and scales <= 1e-3)
+                ok &= good
+                print(f"| {method} | {where} | {seconds:.2f} | {losses:.1e} | {scales:.1e} |{'' if good else ' FAILED'}", flush=True)
+    return ok
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default=None, help="default: cuda where available")
@@ -151,6 +207,7 @@ def main():
         print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     ok = parity(device, [int(s) for s in a.parity_lengths.split(",")])
     speed(device, a.length, a.trials, a.shapes.split(","))
+    ok &= scale_calibration(device)
     return 0 if ok else 1
 
 
