@@ -34,11 +34,13 @@ struct CalibrateScalesCommand: ParsableCommand {
     @Option(help: "Threads for matrix products and the scan.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "No progress on stderr.") var quiet = false
 
+    func validate() throws {
+        guard ScaleMethod(rawValue: method) != nil else { throw ValidationError("--method must be one of \(ScaleMethod.names), not '\(method)'") }
+    }
+
     func run() throws {
         BLASThreads.set(threads)
-        guard let scaleMethod = ScaleMethod(rawValue: method) else {
-            throw ValidationError("--method must be one of \(ScaleMethod.names), not '\(method)'")
-        }
+        let scaleMethod = ScaleMethod(rawValue: method)!   // checked in validate()
         var options = ScaleCalibrationOptions(modelDirectory: model, corpusPaths: corpus, databasePath: db, runID: runID, method: scaleMethod,
                                               lengths: try lengthValues(lengths, name: "lengths"))
         options.sampleCount = samples; options.steps = steps; options.stepSize = stepSize; options.perturbation = perturbation

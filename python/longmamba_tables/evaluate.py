@@ -479,8 +479,8 @@ def beyond_scale_table(S: int, largest: int, option: str = "allow_beyond_table=T
 
 def scale_table_method_error(method: str, table_method: str) -> str:
     """The CLI's refusal of a filter method with a per-layer scale table."""
-    return (f"--method {method} filters with LongMamba Δ thresholds; this is a {table_method} table (one scale per "
-            f"layer), which has no modes: leave --method out")
+    return (f"--method {method} filters with LongMamba Δ thresholds; this table holds {table_method} scales (one per "
+            f"layer) and has no modes: leave --method out")
 
 
 def _check_lengths(lengths, name="lengths"):

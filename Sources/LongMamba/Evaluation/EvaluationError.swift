@@ -34,7 +34,7 @@ public enum EvaluationError: Error, CustomStringConvertible, Sendable, Equatable
         case let .beyondScaleTable(length, largest):
             return "length \(length) is beyond the scale table's largest calibrated length \(largest); calibrate it with `longmamba calibrate-scales --lengths …,\(length)`, or pass --allow-beyond-table to use the scales of \(largest)"
         case let .methodOfScaleTable(method, table):
-            return "--method \(method) filters with LongMamba Δ thresholds; this is a \(table) table (one scale per layer), which has no modes: leave --method out"
+            return "--method \(method) filters with LongMamba Δ thresholds; this table holds \(table) scales (one per layer) and has no modes: leave --method out"
         case let .unknownExportMethod(path, method):
             return "\(path): a table export of the method '\(method)', which this tool does not know (written by a newer tool?)"
         case let .lengthTooShort(S): return "length \(S) is too short to measure perplexity"
