@@ -447,37 +447,14 @@ def apply_longmamba(model, table: Table, theta: float = DEFAULT_THETA, filter_fr
                             force=force)
     theta = check_theta(theta)
     method = check_method(method)
-    mixers = _mixers(model)
-    if not mixers:
-        raise UnsupportedModelError(f"{type(model).__name__} is not supported: it has no Mamba mixers "
-                                    f"(supported: {_SUPPORTED})")
-    if getattr(model, "_longmamba_handle", None) is not None:
-        raise LongMambaTableError(f"{type(model).__name__} already has a LongMamba table applied; remove it first")
-    architecture = mixers[0][2][0]
-    if not force:
-        if fingerprint and table.fingerprint and fingerprint != table.fingerprint:
-            raise ModelMismatchError(f"the table was calibrated on model {table.fingerprint[:12]}, not on this one "
-                                     f"({fingerprint[:12]}); pass force=True to use it anyway")
-        if table.architecture and table.architecture != architecture:
-            raise ModelMismatchError(f"the table was calibrated on a {table.architecture} model, not on this "
-                                     f"{architecture} model; pass force=True to use it anyway")
-    if len(table.layers) != len(mixers):
-        raise ModelMismatchError(f"table has {len(table.layers)} layers, the model {len(mixers)}")
+    mixers = _checked_mixers(model, len(table.layers), fingerprint=fingerprint, table=table, force=force)
     for i, (_, mixer, (_, kind)) in enumerate(mixers):
         C = _model_channels(mixer, kind)
         if table.layers[i].channels != C:
             raise ModelMismatchError(f"table layer {i} has {table.layers[i].channels} channels, the model {C}")
     if filter_from is None:
         filter_from = default_filter_start(table.training_length)
-    handle = LongMambaHandle(model, table, theta, int(filter_from), allow_beyond_table, method)
-    _install()
-    for i, (_, mixer, _) in enumerate(mixers):
-        handle._hooks.append(mixer.register_forward_pre_hook(handle._pre_hook(i), with_kwargs=True))
-        # always_call: a forward that raises (out of memory) must not leave its filter active.
-        handle._hooks.append(mixer.register_forward_hook(LongMambaHandle._post_hook, with_kwargs=True,
-                                                         always_call=True))
-    model._longmamba_handle = handle
-    return handle
+    return _install_handle(model, LongMambaHandle(model, table, theta, int(filter_from), allow_beyond_table, method), mixers)
 
 
 class ScaleHandle(LongMambaHandle):
@@ -525,7 +502,9 @@ class ScaleHandle(LongMambaHandle):
         return rules
 
 
-def _scale_mixers(model, layers: int, architecture=None, fingerprint=None, table=None, force=False):
+def _checked_mixers(model, layers: int, fingerprint=None, table=None, force=False):
+    """The model's mixers, checked: supported, no table applied yet, the table's model (fingerprint
+    and architecture, unless `force`) and its layer count."""
     mixers = _mixers(model)
     if not mixers:
         raise UnsupportedModelError(f"{type(model).__name__} is not supported: it has no Mamba mixers "
@@ -549,6 +528,7 @@ def _install_handle(model, handle, mixers):
     _install()
     for i, (_, mixer, _) in enumerate(mixers):
         handle._hooks.append(mixer.register_forward_pre_hook(handle._pre_hook(i), with_kwargs=True))
+        # always_call: a forward that raises (out of memory) must not leave its rule active.
         handle._hooks.append(mixer.register_forward_hook(LongMambaHandle._post_hook, with_kwargs=True,
                                                          always_call=True))
     model._longmamba_handle = handle
@@ -567,7 +547,7 @@ def apply_scales(model, table: ScaleTable, filter_from=None, *, allow_beyond_tab
     if not isinstance(table, ScaleTable):
         raise LongMambaTableError(f"apply_scales needs a per-layer scale table (delta_scale or a_power), not "
                                   f"{type(table).__name__}")
-    mixers = _scale_mixers(model, table.layer_count, fingerprint=fingerprint, table=table, force=force)
+    mixers = _checked_mixers(model, table.layer_count, fingerprint=fingerprint, table=table, force=force)
     if filter_from is None:
         filter_from = default_filter_start(table.training_length)
     handle = ScaleHandle(model, table, int(filter_from), allow_beyond_table, [m.A_log for _, m, _ in mixers])
@@ -579,7 +559,7 @@ def apply_fixed_scales(model, method: str, scales) -> ScaleHandle:
     length): what calibration evaluates at each SPSA point. `handle.set_scales` changes them."""
     if method not in SCALE_METHODS:
         raise LongMambaTableError(f"method {method!r} is not one of {', '.join(SCALE_METHODS)}")
-    mixers = _scale_mixers(model, len(scales))
+    mixers = _checked_mixers(model, len(scales))
     handle = ScaleHandle(model, None, 1, True, [m.A_log for _, m, _ in mixers], fixed=(method, scales))
     return _install_handle(model, handle, mixers)
 

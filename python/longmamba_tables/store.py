@@ -720,6 +720,22 @@ class _TableHash:
         return None if self._h is None else self._h.hexdigest()
 
 
+class _ScaleHash(_TableHash):
+    """The scale table's content hash (same preamble as `_TableHash`), fed one stored
+    `table_scales` row (index, length_count, lengths_i64, scales_f32) at a time."""
+
+    def add_layer(self, row):
+        if self._h is None:
+            return
+        i, _, lengths, scales = row
+        if not (_is_int(i) and isinstance(lengths, bytes) and isinstance(scales, bytes)):
+            self._h = None
+            return
+        self._h.update(_utf8(f"layer {i} scales") + b"\0")
+        self._h.update(lengths)
+        self._h.update(scales)
+
+
 _RECORDING_QUERY = """
     SELECT run_id, sample_index, layer_index, token_count, channel_count, encoding, delta_blob, a_shape_json,
            a_values, content_hash

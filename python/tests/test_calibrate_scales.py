@@ -303,7 +303,7 @@ def test_python_steps_equal_the_clis_for_the_same_prepared_job(cli_job, tmp_path
     assert ": healthy (" in run_longmamba("check", "--db", db)
     # ... and applies the table as Python does:
     # a 100-token prompt filtered from 64 tokens takes the row of 128.
-    from test_scale_tables import read_logits
+    from test_apply import read_recording as read_logits
     from conftest import write_tokens
     prompt = np.random.default_rng(2).integers(0, 2048, 100)
     write_tokens(tmp_path / "prompt.tokens", prompt)

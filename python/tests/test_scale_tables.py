@@ -18,6 +18,7 @@ import pytest
 
 import longmamba_tables as lmt
 from conftest import DEMO_MODEL, ZAMBA2_MODEL, run_longmamba, write_tokens
+from test_apply import read_recording as read_logits  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="torch is not installed here")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed here")
@@ -52,16 +53,6 @@ def write_scale_table(db, method, lengths, scales, training_length, run_id=1, se
                       [(table_id, i, len(lengths), lengths_blob, row.tobytes()) for i, row in enumerate(scales)])
         c.commit()
     return table_id, h.hexdigest()
-
-
-def read_logits(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    info = header["logits"]
-    start, end = info["data_offsets"]
-    return np.frombuffer(data[start:end], dtype="<f4").reshape(info["shape"]), header["__metadata__"]
 
 
 # (model, the store demo_table / zamba2_table calibrated, training length, table lengths, prompt length, its row)

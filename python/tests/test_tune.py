@@ -10,7 +10,6 @@ words and leaves the store as it was.
 The fixture model is mamba2-tiny-calib calibrated as the Swift TuneTests do (2 samples of L = 256,
 tables p = 0.05 and 0.2 on 256…2048): filtering starts at 384 tokens, so at 300 every table
 point reuses vanilla's and at 400…900 the tables act."""
-import hashlib
 import importlib.util
 import os
 import re
@@ -25,6 +24,7 @@ import time
 import pytest
 
 from conftest import MODELS, ROOT, longmamba_binary, run_longmamba
+from test_evaluations import at_schema, file_state
 import longmamba_tables
 from longmamba_tables.evaluations import Evaluation, perplexity_detail
 from longmamba_tables.fingerprint import fingerprint
@@ -173,12 +173,6 @@ def stored_count(db):
             c.close()
     except sqlite3.OperationalError:
         return None
-
-
-def file_state(path):
-    """The file's bytes (hashed) and whether a -wal / -shm lies beside it."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest(), os.path.exists(f"{path}-wal"), os.path.exists(f"{path}-shm")
 
 
 def expected_keys(ids, windows=1, dtype="float32", lengths=LENGTHS, thetas=THETAS, tables=(1, 2), model=MODEL):
@@ -522,22 +516,6 @@ def test_a_python_tune_and_a_cli_tune_write_one_store_at_once(calibrated, store)
 
 # ---- 7. refusals ----------------------------------------------------------------------------------------
 
-def at_schema_3(db):
-    """A schema-4 store as the tool before migration v4 wrote it."""
-    c = sqlite3.connect(db, isolation_level=None)
-    try:
-        c.executescript("""BEGIN;
-            ALTER TABLE evaluations DROP COLUMN dtype;
-            ALTER TABLE evaluations DROP COLUMN device;
-            ALTER TABLE evaluations DROP COLUMN backend;
-            DELETE FROM grdb_migrations WHERE identifier LIKE 'v4%';
-            PRAGMA user_version = 3; COMMIT;""")
-        c.execute("PRAGMA journal_mode = DELETE")
-    finally:
-        c.close()
-    return db
-
-
 def other_model(directory):
     """mamba2-tiny-calib with one weight's last bit changed (another fingerprint, the same shapes)
     and no tokenizer.json (perplexity of --tokens needs none)."""
@@ -561,7 +539,7 @@ def test_bad_input_is_refused_in_the_cli_words_and_leaves_the_store_as_it_was(ca
         return message
 
     # Stores this package cannot write: an older schema (the CLI would migrate it), a newer one.
-    v3 = at_schema_3(copy(store, tmp_path / "v3.sqlite"))
+    v3 = at_schema(copy(store, tmp_path / "v3.sqlite"), 3)
     assert refused(v3, *tokens, same_as_cli=False) == (
         f"Error: {v3}: was written by an older longmamba (schema 3): run `longmamba migrate --db {v3}` first")
     v6 = copy(store, tmp_path / "v6.sqlite")

@@ -182,8 +182,7 @@ public struct ScaleCalibrationJob {
                 let f0 = try loss(u0, length: S)
                 guard f0.isFinite else { throw ScaleCalibrationError.badSettings("the vanilla model's loss at length \(S) is not finite (\(f0)); nothing to calibrate from") }
                 let row = ScaleStepRecord(job: jobID, length: S, step: 0, logScales: u0, lossPlus: nil, lossMinus: nil, bestLoss: f0, bestLogScales: u0, outcome: "start")
-                try store.appendScaleStep(row)
-                steps = try store.scaleSteps(job: jobID, length: S)
+                steps = [try store.appendScaleStep(row)]
                 progress(.step(length: S, step: 0, of: o.steps, lossPlus: nil, lossMinus: nil, bestPerplexity: Foundation.exp(f0), startPerplexity: Foundation.exp(f0), outcome: "start"))
             }
             let start = Foundation.exp(steps[0].bestLoss)
@@ -217,10 +216,9 @@ public struct ScaleCalibrationJob {
                 }
                 let row = ScaleStepRecord(job: jobID, length: S, step: k, logScales: next, lossPlus: fPlus.isFinite ? fPlus : nil,
                                           lossMinus: fMinus.isFinite ? fMinus : nil, bestLoss: bestLoss, bestLogScales: bestU, outcome: outcome)
-                try store.appendScaleStep(row)
-                stepsRun += 1
                 // Another process may have committed this step first: continue from what is stored.
-                last = try store.scaleSteps(job: jobID, length: S).last!
+                last = try store.appendScaleStep(row)
+                stepsRun += 1
                 progress(.step(length: S, step: k, of: o.steps, lossPlus: last.lossPlus, lossMinus: last.lossMinus,
                                bestPerplexity: Foundation.exp(last.bestLoss), startPerplexity: start, outcome: last.outcome))
             }

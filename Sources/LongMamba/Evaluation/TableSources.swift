@@ -120,7 +120,7 @@ public struct StoredScaleSource: ScaleTableSource {
     /// [layers][T]
     public let table: [[Float]]
     public init(store: CalibrationStore, table id: Int64) throws {
-        info = try store.scaleTable(id); table = try store.scales(table: id)
+        table = try store.scales(table: id); info = try store.scaleTable(id)   // scales first: read and verified once
     }
     public var modelFingerprint: String? { info.modelFingerprint }
     public var contentHash: String? { info.contentHash }
@@ -128,8 +128,7 @@ public struct StoredScaleSource: ScaleTableSource {
     public var lengths: [Int] { info.lengths }
     public var scaleMethod: ScaleMethod { info.method }
     public func scales(length: Int) throws -> (scales: LayerScales, tabulatedLength: Int) {
-        let t = LengthRounding.nearestIndex(of: length, in: lengths)!   // a stored table has ≥ 1 length
-        return (LayerScales(method: info.method, scales: table.map { $0[t] }), lengths[t])
+        LayerScales.row(of: table, lengths: lengths, method: scaleMethod, nearest: length)
     }
 }
 
@@ -163,8 +162,16 @@ public struct ExportedScaleSource: ScaleTableSource {
     public var contentHash: String? { file.metadata["content_hash"] }
     public var trainingLength: Int { Int(file.metadata["training_length"] ?? "") ?? 0 }
     public func scales(length: Int) throws -> (scales: LayerScales, tabulatedLength: Int) {
+        LayerScales.row(of: table, lengths: lengths, method: scaleMethod, nearest: length)
+    }
+}
+
+extension LayerScales {
+    /// s_l at the calibrated length nearest `length` (the lookup's rounding rule) of a table
+    /// [layers][T] with ≥ 1 length, and that length.
+    static func row(of table: [[Float]], lengths: [Int], method: ScaleMethod, nearest length: Int) -> (scales: LayerScales, tabulatedLength: Int) {
         let t = LengthRounding.nearestIndex(of: length, in: lengths)!
-        return (LayerScales(method: scaleMethod, scales: table.map { $0[t] }), lengths[t])
+        return (LayerScales(method: method, scales: table.map { $0[t] }), lengths[t])
     }
 }
 

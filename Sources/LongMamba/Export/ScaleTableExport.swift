@@ -29,8 +29,8 @@ public enum ScaleTableExport {
     }
 
     public static func export(store: CalibrationStore, table id: Int64, format: ExportFormat, to path: String) throws {
+        let scales = try store.scales(table: id)   // read and verified once; the row reads below skip it
         let info = try store.scaleTable(id)
-        let scales = try store.scales(table: id)
         let metadata = try metadata(store: store, table: id)
         switch format {
         case .safetensors:
@@ -59,8 +59,8 @@ public enum ScaleTableExport {
 
     /// `lookup` of a scale table: s_l at the calibrated length nearest `length`, as JSON.
     public static func lookupJSON(store: CalibrationStore, table id: Int64, length: Int, layer: Int? = nil) throws -> String {
-        let info = try store.scaleTable(id)
         let scales = try store.scales(table: id)
+        let info = try store.scaleTable(id)
         let t = LengthRounding.nearestIndex(of: length, in: info.lengths)!
         guard length > 0 else { throw LookupError.nonPositiveLength(length) }
         let layers = layer.map { [$0] } ?? Array(0..<info.layerCount)

@@ -32,7 +32,7 @@ struct Mamba1Mixer: Mixer {
     /// `deltaFilter` may rewrite Δ before the scan (LongMamba inference).
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
                  state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
-                 decayRates: [Float]?, useReferenceScan: Bool) -> [Float] {
+                 poweredDecay: [Float]?, useReferenceScan: Bool) -> [Float] {
         let D = config.dModel, dInner = config.dInner, N = config.dState, R = config.dtRank, K = config.dConv
         if state.ssm.count != dInner * N { state.ssm = [Float](repeating: 0, count: dInner * N) }
         let w = weights
@@ -53,7 +53,7 @@ struct Mamba1Mixer: Mixer {
 
         let scratch = workspace.buffer(.scanScratch, count: 2 * L * dInner)   // the fast scan's gathers x, Δ: [d_inner/16, L, 16] each
         delta.withUnsafeBufferPointer { delta in
-            (decayRates ?? w.A).withUnsafeBufferPointer { A in   // A' of a_power, else the model's A
+            (poweredDecay ?? w.A).withUnsafeBufferPointer { A in   // A' of a_power, else the model's A
                 w.D.withUnsafeBufferPointer { Dskip in
                     state.ssm.withUnsafeMutableBufferPointer { ssm in   // y: [L, d_inner], h: [d_inner, N]
                         if useReferenceScan || !SelectiveScan.fastApplies(channels: dInner, stateSize: N) {

@@ -30,7 +30,7 @@ struct Mamba2Mixer: Mixer {
     /// out: [L, D] = mixer(u: [L, D]); returns Δ: [L, H] for recording.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
                  state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
-                 decayRates: [Float]?, useReferenceScan: Bool) -> [Float] {
+                 poweredDecay: [Float]?, useReferenceScan: Bool) -> [Float] {
         let c = config, w = weights
         if state.ssm.count != c.headCount * c.headDim * c.dState { state.ssm = [Float](repeating: 0, count: c.headCount * c.headDim * c.dState) }
         let D = c.dModel, dInner = c.dInner, H = c.headCount, GN = c.groupCount * c.dState, K = c.dConv
@@ -49,7 +49,7 @@ struct Mamba2Mixer: Mixer {
         let shape = SSDShape(heads: H, headDim: c.headDim, stateSize: c.dState, groups: c.groupCount)
         let scratch = workspace.buffer(.scanScratch, count: shape.scratchCount(length: L))   // the fast scan's gathers x [H, L, P], B|C [G, L, 2N], Δ [H, L]
         delta.withUnsafeBufferPointer { delta in
-            (decayRates ?? w.A).withUnsafeBufferPointer { A in   // A' of a_power, else the model's A
+            (poweredDecay ?? w.A).withUnsafeBufferPointer { A in   // A' of a_power, else the model's A
                 w.D.withUnsafeBufferPointer { Dskip in
                     state.ssm.withUnsafeMutableBufferPointer { ssm in   // y: [L, d_inner], h: [H, P, N]
                         if useReferenceScan || !StateSpaceDualScan.fastApplies(shape) {

@@ -122,16 +122,16 @@ public final class MambaModel: @unchecked Sendable {
             var filter: LayerDeltaFilter? = deltaFilter.map { f in
                 { delta in f(layer, &delta, L, self.config.channelCount) }
             }
-            var decayRates: [Float]? = nil                                                   // A' (a_power): A's shape
+            var poweredDecay: [Float]? = nil                                                 // A' (a_power): A's shape
             switch layerScales?.method {
             case .deltaScale?:
                 filter = { [filter] delta in layerScales!.scaleDelta(&delta, layer: layer); filter?(&delta) }
             case .aPower?:
-                decayRates = layerScales!.poweredDecay(aLog: try checkpoint.floats(mixerName(layer) + "A_log"), layer: layer)
+                poweredDecay = layerScales!.poweredDecay(aLog: try checkpoint.floats(mixerName(layer) + "A_log"), layer: layer)
             case nil: break
             }
             let delta = mixer.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace,
-                                      deltaFilter: filter, decayRates: decayRates, useReferenceScan: useReferenceScan)
+                                      deltaFilter: filter, poweredDecay: poweredDecay, useReferenceScan: useReferenceScan)
             for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
             try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: mixer.decayRates, aShape: mixer.decayShape))
         }

@@ -18,11 +18,11 @@ protocol Mixer {
 
     /// out: [L, D] = mixer(u: [L, D]), continuing from `state` (conv history, SSM state) and
     /// leaving it after the last token. Returns Δ: [L, C] as the scan used it (after
-    /// `deltaFilter`). `decayRates`: A' in A's shape instead of A (a_power). `useReferenceScan`:
+    /// `deltaFilter`). `poweredDecay`: A' in A's shape instead of A (a_power). `useReferenceScan`:
     /// the plain scan instead of the vectorised one.
     func forward(_ u: UnsafePointer<Float>, length L: Int, into out: UnsafeMutablePointer<Float>,
                  state: inout LayerState, workspace: Workspace, deltaFilter: LayerDeltaFilter?,
-                 decayRates: [Float]?, useReferenceScan: Bool) -> [Float]
+                 poweredDecay: [Float]?, useReferenceScan: Bool) -> [Float]
 }
 
 extension ModelCheckpoint {

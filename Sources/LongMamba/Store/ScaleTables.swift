@@ -227,12 +227,24 @@ extension CalibrationStore {
 
     /// A scale table's row, checked (and its content hash verified once per store object).
     public func scaleTable(_ id: Int64) throws -> ScaleTableInfo {
+        let info = try scaleTableRow(id)
+        if !verifiedTables.withLock({ $0.contains(id) }) { _ = try readScales(info) }
+        return info
+    }
+
+    /// Every layer's scales at every calibrated length: [layers][T], checked against the hash.
+    public func scales(table id: Int64) throws -> [[Float]] {
+        try readScales(try scaleTableRow(id))
+    }
+
+    /// The `threshold_tables` row of a scale table with its parameters, checked (not its layers).
+    private func scaleTableRow(_ id: Int64) throws -> ScaleTableInfo {
         switch try tableKind(id) {
         case .scales: break
         case .thresholds: throw StoreError.notAScaleTable(path: path, id: id, kind: "a LongMamba threshold table")
         case let .unknown(method, rowKind): throw StoreError.unknownTableMethod(path: path, id: id, method: method, rowKind: rowKind)
         }
-        let info: ScaleTableInfo = try read { db in
+        return try read { db in
             guard let t = try ThresholdTableRecord.fetchOne(db, key: id), let run = try CalibrationRunInfo.fetchOne(db, key: t.runID),
                   let model = try ModelInfo.fetchOne(db, key: run.modelID), let method = ScaleMethod(rawValue: t.method) else {
                 throw StoreError.unknownTable(path: path, id: id)
@@ -251,18 +263,9 @@ extension CalibrationStore {
                                   contentHash: t.contentHash, toolVersion: t.toolVersion, createdAt: t.createdAt,
                                   modelFingerprint: model.fingerprint, architecture: model.architecture)
         }
-        if !verifiedTables.withLock({ $0.contains(id) }) {
-            _ = try readScales(info)
-            verifiedTables.withLock { _ = $0.insert(id) }
-        }
-        return info
     }
 
-    /// Every layer's scales at every calibrated length: [layers][T], checked against the hash.
-    public func scales(table id: Int64) throws -> [[Float]] {
-        try readScales(try scaleTable(id))
-    }
-
+    /// Reads every layer's scales and verifies the content hash (and remembers that it did).
     private func readScales(_ info: ScaleTableInfo) throws -> [[Float]] {
         let rows = try read { db in
             try ScaleLayerRecord.filter(Column("table_id") == info.id).order(Column("layer_index")).fetchAll(db)
@@ -286,6 +289,7 @@ extension CalibrationStore {
         }
         let computed = hasher.finalize()
         guard computed == info.contentHash else { throw StoreError.alteredTable(path: path, table: info.id, stored: info.contentHash, computed: computed) }
+        verifiedTables.withLock { _ = $0.insert(info.id) }
         return scales
     }
 
@@ -326,9 +330,15 @@ extension CalibrationStore {
         try read { db in try ScaleStepRecord.filter(Column("job_id") == job && Column("length") == length).order(Column("step")).fetchAll(db) }
     }
 
-    /// Commits one step (a step already stored by another process is left as it is).
-    public func appendScaleStep(_ step: ScaleStepRecord) throws {
-        try write { db in try step.insert(db, onConflict: .ignore) }
+    /// Commits one step and returns the step as stored: a step another process stored first is
+    /// left as it is and returned instead.
+    @discardableResult
+    public func appendScaleStep(_ step: ScaleStepRecord) throws -> ScaleStepRecord {
+        try write { db in
+            try step.insert(db, onConflict: .ignore)
+            return try ScaleStepRecord.filter(Column("job_id") == step.jobID && Column("length") == step.length && Column("step") == step.step)
+                .fetchOne(db) ?? step
+        }
     }
 
     /// Saves the finished job's table and links it to the job.
