@@ -616,32 +616,6 @@ def scale_table_hash(method: str, parameters_json: str, fingerprint: str, layers
     return h.value
 
 
-class _ScaleHash:
-    """The scale table's content hash, fed one stored `table_scales` row at a time."""
-
-    def __init__(self, method, parameters_json, fingerprint):
-        self._h = None
-        if all(isinstance(s, str) for s in (method, parameters_json, fingerprint)):
-            self._h = hashlib.sha256()
-            for s in (method, parameters_json, fingerprint):
-                self._h.update(_utf8(s) + b"\0")
-
-    def add_layer(self, row):
-        if self._h is None:
-            return
-        i, _, lengths, scales = row
-        if not (_is_int(i) and isinstance(lengths, bytes) and isinstance(scales, bytes)):
-            self._h = None
-            return
-        self._h.update(_utf8(f"layer {i} scales") + b"\0")
-        self._h.update(lengths)
-        self._h.update(scales)
-
-    @property
-    def value(self):
-        return None if self._h is None else self._h.hexdigest()
-
-
 _LAYER_QUERY = """
     SELECT layer_index, channel_count, length_count, lengths_i64, delta_thresholds_f32, kept_fractions_f32,
            decay_budgets_f32, cumulative_decays_f32, a_values_f32, a_shape_json
