@@ -53,6 +53,51 @@ import Testing
 
 /// SHA-256 from the system's libcrypto: the FIPS 180-2 vectors, streaming equal to one-shot,
 /// and a copied hasher independent of the original (swift-crypto's value semantics).
+/// −log softmax at each position (perplexity, scale calibration): the 16-lane kernel on all cores
+/// against the plain f64 formula, on vocabularies that leave a short last block or none, with a
+/// wide spread of logits; rows with NaN or ±∞ take the plain formula and give its value exactly.
+@Suite struct NegativeLogLikelihoodTests {
+    @Test(arguments: [1, 15, 16, 17, 300, 2048, 50_280])
+    func vectorKernelMatchesThePlainFormula(vocab V: Int) {
+        let rows = 40
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15 &+ UInt64(V)
+        func uniform() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) }
+        // Rows of growing spread: from nearly flat to logits 120 apart (exp(x − m) underflows).
+        var logits = [Float](repeating: 0, count: rows * V)
+        for r in 0..<rows { for v in 0..<V { logits[r * V + v] = (uniform() - 0.5) * Float(r) * 3 + 7 } }
+        let targets = (0..<rows).map { ($0 * 7919) % V }
+        var fast = [Double](repeating: .nan, count: rows)
+        logits.withUnsafeBufferPointer { x in targets.withUnsafeBufferPointer { y in fast.withUnsafeMutableBufferPointer { out in
+            negativeLogLikelihoods(x.baseAddress!, rows: rows, vocab: V, targets: y.baseAddress!, into: out.baseAddress!)
+        }}}
+        var worst = 0.0
+        for r in 0..<rows {
+            let plain = logits.withUnsafeBufferPointer { referenceNegativeLogLikelihood($0.baseAddress! + r * V, vocab: V, target: targets[r]) }
+            #expect(plain.isFinite && fast[r].isFinite)
+            worst = max(worst, abs(fast[r] - plain) / max(1, abs(plain)))
+        }
+        #expect(worst < 1e-6, "worst relative difference \(worst)")
+    }
+
+    @Test func rowsWithNonFiniteLogitsGiveThePlainFormulasValue() {
+        let V = 37
+        var logits = (0..<(4 * V)).map { Float($0 % 11) * 0.3 }
+        logits[0 * V + 5] = .nan            // row 0: NaN → NaN
+        logits[1 * V + 36] = .infinity      // row 1 (in the short last block): +∞ → NaN (∞ − ∞)
+        logits[2 * V + 3] = -.infinity      // row 2: −∞ is a token of probability 0; the row stays finite
+        let targets = [1, 2, 4, 6]
+        var fast = [Double](repeating: 0, count: 4)
+        logits.withUnsafeBufferPointer { x in targets.withUnsafeBufferPointer { y in fast.withUnsafeMutableBufferPointer { out in
+            negativeLogLikelihoods(x.baseAddress!, rows: 4, vocab: V, targets: y.baseAddress!, into: out.baseAddress!)
+        }}}
+        let plain = (0..<4).map { r in logits.withUnsafeBufferPointer { referenceNegativeLogLikelihood($0.baseAddress! + r * V, vocab: V, target: targets[r]) } }
+        #expect(fast[0].isNaN && plain[0].isNaN)
+        #expect(fast[1].isNaN && plain[1].isNaN)
+        #expect(fast[2].isFinite && fast[2] == plain[2])
+        #expect(abs(fast[3] - plain[3]) < 1e-6)
+    }
+}
+
 @Suite struct SHA256Tests {
     @Test func knownVectorsStreamingAndCopies() {
         #expect(SHA256.hash(data: Data()).hexString == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

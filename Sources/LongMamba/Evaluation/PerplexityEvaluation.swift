@@ -3,6 +3,7 @@
 // the LongMamba filter for S (the table row nearest S) is applied to every chunk of that window:
 // the same as prefilling all S tokens at once.
 import Foundation
+import LongMambaKernels
 
 /// One evaluated length.
 public struct PerplexityPoint: Sendable, Codable, Equatable {
@@ -126,16 +127,20 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
             let end = min(tokens.count, start + chunk)
             let logits = try model.forward(tokens: Array(tokens[start..<end]), continuing: &state, recorder: &none,
                                            computeLogits: true, deltaFilter: deltaFilter, layerScales: layerScales)
-            for t in start..<end where t + 1 < tokens.count {
-                let row = (t - start) * V
-                var maxLogit = -Float.infinity
-                for v in 0..<V { maxLogit = max(maxLogit, logits[row + v]) }
-                var z = 0.0
-                for v in 0..<V { z += Foundation.exp(Double(logits[row + v] - maxLogit)) }
-                let nll = Foundation.log(z) + Double(maxLogit) - Double(logits[row + tokens[t + 1]])   // −log softmax
-                sum += nll
-                positions?[t] += nll
-                count += 1
+            // Positions start..<scored have a next token to predict (all but the prompt's last).
+            let scored = min(end, tokens.count - 1)
+            if scored > start {
+                let targets = tokens[(start + 1)...scored].map { $0 }                 // [scored − start]
+                var nll = [Double](repeating: 0, count: scored - start)              // [scored − start]
+                logits.withUnsafeBufferPointer { x in targets.withUnsafeBufferPointer { y in nll.withUnsafeMutableBufferPointer { out in
+                    negativeLogLikelihoods(x.baseAddress!, rows: scored - start, vocab: V, targets: y.baseAddress!, into: out.baseAddress!)
+                }}}
+                // Summed in position order on this thread: the total does not depend on the cores.
+                for (i, value) in nll.enumerated() {
+                    sum += value
+                    positions?[start + i] += value
+                }
+                count += scored - start
             }
             start = end
         }
