@@ -54,9 +54,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
-        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
@@ -72,9 +69,6 @@ let package = Package(
             name: "LongMamba",
             dependencies: [
                 "LongMambaKernels", "CZstd", "COpenBLAS", "COpenSSL",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Numerics", package: "swift-numerics"),
-                .product(name: "Collections", package: "swift-collections"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: librarySettings
@@ -85,7 +79,6 @@ let package = Package(
             dependencies: [
                 "LongMamba",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: commandSettings
         ),
