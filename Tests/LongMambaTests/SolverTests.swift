@@ -285,7 +285,8 @@ func solverFixturePath(_ name: String) -> String {
             for t in 0..<L { for c in 0..<C { tokenMajor[t * C + c] = row[(t * (c + 1)) % L] } }
             let layer = try SortedDeltaLayer(layer: 0, tokenMajorDelta: tokenMajor, length: L, channels: C, A: [-1, -1, -1], aShape: [C], parallel: false)
             for c in 0..<C {
-                #expect(Array(layer.sortedDelta[(c * L)..<((c + 1) * L)]) == (0..<L).map { tokenMajor[$0 * C + c] }.sorted(by: >), "row \(r) channel \(c)")
+                let expected: [Float] = (0..<L).map { (t: Int) -> Float in tokenMajor[t * C + c] }.sorted(by: >)
+                #expect(Array(layer.sortedDelta[(c * L)..<((c + 1) * L)]) == expected, "row \(r) channel \(c)")
             }
         }
     }

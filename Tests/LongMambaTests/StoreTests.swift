@@ -212,9 +212,10 @@ enum SyntheticRecordings {
         let exact = try DeltaThresholdSolver.solveLayer(samples: try files.map { try RecordingFile(path: $0).layer(0) },
                                                         parameters: try store.table(id).parameters)
         let stored = try store.tableLayer(table: id, layer: 0)
-        let errors = zip(exact.deltaThreshold, stored.deltaThreshold).filter { $0.0 > 0 }.map { Double(abs($0.0 - $0.1) / $0.0) }
+        let errors: [Double] = zip(exact.deltaThreshold, stored.deltaThreshold).filter { $0.0 > 0 }.map { (e: (Float, Float)) -> Double in Double(abs(e.0 - e.1) / e.0) }
         #expect(!errors.isEmpty)
-        #expect(errors.reduce(0, +) / Double(errors.count) < 2e-3)
+        let meanError: Double = errors.reduce(0, +) / Double(errors.count)
+        #expect(meanError < 2e-3)
     }
 }
 

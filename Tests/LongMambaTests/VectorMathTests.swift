@@ -31,7 +31,7 @@ import Testing
     @Test(arguments: [5, 16, 24, 48])
     func softplusDeltaMatchesItsPlainFormula(channels: Int) {
         let rows = 37, stride = channels + 11
-        let dt = (0..<(rows * stride)).map { Float(($0 * 7919) % 1000) / 1000 * 50 - 25 }   // [-25, 25)
+        let dt: [Float] = (0..<(rows * stride)).map { (i: Int) -> Float in Float((i * 7919) % 1000) / 1000 * 50 - 25 }   // [-25, 25)
         let bias = (0..<channels).map { Float($0) * 0.1 - 1 }
         for limit in [nil, (lower: Float(0.01), upper: Float(3))] as [(lower: Float, upper: Float)?] {
             let fast = softplusDelta(dt, rows: rows, channels: channels, stride: stride, bias: bias, limit: limit)
