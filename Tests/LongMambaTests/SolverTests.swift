@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LongMamba
+import LongMambaKernels
 
 /// Deterministic generator for reproducible random cases (SplitMix64).
 struct SolverRNG {
@@ -262,6 +263,28 @@ func solverFixturePath(_ name: String) -> String {
         var short: [Float] = [-0.0, 0.5, 0]
         DeltaSort.sortDescending(&short)
         #expect(short == [0.5, 0, 0] && short.allSatisfy { $0.sign == .plus })
+    }
+
+    /// KeySort sorts only the bits in which keys differ, in 1, 2 or 3 passes of equal width: keys
+    /// that differ in 1 … 32 low bits (above them shared, set or clear), short and long rows.
+    @Test func keySortAgreesWithStandardSortForEveryWidthOfDifferingBits() {
+        var state: UInt64 = 12345
+        func next() -> UInt32 { state = state &* 6364136223846793005 &+ 1442695040888963407; return UInt32(truncatingIfNeeded: state >> 29) }
+        for bits in [1, 2, 8, 11, 12, 21, 22, 23, 27, 31, 32] {
+            let varying: UInt32 = bits == 32 ? .max : (1 << UInt32(bits)) - 1
+            for shared: UInt32 in [0, 0xA5A5_A5A5 & ~varying] {
+                for n in [2, 3, 100, 2048] {
+                    var keys = (0..<n).map { _ in shared | (next() & varying) }
+                    keys[n - 1] = shared | varying          // the top differing bit is always present
+                    let expected = keys.sorted()
+                    var scratch = [UInt32](repeating: 0, count: n)
+                    keys.withUnsafeMutableBufferPointer { k in scratch.withUnsafeMutableBufferPointer { s in
+                        KeySort.sortAscending(k.baseAddress!, count: n, scratch: s.baseAddress!)
+                    }}
+                    #expect(keys == expected, "bits \(bits), shared \(shared), n \(n)")
+                }
+            }
+        }
     }
 
     @Test func radixSortAgreesWithStandardSortOnHostileDistributions() throws {
