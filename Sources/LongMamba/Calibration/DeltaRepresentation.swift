@@ -174,15 +174,24 @@ public enum DeltaSketch {
         return encoder.write(exponent: e)
     }
 
-    /// One row's logarithms, codes and gaps (buffers reused for every exponent tried).
+    /// One row's logarithms, and the codes, gaps and Rice parameters of the last two exponents
+    /// counted (the search ends by counting e + 1 and then writes e: neither is quantised twice).
     struct RowEncoder {
         let length: Int
         /// Positive values (the row is descending: zeros sit at the end).
         let n: Int
         let cut: Int
         var logs: [Double]
-        var codes: [Int32]
-        var gaps: [UInt32]
+        /// Codes, gaps and each block's Rice parameter at one exponent.
+        struct Quantised {
+            var exponent = -1
+            var codes: [Int32]
+            var gaps: [UInt32]
+            /// k of each block of each zone, in writing order.
+            var riceParameters: [Int] = []
+        }
+        var current: Quantised
+        var previous: Quantised
         /// Sizes counted so far, by exponent (the search asks for some twice).
         var counted = [Int](repeating: -1, count: DeltaSketch.finestExponent + 1)
 
@@ -200,8 +209,8 @@ public enum DeltaSketch {
                 }
                 initialised = count
             }
-            codes = [Int32](repeating: 0, count: n)
-            gaps = [UInt32](repeating: 0, count: n)
+            current = Quantised(codes: [Int32](repeating: 0, count: n), gaps: [UInt32](repeating: 0, count: n))
+            previous = Quantised(codes: [Int32](repeating: 0, count: n), gaps: [UInt32](repeating: 0, count: n))
         }
 
         /// The zones as ranges of positions, with their exponents.
@@ -210,20 +219,14 @@ public enum DeltaSketch {
             return [(0..<cut, e1), (cut..<n, e2)]
         }
 
-        /// Codes and gaps of one zone at exponent e.
-        mutating func quantise(_ zone: Range<Int>, exponent e: Int) {
-            let scale = Foundation.exp2(Double(e))
-            logs.withUnsafeBufferPointer { l in codes.withUnsafeMutableBufferPointer { c in gaps.withUnsafeMutableBufferPointer { g in
-                SketchKernels.quantise(l.baseAddress! + zone.lowerBound, count: zone.count, scale: scale,
-                                       codes: c.baseAddress! + zone.lowerBound, gaps: g.baseAddress! + zone.lowerBound)
-            }}}
-        }
+        /// The blocks of Rice-coded gaps of a zone (its first code is stored whole).
+        static func blocks(_ zone: Range<Int>) -> StrideTo<Int> { stride(from: zone.lowerBound + 1, to: zone.upperBound, by: DeltaSketch.blockSize) }
 
         /// `DeltaSketch.riceParameter` over the gaps of positions `block` (same search, same result).
-        func riceParameter(_ block: Range<Int>) -> (k: Int, bits: Int) {
-            gaps.withUnsafeBufferPointer { g in
+        static func riceParameter(_ q: Quantised, _ block: Range<Int>) -> (k: Int, bits: Int) {
+            q.gaps.withUnsafeBufferPointer { g in
                 let p = g.baseAddress! + block.lowerBound
-                let span = Int64(codes[block.lowerBound - 1]) - Int64(codes[block.upperBound - 1])
+                let span = Int64(q.codes[block.lowerBound - 1]) - Int64(q.codes[block.upperBound - 1])
                 let mean = span / Int64(block.count)
                 var k = mean > 0 ? min(23, Int64.bitWidth - 1 - mean.leadingZeroBitCount) : 0
                 var best = SketchKernels.riceBits(p, count: block.count, k: k)
@@ -233,44 +236,56 @@ public enum DeltaSketch {
             }
         }
 
-        /// The record's size at exponent e (as `encodedBytes`).
-        mutating func bytes(exponent e: Int) -> Int {
-            if counted[e] >= 0 { return counted[e] }
+        /// Quantises the row at exponent e into `current` (the last one moves to `previous`) and
+        /// returns the record's size in bits.
+        mutating func quantise(exponent e: Int) -> Int {
+            swap(&current, &previous)
+            current.exponent = e
+            current.riceParameters.removeAll(keepingCapacity: true)
             var bits = 5 + 32
             for (zone, ez) in zones(e) where !zone.isEmpty {
-                quantise(zone, exponent: ez)
+                let scale = Foundation.exp2(Double(ez))
+                logs.withUnsafeBufferPointer { l in current.codes.withUnsafeMutableBufferPointer { c in current.gaps.withUnsafeMutableBufferPointer { g in
+                    SketchKernels.quantise(l.baseAddress! + zone.lowerBound, count: zone.count, scale: scale,
+                                           codes: c.baseAddress! + zone.lowerBound, gaps: g.baseAddress! + zone.lowerBound)
+                }}}
                 bits += 64
-                var i = zone.lowerBound + 1
-                while i < zone.upperBound {
-                    let end = min(zone.upperBound, i + DeltaSketch.blockSize)
-                    bits += 5 + riceParameter(i..<end).bits
-                    i = end
+                for start in RowEncoder.blocks(zone) {
+                    let (k, blockBits) = RowEncoder.riceParameter(current, start..<min(zone.upperBound, start + DeltaSketch.blockSize))
+                    current.riceParameters.append(k)
+                    bits += 5 + blockBits
                 }
             }
-            counted[e] = (bits + 7) / 8
+            return bits
+        }
+
+        /// The record's size at exponent e (as `encodedBytes`).
+        mutating func bytes(exponent e: Int) -> Int {
+            if counted[e] < 0 { counted[e] = (quantise(exponent: e) + 7) / 8 }
             return counted[e]
         }
 
         /// The record at exponent e (as `encode(positives:length:exponent:)`).
         mutating func write(exponent e: Int) -> Data {
             // The record's size is counted by the same code that writes it (tested against the plain encoder).
+            if current.exponent != e {
+                if previous.exponent == e { swap(&current, &previous) } else { counted[e] = (quantise(exponent: e) + 7) / 8 }
+            }
             let size = bytes(exponent: e)
+            let q = current
             var out = Data(count: size + 16)
             let written = out.withUnsafeMutableBytes { raw -> Int in
                 var w = BitPacker(raw.bindMemory(to: UInt8.self).baseAddress!)
                 w.write(UInt64(e), bits: 5)
                 w.write(UInt64(n) >> 16, bits: 16); w.write(UInt64(n) & 0xFFFF, bits: 16)
-                for (zone, ez) in zones(e) where !zone.isEmpty {
-                    quantise(zone, exponent: ez)
-                    let first = UInt64(bitPattern: Int64(codes[zone.lowerBound]))
+                var block = 0
+                for (zone, _) in zones(e) where !zone.isEmpty {
+                    let first = UInt64(bitPattern: Int64(q.codes[zone.lowerBound]))
                     w.write(first >> 32, bits: 32); w.write(first & 0xFFFF_FFFF, bits: 32)
-                    var i = zone.lowerBound + 1
-                    while i < zone.upperBound {
-                        let end = min(zone.upperBound, i + DeltaSketch.blockSize)
-                        let k = riceParameter(i..<end).k
+                    for start in RowEncoder.blocks(zone) {
+                        let k = q.riceParameters[block]; block += 1
                         w.write(UInt64(k), bits: 5)
-                        gaps.withUnsafeBufferPointer { g in w.writeRice(g.baseAddress! + i, count: end - i, k: k) }
-                        i = end
+                        q.gaps.withUnsafeBufferPointer { g in w.writeRice(g.baseAddress! + start, count: min(zone.upperBound, start + DeltaSketch.blockSize) - start, k: k) }
                     }
                 }
                 return w.finish()
