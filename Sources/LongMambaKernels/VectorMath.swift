@@ -156,14 +156,18 @@ public func multiplyBySiLU(_ y: UnsafeMutablePointer<Float>, gate z: UnsafeMutab
 func softplus(_ x: Float) -> Float { x > 20 ? x : Foundation.log1p(Foundation.exp(x)) }
 
 /// RMSNorm of each row of x: [rows, width] → out = x / sqrt(mean(x²) + eps) · weight.
+/// Rows on every core (each row's arithmetic is unchanged, so the bits do not depend on the cores).
 public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: [Float], epsilon: Float, into out: UnsafeMutablePointer<Float>) {
     weight.withUnsafeBufferPointer { w in
-        for r in 0..<rows {
-            let row = x + r * width, o = out + r * width
-            var sumSquares: Float = 0
-            for j in 0..<width { sumSquares += row[j] * row[j] }
-            let scale = 1 / (sumSquares / Float(width) + epsilon).squareRoot()
-            for j in 0..<width { o[j] = w[j] * (row[j] * scale) }
+        nonisolated(unsafe) let (x, out, w) = (x, out, w.baseAddress!)
+        parallelRanges(rows, minimumPerPart: max(1, 16_384 / max(width, 1))) { part in
+            for r in part {
+                let row = x + r * width, o = out + r * width
+                var sumSquares: Float = 0
+                for j in 0..<width { sumSquares += row[j] * row[j] }
+                let scale = 1 / (sumSquares / Float(width) + epsilon).squareRoot()
+                for j in 0..<width { o[j] = w[j] * (row[j] * scale) }
+            }
         }
     }
 }
@@ -214,5 +218,14 @@ public func causalConvSiLU(input: UnsafePointer<Float>, length: Int, stride: Int
                 }
             }
         }
+    }
+}
+
+/// y ← y + x over `count` floats (the residual stream), on every core; element-wise, so the bits
+/// do not depend on the cores.
+public func addInPlace(_ x: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, count n: Int) {
+    nonisolated(unsafe) let (x, y) = (x, y)
+    parallelRanges(n, minimumPerPart: 65_536) { part in
+        for i in part { y[i] += x[i] }
     }
 }

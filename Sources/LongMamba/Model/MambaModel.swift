@@ -132,7 +132,7 @@ public final class MambaModel: @unchecked Sendable {
             }
             let delta = mixer.forward(normed, length: L, into: &mixed, state: &state.layers[layer], workspace: workspace,
                                       deltaFilter: filter, poweredDecay: poweredDecay, useReferenceScan: useReferenceScan)
-            for i in hidden.indices { hidden[i] += mixed[i] }                                // h = h + mixer(norm(h))
+            addInPlace(mixed, to: &hidden, count: hidden.count)                              // h = h + mixer(norm(h))
             try recorder.record(LayerDelta(layer: layer, delta: delta, length: L, channels: config.channelCount, A: mixer.decayRates, aShape: mixer.decayShape))
         }
         guard computeLogits else { return [] }
