@@ -106,7 +106,7 @@ struct BenchSolverCommand: ParsableCommand {
 
     /// calibrate's representation and store, then `TableService.solve` as `calibrate`/`solve --run` run it.
     func storedRun(_ params: SolverParameters) throws {
-        let (L, C) = (tokens, channels)
+        let L = tokens
         // calibrate's choice for Mamba-1's d_inner channels (the synthetic samples carry no token order for `exact`).
         let representation = DeltaRepresentation.sketch(bytesPerChannel: DeltaRepresentation.defaultSketchBytes)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-solver-\(ProcessInfo.processInfo.processIdentifier)")
