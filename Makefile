@@ -4,7 +4,7 @@
 SWIFT ?= swift
 DEB_PACKAGES := libzstd-dev libsqlite3-dev libopenblas-dev libssl-dev zstd sqlite3
 
-.PHONY: deps build release test run bench fixtures fuzz clean
+.PHONY: deps build release test run bench bench-avx2 fixtures fuzz clean
 
 # Install the system libraries when missing (root: apt-get; otherwise sudo; neither: a message
 # naming the packages, exit 1). See scripts/deps.sh.
@@ -115,6 +115,16 @@ bench: release
 	@if [ -n "$(BENCH_CORPUS)" ]; then .build/release/longmamba bench-corpus --corpus $(BENCH_CORPUS) \
 	  --tokenizer $(BENCH_TOKENIZER) --tokenizer-mb 0; \
 	else echo "bench-corpus skipped: set BENCH_CORPUS=FILE.jsonl.zst (scripts/make_bench_corpus.py makes one)"; fi
+	@if grep -q avx512f /proc/cpuinfo 2>/dev/null; then $(MAKE) --no-print-directory bench-avx2; fi
+
+# The AVX2 code paths (8-float lanes) on an AVX-512 machine: a haswell build in .build-haswell,
+# timed against the same run's sgemm like the rest (`make bench` runs it where the CPU has AVX-512,
+# so that both kinds of figure come from one run; on an AVX2-only machine `make bench` is already that).
+bench-avx2:
+	LONGMAMBA_TARGET_CPU=haswell $(SWIFT) build -c release --scratch-path .build-haswell
+	.build-haswell/release/longmamba bench --shape mamba-130m
+	.build-haswell/release/longmamba bench --shape mamba2-130m
+	.build-haswell/release/longmamba bench-solver --layers 4 --stored
 
 # libFuzzer + AddressSanitizer on every parser of untrusted input (Fuzz/README.md): each harness
 # runs FUZZ_SECONDS (default 60); fails on a crash, leak, timeout or out-of-memory.
