@@ -859,6 +859,29 @@ class Store:
                                       f"per-layer scale table ({_choices(SCALE_METHODS)})")
         return table
 
+    def _missing_layers(self, table_id: int, indices: list, layer_count: int, rows_table: str):
+        """The error naming the first layers absent from `rows_table`, or None. Without enumerating
+        layer_count (an altered one may be huge): the first missing layers are among the first
+        len(indices) + 3."""
+        present = set(indices)
+        missing = [k for k in range(min(layer_count, len(indices) + 3)) if k not in present]
+        if not missing:
+            return None
+        count = layer_count - sum(1 for i in present if _is_int(i) and 0 <= i < layer_count)
+        shown = ", ".join(map(str, missing[:3])) + (", …" if count > 3 else "")
+        return LongMambaTableError(
+            f"{self.path}: table {table_id}: layer{'s' if count > 1 else ''} {shown} "
+            f"{'are' if count > 1 else 'is'} missing from {rows_table} "
+            f"(layer_count is {layer_count}, {len(indices)} stored)")
+
+    def _hash_mismatch(self, table_id: int, stored_hash, computed):
+        """The error for a content hash that does not match the rows it was recomputed from, or None."""
+        if computed is None or computed == stored_hash:
+            return None
+        return LongMambaTableError(
+            f"{self.path}: table {table_id}: content_hash {str(stored_hash)[:12]}… does not match its rows "
+            f"(recomputed {computed[:12]}…): {ALTERED.format('table')}")
+
     def _read_scale_table(self, table_id: int, row, table: "_ScaleRecord", fail):
         """The rows of a per-layer scale table (`table_scales`), checked, and its content hash."""
         digest = _ScaleHash(row[1], row[2], row[14])
@@ -875,21 +898,13 @@ class Store:
         except sqlite3.DatabaseError as e:
             fail(LongMambaTableError(f"{self.path}: table {table_id} cannot be read ({e})"))
             return None
-        present = set(indices)
-        missing = [k for k in range(min(table.layer_count, len(indices) + 3)) if k not in present]
+        missing = self._missing_layers(table_id, indices, table.layer_count, "table_scales")
         if missing:
-            count = table.layer_count - sum(1 for i in present if _is_int(i) and 0 <= i < table.layer_count)
-            shown = ", ".join(map(str, missing[:3])) + (", …" if count > 3 else "")
-            fail(LongMambaTableError(
-                f"{self.path}: table {table_id}: layer{'s' if count > 1 else ''} {shown} "
-                f"{'are' if count > 1 else 'is'} missing from table_scales "
-                f"(layer_count is {table.layer_count}, {len(indices)} stored)"))
+            fail(missing)
             return None
-        computed = digest.value
-        if computed is not None and computed != table.content_hash:
-            fail(LongMambaTableError(
-                f"{self.path}: table {table_id}: content_hash {table.content_hash[:12]}… does not match its rows "
-                f"(recomputed {computed[:12]}…): {ALTERED.format('table')}"))
+        mismatch = self._hash_mismatch(table_id, table.content_hash, digest.value)
+        if mismatch:
+            fail(mismatch)
             return None
         if len(scales) != table.layer_count:
             return None
@@ -944,23 +959,12 @@ class Store:
             fail(unreadable)
             return None
         if table is not None:
-            # Without enumerating layer_count (an altered one may be huge): the first missing
-            # layers are among the first len(indices) + 3.
-            present = set(indices)
-            missing = [k for k in range(min(table.layer_count, len(indices) + 3)) if k not in present]
+            missing = self._missing_layers(table_id, indices, table.layer_count, "table_layers")
             if missing:
-                count = table.layer_count - sum(1 for i in present if _is_int(i) and 0 <= i < table.layer_count)
-                shown = ", ".join(map(str, missing[:3])) + (", …" if count > 3 else "")
-                fail(LongMambaTableError(
-                    f"{self.path}: table {table_id}: layer{'s' if count > 1 else ''} {shown} "
-                    f"{'are' if count > 1 else 'is'} missing from table_layers "
-                    f"(layer_count is {table.layer_count}, {len(indices)} stored)"))
-        computed = digest.value
-        stored_hash = row[10]
-        if computed is not None and computed != stored_hash:
-            fail(LongMambaTableError(
-                f"{self.path}: table {table_id}: content_hash {str(stored_hash)[:12]}… does not match its rows "
-                f"(recomputed {computed[:12]}…): {ALTERED.format('table')}"))
+                fail(missing)
+        mismatch = self._hash_mismatch(table_id, row[10], digest.value)
+        if mismatch:
+            fail(mismatch)
         if problems is not None:
             return None
         # Every layer's lengths_i64 was checked equal to the grid.

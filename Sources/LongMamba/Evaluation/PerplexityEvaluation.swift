@@ -130,7 +130,7 @@ public struct PerplexityEvaluation: TableEvaluationSettings {
             // Positions start..<scored have a next token to predict (all but the prompt's last).
             let scored = min(end, tokens.count - 1)
             if scored > start {
-                let targets = tokens[(start + 1)...scored].map { $0 }                 // [scored − start]
+                let targets = Array(tokens[(start + 1)...scored])               // [scored − start]
                 var nll = [Double](repeating: 0, count: scored - start)              // [scored − start]
                 logits.withUnsafeBufferPointer { x in targets.withUnsafeBufferPointer { y in nll.withUnsafeMutableBufferPointer { out in
                     negativeLogLikelihoods(x.baseAddress!, rows: scored - start, vocab: V, targets: y.baseAddress!, into: out.baseAddress!)

@@ -113,7 +113,7 @@ public final class MambaModel: @unchecked Sendable {
                 let own = try hybridLayer(layer, shared)
                 block.forward(hidden: hidden, embeddings: embeddings, length: L, config: config, shared: shared, layer: own,
                               state: &state.layers[layer], workspace: workspace, useReferenceAttention: useReferenceScan, into: &mixed)   // t: [L, D]
-                for i in mixed.indices { mixed[i] += hidden[i] }                                 // h + t, the mixer's input
+                addInPlace(hidden, to: &mixed, count: mixed.count)                              // h + t, the mixer's input
                 rmsNorm(mixed, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
             } else {
                 rmsNorm(hidden, rows: L, width: dModel, weight: norm, epsilon: config.normEpsilon, into: &normed)
